@@ -1,0 +1,28 @@
+# hearth — see README.md. Every target works on a fresh clone with Go installed.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+
+.PHONY: build run test e2e bench lint
+
+build:
+	go build -ldflags "$(LDFLAGS)" -o bin/hearth ./cmd/hearth
+
+# The agent on built-in defaults (or ARGS="--config configs/agent.yaml").
+run: build
+	./bin/hearth agent --log-format text $(ARGS)
+
+test:
+	go test -race -count=1 -timeout 15m ./...
+
+# Builds the real Ollama from the Go module proxy (cached), then runs real clients through hearth.
+e2e:
+	bash e2e/run.sh
+
+bench:
+	go run ./bench/overhead
+
+lint:
+	go vet ./...
+	go run $(STATICCHECK) ./...

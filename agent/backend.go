@@ -1,0 +1,220 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hearthlab/hearth/internal/logging"
+	"github.com/hearthlab/hearth/router"
+)
+
+// checkTimeout bounds one read of Ollama's state: a hung Ollama must not hang the watch.
+const checkTimeout = 3 * time.Second
+
+// downInterval is how often a backend that does not answer is checked, so that the agent
+// recovers within seconds when Ollama appears.
+const downInterval = 2 * time.Second
+
+// Backend watches the local Ollama: whether it answers, which models it has on disk and
+// which are loaded. It is the router.Node for this machine.
+type Backend struct {
+	name     string
+	url      *url.URL
+	client   *http.Client
+	log      *slog.Logger
+	interval time.Duration
+
+	refreshMu sync.Mutex // one read of Ollama at a time
+
+	mu    sync.RWMutex
+	state router.NodeState
+}
+
+// NewBackend returns a watch of the Ollama at u, re-read every interval.
+func NewBackend(name string, u *url.URL, connectTimeout, interval time.Duration, logger *slog.Logger) *Backend {
+	tr := &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: connectTimeout}).DialContext,
+		MaxIdleConnsPerHost: 2,
+		IdleConnTimeout:     time.Minute,
+	}
+	return &Backend{
+		name:     name,
+		url:      u,
+		client:   &http.Client{Transport: tr, Timeout: checkTimeout},
+		log:      logging.OrDiscard(logger),
+		interval: interval,
+		state:    router.NodeState{Name: name, URL: u, Problem: "not checked yet"},
+	}
+}
+
+// State returns the last known state.
+func (b *Backend) State() router.NodeState {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.state
+}
+
+// Run checks Ollama until ctx ends: every interval while it answers, more often while not.
+func (b *Backend) Run(ctx context.Context) error {
+	defer b.client.CloseIdleConnections()
+	for {
+		_ = b.Refresh(ctx)
+		wait := b.interval
+		if !b.State().Healthy && downInterval < wait {
+			wait = downInterval
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Refresh reads Ollama's health and inventory now.
+func (b *Backend) Refresh(ctx context.Context) error {
+	b.refreshMu.Lock()
+	defer b.refreshMu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+
+	prev := b.State()
+	next := prev
+	next.Checked = time.Now()
+	inv, err := b.readInventory(ctx)
+	if err == nil && (!prev.Healthy || prev.Version == "") {
+		next.Version, err = b.readVersion(ctx)
+	}
+	if err != nil {
+		next.Healthy = false
+		next.Problem = b.describe(err)
+	} else {
+		next.Healthy = true
+		next.Problem = ""
+		next.Inventory = inv
+	}
+	b.mu.Lock()
+	b.state = next
+	b.mu.Unlock()
+	b.report(prev, next)
+	return err
+}
+
+// report logs changes a person cares about, once each, not every check.
+func (b *Backend) report(prev, next router.NodeState) {
+	switch {
+	case !next.Healthy && prev.Checked.IsZero():
+		b.log.Warn("Ollama is not reachable yet; model requests get 503 until it answers, and hearth keeps checking",
+			"url", b.url.String(), "problem", next.Problem, "every", downInterval.String())
+	case !next.Healthy && prev.Healthy:
+		b.log.Warn("Ollama stopped answering; model requests get 503 until it is back", "url", b.url.String(), "problem", next.Problem)
+	case next.Healthy && !prev.Healthy:
+		b.log.Info("Ollama is answering", "url", b.url.String(), "version", next.Version,
+			"models", names(next.Inventory.Models), "loaded", names(next.Inventory.Loaded))
+	case next.Healthy && !slices.Equal(names(prev.Inventory.Models), names(next.Inventory.Models)):
+		b.log.Info("models on this node changed", "models", names(next.Inventory.Models))
+	}
+}
+
+func names(models []router.ModelInfo) []string {
+	out := make([]string, len(models))
+	for i, m := range models {
+		out[i] = m.Name
+	}
+	return out
+}
+
+// describe puts a failed check in words that say what to do.
+func (b *Backend) describe(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Sprintf("nothing listens at %s (connection refused): start Ollama with `ollama serve`, or point ollama.url at it", b.url)
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("no answer from %s within %s: Ollama may be hung, or the host unreachable", b.url, checkTimeout)
+	default:
+		return err.Error()
+	}
+}
+
+func (b *Backend) get(ctx context.Context, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.url.JoinPath(path).String(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("reading GET %s from %s: %w", path, b.url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s at %s answered %s: %.200s", path, b.url, resp.Status, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("%s does not look like Ollama: GET %s returned %.80q", b.url, path, body)
+	}
+	return nil
+}
+
+func (b *Backend) readVersion(ctx context.Context) (string, error) {
+	var v struct {
+		Version string `json:"version"`
+	}
+	err := b.get(ctx, "/api/version", &v)
+	return v.Version, err
+}
+
+// readInventory reads /api/tags (on disk) and /api/ps (loaded now).
+func (b *Backend) readInventory(ctx context.Context) (router.Inventory, error) {
+	var inv router.Inventory
+	var err error
+	if inv.Models, err = b.readList(ctx, "/api/tags"); err != nil {
+		return inv, err
+	}
+	inv.Loaded, err = b.readList(ctx, "/api/ps")
+	return inv, err
+}
+
+func (b *Backend) readList(ctx context.Context, path string) ([]router.ModelInfo, error) {
+	var list struct {
+		Models []json.RawMessage `json:"models"`
+	}
+	if err := b.get(ctx, path, &list); err != nil {
+		return nil, err
+	}
+	out := make([]router.ModelInfo, 0, len(list.Models))
+	for _, raw := range list.Models {
+		var m struct {
+			Name       string    `json:"name"`
+			Model      string    `json:"model"`
+			Size       int64     `json:"size"`
+			ModifiedAt time.Time `json:"modified_at"`
+		}
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return nil, fmt.Errorf("GET %s at %s: unexpected model entry %.120s", path, b.url, raw)
+		}
+		if m.Name == "" {
+			m.Name = m.Model
+		}
+		out = append(out, router.ModelInfo{Name: m.Name, Size: m.Size, Modified: m.ModifiedAt, Raw: raw})
+	}
+	return out, nil
+}

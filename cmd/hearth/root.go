@@ -1,0 +1,145 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hearthlab/hearth/agent"
+	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/logging"
+)
+
+// Set by the Makefile with -ldflags "-X main.version=... -X main.commit=...".
+var (
+	version = "dev"
+	commit  = ""
+)
+
+type globalFlags struct {
+	config    string
+	logLevel  string
+	logFormat string
+}
+
+func newRoot() *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:   "hearth",
+		Short: "hearth: the home-lab edge appliance for self-hosted LLMs",
+		Long: `hearth is one binary with three roles:
+
+  hearth agent    runs on every home machine: fronts its Ollama with the Ollama and OpenAI APIs
+                  and routes each request to a node that has the model
+  hearth relay    runs on a VPS: public HTTPS, the tunnel from home, tokens and vendor fallback
+  operator        commands such as "hearth config check" and "hearth version"`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.config, "config", "", "config file (default /etc/hearth/<role>.yaml; built-in defaults when it does not exist)")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "json, text, or auto (json when stderr is not a terminal)")
+	root.AddCommand(newAgentCmd(g), newConfigCmd(), newVersionCmd())
+	return root
+}
+
+func newAgentCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "agent",
+		Short: "Run the agent on a home machine: the Ollama- and OpenAI-compatible API in front of its Ollama",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logging.New(os.Stderr, g.logLevel, g.logFormat)
+			if err != nil {
+				return err
+			}
+			cfg, err := loadAgentConfig(g.config, log)
+			if err != nil {
+				return err
+			}
+			a, err := agent.New(cfg, log, versionString())
+			if err != nil {
+				return err
+			}
+			return a.Run(cmd.Context())
+		},
+	}
+}
+
+// loadAgentConfig reads the file named by --config; without --config it reads the default
+// path when it exists and otherwise runs on built-in defaults, saying so.
+func loadAgentConfig(path string, log *slog.Logger) (config.Agent, error) {
+	if path == "" {
+		if _, err := os.Stat(config.DefaultAgentPath); errors.Is(err, fs.ErrNotExist) {
+			log.Info("no config file: running on built-in defaults (write " + config.DefaultAgentPath + " or pass --config FILE; see configs/agent.yaml)")
+			cfg := config.DefaultAgent()
+			return cfg, cfg.Validate()
+		}
+		path = config.DefaultAgentPath
+	}
+	cfg, err := config.LoadAgent(path)
+	if err != nil {
+		return cfg, err
+	}
+	log.Info("config loaded", "file", path)
+	return cfg, nil
+}
+
+func newConfigCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Work with config files"}
+	var role string
+	check := &cobra.Command{
+		Use:   "check FILE",
+		Short: "Validate a config file without starting anything",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch role {
+			case "agent":
+				if _, err := config.LoadAgent(args[0]); err != nil {
+					return err
+				}
+			default:
+				return fmt.Errorf("--role %q: use agent", role)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s config)\n", args[0], role)
+			return nil
+		},
+	}
+	check.Flags().StringVar(&role, "role", "agent", "which role the file configures")
+	cmd.AddCommand(check)
+	return cmd
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print hearth's version, commit and Go version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintf(cmd.OutOrStdout(), "hearth %s\n", versionString())
+		},
+	}
+}
+
+func versionString() string {
+	c := commit
+	if c == "" {
+		if info, ok := debug.ReadBuildInfo(); ok {
+			for _, s := range info.Settings {
+				if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+					c = s.Value[:12]
+				}
+			}
+		}
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	return fmt.Sprintf("%s (commit %s, %s %s/%s)", version, c, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}

@@ -1,0 +1,207 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultAgentPath is where `hearth agent` looks for its config when --config is not given.
+const DefaultAgentPath = "/etc/hearth/agent.yaml"
+
+// Agent is the configuration of `hearth agent` (agent.yaml).
+type Agent struct {
+	Node   Node   `yaml:"node"`
+	Ollama Ollama `yaml:"ollama"`
+}
+
+// Node is this agent's own identity and API listener.
+type Node struct {
+	// Name identifies the node in X-Hearth-Node and the cluster. Default: the host name.
+	Name string `yaml:"name"`
+	// Listen is the host:port of the Ollama/OpenAI-compatible API. Default "127.0.0.1:11500";
+	// use "0.0.0.0:11500" to serve the LAN.
+	Listen string `yaml:"listen"`
+	// APIKeys are accepted as "Authorization: Bearer KEY" from any address. Default none.
+	APIKeys []string `yaml:"api_keys"`
+	// TrustedNetworks are CIDRs whose clients need no key (the `ollama` CLI cannot send one).
+	// Default loopback only: ["127.0.0.0/8", "::1/128"].
+	TrustedNetworks []string `yaml:"trusted_networks"`
+	// MaxBody is the largest JSON request body accepted (images travel base64 inside it).
+	// Uploads to /api/blobs are streamed and not bound by it. Default "64MiB".
+	MaxBody ByteSize `yaml:"max_body"`
+	// DataDir holds the agent's state. Default $XDG_DATA_HOME/hearth or ~/.local/share/hearth.
+	DataDir string `yaml:"data_dir"`
+}
+
+// Ollama is the local model server this agent fronts.
+type Ollama struct {
+	// URL of the local Ollama. Default "http://127.0.0.1:11434".
+	URL string `yaml:"url"`
+	// ConnectTimeout bounds dialing Ollama; past it the request fails over or gets 503. Default 3s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// FirstByteTimeout bounds the wait for Ollama's first response byte: loading a cold model
+	// from disk or NFS for a stream, the whole answer for a non-stream. Default 10m.
+	FirstByteTimeout time.Duration `yaml:"first_byte_timeout"`
+	// PollInterval is how often the agent re-reads Ollama's models and health. Default 5s.
+	PollInterval time.Duration `yaml:"poll_interval"`
+}
+
+// ByteSize is a size in bytes written as "64MiB", "1GB" or a plain number.
+type ByteSize int64
+
+// UnmarshalYAML accepts human sizes.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	v, err := humanize.ParseBytes(n.Value)
+	if err != nil || v > 1<<62 {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: cannot unmarshal !!%s `%s` into config.ByteSize", n.Line, strings.TrimPrefix(n.ShortTag(), "!!"), n.Value)}}
+	}
+	*b = ByteSize(v)
+	return nil
+}
+
+func (b ByteSize) String() string { return humanize.IBytes(uint64(b)) }
+
+// DefaultAgent is the one place the agent's defaults live; it runs on one machine as is.
+func DefaultAgent() Agent {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "hearth"
+	}
+	return Agent{
+		Node: Node{
+			Name:            host,
+			Listen:          "127.0.0.1:11500",
+			TrustedNetworks: []string{"127.0.0.0/8", "::1/128"},
+			MaxBody:         64 << 20,
+			DataDir:         defaultDataDir(),
+		},
+		Ollama: Ollama{
+			URL:              "http://127.0.0.1:11434",
+			ConnectTimeout:   3 * time.Second,
+			FirstByteTimeout: 10 * time.Minute,
+			PollInterval:     5 * time.Second,
+		},
+	}
+}
+
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "hearth")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "hearth")
+	}
+	return filepath.Join(os.TempDir(), "hearth")
+}
+
+// LoadAgent reads an agent config file over the defaults and validates it.
+func LoadAgent(path string) (Agent, error) {
+	cfg := DefaultAgent()
+	if err := decodeFile(path, &cfg); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Validate checks values without side effects and names the key to fix in every message.
+func (c *Agent) Validate() error {
+	var problems Errors
+	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+
+	if strings.TrimSpace(c.Node.Name) == "" {
+		add("node.name is empty: give this machine a name such as \"gpu-pc\"")
+	}
+	if err := checkHostPort(c.Node.Listen); err != nil {
+		add("node.listen %q: %v (for example \"0.0.0.0:11500\")", c.Node.Listen, err)
+	}
+	for i, k := range c.Node.APIKeys {
+		if strings.TrimSpace(k) == "" {
+			add("node.api_keys[%d] is empty: remove it or set its environment variable", i)
+		} else if len(k) < 16 {
+			add("node.api_keys[%d] is %d characters long: use at least 16 (e.g. from `openssl rand -hex 16`)", i, len(k))
+		}
+	}
+	if _, err := c.Node.TrustedPrefixes(); err != nil {
+		add("%v", err)
+	}
+	if c.Node.MaxBody < 1024 {
+		add("node.max_body %s is too small: requests carry whole conversations; use at least \"1MiB\"", c.Node.MaxBody)
+	}
+	if c.Node.DataDir == "" {
+		add("node.data_dir is empty: give a directory for the agent's state")
+	}
+	if err := checkHTTPURL(c.Ollama.URL); err != nil {
+		add("ollama.url %q: %v (for example \"http://127.0.0.1:11434\")", c.Ollama.URL, err)
+	}
+	positive := map[string]time.Duration{
+		"ollama.connect_timeout":    c.Ollama.ConnectTimeout,
+		"ollama.first_byte_timeout": c.Ollama.FirstByteTimeout,
+		"ollama.poll_interval":      c.Ollama.PollInterval,
+	}
+	for _, key := range []string{"ollama.connect_timeout", "ollama.first_byte_timeout", "ollama.poll_interval"} {
+		if positive[key] <= 0 {
+			add("%s must be greater than 0 (got %s)", key, positive[key])
+		}
+	}
+	if len(problems) > 0 {
+		return problems
+	}
+	return nil
+}
+
+// TrustedPrefixes parses node.trusted_networks; a bare address means just that host.
+func (n *Node) TrustedPrefixes() ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(n.TrustedNetworks))
+	for i, s := range n.TrustedNetworks {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		return nil, fmt.Errorf("node.trusted_networks[%d] %q is not a CIDR such as \"192.168.1.0/24\"", i, s)
+	}
+	return out, nil
+}
+
+func checkHostPort(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("not host:port")
+	}
+	if port == "" {
+		return fmt.Errorf("the port is missing")
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("bad port %q", port)
+	}
+	return nil
+}
+
+func checkHTTPURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("not a URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("the scheme must be http or https")
+	}
+	if u.Host == "" {
+		return fmt.Errorf("the host is missing")
+	}
+	return nil
+}

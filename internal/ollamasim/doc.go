@@ -1,0 +1,2 @@
+// Package ollamasim is a fake Ollama server.
+package ollamasim

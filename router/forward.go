@@ -1,0 +1,229 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hearthlab/hearth/internal/logging"
+)
+
+// ForwarderConfig bounds the calls to backends.
+type ForwarderConfig struct {
+	// ConnectTimeout bounds dialing a backend.
+	ConnectTimeout time.Duration
+	// FirstByteTimeout bounds the wait for a backend's response headers, which Ollama sends
+	// only once a cold model is loaded (streams) or the whole answer is ready (non-streams).
+	FirstByteTimeout time.Duration
+}
+
+// Forwarder sends raw request bytes to a chosen node and copies the answer back, flushing
+// every chunk as it arrives. It never re-encodes a body.
+type Forwarder struct {
+	client  *http.Client
+	log     *slog.Logger
+	metrics *Metrics
+	bufs    sync.Pool
+}
+
+// NewForwarder returns a Forwarder with pooled keep-alive connections to backends.
+func NewForwarder(cfg ForwarderConfig, m *Metrics, logger *slog.Logger) *Forwarder {
+	tr := &http.Transport{
+		Proxy:                 nil, // backends are on the LAN: never through HTTP_PROXY
+		DialContext:           (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: cfg.FirstByteTimeout,
+		DisableCompression:    true, // bytes pass through as the backend wrote them
+		WriteBufferSize:       32 << 10,
+		ReadBufferSize:        32 << 10,
+	}
+	return &Forwarder{
+		client:  &http.Client{Transport: tr},
+		log:     logging.OrDiscard(logger),
+		metrics: m,
+		bufs:    sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
+	}
+}
+
+// Close drops idle backend connections.
+func (f *Forwarder) Close() { f.client.CloseIdleConnections() }
+
+// hopHeaders are meaningful for one connection only, and Authorization/Cookie carry the
+// caller's credentials for hearth, which the backend must never see.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true, "Proxy-Authorization": true,
+	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	"Authorization": true, "Cookie": true,
+}
+
+// send starts the backend call. A nil error means the backend answered with headers; the
+// body has not been read.
+func (f *Forwarder) send(ctx context.Context, r *http.Request, t *Target, body io.Reader, length int64, query string) (*http.Response, error) {
+	u := &url.URL{Scheme: t.URL.Scheme, Host: t.URL.Host, Path: strings.TrimRight(t.URL.Path, "/") + r.URL.Path, RawQuery: query}
+	req, err := http.NewRequestWithContext(ctx, r.Method, u.String(), body)
+	if err != nil {
+		return nil, err
+	}
+	req.ContentLength = length
+	for k, vs := range r.Header {
+		if !hopHeaders[k] {
+			req.Header[k] = vs
+		}
+	}
+	return f.client.Do(req)
+}
+
+// sendError turns a failed backend call into the answer for the caller: nil when the
+// caller itself went away (there is no one to answer).
+func sendError(ctx context.Context, node string, err error) *APIError {
+	if ctx.Err() != nil {
+		return nil
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return &APIError{Status: http.StatusServiceUnavailable, Code: "backend_unavailable", RetryAfter: 5,
+			Message: fmt.Sprintf("node %s: cannot connect to Ollama (%v); is `ollama serve` running there?", node, op.Err)}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &APIError{Status: http.StatusGatewayTimeout, Code: "backend_timeout", RetryAfter: 5,
+			Message: fmt.Sprintf("node %s: Ollama did not start answering in time (ollama.first_byte_timeout); it may still be loading the model, try again", node)}
+	}
+	return &APIError{Status: http.StatusServiceUnavailable, Code: "backend_unavailable", RetryAfter: 5,
+		Message: fmt.Sprintf("node %s: Ollama closed the connection before answering (%v); try again", node, unwrapURL(err))}
+}
+
+func unwrapURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// outcome is what the copy of one response saw.
+type outcome struct {
+	status    int
+	firstByte time.Time // zero: nothing reached the client
+	bytes     int64
+	cut       error // the backend broke the stream after its first byte
+	tail      []byte
+}
+
+// relay copies resp to w, flushing after every read so that no chunk waits for the next.
+func (f *Forwarder) relay(w http.ResponseWriter, resp *http.Response, node string) outcome {
+	defer resp.Body.Close()
+	h := w.Header()
+	for k, vs := range resp.Header {
+		if !hopHeaders[k] {
+			h[k] = vs
+		}
+	}
+	h.Set("X-Hearth-Node", node)
+	w.WriteHeader(resp.StatusCode)
+	out := outcome{status: resp.StatusCode}
+	flusher, _ := w.(http.Flusher)
+
+	bp := f.bufs.Get().(*[]byte)
+	defer f.bufs.Put(bp)
+	buf := *bp
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if out.firstByte.IsZero() {
+				out.firstByte = time.Now()
+			}
+			out.bytes += int64(n)
+			out.tail = keepTail(out.tail, buf[:n])
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return out // the client went away; its context cancels the backend call
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			if resp.Request.Context().Err() == nil {
+				out.cut = err
+				f.endStream(w, flusher, resp, node, err)
+			}
+			return out
+		}
+	}
+}
+
+// endStream closes a stream the backend broke with an error event in its own format, so the
+// client's parser reports a clean error instead of a silent truncation.
+func (f *Forwarder) endStream(w http.ResponseWriter, flusher http.Flusher, resp *http.Response, node string, err error) {
+	f.log.Warn("backend broke a stream", "node", node, "path", resp.Request.URL.Path, "err", err)
+	if f.metrics != nil {
+		f.metrics.streamCuts.WithLabelValues(node).Inc()
+	}
+	if resp.ContentLength >= 0 {
+		return // a sized body cannot take an extra event; the short body tells the client
+	}
+	ev := streamErrorEvent(resp.Header.Get("Content-Type"), &APIError{
+		Status: http.StatusBadGateway, Code: "stream_interrupted",
+		Message: fmt.Sprintf("node %s stopped answering in the middle of the response: %v", node, err),
+	})
+	if _, werr := w.Write(ev); werr == nil && flusher != nil {
+		flusher.Flush()
+	}
+}
+
+const tailSize = 4096
+
+// keepTail keeps the last tailSize bytes of a response: enough to read the final chunk's
+// token counts without holding the whole answer.
+func keepTail(tail, p []byte) []byte {
+	if len(p) >= tailSize {
+		return append(tail[:0], p[len(p)-tailSize:]...)
+	}
+	if len(tail)+len(p) > 2*tailSize {
+		keep := tailSize - len(p)
+		tail = append(tail[:0], tail[len(tail)-keep:]...)
+	}
+	return append(tail, p...)
+}
+
+// usage reads generated-token counts from the end of a response: Ollama's final chunk
+// (eval_count, eval_duration) or OpenAI usage (completion_tokens).
+func usage(tail []byte) (tokens int64, evalTime time.Duration, ok bool) {
+	if n, ok := lastInt(tail, `"eval_count":`); ok {
+		d, _ := lastInt(tail, `"eval_duration":`)
+		return n, time.Duration(d), true
+	}
+	if n, ok := lastInt(tail, `"completion_tokens":`); ok {
+		return n, 0, true
+	}
+	return 0, 0, false
+}
+
+func lastInt(b []byte, key string) (int64, bool) {
+	i := bytes.LastIndex(b, []byte(key))
+	if i < 0 {
+		return 0, false
+	}
+	rest := bytes.TrimLeft(b[i+len(key):], " ")
+	end := 0
+	for end < len(rest) && rest[end] >= '0' && rest[end] <= '9' {
+		end++
+	}
+	n, err := strconv.ParseInt(string(rest[:end]), 10, 64)
+	return n, err == nil
+}

@@ -1,0 +1,136 @@
+// Package router is hearth's request path: it chooses the node that serves a model (the
+// Picker), forwards raw request bytes to it with every stream chunk flushed (the Forwarder),
+// and serves the Ollama- and OpenAI-compatible HTTP surface (the Server). Role packages
+// (agent, relay) import router; router never imports them.
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Errors a Picker returns; the Server turns each into a status and a message in the caller's
+// dialect. Wrap them with the details a person needs.
+var (
+	// ErrUnknownModel: no node has the model at all (404).
+	ErrUnknownModel = errors.New("model not found")
+	// ErrNoCandidate: nodes know the model but none can serve it now (503 model_unavailable).
+	ErrNoCandidate = errors.New("model unavailable")
+	// ErrNoNode: the node asked for by name is not known (404).
+	ErrNoNode = errors.New("node not found")
+)
+
+// ModelInfo is one model as a node's Ollama reported it.
+type ModelInfo struct {
+	// Name as Ollama spells it ("tiny:latest"); compare with NormalizeModel.
+	Name string
+	// Size in bytes.
+	Size int64
+	// Modified is when the model was last changed on disk.
+	Modified time.Time
+	// Raw is the entry exactly as Ollama sent it in /api/tags or /api/ps, so that views
+	// re-serve every field (digest, details, expires_at, ...) without knowing them.
+	Raw json.RawMessage
+}
+
+// Inventory is what a node can serve: models on disk and models loaded now.
+type Inventory struct {
+	Models []ModelInfo
+	Loaded []ModelInfo
+}
+
+// Has reports whether the normalised model name is on disk.
+func (inv Inventory) Has(model string) bool { return find(inv.Models, model) }
+
+// Warm reports whether the normalised model name is loaded now.
+func (inv Inventory) Warm(model string) bool { return find(inv.Loaded, model) }
+
+func find(models []ModelInfo, name string) bool {
+	for _, m := range models {
+		if NormalizeModel(m.Name) == name {
+			return true
+		}
+	}
+	return false
+}
+
+// NodeState is a node's health and inventory at one moment.
+type NodeState struct {
+	Name string
+	// URL is where the node's Ollama API answers.
+	URL *url.URL
+	// Healthy: the backend answered its last check.
+	Healthy bool
+	// Problem says in words why the node is not healthy ("" when healthy).
+	Problem string
+	// Version is the backend's Ollama version.
+	Version   string
+	Inventory Inventory
+	// Checked is when the state was last read from the backend.
+	Checked time.Time
+}
+
+// Node is one model server as the router sees it. The agent's watch of its local Ollama is
+// one implementation; the cluster's view of a remote agent is another.
+type Node interface {
+	State() NodeState
+	// Refresh re-reads health and inventory now, e.g. after a pull or before answering 404.
+	Refresh(ctx context.Context) error
+}
+
+// PickRequest describes what a request needs from a node.
+type PickRequest struct {
+	// Model is normalised.
+	Model string
+	// Exclude names nodes already tried for this request.
+	Exclude []string
+}
+
+// Target is the node chosen for one request. Call Done exactly once when the request ends.
+type Target struct {
+	Node string
+	URL  *url.URL
+	done func(err error)
+}
+
+// Done tells the picker how the request went (nil = served), releasing what it held.
+func (t *Target) Done(err error) {
+	if t.done != nil {
+		t.done(err)
+		t.done = nil
+	}
+}
+
+// Picker chooses nodes. A single local backend is one implementation; the cluster picker of
+// the gossip layer is another.
+type Picker interface {
+	// Pick chooses the node for a model request: ErrUnknownModel when no node has the model,
+	// ErrNoCandidate when some do but none can serve now.
+	Pick(ctx context.Context, req PickRequest) (*Target, error)
+	// PickNode chooses the node for store operations (pull, delete, create, copy, blobs) and
+	// version: name "" means the default node; an unknown name is ErrNoNode.
+	PickNode(ctx context.Context, name string) (*Target, error)
+	// Nodes is every node's current state, for views, /readyz and status.
+	Nodes() []NodeState
+	// Refresh asks nodes whose state may be stale to re-read it, bounded by ctx.
+	Refresh(ctx context.Context)
+	// Reload re-reads one node's state now, after hearth changed its model store.
+	Reload(ctx context.Context, node string)
+}
+
+// NormalizeModel gives a model name its canonical form: lower case with an explicit tag, so
+// that "llama3", "Llama3" and "llama3:latest" are one model, as Ollama treats them.
+func NormalizeModel(name string) string {
+	name = strings.ToLower(strings.TrimSpace(name))
+	if name == "" {
+		return ""
+	}
+	if strings.LastIndexByte(name, ':') <= strings.LastIndexByte(name, '/') {
+		name += ":latest"
+	}
+	return name
+}
