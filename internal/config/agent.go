@@ -193,6 +193,12 @@ func checkHostPort(s string) error {
 }
 
 func checkHTTPURL(s string) error {
+	if s == "" {
+		return fmt.Errorf("it is empty")
+	}
+	if !strings.Contains(s, "://") {
+		return fmt.Errorf("the scheme is missing")
+	}
 	u, err := url.Parse(s)
 	if err != nil {
 		return fmt.Errorf("not a URL")

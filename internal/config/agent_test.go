@@ -1,0 +1,109 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestAgentGoodFiles(t *testing.T) {
+	t.Setenv("TEST_PORT", "11600")
+	t.Setenv("TEST_LAN_KEY", "0123456789abcdef0123")
+	t.Setenv("TEST_OLLAMA_HOST", "gpu.lan")
+	def := DefaultAgent()
+	tests := []struct {
+		file  string
+		check func(t *testing.T, c Agent)
+	}{
+		{"testdata/minimal.good.yaml", func(t *testing.T, c Agent) {
+			if c.Node.Name != "nas" || c.Node.Listen != def.Node.Listen || c.Ollama.URL != def.Ollama.URL {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{"testdata/empty.good.yaml", func(t *testing.T, c Agent) {
+			if c.Node.Name != def.Node.Name || c.Node.MaxBody != 64<<20 || len(c.Node.TrustedNetworks) != 2 {
+				t.Errorf("defaults not kept: %+v", c)
+			}
+		}},
+		{"testdata/env.good.yaml", func(t *testing.T, c Agent) {
+			if c.Node.Listen != "0.0.0.0:11600" || c.Node.APIKeys[0] != "0123456789abcdef0123" ||
+				c.Ollama.URL != "http://gpu.lan:11434" || c.Ollama.PollInterval != 2*time.Second {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{"../../configs/agent.yaml", func(t *testing.T, c Agent) {
+			if c.Node.Name != "gpu-pc" || c.Node.Listen != "0.0.0.0:11500" || len(c.Node.TrustedNetworks) != 3 ||
+				c.Ollama.FirstByteTimeout != 10*time.Minute || c.Node.DataDir != "/var/lib/hearth" {
+				t.Errorf("got %+v", c)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(filepath.Base(tt.file), func(t *testing.T) {
+			t.Setenv("HEARTH_LAN_KEY", "example-lan-key-0123456789")
+			c, err := LoadAgent(tt.file)
+			if err != nil {
+				t.Fatalf("LoadAgent: %v", err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestAgentBadFiles(t *testing.T) {
+	tests := []struct {
+		file string
+		want string
+	}{
+		{"unknown-key", `testdata/unknown-key.bad.yaml:3: unknown key "lisen" in node (known keys: api_keys, data_dir, listen, max_body, name, trusted_networks)`},
+		{"unknown-section", `testdata/unknown-section.bad.yaml:3: unknown key "olama" (known keys: node, ollama)`},
+		{"syntax", `testdata/syntax.bad.yaml: 3: mapping values are not allowed in this context`},
+		{"duration", `testdata/duration.bad.yaml:2: "soon" is not a duration such as "30s", "5m" or "1h"`},
+		{"size", `testdata/size.bad.yaml:2: "lots" is not a size such as "32MiB" or "1GB"`},
+		{"env-missing", `testdata/env-missing.bad.yaml:2: environment variable TEST_UNSET_KEY is not set (export it, or write the value here)`},
+		{"listen", `testdata/listen.bad.yaml: node.listen "11500": not host:port (for example "0.0.0.0:11500")`},
+		{"url", `testdata/url.bad.yaml: ollama.url "127.0.0.1:11434": the scheme is missing (for example "http://127.0.0.1:11434")`},
+		{"cidr", `testdata/cidr.bad.yaml: node.trusted_networks[0] "192.168.1.0/33" is not a CIDR such as "192.168.1.0/24"`},
+		{"short-key", "testdata/short-key.bad.yaml: node.api_keys[0] is 6 characters long: use at least 16 (e.g. from `openssl rand -hex 16`)"},
+		{"list", `testdata/list.bad.yaml:2: "10.0.0.0/8" is not a list`},
+		{"many", `testdata/many.bad.yaml: 3 problems:
+  node.name is empty: give this machine a name such as "gpu-pc"
+  node.max_body 10 B is too small: requests carry whole conversations; use at least "1MiB"
+  ollama.poll_interval must be greater than 0 (got 0s)`},
+	}
+	os.Unsetenv("TEST_UNSET_KEY")
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			_, err := LoadAgent("testdata/" + tt.file + ".bad.yaml")
+			if err == nil {
+				t.Fatal("loaded without error")
+			}
+			if err.Error() != tt.want {
+				t.Errorf("error:\n got: %s\nwant: %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestAgentMissingFile(t *testing.T) {
+	_, err := LoadAgent("testdata/does-not-exist.yaml")
+	if err == nil || !strings.Contains(err.Error(), "does-not-exist.yaml: no such file or directory") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestEnvExpansionKeepsYAMLShape(t *testing.T) {
+	// A secret with YAML syntax in it must stay one string value.
+	t.Setenv("TEST_TRICKY", "a: b # not a comment, [x]")
+	var c Agent
+	c = DefaultAgent()
+	data := []byte("node:\n  api_keys: [\"${TEST_TRICKY}\"]\n  data_dir: /x/$$HOME\n")
+	if err := decode("inline.yaml", data, &c, os.LookupEnv); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Node.APIKeys) != 1 || c.Node.APIKeys[0] != "a: b # not a comment, [x]" || c.Node.DataDir != "/x/$HOME" {
+		t.Fatalf("got keys %q data_dir %q", c.Node.APIKeys, c.Node.DataDir)
+	}
+}
