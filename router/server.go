@@ -279,14 +279,16 @@ func jsonError(err error) *APIError {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
+	case errors.As(err, &syn) && syn.Offset == 0:
+		e.Message = `request body is empty: send a JSON object such as {"model":"NAME", ...}`
+	case errors.As(err, &syn) && strings.HasPrefix(syn.Error(), "unexpected end"):
+		e.Message = fmt.Sprintf("request body is cut short after %d bytes: send a complete JSON object", syn.Offset)
 	case errors.As(err, &syn):
 		e.Message = fmt.Sprintf("request body is not valid JSON: %v (at byte %d)", syn, syn.Offset)
 	case errors.As(err, &typ) && typ.Field == "":
 		e.Message = fmt.Sprintf("request body must be a JSON object, not %s", typ.Value)
 	case errors.As(err, &typ):
 		e.Message = fmt.Sprintf("request body: %q must be a %s, not %s", typ.Field, typ.Type, typ.Value)
-	case errors.Is(err, io.ErrUnexpectedEOF), err != nil && strings.Contains(err.Error(), "unexpected end of JSON input"):
-		e.Message = "request body is empty or cut short: send a complete JSON object"
 	default:
 		e.Message = fmt.Sprintf("request body is not valid JSON: %v", err)
 	}
