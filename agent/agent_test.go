@@ -192,9 +192,10 @@ func TestViewsAndStoreOperations(t *testing.T) {
 		t.Errorf("pull to an unknown node: %d %s", resp.StatusCode, body)
 	}
 
+	do(t, http.MethodPost, base+"/api/generate", `{"model":"tiny","stream":false,"prompt":"hi"}`)
 	_, body = do(t, http.MethodGet, base+"/api/ps", "")
-	if !strings.Contains(body, `"name":"tiny:latest"`) {
-		t.Errorf("/api/ps after a chat with a copy of tiny: %s", body)
+	if !strings.Contains(body, `"name":"tiny:latest"`) || !strings.Contains(body, `"expires_at"`) {
+		t.Errorf("/api/ps after a generate with tiny: %s", body)
 	}
 	resp, body = do(t, http.MethodGet, base+"/v1/models", "")
 	if resp.StatusCode != 200 || !strings.Contains(body, `"object":"list"`) || !strings.Contains(body, `"id":"tiny2:latest"`) {

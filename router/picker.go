@@ -116,10 +116,9 @@ type Picker interface {
 	PickNode(ctx context.Context, name string) (*Target, error)
 	// Nodes is every node's current state, for views, /readyz and status.
 	Nodes() []NodeState
-	// Refresh asks nodes whose state may be stale to re-read it, bounded by ctx.
+	// Refresh re-reads the state of the nodes this agent can read directly (its own), bounded
+	// by ctx: listings and store changes made through hearth show at once.
 	Refresh(ctx context.Context)
-	// Reload re-reads one node's state now, after hearth changed its model store.
-	Reload(ctx context.Context, node string)
 }
 
 // NormalizeModel gives a model name its canonical form: lower case with an explicit tag, so

@@ -156,7 +156,7 @@ func (s *Server) storeRoute(route string) http.HandlerFunc {
 		status := s.proxy(w, r, d, route, "", t, body, q.Encode(), start)
 		if status == http.StatusOK {
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
-			s.picker.Reload(ctx, t.Node)
+			s.picker.Refresh(ctx)
 			cancel()
 		}
 	}

@@ -54,16 +54,15 @@ func (s *Single) PickNode(_ context.Context, name string) (*Target, error) {
 // Nodes returns the one node's state.
 func (s *Single) Nodes() []NodeState { return []NodeState{s.node.State()} }
 
-// Refresh re-reads the node when its state is older than a second.
-func (s *Single) Refresh(ctx context.Context) { s.refresh(ctx) }
-
-// Reload re-reads the node now.
-func (s *Single) Reload(ctx context.Context, _ string) {
+// Refresh re-reads the node now.
+func (s *Single) Refresh(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_ = s.node.Refresh(ctx)
+	_ = s.node.Refresh(ctx) // the outcome is in the state, with its problem in words
 }
 
+// refresh re-reads the node unless it was read within staleAfter: requests that miss a model
+// or find the node down trigger at most one read a second.
 func (s *Single) refresh(ctx context.Context) NodeState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
