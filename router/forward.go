@@ -82,6 +82,9 @@ func (f *Forwarder) send(ctx context.Context, r *http.Request, t *Target, body i
 			req.Header[k] = vs
 		}
 	}
+	for k, vs := range t.Header {
+		req.Header[k] = vs
+	}
 	return f.client.Do(req)
 }
 

@@ -14,6 +14,7 @@ type Metrics struct {
 	tokensRate *prometheus.HistogramVec
 	inFlight   *prometheus.GaugeVec
 	streamCuts *prometheus.CounterVec
+	retries    *prometheus.CounterVec
 }
 
 // NewMetrics creates the series and registers them on reg (nil: not exported, still counted).
@@ -42,9 +43,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		streamCuts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hearth_stream_errors_total", Help: "Responses cut off by the backend after their first byte.",
 		}, []string{"node"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hearth_retries_total", Help: "Requests retried on another node after a failure before the first byte, by the node that failed.",
+		}, []string{"node", "model"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.ttft, m.tokens, m.tokensRate, m.inFlight, m.streamCuts} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.ttft, m.tokens, m.tokensRate, m.inFlight, m.streamCuts, m.retries} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -20,6 +21,9 @@ var (
 	ErrUnknownModel = errors.New("model not found")
 	// ErrNoCandidate: nodes know the model but none can serve it now (503 model_unavailable).
 	ErrNoCandidate = errors.New("model unavailable")
+	// ErrBusy: every node that could serve is full and the wait queue is full or timed out
+	// (503 with Retry-After).
+	ErrBusy = errors.New("all nodes busy")
 	// ErrNoNode: the node asked for by name is not known (404).
 	ErrNoNode = errors.New("node not found")
 )
@@ -86,6 +90,9 @@ type Node interface {
 type PickRequest struct {
 	// Model is normalised.
 	Model string
+	// Session keeps a conversation on one node (KV-cache reuse): the X-Hearth-Session header,
+	// else a hash of the conversation's first messages; "" for none.
+	Session string
 	// Exclude names nodes already tried for this request.
 	Exclude []string
 }
@@ -94,15 +101,41 @@ type PickRequest struct {
 type Target struct {
 	Node string
 	URL  *url.URL
-	done func(err error)
+	// Header is added to the request sent to the node (cluster hop marker and credentials).
+	Header http.Header
+	// Waited is how long the request queued for a free slot.
+	Waited time.Duration
+	// Reason says why this node was picked ("warm", "cold", "affinity", "retry", "local").
+	Reason string
+	done   func(Outcome)
 }
 
-// Done tells the picker how the request went (nil = served), releasing what it held.
-func (t *Target) Done(err error) {
+// Outcome is how a request to a Target went.
+type Outcome struct {
+	// Err is nil when the node answered.
+	Err error
+	// FirstByte is the time from sending to the node's first response byte (0 if none).
+	FirstByte time.Duration
+}
+
+// Done tells the picker how the request went, releasing what it held.
+func (t *Target) Done(o Outcome) {
 	if t.done != nil {
-		t.done(err)
+		t.done(o)
 		t.done = nil
 	}
+}
+
+// NewTarget returns a Target whose Done calls done (nil: nothing to release).
+func NewTarget(node string, u *url.URL, done func(Outcome)) *Target {
+	return &Target{Node: node, URL: u, done: done}
+}
+
+// LoadCounter is implemented by nodes that count the requests their backend serves now;
+// pickers call Begin for each request they send to such a node, and the returned end when it
+// finishes.
+type LoadCounter interface {
+	Begin() (end func())
 }
 
 // Picker chooses nodes. A single local backend is one implementation; the cluster picker of

@@ -281,7 +281,9 @@ func TestStreamFlushesEachChunk(t *testing.T) {
 		t.Fatalf("final chunk missing: %q", sc.Text())
 	}
 	resp.Body.Close()
-	waitFor(t, func() bool { return testutil.ToFloat64(ts.metrics.tokens.WithLabelValues("tiny:latest", "node-a")) == 3 })
+	waitFor(t, func() bool {
+		return testutil.ToFloat64(ts.metrics.tokens.WithLabelValues("tiny:latest", "node-a")) == 3
+	})
 }
 
 // TestStreamCutEndsWithErrorEvent: a backend that dies mid-stream leaves the client a clean

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -25,6 +26,9 @@ func NewSingle(node Node) *Single { return &Single{node: node} }
 // Pick returns the node when it has the model and answers.
 func (s *Single) Pick(ctx context.Context, req PickRequest) (*Target, error) {
 	st := s.node.State()
+	if slices.Contains(req.Exclude, st.Name) {
+		return nil, fmt.Errorf("%w: node %s already failed this request", ErrNoCandidate, st.Name)
+	}
 	if !st.Healthy || !st.Inventory.Has(req.Model) {
 		// The model may have been pulled behind our back, or Ollama may have just come up.
 		st = s.refresh(ctx)
@@ -38,7 +42,17 @@ func (s *Single) Pick(ctx context.Context, req PickRequest) (*Target, error) {
 	if !st.Inventory.Has(req.Model) {
 		return nil, fmt.Errorf("%w: %s is not on node %s%s", ErrUnknownModel, req.Model, st.Name, available(st.Inventory))
 	}
-	return &Target{Node: st.Name, URL: st.URL}, nil
+	return s.target(st), nil
+}
+
+func (s *Single) target(st NodeState) *Target {
+	t := NewTarget(st.Name, st.URL, nil)
+	t.Reason = "local"
+	if c, ok := s.node.(LoadCounter); ok {
+		end := c.Begin()
+		t.done = func(Outcome) { end() }
+	}
+	return t
 }
 
 // PickNode returns the node for store operations; it is tried even when it looked down, so
@@ -48,7 +62,7 @@ func (s *Single) PickNode(_ context.Context, name string) (*Target, error) {
 	if name != "" && name != st.Name {
 		return nil, fmt.Errorf("%w: %q (this agent serves node %q)", ErrNoNode, name, st.Name)
 	}
-	return &Target{Node: st.Name, URL: st.URL}, nil
+	return s.target(st), nil
 }
 
 // Nodes returns the one node's state.

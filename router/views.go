@@ -139,7 +139,7 @@ func (s *Server) version(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, Ollama, "version", "", pickError(err, ""))
 		return
 	}
-	s.proxy(w, r, Ollama, "version", "", t, nil, "", start)
+	s.proxy(w, r, Ollama, "version", "", t, nil, "", start, nil)
 }
 
 // readyz answers 200 when at least one node's backend answers, 503 otherwise, with each

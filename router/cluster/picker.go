@@ -1,0 +1,403 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/hearthlab/hearth/internal/logging"
+	"github.com/hearthlab/hearth/router"
+)
+
+// PickerConfig is the routing policy (router: in agent.yaml).
+type PickerConfig struct {
+	// Self is this node's name.
+	Self string
+	// MaxQueue bounds the requests waiting for a free slot; beyond it, 503. Default 128.
+	MaxQueue int
+	// QueueTimeout bounds one request's wait for a free slot; then 503. Default 2m.
+	QueueTimeout time.Duration
+	// Header is added to requests sent to other agents: the hop marker and the cluster
+	// credential.
+	Header http.Header
+	// SuspectFor is how long a node that could not be reached gets no picks, unless gossip
+	// says otherwise first. Default 5s.
+	SuspectFor time.Duration
+}
+
+// PeerSource is the membership view the picker reads; *Membership is one.
+type PeerSource interface {
+	Peers() []Peer
+}
+
+// Picker routes a request for model M to the best node, as DESIGN.md "Routing" says:
+// candidates with M and a healthy backend and store; session affinity while that node has a
+// free slot; warm before cold; lowest utilisation; lower latency; random tie-break; a bounded
+// FIFO queue when every candidate is full.
+type Picker struct {
+	cfg     PickerConfig
+	src     PeerSource
+	local   router.Node // this node's backend; nil on a router-only node
+	log     *slog.Logger
+	metrics *PickerMetrics
+
+	mu       sync.Mutex
+	mine     map[string]int           // requests this router has in flight on each node
+	ewma     map[string]time.Duration // time to first byte per node
+	suspect  map[string]time.Time     // node -> no picks until
+	everHad  map[string]string        // model -> a node that once had it
+	queue    []*waiter
+	affinity *lru.Cache[string, string]
+	changed  func() // tells the membership layer that Queued changed
+}
+
+type waiter struct {
+	req   router.PickRequest
+	ready chan *router.Target // buffered: the dispatcher never blocks
+	since time.Time
+}
+
+// NewPicker returns a picker over src. local is this node's backend (nil for router-only).
+func NewPicker(cfg PickerConfig, src PeerSource, local router.Node, m *PickerMetrics, logger *slog.Logger) *Picker {
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 128
+	}
+	if cfg.QueueTimeout <= 0 {
+		cfg.QueueTimeout = 2 * time.Minute
+	}
+	if cfg.SuspectFor <= 0 {
+		cfg.SuspectFor = 5 * time.Second
+	}
+	aff, _ := lru.New[string, string](16384) // only fails for a size <= 0
+	return &Picker{
+		cfg: cfg, src: src, local: local, log: logging.OrDiscard(logger), metrics: m,
+		mine: map[string]int{}, ewma: map[string]time.Duration{}, suspect: map[string]time.Time{},
+		everHad: map[string]string{}, affinity: aff, changed: func() {},
+	}
+}
+
+// OnQueueChange registers fn, called (without locks) when the queue length changes.
+func (p *Picker) OnQueueChange(fn func()) { p.changed = fn }
+
+// Queued is how many requests wait for a slot now.
+func (p *Picker) Queued() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue)
+}
+
+// candidate is a node that could serve the request now or after a wait.
+type candidate struct {
+	peer Peer
+	warm bool
+	load int
+	slot int
+}
+
+func (c candidate) util() float64 { return float64(c.load) / float64(c.slot) }
+
+// candidates lists the nodes for req, or the error that explains why there are none.
+func (p *Picker) candidates(req router.PickRequest, now time.Time) ([]candidate, error) {
+	var out []candidate
+	var why []string
+	known := false
+	for _, pr := range p.src.Peers() {
+		if pr.Meta.Role != RoleServe || !pr.Inventory.Has(req.Model) {
+			continue
+		}
+		known = true
+		p.everHad[req.Model] = pr.Name
+		switch {
+		case slices.Contains(req.Exclude, pr.Name):
+			why = append(why, pr.Name+" failed this request already")
+		case !pr.Meta.BackendOK:
+			why = append(why, pr.Name+"'s Ollama is not answering")
+		case !pr.Meta.StorageOK:
+			why = append(why, pr.Name+"'s model storage is not answering")
+		case now.Before(p.suspect[pr.Name]):
+			why = append(why, pr.Name+" could not be reached moments ago")
+		default:
+			out = append(out, candidate{peer: pr, warm: pr.Inventory.Warm(req.Model),
+				load: max(int(pr.Meta.InFlight), p.mine[pr.Name]), slot: max(1, int(pr.Meta.Slots))})
+		}
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	if known {
+		return nil, fmt.Errorf("%w: %s", router.ErrNoCandidate, strings.Join(why, "; "))
+	}
+	if node, ok := p.everHad[req.Model]; ok {
+		return nil, fmt.Errorf("%w: node %s, which had it, has left the cluster", router.ErrNoCandidate, node)
+	}
+	return nil, fmt.Errorf("%w: no node in the cluster has %s%s", router.ErrUnknownModel, req.Model, p.modelsHint())
+}
+
+func (p *Picker) modelsHint() string {
+	seen := map[string]bool{}
+	var models []string
+	for _, pr := range p.src.Peers() {
+		for _, m := range pr.Inventory.Models {
+			if !seen[m.Name] {
+				seen[m.Name] = true
+				models = append(models, m.Name)
+			}
+		}
+	}
+	if len(models) == 0 {
+		return " (no node has any model yet: pull one with `ollama pull NAME`)"
+	}
+	sort.Strings(models)
+	if len(models) > 8 {
+		models = append(models[:8], "...")
+	}
+	return " (available: " + strings.Join(models, ", ") + ")"
+}
+
+// choose takes a slot on the best candidate with one free, or returns nil when all are full.
+func (p *Picker) choose(req router.PickRequest, cands []candidate) *router.Target {
+	free := cands[:0:0]
+	for _, c := range cands {
+		if c.load < c.slot {
+			free = append(free, c)
+		}
+	}
+	if len(free) == 0 {
+		return nil
+	}
+	if req.Session != "" {
+		if node, ok := p.affinity.Get(req.Session); ok {
+			for _, c := range free {
+				if c.peer.Name == node {
+					return p.take(req, c, "affinity")
+				}
+			}
+		}
+	}
+	rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
+	sort.SliceStable(free, func(i, j int) bool {
+		a, b := free[i], free[j]
+		if a.warm != b.warm {
+			return a.warm
+		}
+		if a.util() != b.util() {
+			return a.util() < b.util()
+		}
+		// Latency decides only when clearly different: noise must not pin every pick.
+		ea, eb := p.ewma[a.peer.Name], p.ewma[b.peer.Name]
+		return ea > 0 && eb > 0 && float64(ea) < 0.8*float64(eb)
+	})
+	reason := "cold"
+	if free[0].warm {
+		reason = "warm"
+	}
+	return p.take(req, free[0], reason)
+}
+
+// take records the pick and builds the Target whose Done releases the slot.
+func (p *Picker) take(req router.PickRequest, c candidate, reason string) *router.Target {
+	name := c.peer.Name
+	p.mine[name]++
+	if req.Session != "" {
+		p.affinity.Add(req.Session, name)
+	}
+	p.metrics.picks.WithLabelValues(name, req.Model, reason).Inc()
+
+	var u *url.URL
+	var header http.Header
+	var end func()
+	if c.peer.Self && p.local != nil {
+		u = p.local.State().URL
+		if lc, ok := p.local.(router.LoadCounter); ok {
+			end = lc.Begin()
+		}
+	} else {
+		u, _ = url.Parse(c.peer.Meta.API) // checked when the peer was accepted
+		header = p.cfg.Header
+	}
+	t := router.NewTarget(name, u, func(o router.Outcome) {
+		if end != nil {
+			end()
+		}
+		p.release(name, o)
+	})
+	t.Header = header
+	t.Reason = reason
+	return t
+}
+
+// release frees the slot, learns from the outcome, and hands free slots to waiters.
+func (p *Picker) release(node string, o router.Outcome) {
+	p.mu.Lock()
+	p.mine[node]--
+	if o.FirstByte > 0 && o.Err == nil {
+		if prev := p.ewma[node]; prev == 0 {
+			p.ewma[node] = o.FirstByte
+		} else {
+			p.ewma[node] = (4*prev + o.FirstByte) / 5
+		}
+	}
+	if unreachable(o.Err) {
+		p.suspect[node] = time.Now().Add(p.cfg.SuspectFor)
+		p.metrics.failovers.WithLabelValues(node).Inc()
+		p.log.Warn("node could not be reached; no picks for it for a while", "node", node, "for", p.cfg.SuspectFor.String(), "err", o.Err)
+	}
+	n := p.dispatchLocked()
+	p.mu.Unlock()
+	if n > 0 {
+		p.changed()
+	}
+}
+
+// unreachable: the node itself failed (no connection), not the request or the client.
+func unreachable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// Kick re-examines the queue; call it when the cluster changed (a node freed slots, joined).
+func (p *Picker) Kick() {
+	p.mu.Lock()
+	n := p.dispatchLocked()
+	p.mu.Unlock()
+	if n > 0 {
+		p.changed()
+	}
+}
+
+// dispatchLocked hands free slots to waiters in arrival order; a waiter whose nodes are all
+// full does not block one behind it that wants another model. It returns how many left.
+func (p *Picker) dispatchLocked() int {
+	if len(p.queue) == 0 {
+		return 0
+	}
+	now := time.Now()
+	kept := p.queue[:0]
+	for _, w := range p.queue {
+		cands, err := p.candidates(w.req, now)
+		var t *router.Target
+		if err == nil {
+			t = p.choose(w.req, cands)
+		}
+		if t == nil {
+			kept = append(kept, w)
+			continue
+		}
+		w.ready <- t
+	}
+	n := len(p.queue) - len(kept)
+	clear(p.queue[len(kept):])
+	p.queue = kept
+	return n
+}
+
+// Pick chooses the node for a model request, waiting in the queue while every candidate is
+// full.
+func (p *Picker) Pick(ctx context.Context, req router.PickRequest) (*router.Target, error) {
+	p.mu.Lock()
+	cands, err := p.candidates(req, time.Now())
+	if errors.Is(err, router.ErrUnknownModel) && p.local != nil {
+		// The model may have been pulled on this node a moment ago.
+		p.mu.Unlock()
+		_ = p.local.Refresh(ctx)
+		p.mu.Lock()
+		cands, err = p.candidates(req, time.Now())
+	}
+	if err != nil {
+		p.mu.Unlock()
+		return nil, err
+	}
+	if !p.waitingFor(req.Model) {
+		if t := p.choose(req, cands); t != nil {
+			p.mu.Unlock()
+			return t, nil
+		}
+	}
+	if len(p.queue) >= p.cfg.MaxQueue {
+		p.mu.Unlock()
+		return nil, fmt.Errorf("%w: %d requests are already waiting (router.max_queue)", router.ErrBusy, p.cfg.MaxQueue)
+	}
+	w := &waiter{req: req, ready: make(chan *router.Target, 1), since: time.Now()}
+	p.queue = append(p.queue, w)
+	p.metrics.queued.Set(float64(len(p.queue)))
+	p.mu.Unlock()
+	p.changed()
+	return p.wait(ctx, w)
+}
+
+func (p *Picker) waitingFor(model string) bool {
+	for _, w := range p.queue {
+		if w.req.Model == model {
+			return true
+		}
+	}
+	return false
+}
+
+// wait blocks until w is dispatched, its client leaves, or the queue timeout passes. Gossip
+// brings other routers' releases without a local event, so it also re-examines the queue
+// every poll.
+func (p *Picker) wait(ctx context.Context, w *waiter) (*router.Target, error) {
+	timeout := time.NewTimer(p.cfg.QueueTimeout)
+	defer timeout.Stop()
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
+wait:
+	for {
+		select {
+		case t := <-w.ready:
+			return p.dispatched(t, w), nil
+		case <-poll.C:
+			p.Kick()
+		case <-ctx.Done():
+			break wait
+		case <-timeout.C:
+			break wait
+		}
+	}
+	p.mu.Lock()
+	i := slices.Index(p.queue, w)
+	if i >= 0 {
+		p.queue = slices.Delete(p.queue, i, i+1)
+		p.metrics.queued.Set(float64(len(p.queue)))
+	}
+	p.mu.Unlock()
+	if i < 0 { // dispatched at the same moment
+		t := <-w.ready
+		if ctx.Err() != nil {
+			t.Done(router.Outcome{Err: ctx.Err()})
+			return nil, ctx.Err()
+		}
+		return p.dispatched(t, w), nil
+	}
+	p.changed()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	p.metrics.queueTimeouts.WithLabelValues(w.req.Model).Inc()
+	return nil, fmt.Errorf("%w: waited %s for a free slot (router.queue_timeout)", router.ErrBusy, p.cfg.QueueTimeout)
+}
+
+func (p *Picker) dispatched(t *router.Target, w *waiter) *router.Target {
+	t.Waited = time.Since(w.since)
+	p.metrics.queueWait.WithLabelValues(w.req.Model).Observe(t.Waited.Seconds())
+	p.mu.Lock()
+	p.metrics.queued.Set(float64(len(p.queue)))
+	p.mu.Unlock()
+	return t
+}

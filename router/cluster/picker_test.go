@@ -1,0 +1,275 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hearthlab/hearth/router"
+)
+
+// staticPeers is a PeerSource the test edits.
+type staticPeers struct {
+	mu    sync.Mutex
+	peers []Peer
+}
+
+func (s *staticPeers) Peers() []Peer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Peer(nil), s.peers...)
+}
+
+func (s *staticPeers) set(name string, f func(*Peer)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.peers {
+		if s.peers[i].Name == name {
+			f(&s.peers[i])
+		}
+	}
+}
+
+// peer builds a serving node with slots, models on disk and models loaded ("warm").
+func peer(name string, slots int, models, warm []string) Peer {
+	p := Peer{Name: name, Meta: Meta{Role: RoleServe, API: "http://" + name + ".lan:11500", Slots: uint16(slots), BackendOK: true, StorageOK: true}}
+	for _, m := range models {
+		p.Inventory.Models = append(p.Inventory.Models, router.ModelInfo{Name: m})
+	}
+	for _, m := range warm {
+		p.Inventory.Loaded = append(p.Inventory.Loaded, router.ModelInfo{Name: m})
+	}
+	return p
+}
+
+func newTestPicker(t *testing.T, cfg PickerConfig, peers ...Peer) (*Picker, *staticPeers) {
+	t.Helper()
+	src := &staticPeers{peers: peers}
+	m, err := NewPickerMetrics(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewPicker(cfg, src, nil, m, nil), src
+}
+
+func pick(t *testing.T, p *Picker, model, session string) *router.Target {
+	t.Helper()
+	tg, err := p.Pick(context.Background(), router.PickRequest{Model: model, Session: session})
+	if err != nil {
+		t.Fatalf("Pick(%s): %v", model, err)
+	}
+	return tg
+}
+
+func TestPickerModelOnlyOnOneNode(t *testing.T) {
+	p, _ := newTestPicker(t, PickerConfig{},
+		peer("a", 4, []string{"tiny:latest"}, nil),
+		peer("b", 4, []string{"tiny:latest", "tiny2:latest"}, nil),
+		peer("c", 4, []string{"tiny:latest"}, nil))
+	for i := 0; i < 20; i++ {
+		tg := pick(t, p, "tiny2:latest", "")
+		if tg.Node != "b" || tg.URL.String() != "http://b.lan:11500" {
+			t.Fatalf("pick %d went to %s (%s)", i, tg.Node, tg.URL)
+		}
+		tg.Done(router.Outcome{})
+	}
+}
+
+func TestPickerWarmBeatsCold(t *testing.T) {
+	p, _ := newTestPicker(t, PickerConfig{},
+		peer("a", 4, []string{"m:latest"}, nil),
+		peer("b", 4, []string{"m:latest"}, []string{"m:latest"}),
+		peer("c", 4, []string{"m:latest"}, nil))
+	for i := 0; i < 4; i++ {
+		if tg := pick(t, p, "m:latest", ""); tg.Node != "b" || tg.Reason != "warm" {
+			t.Fatalf("pick %d: %s (%s), want the warm node b", i, tg.Node, tg.Reason)
+		}
+	}
+	// b is full now: the next goes to a cold node rather than wait.
+	if tg := pick(t, p, "m:latest", ""); tg.Node == "b" || tg.Reason != "cold" {
+		t.Fatalf("with b full: %s (%s)", tg.Node, tg.Reason)
+	}
+}
+
+func TestPickerFillsByUtilisation(t *testing.T) {
+	p, _ := newTestPicker(t, PickerConfig{},
+		peer("big", 4, []string{"m:latest"}, nil),
+		peer("small", 1, []string{"m:latest"}, nil))
+	counts := map[string]int{}
+	for i := 0; i < 5; i++ {
+		counts[pick(t, p, "m:latest", "").Node]++
+	}
+	if counts["big"] != 4 || counts["small"] != 1 {
+		t.Fatalf("5 picks over 4+1 slots: %v", counts)
+	}
+	// Another router's load, seen through gossip, counts as well as our own.
+	p2, src := newTestPicker(t, PickerConfig{},
+		peer("a", 2, []string{"m:latest"}, nil),
+		peer("b", 2, []string{"m:latest"}, nil))
+	src.set("a", func(pr *Peer) { pr.Meta.InFlight = 2 })
+	for i := 0; i < 2; i++ {
+		if tg := pick(t, p2, "m:latest", ""); tg.Node != "b" {
+			t.Fatalf("a is full by gossip, got %s", tg.Node)
+		}
+	}
+}
+
+func TestPickerAffinityHoldsUntilSaturated(t *testing.T) {
+	p, _ := newTestPicker(t, PickerConfig{},
+		peer("a", 2, []string{"m:latest"}, []string{"m:latest"}),
+		peer("b", 2, []string{"m:latest"}, []string{"m:latest"}))
+	first := pick(t, p, "m:latest", "conv-1")
+	first.Done(router.Outcome{})
+	held := []*router.Target{}
+	for i := 0; i < 2; i++ {
+		tg := pick(t, p, "m:latest", "conv-1")
+		if tg.Node != first.Node || (i == 0 && tg.Reason != "affinity") {
+			t.Fatalf("turn %d of the conversation went to %s (%s), want %s", i, tg.Node, tg.Reason, first.Node)
+		}
+		held = append(held, tg)
+	}
+	// Its node is saturated now: the conversation moves on rather than wait.
+	if tg := pick(t, p, "m:latest", "conv-1"); tg.Node == first.Node {
+		t.Fatalf("saturated node %s still picked", tg.Node)
+	}
+}
+
+func TestPickerQueueIsFIFOAndTimesOut(t *testing.T) {
+	p, _ := newTestPicker(t, PickerConfig{MaxQueue: 3, QueueTimeout: 200 * time.Millisecond},
+		peer("a", 1, []string{"m:latest"}, nil))
+	busy := pick(t, p, "m:latest", "")
+
+	// Three waiters, in order; the fourth finds the queue full.
+	order := make(chan int, 3)
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	long := NewPicker(PickerConfig{MaxQueue: 3, QueueTimeout: time.Minute}, p.src, nil, p.metrics, nil)
+	busyLong := pick(t, long, "m:latest", "")
+	for i := 0; i < 3; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tg, err := long.Pick(ctx, router.PickRequest{Model: "m:latest"})
+			if err != nil {
+				t.Errorf("waiter %d: %v", i, err)
+				return
+			}
+			if tg.Waited <= 0 {
+				t.Errorf("waiter %d: Waited not set", i)
+			}
+			order <- i
+			tg.Done(router.Outcome{})
+		}()
+		for long.Queued() != i+1 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if _, err := long.Pick(ctx, router.PickRequest{Model: "m:latest"}); !errors.Is(err, router.ErrBusy) {
+		t.Fatalf("fourth waiter: %v, want ErrBusy (queue full)", err)
+	}
+	busyLong.Done(router.Outcome{})
+	wg.Wait()
+	close(order)
+	want := 0
+	for got := range order {
+		if got != want {
+			t.Fatalf("released waiter %d, want %d (FIFO)", got, want)
+		}
+		want++
+	}
+
+	// The short-timeout picker: a lone waiter gives up with ErrBusy.
+	_, err := p.Pick(ctx, router.PickRequest{Model: "m:latest"})
+	if !errors.Is(err, router.ErrBusy) || p.Queued() != 0 {
+		t.Fatalf("after the queue timeout: %v, queued %d", err, p.Queued())
+	}
+	busy.Done(router.Outcome{})
+}
+
+func TestPickerWaiterLeavesWhenClientGoes(t *testing.T) {
+	p, _ := newTestPicker(t, PickerConfig{QueueTimeout: time.Minute}, peer("a", 1, []string{"m:latest"}, nil))
+	busy := pick(t, p, "m:latest", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		_, err := p.Pick(ctx, router.PickRequest{Model: "m:latest"})
+		done <- err
+	}()
+	for p.Queued() != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) || p.Queued() != 0 {
+		t.Fatalf("got %v, queued %d", err, p.Queued())
+	}
+	busy.Done(router.Outcome{})
+	if tg := pick(t, p, "m:latest", ""); tg.Node != "a" {
+		t.Fatal("slot not free after the waiter left")
+	}
+}
+
+func TestPickerUnknownVersusUnavailable(t *testing.T) {
+	p, src := newTestPicker(t, PickerConfig{},
+		peer("a", 1, []string{"tiny:latest"}, nil),
+		peer("b", 1, []string{"tiny:latest", "tiny2:latest"}, nil))
+	_, err := p.Pick(context.Background(), router.PickRequest{Model: "llama3:latest"})
+	if !errors.Is(err, router.ErrUnknownModel) || err.Error() != "model not found: no node in the cluster has llama3:latest (available: tiny2:latest, tiny:latest)" {
+		t.Fatalf("unknown model: %v", err)
+	}
+	src.set("b", func(pr *Peer) { pr.Meta.BackendOK = false })
+	_, err = p.Pick(context.Background(), router.PickRequest{Model: "tiny2:latest"})
+	if !errors.Is(err, router.ErrNoCandidate) || err.Error() != "model unavailable: b's Ollama is not answering" {
+		t.Fatalf("node down: %v", err)
+	}
+	// b leaves the cluster: the model is still one that a node had, so 503, not 404.
+	src.mu.Lock()
+	src.peers = src.peers[:1]
+	src.mu.Unlock()
+	_, err = p.Pick(context.Background(), router.PickRequest{Model: "tiny2:latest"})
+	if !errors.Is(err, router.ErrNoCandidate) || err.Error() != "model unavailable: node b, which had it, has left the cluster" {
+		t.Fatalf("node gone: %v", err)
+	}
+	if tg := pick(t, p, "tiny:latest", ""); tg.Node != "a" {
+		t.Fatalf("tiny went to %s", tg.Node)
+	}
+}
+
+func TestPickerPassesOverUnreachableNode(t *testing.T) {
+	p, _ := newTestPicker(t, PickerConfig{SuspectFor: time.Minute},
+		peer("a", 4, []string{"m:latest"}, []string{"m:latest"}),
+		peer("b", 8, []string{"m:latest"}, nil))
+	tg := pick(t, p, "m:latest", "")
+	if tg.Node != "a" {
+		t.Fatalf("first pick %s", tg.Node)
+	}
+	tg.Done(router.Outcome{Err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}})
+	for i := 0; i < 5; i++ {
+		if tg := pick(t, p, "m:latest", ""); tg.Node != "b" {
+			t.Fatalf("after a refused connection, pick %d went to %s", i, tg.Node)
+		}
+	}
+	// Retries exclude the node that failed.
+	tg, err := p.Pick(context.Background(), router.PickRequest{Model: "m:latest", Exclude: []string{"b"}})
+	if err == nil {
+		t.Fatalf("with a suspect and b excluded, got %s", tg.Node)
+	}
+}
+
+func TestPickNode(t *testing.T) {
+	self := peer("me", 1, nil, nil)
+	self.Self = true
+	nas := peer("nas", 0, nil, nil)
+	nas.Meta.Role = RoleRouter
+	p, _ := newTestPicker(t, PickerConfig{Self: "me"}, nas, self, peer("gpu", 1, nil, nil))
+	tg, err := p.PickNode(context.Background(), "gpu")
+	if err != nil || tg.Node != "gpu" || tg.URL.String() != "http://gpu.lan:11500" {
+		t.Fatalf("named: %v %v", tg, err)
+	}
+	if _, err := p.PickNode(context.Background(), "nas"); !errors.Is(err, router.ErrNoNode) || err.Error() != `node not found: "nas" (nodes that serve models: gpu, me)` {
+		t.Fatalf("router-only node: %v", err)
+	}
+}

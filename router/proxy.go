@@ -1,0 +1,331 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxAttempts bounds how many nodes one request is tried on before the first byte.
+const maxAttempts = 3
+
+// ForwardedHeader marks a request one agent sends another: the receiver serves it from its
+// own Ollama and never routes it again, so requests cannot loop.
+const ForwardedHeader = "X-Hearth-Forwarded"
+
+// modelRoute serves a request that names a model: pick the node that has it, forward.
+func (s *Server) modelRoute(route string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		d := DialectOf(r.URL.Path)
+		s.metrics.inFlight.WithLabelValues(route).Inc()
+		defer s.metrics.inFlight.WithLabelValues(route).Dec()
+
+		body, apiErr := s.readBody(r)
+		var req PickRequest
+		if apiErr == nil {
+			req, apiErr = parseRequest(body)
+		}
+		if apiErr != nil {
+			s.reject(w, d, route, "", apiErr)
+			return
+		}
+		if sess := r.Header.Get("X-Hearth-Session"); sess != "" {
+			req.Session = sess
+		}
+		picker := s.pickerFor(r)
+		t, err := picker.Pick(r.Context(), req)
+		if err != nil {
+			s.reject(w, d, route, "", pickError(err, req.Model))
+			return
+		}
+		repick := func(exclude []string) (*Target, error) {
+			req.Exclude = exclude
+			return picker.Pick(r.Context(), req)
+		}
+		s.proxy(w, r, d, route, req.Model, t, body, r.URL.RawQuery, start, repick)
+	}
+}
+
+// pickerFor serves a request forwarded by another agent from this node only.
+func (s *Server) pickerFor(r *http.Request) Picker {
+	if s.cfg.Local != nil && r.Header.Get(ForwardedHeader) != "" {
+		return s.cfg.Local
+	}
+	return s.picker
+}
+
+// storeRoute serves pull, create, copy and delete: they change one node's model store, the
+// node named by ?node= or the default one, whose inventory is re-read afterwards.
+func (s *Server) storeRoute(route string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		d := DialectOf(r.URL.Path)
+		body, apiErr := s.readBody(r)
+		if apiErr == nil && !json.Valid(body) {
+			apiErr = jsonError(json.Unmarshal(body, new(any)))
+		}
+		if apiErr != nil {
+			s.reject(w, d, route, "", apiErr)
+			return
+		}
+		t, query, err := s.pickNode(r)
+		if err != nil {
+			s.reject(w, d, route, "", pickError(err, ""))
+			return
+		}
+		status := s.proxy(w, r, d, route, "", t, body, query, start, nil)
+		if status == http.StatusOK {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+			s.picker.Refresh(ctx)
+			cancel()
+		}
+	}
+}
+
+// pickNode chooses the node for a store operation from ?node=, which it removes from the
+// query the node sees.
+func (s *Server) pickNode(r *http.Request) (*Target, string, error) {
+	q := r.URL.Query()
+	node := q.Get("node")
+	q.Del("node")
+	t, err := s.pickerFor(r).PickNode(r.Context(), node)
+	return t, q.Encode(), err
+}
+
+// blob forwards a model-layer upload (or its existence check) without buffering it: layers
+// are gigabytes.
+func (s *Server) blob(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	t, query, err := s.pickNode(r)
+	if err != nil {
+		s.reject(w, Ollama, "blobs", "", pickError(err, ""))
+		return
+	}
+	resp, err := s.fwd.send(r.Context(), r, t, r.Body, r.ContentLength, query)
+	if err != nil {
+		t.Done(Outcome{Err: err})
+		if e := sendError(r.Context(), t.Node, err); e != nil {
+			s.reject(w, Ollama, "blobs", "", e)
+		}
+		return
+	}
+	out := s.fwd.relay(w, resp, t.Node)
+	t.Done(Outcome{Err: out.cut})
+	s.observe("blobs", "", t.Node, out, start)
+}
+
+// proxy forwards body to t and returns the status the client got (0 if it went away). A
+// failure before the first byte that another node may not share (no connection, 502, 503) is
+// retried on the next candidate from repick; after the first byte, never.
+func (s *Server) proxy(w http.ResponseWriter, r *http.Request, d Dialect, route, model string, t *Target, body []byte, query string, start time.Time, repick func(exclude []string) (*Target, error)) int {
+	var tried []string
+	waited := t.Waited
+	for attempt := 1; ; attempt++ {
+		sent := time.Now()
+		resp, err := s.fwd.send(r.Context(), r, t, bytes.NewReader(body), int64(len(body)), query)
+		if r.Context().Err() != nil {
+			if resp != nil {
+				resp.Body.Close()
+			}
+			t.Done(Outcome{Err: r.Context().Err()})
+			s.metrics.requests.WithLabelValues(route, model, "499").Inc()
+			return 0
+		}
+		if failed := retryable(resp, err); failed != nil && repick != nil && attempt < maxAttempts {
+			t.Done(Outcome{Err: failed})
+			tried = append(tried, t.Node)
+			if next, perr := repick(tried); perr == nil {
+				s.log.Info("retrying on another node", "model", model, "failed_node", t.Node, "next_node", next.Node, "err", failed)
+				if resp != nil {
+					resp.Body.Close()
+				}
+				s.metrics.retries.WithLabelValues(t.Node, model).Inc()
+				next.Reason = "retry"
+				waited += next.Waited
+				t = next
+				continue
+			}
+			t = NewTarget(t.Node, t.URL, nil) // released above; answer with what it said
+		}
+		if err != nil {
+			t.Done(Outcome{Err: err})
+			e := sendError(r.Context(), t.Node, err)
+			s.log.Warn("backend call failed", "node", t.Node, "route", route, "model", model, "err", err)
+			s.reject(w, d, route, model, e)
+			return e.Status
+		}
+		if waited > 0 {
+			w.Header().Set("X-Hearth-Queue-Ms", strconv.FormatInt(waited.Milliseconds(), 10))
+		}
+		out := s.fwd.relay(w, resp, t.Node)
+		firstByte := time.Duration(0)
+		if !out.firstByte.IsZero() {
+			firstByte = out.firstByte.Sub(sent)
+		}
+		t.Done(Outcome{Err: out.cut, FirstByte: firstByte})
+		s.observe(route, model, t.Node, out, start)
+		return out.status
+	}
+}
+
+// retryable returns why a node's answer may be better sought on another node: it could not
+// be reached, or it said 502/503 (down or overloaded) before any byte went to the client.
+func retryable(resp *http.Response, err error) error {
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable {
+		return fmt.Errorf("node answered %s", resp.Status)
+	}
+	return nil
+}
+
+func (s *Server) observe(route, model, node string, out outcome, start time.Time) {
+	end := time.Now()
+	s.metrics.requests.WithLabelValues(route, model, strconv.Itoa(out.status)).Inc()
+	s.metrics.duration.WithLabelValues(route, model).Observe(end.Sub(start).Seconds())
+	if out.firstByte.IsZero() || out.status != http.StatusOK || model == "" {
+		return
+	}
+	s.metrics.ttft.WithLabelValues(route, model).Observe(out.firstByte.Sub(start).Seconds())
+	tokens, evalTime, ok := usage(out.tail)
+	if !ok || tokens == 0 {
+		return
+	}
+	s.metrics.tokens.WithLabelValues(model, node).Add(float64(tokens))
+	if evalTime <= 0 {
+		evalTime = end.Sub(out.firstByte)
+	}
+	if evalTime > 0 {
+		s.metrics.tokensRate.WithLabelValues(model, node).Observe(float64(tokens) / evalTime.Seconds())
+	}
+}
+
+func (s *Server) reject(w http.ResponseWriter, d Dialect, route, model string, e *APIError) {
+	s.metrics.requests.WithLabelValues(route, model, strconv.Itoa(e.Status)).Inc()
+	WriteError(w, d, e)
+}
+
+// readBody reads a JSON request body within node.max_body.
+func (s *Server) readBody(r *http.Request) ([]byte, *APIError) {
+	tooLarge := &APIError{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large",
+		Message: fmt.Sprintf("request body is larger than %d bytes (node.max_body): send less, or raise node.max_body in the agent config", s.cfg.MaxBody)}
+	if r.ContentLength > s.cfg.MaxBody {
+		return nil, tooLarge
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	_, err := buf.ReadFrom(io.LimitReader(r.Body, s.cfg.MaxBody+1))
+	if err != nil {
+		return nil, &APIError{Status: http.StatusBadRequest, Code: "bad_body", Message: fmt.Sprintf("could not read the request body: %v", err)}
+	}
+	if int64(buf.Len()) > s.cfg.MaxBody {
+		return nil, tooLarge
+	}
+	return buf.Bytes(), nil
+}
+
+// parseRequest reads what routing needs: the model, and the conversation's opening (system
+// prompt and first user message) as its session key. The body must be valid JSON as a whole:
+// forwarding a broken body would only return a worse error from the backend.
+func parseRequest(body []byte) (PickRequest, *APIError) {
+	var meta struct {
+		Model    string `json:"model"`
+		Name     string `json:"name"` // older Ollama clients send "name" to /api/show
+		Messages []struct {
+			Role    string          `json:"role"`
+			Content json.RawMessage `json:"content"`
+		} `json:"messages"`
+	}
+	if err := json.Unmarshal(body, &meta); err != nil {
+		return PickRequest{}, jsonError(err)
+	}
+	if meta.Model == "" {
+		meta.Model = meta.Name
+	}
+	if strings.TrimSpace(meta.Model) == "" {
+		return PickRequest{}, &APIError{Status: http.StatusBadRequest, Code: "missing_model",
+			Message: `model is required: name it in the "model" field (GET /api/tags or /v1/models lists what is available)`}
+	}
+	req := PickRequest{Model: NormalizeModel(meta.Model)}
+	var system, user json.RawMessage
+	for _, m := range meta.Messages {
+		if m.Role == "system" && system == nil {
+			system = m.Content
+		}
+		if m.Role == "user" && user == nil {
+			user = m.Content
+			break
+		}
+	}
+	if user != nil {
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(req.Model))
+		_, _ = h.Write(system)
+		_, _ = h.Write([]byte{0})
+		_, _ = h.Write(user)
+		req.Session = strconv.FormatUint(h.Sum64(), 36)
+	}
+	return req, nil
+}
+
+func jsonError(err error) *APIError {
+	e := &APIError{Status: http.StatusBadRequest, Code: "invalid_json"}
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn) && syn.Offset == 0:
+		e.Message = `request body is empty: send a JSON object such as {"model":"NAME", ...}`
+	case errors.As(err, &syn) && strings.HasPrefix(syn.Error(), "unexpected end"):
+		e.Message = fmt.Sprintf("request body is cut short after %d bytes: send a complete JSON object", syn.Offset)
+	case errors.As(err, &syn):
+		e.Message = fmt.Sprintf("request body is not valid JSON: %v (at byte %d)", syn, syn.Offset)
+	case errors.As(err, &typ) && typ.Field == "":
+		e.Message = fmt.Sprintf("request body must be a JSON object, not %s", typ.Value)
+	case errors.As(err, &typ) && strings.HasPrefix(typ.Field, "messages"):
+		e.Message = fmt.Sprintf(`request body: "messages" must be a list of {"role","content"} objects, not %s`, typ.Value)
+	case errors.As(err, &typ):
+		e.Message = fmt.Sprintf("request body: %q must be a %s, not %s", typ.Field, typ.Type, typ.Value)
+	default:
+		e.Message = fmt.Sprintf("request body is not valid JSON: %v", err)
+	}
+	return e
+}
+
+// pickError chooses the answer for a Picker error.
+func pickError(err error, model string) *APIError {
+	switch {
+	case errors.Is(err, ErrUnknownModel):
+		return &APIError{Status: http.StatusNotFound, Code: "model_not_found",
+			Message: fmt.Sprintf("model %q not found: %v. Pull it with `ollama pull %s`", model, trimSentinel(err, ErrUnknownModel), strings.TrimSuffix(model, ":latest"))}
+	case errors.Is(err, ErrNoCandidate):
+		return &APIError{Status: http.StatusServiceUnavailable, Code: "model_unavailable", RetryAfter: 10,
+			Message: fmt.Sprintf("model %q is unavailable right now: %v", model, trimSentinel(err, ErrNoCandidate))}
+	case errors.Is(err, ErrBusy):
+		return &APIError{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: 5,
+			Message: fmt.Sprintf("every node that serves %q is busy: %v; try again shortly", model, trimSentinel(err, ErrBusy))}
+	case errors.Is(err, ErrNoNode):
+		return &APIError{Status: http.StatusNotFound, Code: "node_not_found", Message: fmt.Sprintf("unknown node %v", trimSentinel(err, ErrNoNode))}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return &APIError{Status: http.StatusServiceUnavailable, Code: "timeout", RetryAfter: 5, Message: "gave up waiting for a node: try again"}
+	default:
+		return &APIError{Status: http.StatusInternalServerError, Code: "internal", Message: "hearth could not choose a node: " + err.Error()}
+	}
+}
+
+// trimSentinel drops the sentinel's own words from a wrapped message ("model not found: x"
+// becomes "x"), since the answer already says them.
+func trimSentinel(err, sentinel error) string {
+	return strings.TrimPrefix(err.Error(), sentinel.Error()+": ")
+}
