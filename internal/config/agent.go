@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/netip"
@@ -19,8 +20,42 @@ const DefaultAgentPath = "/etc/hearth/agent.yaml"
 
 // Agent is the configuration of `hearth agent` (agent.yaml).
 type Agent struct {
-	Node   Node   `yaml:"node"`
-	Ollama Ollama `yaml:"ollama"`
+	Node    Node    `yaml:"node"`
+	Ollama  Ollama  `yaml:"ollama"`
+	Cluster Cluster `yaml:"cluster"`
+	Router  Router  `yaml:"router"`
+}
+
+// Cluster is gossip membership with the other home agents.
+type Cluster struct {
+	// Bind is the host:port for gossip (TCP and UDP). Default "" = no cluster: this agent
+	// serves its own Ollama alone. The usual value is "0.0.0.0:7946".
+	Bind string `yaml:"bind"`
+	// Advertise is the host:port other agents reach this one's gossip at, when Bind is not
+	// reachable as is (0.0.0.0, NAT). Default: the address memberlist detects.
+	Advertise string `yaml:"advertise"`
+	// Join lists peers ("nas.lan:7946"); tried with backoff until one answers. Default none.
+	Join []string `yaml:"join"`
+	// Secret is the gossip encryption key: base64 of 16, 24 or 32 random bytes
+	// (`openssl rand -base64 32`). Required when the cluster is on, unless Insecure.
+	Secret string `yaml:"secret"`
+	// Insecure allows a cluster without a secret: gossip in clear text, and agents accept
+	// each other's forwarded requests only from node.trusted_networks. Default false.
+	Insecure bool `yaml:"insecure"`
+	// API is the URL other agents use for this agent's API. Default: http:// plus the
+	// gossip address's host and node.listen's port.
+	API string `yaml:"api"`
+	// Timings is "lan" (memberlist's LAN defaults, failure found in a few seconds) or "fast"
+	// (for tests and small quiet networks). Default "lan".
+	Timings string `yaml:"timings"`
+}
+
+// Router is how requests wait when every node that has the model is busy.
+type Router struct {
+	// MaxQueue bounds the requests waiting for a free slot; beyond it, 503. Default 128.
+	MaxQueue int `yaml:"max_queue"`
+	// QueueTimeout bounds one request's wait for a slot; then 503 with Retry-After. Default 2m.
+	QueueTimeout time.Duration `yaml:"queue_timeout"`
 }
 
 // Node is this agent's own identity and API listener.
@@ -44,8 +79,12 @@ type Node struct {
 
 // Ollama is the local model server this agent fronts.
 type Ollama struct {
-	// URL of the local Ollama. Default "http://127.0.0.1:11434".
+	// URL of the local Ollama. Default "http://127.0.0.1:11434". Set "" on a machine with no
+	// Ollama (a NAS): it joins the cluster and routes, and serves no models.
 	URL string `yaml:"url"`
+	// Parallel is how many requests this Ollama runs at once: its OLLAMA_NUM_PARALLEL. The
+	// router fills this many slots before it sends elsewhere or queues. Default 1.
+	Parallel int `yaml:"parallel"`
 	// ConnectTimeout bounds dialing Ollama; past it the request fails over or gets 503. Default 3s.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// FirstByteTimeout bounds the wait for Ollama's first response byte: loading a cold model
@@ -88,8 +127,11 @@ func DefaultAgent() Agent {
 			URL:              "http://127.0.0.1:11434",
 			ConnectTimeout:   3 * time.Second,
 			FirstByteTimeout: 10 * time.Minute,
+			Parallel:         1,
 			PollInterval:     5 * time.Second,
 		},
+		Cluster: Cluster{Timings: "lan"},
+		Router:  Router{MaxQueue: 128, QueueTimeout: 2 * time.Minute},
 	}
 }
 
@@ -142,8 +184,22 @@ func (c *Agent) Validate() error {
 	if c.Node.DataDir == "" {
 		add("node.data_dir is empty: give a directory for the agent's state")
 	}
-	if err := checkHTTPURL(c.Ollama.URL); err != nil {
-		add("ollama.url %q: %v (for example \"http://127.0.0.1:11434\")", c.Ollama.URL, err)
+	if c.Ollama.URL == "" && c.Cluster.Bind == "" {
+		add("ollama.url is empty and the cluster is off: set ollama.url, or cluster.bind and cluster.join to route for other nodes")
+	} else if c.Ollama.URL != "" {
+		if err := checkHTTPURL(c.Ollama.URL); err != nil {
+			add("ollama.url %q: %v (for example \"http://127.0.0.1:11434\")", c.Ollama.URL, err)
+		}
+	}
+	if c.Ollama.Parallel < 1 || c.Ollama.Parallel > 1024 {
+		add("ollama.parallel %d: give Ollama's OLLAMA_NUM_PARALLEL, between 1 and 1024", c.Ollama.Parallel)
+	}
+	c.validateCluster(add)
+	if c.Router.MaxQueue < 0 {
+		add("router.max_queue %d must be 0 or more", c.Router.MaxQueue)
+	}
+	if c.Router.QueueTimeout <= 0 {
+		add("router.queue_timeout must be greater than 0 (got %s)", c.Router.QueueTimeout)
 	}
 	positive := map[string]time.Duration{
 		"ollama.connect_timeout":    c.Ollama.ConnectTimeout,
@@ -210,4 +266,59 @@ func checkHTTPURL(s string) error {
 		return fmt.Errorf("the host is missing")
 	}
 	return nil
+}
+
+func (c *Agent) validateCluster(add func(string, ...any)) {
+	cl := c.Cluster
+	if cl.Bind == "" {
+		if len(cl.Join) > 0 {
+			add("cluster.join is set but cluster.bind is empty: set cluster.bind (e.g. \"0.0.0.0:7946\") to join a cluster")
+		}
+		return
+	}
+	if err := checkHostPort(cl.Bind); err != nil {
+		add("cluster.bind %q: %v (for example \"0.0.0.0:7946\")", cl.Bind, err)
+	}
+	if cl.Advertise != "" {
+		if err := checkHostPort(cl.Advertise); err != nil {
+			add("cluster.advertise %q: %v (for example \"192.168.1.10:7946\")", cl.Advertise, err)
+		}
+	}
+	for i, j := range cl.Join {
+		if err := checkHostPort(j); err != nil {
+			add("cluster.join[%d] %q: %v (for example \"nas.lan:7946\")", i, j, err)
+		}
+	}
+	if cl.API != "" {
+		if err := checkHTTPURL(cl.API); err != nil {
+			add("cluster.api %q: %v (for example \"http://192.168.1.10:11500\")", cl.API, err)
+		}
+	}
+	if cl.Timings != "lan" && cl.Timings != "fast" {
+		add("cluster.timings %q: use \"lan\" or \"fast\"", cl.Timings)
+	}
+	if cl.Secret == "" {
+		if !cl.Insecure {
+			add("cluster.secret is empty: gossip must be encrypted; set it to the output of `openssl rand -base64 32` on every node, or set cluster.insecure: true")
+		}
+		return
+	}
+	if _, err := cl.Key(); err != nil {
+		add("%v", err)
+	}
+}
+
+// Key decodes cluster.secret.
+func (cl Cluster) Key() ([]byte, error) {
+	if cl.Secret == "" {
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(cl.Secret)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.secret is not base64: use the output of `openssl rand -base64 32`")
+	}
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("cluster.secret decodes to %d bytes: it must be 16, 24 or 32 (`openssl rand -base64 32`)", n)
+	}
+	return key, nil
 }

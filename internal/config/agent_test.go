@@ -12,6 +12,7 @@ func TestAgentGoodFiles(t *testing.T) {
 	t.Setenv("TEST_PORT", "11600")
 	t.Setenv("TEST_LAN_KEY", "0123456789abcdef0123")
 	t.Setenv("TEST_OLLAMA_HOST", "gpu.lan")
+	t.Setenv("TEST_CLUSTER_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
 	def := DefaultAgent()
 	tests := []struct {
 		file  string
@@ -33,9 +34,17 @@ func TestAgentGoodFiles(t *testing.T) {
 				t.Errorf("got %+v", c)
 			}
 		}},
+		{"testdata/router-only.good.yaml", func(t *testing.T, c Agent) {
+			key, err := c.Cluster.Key()
+			if c.Ollama.URL != "" || len(c.Cluster.Join) != 2 || len(key) != 32 || err != nil ||
+				c.Router.MaxQueue != 32 || c.Router.QueueTimeout != 45*time.Second || c.Cluster.Timings != "lan" {
+				t.Errorf("got %+v (key %d bytes, %v)", c, len(key), err)
+			}
+		}},
 		{"../../configs/agent.yaml", func(t *testing.T, c Agent) {
 			if c.Node.Name != "gpu-pc" || c.Node.Listen != "0.0.0.0:11500" || len(c.Node.TrustedNetworks) != 3 ||
-				c.Ollama.FirstByteTimeout != 10*time.Minute || c.Node.DataDir != "/var/lib/hearth" {
+				c.Ollama.FirstByteTimeout != 10*time.Minute || c.Node.DataDir != "/var/lib/hearth" ||
+				c.Ollama.Parallel != 2 || c.Cluster.Bind != "0.0.0.0:7946" || c.Router.QueueTimeout != 2*time.Minute {
 				t.Errorf("got %+v", c)
 			}
 		}},
@@ -43,6 +52,7 @@ func TestAgentGoodFiles(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(filepath.Base(tt.file), func(t *testing.T) {
 			t.Setenv("HEARTH_LAN_KEY", "example-lan-key-0123456789")
+			t.Setenv("HEARTH_CLUSTER_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
 			c, err := LoadAgent(tt.file)
 			if err != nil {
 				t.Fatalf("LoadAgent: %v", err)
@@ -58,7 +68,11 @@ func TestAgentBadFiles(t *testing.T) {
 		want string
 	}{
 		{"unknown-key", `testdata/unknown-key.bad.yaml:3: unknown key "lisen" in node (known keys: api_keys, data_dir, listen, max_body, name, trusted_networks)`},
-		{"unknown-section", `testdata/unknown-section.bad.yaml:3: unknown key "olama" (known keys: node, ollama)`},
+		{"unknown-section", `testdata/unknown-section.bad.yaml:3: unknown key "olama" (known keys: cluster, node, ollama, router)`},
+		{"cluster-nosecret", "testdata/cluster-nosecret.bad.yaml: cluster.secret is empty: gossip must be encrypted; set it to the output of `openssl rand -base64 32` on every node, or set cluster.insecure: true"},
+		{"cluster-secret", "testdata/cluster-secret.bad.yaml: cluster.secret decodes to 5 bytes: it must be 16, 24 or 32 (`openssl rand -base64 32`)"},
+		{"cluster-join-nobind", `testdata/cluster-join-nobind.bad.yaml: cluster.join is set but cluster.bind is empty: set cluster.bind (e.g. "0.0.0.0:7946") to join a cluster`},
+		{"router-only-standalone", "testdata/router-only-standalone.bad.yaml: ollama.url is empty and the cluster is off: set ollama.url, or cluster.bind and cluster.join to route for other nodes"},
 		{"syntax", `testdata/syntax.bad.yaml: 3: mapping values are not allowed in this context`},
 		{"duration", `testdata/duration.bad.yaml:2: "soon" is not a duration such as "30s", "5m" or "1h"`},
 		{"size", `testdata/size.bad.yaml:2: "lots" is not a size such as "32MiB" or "1GB"`},
