@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
 	"github.com/hearthlab/hearth/router"
+	"github.com/hearthlab/hearth/router/cluster"
 )
 
 // shutdownGrace is how long streams in flight may finish when the agent stops.
@@ -30,7 +32,8 @@ type Agent struct {
 	cfg     config.Agent
 	log     *slog.Logger
 	ln      net.Listener
-	backend *Backend
+	backend *Backend      // nil on a router-only node
+	cluster *clusterParts // nil when cluster.bind is empty
 	fwd     *router.Forwarder
 	srv     *http.Server
 }
@@ -42,15 +45,10 @@ func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	ollamaURL, err := url.Parse(cfg.Ollama.URL)
-	if err != nil {
-		return nil, fmt.Errorf("agent: ollama.url: %w", err)
-	}
 	trusted, err := cfg.Node.TrustedPrefixes()
 	if err != nil {
 		return nil, err
 	}
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "hearth_build_info", Help: "hearth's version.",
@@ -62,35 +60,54 @@ func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) 
 		return nil, fmt.Errorf("agent: metrics: %w", err)
 	}
 
-	backend := NewBackend(cfg.Node.Name, ollamaURL, cfg.Ollama.ConnectTimeout, cfg.Ollama.PollInterval, logger.With("component", "backend"))
-	fwd := router.NewForwarder(router.ForwarderConfig{
+	a := &Agent{cfg: cfg, log: logger}
+	var local router.Picker
+	if cfg.Ollama.URL != "" {
+		ollamaURL, err := url.Parse(cfg.Ollama.URL)
+		if err != nil {
+			return nil, fmt.Errorf("agent: ollama.url: %w", err)
+		}
+		a.backend = NewBackend(cfg.Node.Name, ollamaURL, cfg.Ollama.ConnectTimeout, cfg.Ollama.PollInterval, logger.With("component", "backend"))
+		local = router.NewSingle(a.backend)
+	}
+	a.ln, err = net.Listen("tcp", cfg.Node.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("agent: cannot listen on node.listen %s: %w (is another hearth or program using the port?)", cfg.Node.Listen, err)
+	}
+	picker, keys := local, cfg.Node.APIKeys
+	mounts := map[string]http.Handler{}
+	if cfg.Cluster.Bind != "" {
+		a.cluster, err = newCluster(cfg, a.backend, a.ln.Addr(), reg, logger)
+		if err != nil {
+			a.ln.Close()
+			return nil, err
+		}
+		picker = a.cluster.picker
+		if a.cluster.credential != "" {
+			keys = append(slices.Clip(keys), a.cluster.credential)
+		}
+		mounts[cluster.InventoryPath] = a.cluster.membership.InventoryHandler()
+	}
+
+	a.fwd = router.NewForwarder(router.ForwarderConfig{
 		ConnectTimeout:   cfg.Ollama.ConnectTimeout,
 		FirstByteTimeout: cfg.Ollama.FirstByteTimeout,
 	}, metrics, logger.With("component", "forwarder"))
 	api := router.NewServer(router.ServerConfig{
 		MaxBody: int64(cfg.Node.MaxBody),
-		APIKeys: cfg.Node.APIKeys,
+		APIKeys: keys,
 		Trusted: trusted,
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-	}, router.NewSingle(backend), fwd, metrics, logger.With("component", "api"))
-
-	ln, err := net.Listen("tcp", cfg.Node.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("agent: cannot listen on node.listen %s: %w (is another hearth or program using the port?)", cfg.Node.Listen, err)
+		Local:   local,
+		Mounts:  mounts,
+	}, picker, a.fwd, metrics, logger.With("component", "api"))
+	a.srv = &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
-	return &Agent{
-		cfg:     cfg,
-		log:     logger,
-		ln:      ln,
-		backend: backend,
-		fwd:     fwd,
-		srv: &http.Server{
-			Handler:           api,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
-		},
-	}, nil
+	return a, nil
 }
 
 // Addr is the API's bound address (useful when node.listen asked for port 0).
@@ -98,17 +115,26 @@ func (a *Agent) Addr() net.Addr { return a.ln.Addr() }
 
 // Run serves until ctx ends, then lets streams in flight finish for a short grace period.
 func (a *Agent) Run(ctx context.Context) error {
+	ollama := a.cfg.Ollama.URL
+	if ollama == "" {
+		ollama = "none (router only)"
+	}
 	a.log.Info("hearth agent serving the Ollama and OpenAI APIs", "node", a.cfg.Node.Name, "listen", a.ln.Addr().String(),
-		"ollama", a.cfg.Ollama.URL, "data_dir", a.cfg.Node.DataDir)
+		"ollama", ollama, "data_dir", a.cfg.Node.DataDir)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = a.backend.Run(ctx)
-	}()
+	if a.backend != nil {
+		wg.Go(func() { _ = a.backend.Run(ctx) })
+	}
+	if a.cluster != nil {
+		wg.Go(func() {
+			if err := a.cluster.membership.Run(ctx); err != nil {
+				a.log.Error("cluster gossip stopped", "err", err)
+			}
+		})
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- a.srv.Serve(a.ln) }()

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,6 +37,8 @@ type Backend struct {
 	interval time.Duration
 
 	refreshMu sync.Mutex // one read of Ollama at a time
+	inFlight  atomic.Int64
+	onChange  func() // health, inventory or load changed
 
 	mu    sync.RWMutex
 	state router.NodeState
@@ -56,8 +59,29 @@ func NewBackend(name string, u *url.URL, connectTimeout, interval time.Duration,
 		log:      logging.OrDiscard(logger),
 		interval: interval,
 		state:    router.NodeState{Name: name, URL: u, Problem: "not checked yet"},
+		onChange: func() {},
 	}
 }
+
+// OnChange registers fn, called after health, inventory or the number of requests in flight
+// changed. Set it before Run.
+func (b *Backend) OnChange(fn func()) { b.onChange = fn }
+
+// Begin counts a request sent to this Ollama until end is called (router.LoadCounter).
+func (b *Backend) Begin() (end func()) {
+	b.inFlight.Add(1)
+	b.onChange()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.inFlight.Add(-1)
+			b.onChange()
+		})
+	}
+}
+
+// InFlight is how many requests this Ollama is serving through hearth now.
+func (b *Backend) InFlight() int { return int(b.inFlight.Load()) }
 
 // State returns the last known state.
 func (b *Backend) State() router.NodeState {
@@ -111,6 +135,9 @@ func (b *Backend) Refresh(ctx context.Context) error {
 	b.state = next
 	b.mu.Unlock()
 	b.report(prev, next)
+	if prev.Healthy != next.Healthy || !sameInventory(prev.Inventory, next.Inventory) {
+		b.onChange()
+	}
 	return err
 }
 
@@ -128,6 +155,10 @@ func (b *Backend) report(prev, next router.NodeState) {
 	case next.Healthy && !slices.Equal(names(prev.Inventory.Models), names(next.Inventory.Models)):
 		b.log.Info("models on this node changed", "models", names(next.Inventory.Models))
 	}
+}
+
+func sameInventory(a, b router.Inventory) bool {
+	return slices.Equal(names(a.Models), names(b.Models)) && slices.Equal(names(a.Loaded), names(b.Loaded))
 }
 
 func names(models []router.ModelInfo) []string {

@@ -38,9 +38,17 @@ type exchange struct {
 	Header http.Header
 	Body   []byte
 
-	mu     sync.Mutex
-	status int
-	resp   bytes.Buffer
+	mu       sync.Mutex
+	status   int
+	resp     bytes.Buffer
+	canceled bool // the agent went away before Ollama's answer ended
+}
+
+// Canceled tells whether the agent closed the call before Ollama's answer ended.
+func (e *exchange) Canceled() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.canceled
 }
 
 // Response is Ollama's status and the body bytes it has sent so far.
@@ -93,10 +101,23 @@ func (c *capture) serve(w http.ResponseWriter, r *http.Request) {
 			ex.mu.Lock()
 			ex.status = resp.StatusCode
 			ex.mu.Unlock()
-			resp.Body = &teeBody{rc: resp.Body, ex: ex, gate: gate}
+			resp.Body = &teeBody{rc: resp.Body, ex: ex, gate: gate, ctx: r.Context()}
 			return nil
 		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() == nil {
+				http.Error(w, "capture: "+err.Error(), http.StatusBadGateway)
+			}
+		},
 	}
+	// ReverseProxy aborts the handler with a panic when the copy fails, so this is deferred.
+	defer func() {
+		if r.Context().Err() != nil {
+			ex.mu.Lock()
+			ex.canceled = true
+			ex.mu.Unlock()
+		}
+	}()
 	rp.ServeHTTP(w, r)
 }
 
@@ -106,6 +127,7 @@ type teeBody struct {
 	rc       io.ReadCloser
 	ex       *exchange
 	gate     chan struct{}
+	ctx      context.Context // the agent's call: a held stream ends when the agent goes away
 	sentLine bool
 }
 
@@ -113,6 +135,8 @@ func (t *teeBody) Read(p []byte) (int, error) {
 	if t.gate != nil && t.sentLine {
 		select {
 		case <-t.gate:
+		case <-t.ctx.Done():
+			return 0, t.ctx.Err()
 		case <-time.After(time.Minute):
 		}
 		t.gate = nil
@@ -186,6 +210,9 @@ func use(t *testing.T) *stack {
 		if t.Failed() && st.agentLog != "" {
 			var b strings.Builder
 			st.printAgentLog(&b, off)
+			if b.Len() == 0 {
+				b.WriteString("(nothing)")
+			}
 			t.Logf("hearth agent log during %s:\n%s", t.Name(), b.String())
 		}
 	})

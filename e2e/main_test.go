@@ -68,6 +68,10 @@ func TestMain(m *testing.M) {
 	}
 	st = s
 	code := m.Run()
+	if code != 0 && s.agentLog != "" {
+		fmt.Fprintf(os.Stderr, "\n=== hearth agent log (%s)\n", s.agentLog)
+		s.printAgentLog(os.Stderr, 0)
+	}
 	s.stop()
 	os.Exit(code)
 }
@@ -283,6 +287,12 @@ func (s *stack) waitReady(limit time.Duration) error {
 // stopAgent asks the agent to stop (SIGTERM) and reports when it does not within 10 s.
 func (s *stack) stopAgent() {
 	pid := s.agent.Process.Pid
+	select {
+	case <-s.agentEnd: // it had exited already; waitReady said so
+		killGroup(pid, time.Second)
+		return
+	default:
+	}
 	syscall.Kill(pid, syscall.SIGTERM)
 	select {
 	case err := <-s.agentEnd:

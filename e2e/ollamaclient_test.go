@@ -16,12 +16,16 @@ import (
 )
 
 func (s *stack) ollamaClient(t *testing.T) *api.Client {
+	return api.NewClient(mustURL(t, s.agentURL), http.DefaultClient)
+}
+
+func mustURL(t *testing.T, raw string) *url.URL {
 	t.Helper()
-	u, err := url.Parse(s.agentURL)
+	u, err := url.Parse(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return api.NewClient(u, http.DefaultClient)
+	return u
 }
 
 // TestOllamaGoClient uses github.com/ollama/ollama/api, the client of the ollama CLI and of many
@@ -29,7 +33,9 @@ func (s *stack) ollamaClient(t *testing.T) *api.Client {
 func TestOllamaGoClient(t *testing.T) {
 	s := use(t)
 	c := s.ollamaClient(t)
-	short := map[string]any{"num_predict": 8}
+	// The tiny models' output is noise, and many of their tokens print nothing; a fixed seed
+	// makes each answer the same on every run, and 32 tokens give several chunks of text.
+	short := map[string]any{"num_predict": 32, "seed": 1}
 
 	t.Run("version", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -38,8 +44,13 @@ func TestOllamaGoClient(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Version: %v", err)
 		}
-		if v != "0.17.4" {
-			t.Errorf("version %q, want 0.17.4 (the real Ollama behind the agent)", v)
+		// A go-install build of Ollama reports 0.0.0; what matters is that it is Ollama's answer.
+		direct, err := api.NewClient(mustURL(t, s.ollamaURL), http.DefaultClient).Version(ctx)
+		if err != nil {
+			t.Fatalf("Version straight from Ollama: %v", err)
+		}
+		if v == "" || v != direct {
+			t.Errorf("version %q, want %q (Ollama's own)", v, direct)
 		}
 	})
 
@@ -113,8 +124,8 @@ func TestOllamaGoClient(t *testing.T) {
 		if !last.Done || last.DoneReason == "" {
 			t.Errorf("last chunk done=%v reason=%q, want done with a reason", last.Done, last.DoneReason)
 		}
-		if last.EvalCount < 1 || last.EvalCount > 8 {
-			t.Errorf("eval count %d, want 1..8 (num_predict 8)", last.EvalCount)
+		if last.EvalCount < 1 || last.EvalCount > 32 {
+			t.Errorf("eval count %d, want 1..32 (num_predict 32)", last.EvalCount)
 		}
 		if text.Len() == 0 || last.Model != "tiny" || last.Message.Role != "assistant" {
 			t.Errorf("text %q model %q role %q, want text from tiny's assistant", text.String(), last.Model, last.Message.Role)
@@ -135,8 +146,8 @@ func TestOllamaGoClient(t *testing.T) {
 			t.Fatalf("%d responses, want 1 (stream false)", len(got))
 		}
 		r := got[0]
-		if !r.Done || r.Response == "" || r.EvalCount < 1 || r.EvalCount > 8 || r.Model != "tiny2" {
-			t.Errorf("got done=%v response %q eval count %d model %q, want a finished tiny2 answer of 1..8 tokens",
+		if !r.Done || r.Response == "" || r.EvalCount < 1 || r.EvalCount > 32 || r.Model != "tiny2" {
+			t.Errorf("got done=%v response %q eval count %d model %q, want a finished tiny2 answer of 1..32 tokens",
 				r.Done, r.Response, r.EvalCount, r.Model)
 		}
 	})

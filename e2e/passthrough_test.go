@@ -37,12 +37,12 @@ const (
 		"\t\"keep_alive\" : \"5m\", \"x_unknown\" : {\"nonce\":\"%s\",\"deep\":[{\"a\":1.000}]},\n" +
 		"\t\"model\":\"tiny-tools\", \"stream\" : false }"
 
-	chatStreamBody = "{ \"options\" : { \"num_predict\" : 12 , \"temperature\" : 0 }, \"e2e_nonce\" : \"%s\",\n" +
+	chatStreamBody = "{ \"options\" : { \"num_predict\" : 32 , \"temperature\" : 0 }, \"e2e_nonce\" : \"%s\",\n" +
 		"  \"model\" : \"tiny\", \"messages\" : [ { \"role\" : \"user\", \"content\" : \"hello\" } ] }"
 
-	generateStreamBody = "{\"prompt\":\"once upon\",\t\"model\":\"tiny2\",\"keep_alive\":\"10m\",\"options\":{\"num_predict\":12},\"e2e_nonce\":\"%s\",\"stream\":true}\n"
+	generateStreamBody = "{\"prompt\":\"once upon\",\t\"model\":\"tiny2\",\"keep_alive\":\"10m\",\"options\":{\"num_predict\":32,\"seed\":1},\"e2e_nonce\":\"%s\",\"stream\":true}\n"
 
-	openaiStreamBody = "{\"stream\":true,\"model\":\"tiny\",\"max_tokens\":12,\"temperature\":0,\n" +
+	openaiStreamBody = "{\"stream\":true,\"model\":\"tiny\",\"max_tokens\":32,\"temperature\":0,\n" +
 		"\"stream_options\":{\"include_usage\":true},\"x_nonce\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}"
 
 	embedBody       = "{ \"input\" : [\"a\", \"b\"], \"truncate\": true, \"model\" : \"tiny\", \"e2e_nonce\": \"%s\" }"
@@ -73,9 +73,7 @@ func TestPassthrough(t *testing.T) {
 			var got []byte
 			var status int
 			if tc.stream {
-				release := s.capture.hold(nonce)
-				defer release()
-				status, got = postStream(t, s.agentURL+tc.path, body, release, tc.contentType)
+				status, got = s.postStream(t, tc.path, body, nonce, tc.contentType)
 			} else {
 				resp, b := do(t, "POST", s.agentURL, tc.path, body)
 				status, got = resp.StatusCode, b
@@ -149,10 +147,14 @@ func TestPassthrough(t *testing.T) {
 	})
 }
 
-// postStream sends body and reads the streamed answer while the capture proxy holds everything
-// after the first line: that line must reach the client within 20 s, or the agent buffers.
-func postStream(t *testing.T, url, body string, release func(), contentType string) (int, []byte) {
+// postStream sends body (which contains nonce) to the agent and reads the streamed answer while
+// the capture proxy holds Ollama's stream after its first line: that line must reach the client
+// within 20 s, or the agent buffers.
+func (s *stack) postStream(t *testing.T, path, body, nonce, contentType string) (int, []byte) {
 	t.Helper()
+	release := s.capture.hold(nonce)
+	defer release()
+	url := s.agentURL + path
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, "POST", url, strings.NewReader(body))
@@ -179,8 +181,13 @@ func postStream(t *testing.T, url, body string, release func(), contentType stri
 		done <- result{resp: r, first: line, err: err}
 	}()
 	var first result
+	held := -1 // how much of Ollama's stream had reached the capture proxy when the client had a line
 	select {
 	case first = <-done:
+		if exs := s.capture.withBody(nonce); len(exs) == 1 {
+			_, b := exs[0].Response()
+			held = len(b)
+		}
 	case <-time.After(20 * time.Second):
 		release()
 		first = <-done
@@ -198,7 +205,12 @@ func postStream(t *testing.T, url, body string, release func(), contentType stri
 	if err != nil {
 		t.Fatalf("read stream: %v", err)
 	}
-	return resp.StatusCode, append(first.first, rest...)
+	all := append(first.first, rest...)
+	if held >= len(all) {
+		// The hold kept nothing back, so this run says nothing about flushing.
+		t.Errorf("the capture proxy had all %d bytes of the stream before the client read its first line: the flush check did not hold", len(all))
+	}
+	return resp.StatusCode, all
 }
 
 func newNonce() string {

@@ -20,7 +20,11 @@ for p in curl nlohmann-json3-dev libstb-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 command -v g++ >/dev/null 2>&1 || need+=(g++)
-command -v node >/dev/null 2>&1 || need+=(nodejs npm)
+if ! command -v node >/dev/null 2>&1; then
+  need+=(nodejs npm)
+elif ! command -v npm >/dev/null 2>&1; then
+  need+=(npm)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -29,6 +29,9 @@ type ServerConfig struct {
 	// Local serves requests another agent forwarded (ForwardedHeader): this node only. Nil:
 	// the main picker serves them.
 	Local Picker
+	// Mounts are extra GET handlers by path that do their own authentication (the cluster's
+	// inventory exchange).
+	Mounts map[string]http.Handler
 }
 
 // Server is the Ollama- and OpenAI-compatible API in front of a Picker.
@@ -67,6 +70,9 @@ func (s *Server) routes() http.Handler {
 	})
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	r.Get("/readyz", s.readyz)
+	for path, h := range s.cfg.Mounts {
+		r.Method(http.MethodGet, path, h)
+	}
 	r.Group(func(r chi.Router) {
 		r.Use(s.auth)
 		r.Get("/", running)

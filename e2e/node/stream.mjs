@@ -15,7 +15,8 @@ const { data: stream, response } = await client.chat.completions
   .create({
     model,
     messages: [{ role: "user", content: "hello" }],
-    max_tokens: 8,
+    max_tokens: 32,
+    seed: 1, // the tiny models' noise, fixed: several chunks of text on every run
     stream: true,
   })
   .withResponse();
