@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -37,20 +38,52 @@ func (s *Server) healthyNodes(ctx context.Context) ([]NodeState, *APIError) {
 	return up, nil
 }
 
-// union lists each model once, in the order nodes report them, as the first node spelled it.
+// union lists each model once, in the order nodes report them, as the first node spelled it,
+// with an extra "hearth" field naming the nodes that have it.
 func union(nodes []NodeState, pick func(Inventory) []ModelInfo) []ModelInfo {
-	seen := map[string]bool{}
+	index := map[string]int{}
 	var out []ModelInfo
+	var where [][]string
 	for _, n := range nodes {
 		for _, m := range pick(n.Inventory) {
 			key := NormalizeModel(m.Name)
-			if !seen[key] {
-				seen[key] = true
+			i, ok := index[key]
+			if !ok {
+				i = len(out)
+				index[key] = i
 				out = append(out, m)
+				where = append(where, nil)
 			}
+			where[i] = append(where[i], n.Name)
 		}
 	}
+	for i := range out {
+		out[i].Raw = withNodes(out[i].Raw, where[i])
+	}
 	return out
+}
+
+// withNodes adds "hearth":{"nodes":[...]} to a model entry; clients ignore fields they do
+// not know, and people see where a model lives.
+func withNodes(raw json.RawMessage, nodes []string) json.RawMessage {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) < 2 || raw[0] != '{' || raw[len(raw)-1] != '}' {
+		return raw
+	}
+	extra, err := json.Marshal(struct {
+		Nodes []string `json:"nodes"`
+	}{nodes})
+	if err != nil {
+		return raw
+	}
+	out := make([]byte, 0, len(raw)+len(extra)+12)
+	out = append(out, raw[:len(raw)-1]...)
+	if len(bytes.TrimSpace(raw[1:len(raw)-1])) > 0 {
+		out = append(out, ',')
+	}
+	out = append(out, `"hearth":`...)
+	out = append(out, extra...)
+	return append(out, '}')
 }
 
 func onDisk(inv Inventory) []ModelInfo { return inv.Models }

@@ -1,0 +1,582 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hearthlab/hearth/router"
+)
+
+// waitTimeout is the generous bound for anything gossip has to spread.
+const waitTimeout = 15 * time.Second
+
+// memberLocal is a Local the test changes.
+type memberLocal struct {
+	mu   sync.Mutex
+	meta Meta
+	inv  router.Inventory
+}
+
+func (l *memberLocal) Meta() Meta {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.meta
+}
+
+func (l *memberLocal) Inventory() router.Inventory {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.inv
+}
+
+func (l *memberLocal) set(fn func(*Meta, *router.Inventory)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fn(&l.meta, &l.inv)
+}
+
+// memberNode is one in-process node: its membership, its local state, its logs and an
+// agent API serving its inventory.
+type memberNode struct {
+	name  string
+	m     *Membership
+	local *memberLocal
+	logs  *logCapture
+	api   string
+	stop  func() error // cancels Run and waits for it
+}
+
+type memberOpts struct {
+	secret []byte
+	join   []string
+	inv    router.Inventory
+}
+
+func startMember(t *testing.T, name string, o memberOpts) *memberNode {
+	t.Helper()
+	var handler atomic.Pointer[http.Handler]
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := handler.Load(); h != nil && r.URL.Path == InventoryPath {
+			(*h).ServeHTTP(w, r)
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(api.Close)
+
+	local := &memberLocal{meta: Meta{API: api.URL, Slots: 4, BackendOK: true, StorageOK: true}, inv: o.inv}
+	logs := &logCapture{}
+	cfg := Config{Name: name, Bind: "127.0.0.1:0", Join: o.join, Secret: o.secret, Profile: ProfileLocal}
+	m, err := NewMembership(cfg, local, slog.New(logs))
+	if err != nil {
+		t.Fatalf("NewMembership(%s): %v", name, err)
+	}
+	h := m.InventoryHandler()
+	handler.Store(&h)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	stop := sync.OnceValue(func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(waitTimeout):
+			return fmt.Errorf("%s: Run did not return after its context ended", name)
+		}
+	})
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return &memberNode{name: name, m: m, local: local, logs: logs, api: api.URL, stop: stop}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", waitTimeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func peerNames(m *Membership) []string {
+	var names []string
+	for _, p := range m.Peers() {
+		names = append(names, p.Name)
+	}
+	return names
+}
+
+func peerNamed(m *Membership, name string) (Peer, bool) {
+	for _, p := range m.Peers() {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Peer{}, false
+}
+
+func seesExactly(m *Membership, names []string) func() bool {
+	return func() bool { return slices.Equal(peerNames(m), names) }
+}
+
+func TestMembershipJoinLeaveRejoin(t *testing.T) {
+	for _, n := range []int{3, 5} {
+		t.Run(fmt.Sprintf("%d nodes", n), func(t *testing.T) {
+			seed := startMember(t, "node-0", memberOpts{})
+			nodes := []*memberNode{seed}
+			for i := 1; i < n; i++ {
+				nodes = append(nodes, startMember(t, fmt.Sprintf("node-%d", i), memberOpts{join: []string{seed.m.Addr()}}))
+			}
+			var all []string
+			for _, nd := range nodes {
+				all = append(all, nd.name)
+			}
+			for _, nd := range nodes {
+				waitFor(t, nd.name+" sees "+strings.Join(all, ","), seesExactly(nd.m, all))
+				var selves []string
+				for _, p := range nd.m.Peers() {
+					if p.Self {
+						selves = append(selves, p.Name)
+					}
+					if p.Meta.API == "" || !p.Meta.BackendOK || p.Meta.Slots != 4 {
+						t.Errorf("%s sees %s with meta %+v", nd.name, p.Name, p.Meta)
+					}
+				}
+				if !slices.Equal(selves, []string{nd.name}) {
+					t.Errorf("%s: Self peers %v, want only itself", nd.name, selves)
+				}
+			}
+
+			last := nodes[n-1]
+			if err := last.stop(); err != nil {
+				t.Fatalf("Run of %s: %v", last.name, err)
+			}
+			if !last.logs.has(slog.LevelInfo, "left the cluster") {
+				t.Errorf("%s did not log a confirmed leave; logs:\n%s", last.name, last.logs)
+			}
+			rest := all[:n-1]
+			for _, nd := range nodes[:n-1] {
+				waitFor(t, nd.name+" sees "+last.name+" leave", seesExactly(nd.m, rest))
+			}
+			// A failure is declared by some node's suspicion timer; a leave never is.
+			for _, nd := range nodes[:n-1] {
+				if nd.logs.has(slog.LevelInfo, "Marking "+last.name+" as failed") {
+					t.Errorf("%s saw %s fail instead of leave", nd.name, last.name)
+				}
+			}
+
+			again := startMember(t, last.name, memberOpts{join: []string{seed.m.Addr()}})
+			t.Logf("%s restarted on %s (was %s)", last.name, again.m.Addr(), last.m.Addr())
+			for _, nd := range append(nodes[:n-1:n-1], again) {
+				waitFor(t, nd.name+" sees the restarted "+last.name, seesExactly(nd.m, all))
+			}
+		})
+	}
+}
+
+func testInventory(n, nameLen int) router.Inventory {
+	var inv router.Inventory
+	for i := range n {
+		name := fmt.Sprintf("model-%03d", i)
+		name += strings.Repeat("x", max(0, nameLen-len(name)-len(":latest"))) + ":latest"
+		raw, _ := json.Marshal(map[string]any{
+			"name": name, "model": name, "size": 1000 + i, "modified_at": "2025-01-02T03:04:05Z",
+			"digest":  fmt.Sprintf("%064x", i),
+			"details": map[string]any{"format": "gguf", "family": "llama", "parameter_size": "1B"},
+		})
+		mi := router.ModelInfo{Name: name, Size: int64(1000 + i), Modified: time.Unix(1735787045, 0), Raw: raw}
+		inv.Models = append(inv.Models, mi)
+		if i%2 == 0 {
+			inv.Loaded = append(inv.Loaded, mi)
+		}
+	}
+	return inv
+}
+
+// hasInventory reports whether m sees node with exactly inv.
+func hasInventory(m *Membership, node string, inv router.Inventory) bool {
+	p, ok := peerNamed(m, node)
+	if !ok || p.InvHash != InventoryHash(inv) || p.Meta.InvHash != p.InvHash {
+		return false
+	}
+	same := func(a, b []router.ModelInfo) bool {
+		return slices.EqualFunc(a, b, func(x, y router.ModelInfo) bool {
+			return x.Name == y.Name && x.Size == y.Size && x.Modified.Equal(y.Modified) && bytes.Equal(x.Raw, y.Raw)
+		})
+	}
+	return same(p.Inventory.Models, inv.Models) && same(p.Inventory.Loaded, inv.Loaded)
+}
+
+func viaOf(m *Membership, node string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if mb := m.members[node]; mb != nil {
+		return mb.invVia
+	}
+	return ""
+}
+
+func startTrio(t *testing.T, secret []byte) (a, b, c *memberNode) {
+	a = startMember(t, "a", memberOpts{secret: secret})
+	b = startMember(t, "b", memberOpts{secret: secret, join: []string{a.m.Addr()}})
+	c = startMember(t, "c", memberOpts{secret: secret, join: []string{a.m.Addr()}})
+	for _, nd := range []*memberNode{a, b, c} {
+		waitFor(t, nd.name+" sees a, b, c", seesExactly(nd.m, []string{"a", "b", "c"}))
+	}
+	return a, b, c
+}
+
+func TestMembershipInventoryBroadcast(t *testing.T) {
+	a, b, c := startTrio(t, nil)
+	var changes atomic.Int64
+	b.m.OnChange(func() { changes.Add(1) })
+
+	inv := testInventory(2, 20)
+	a.local.set(func(_ *Meta, i *router.Inventory) { *i = inv })
+	sentBefore := a.m.stats.inventoriesSent.Load()
+	a.m.LocalChanged()
+	for _, nd := range []*memberNode{b, c} {
+		waitFor(t, nd.name+" sees a's new inventory", func() bool { return hasInventory(nd.m, "a", inv) })
+	}
+	if !hasInventory(a.m, "a", inv) {
+		t.Errorf("a's own Peers entry does not show its new inventory")
+	}
+	if sent := a.m.stats.inventoriesSent.Load() - sentBefore; sent != 1 || a.m.stats.noticesSent.Load() != 0 {
+		t.Errorf("a broadcast %d whole inventories and %d notices, want 1 and 0", sent, a.m.stats.noticesSent.Load())
+	}
+	// Push/pull could win the race at one node, hardly at both.
+	if viaB, viaC := viaOf(b.m, "a"), viaOf(c.m, "a"); viaB != "broadcast" && viaC != "broadcast" {
+		t.Errorf("a's inventory reached b by %s and c by %s, want a broadcast", viaB, viaC)
+	}
+	waitFor(t, "b's OnChange ran", func() bool { return changes.Load() > 0 })
+}
+
+func TestMembershipLargeInventory(t *testing.T) {
+	secret := bytes.Repeat([]byte{7}, 32)
+	a, b, c := startTrio(t, secret)
+
+	inv := testInventory(300, 100)
+	a.local.set(func(_ *Meta, i *router.Inventory) { *i = inv })
+	a.m.LocalChanged()
+	for _, nd := range []*memberNode{b, c} {
+		waitFor(t, nd.name+" sees a's 300 models", func() bool { return hasInventory(nd.m, "a", inv) })
+		t.Logf("%s got a's inventory by %s", nd.name, viaOf(nd.m, "a"))
+	}
+	a.m.mu.Lock()
+	size := len(a.m.self.wire)
+	a.m.mu.Unlock()
+	if got := a.m.stats.noticesSent.Load(); got != 1 {
+		t.Errorf("a sent %d notices, want 1 (%d bytes do not fit a packet)", got, size)
+	}
+}
+
+func TestMembershipInventoryFetch(t *testing.T) {
+	secret := bytes.Repeat([]byte{3}, 16)
+	a := startMember(t, "a", memberOpts{secret: secret, inv: testInventory(50, 60)})
+	b := startMember(t, "b", memberOpts{secret: secret})
+	url := inventoryURL(a.api)
+
+	if err := b.m.fetchInventory(context.Background(), "a", url); err != nil {
+		t.Fatalf("fetch: %v", err)
+	}
+	b.m.mu.Lock()
+	mb := b.m.members["a"]
+	b.m.mu.Unlock()
+	if mb == nil || mb.invHash != InventoryHash(testInventory(50, 60)) || len(mb.inv.Models) != 50 || mb.invVia != "fetch" {
+		t.Fatalf("b stored %+v after the fetch", mb)
+	}
+	if err := b.m.fetchInventory(context.Background(), "b", url); err == nil || !strings.Contains(err.Error(), `answered for "a"`) {
+		t.Errorf("fetching b's inventory from a's API: %v, want a name mismatch", err)
+	}
+
+	for _, tc := range []struct {
+		name, method, token string
+		want                int
+	}{
+		{"member", http.MethodGet, fetchToken(secret), http.StatusOK},
+		{"no token", http.MethodGet, "", http.StatusUnauthorized},
+		{"other secret", http.MethodGet, fetchToken(bytes.Repeat([]byte{4}, 16)), http.StatusUnauthorized},
+		{"post", http.MethodPost, fetchToken(secret), http.StatusMethodNotAllowed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, url, nil)
+			if tc.token != "" {
+				req.Header.Set(fetchTokenHeader, tc.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("status %d, want %d", resp.StatusCode, tc.want)
+			}
+			if tc.want == http.StatusOK && resp.Header.Get("Content-Type") != inventoryContentType {
+				t.Errorf("content type %q", resp.Header.Get("Content-Type"))
+			}
+		})
+	}
+}
+
+func TestMembershipMetaBound(t *testing.T) {
+	longAPI := "http://" + strings.Repeat("a", 380) + ".lan:11500"
+	local := &memberLocal{
+		meta: Meta{Role: RoleServe, API: longAPI, Slots: 65535, InFlight: 65535, Queued: 65535, BackendOK: true, StorageOK: true},
+		inv:  testInventory(200, 100),
+	}
+	m, err := NewMembership(Config{Name: "big", Bind: "127.0.0.1:0", Profile: ProfileLocal}, local, nil)
+	if err != nil {
+		t.Fatalf("NewMembership with a %d-character API URL: %v", len(longAPI), err)
+	}
+	t.Cleanup(func() { m.Close() })
+	meta := delegate{m}.NodeMeta(MaxMetaSize)
+	if len(meta) == 0 || len(meta) > MaxMetaSize {
+		t.Fatalf("meta is %d bytes, want 1..%d", len(meta), MaxMetaSize)
+	}
+	got, err := decodeMeta(meta)
+	want := local.meta
+	want.InvHash = InventoryHash(local.inv)
+	if err != nil || got != want {
+		t.Errorf("meta decodes to %+v, %v; want %+v", got, err, want)
+	}
+
+	local.meta.API = "http://" + strings.Repeat("a", 600) + ".lan:11500"
+	_, err = NewMembership(Config{Name: "too-big", Bind: "127.0.0.1:0", Profile: ProfileLocal}, local, nil)
+	if err == nil || !strings.Contains(err.Error(), "API URL") || !strings.Contains(err.Error(), "512") {
+		t.Errorf("NewMembership with a %d-character API URL: %v, want an error about the API URL", len(local.meta.API), err)
+	}
+}
+
+func TestMembershipMetaDebounce(t *testing.T) {
+	a := startMember(t, "a", memberOpts{})
+	b := startMember(t, "b", memberOpts{join: []string{a.m.Addr()}})
+	waitFor(t, "b sees a", seesExactly(b.m, []string{"a", "b"}))
+
+	before := a.m.stats.metaUpdates.Load()
+	for i := 1; i <= 50; i++ {
+		a.local.set(func(m *Meta, _ *router.Inventory) { m.InFlight = uint16(i) })
+		a.m.LocalChanged()
+	}
+	waitFor(t, "b sees a's last in-flight count", func() bool {
+		p, ok := peerNamed(b.m, "a")
+		return ok && p.Meta.InFlight == 50
+	})
+	if updates := a.m.stats.metaUpdates.Load() - before; updates < 1 || updates >= 10 {
+		t.Errorf("50 changes in a burst made %d meta updates, want 1 to 9", updates)
+	}
+}
+
+func TestMembershipSecret(t *testing.T) {
+	key := bytes.Repeat([]byte{1}, 32)
+	seed := startMember(t, "seed", memberOpts{secret: key})
+	good := startMember(t, "good", memberOpts{secret: key, join: []string{seed.m.Addr()}})
+	waitFor(t, "a node with the secret joins", seesExactly(seed.m, []string{"good", "seed"}))
+
+	wrong := startMember(t, "wrong", memberOpts{secret: bytes.Repeat([]byte{2}, 32), join: []string{seed.m.Addr()}})
+	none := startMember(t, "none", memberOpts{join: []string{seed.m.Addr()}})
+	for _, nd := range []*memberNode{wrong, none} {
+		waitFor(t, nd.name+" fails to join twice", func() bool { return nd.m.stats.joinFailures.Load() >= 2 })
+		if got := peerNames(nd.m); !slices.Equal(got, []string{nd.name}) {
+			t.Errorf("%s sees %v, want only itself", nd.name, got)
+		}
+		if !nd.logs.has(slog.LevelWarn, "no cluster peer answered") {
+			t.Errorf("%s did not log its failed joins in words", nd.name)
+		}
+	}
+	for _, nd := range []*memberNode{seed, good} {
+		if got := peerNames(nd.m); !slices.Equal(got, []string{"good", "seed"}) {
+			t.Errorf("%s sees %v, want good and seed", nd.name, got)
+		}
+	}
+	if _, err := NewMembership(Config{Name: "short", Secret: []byte("0123456789")}, &memberLocal{}, nil); err == nil ||
+		!strings.Contains(err.Error(), "secret is 10 bytes") {
+		t.Errorf("a 10-byte secret: %v", err)
+	}
+}
+
+func TestMembershipLogs(t *testing.T) {
+	a := startMember(t, "a", memberOpts{})
+	_, port, _ := strings.Cut(a.m.Addr(), ":")
+	if !a.logs.hasAttr(slog.LevelDebug, "Using dynamic bind port "+port, "component", "memberlist") {
+		t.Errorf("memberlist's bind line is not a debug record with component=memberlist; logs:\n%s", a.logs)
+	}
+	b := startMember(t, "b", memberOpts{join: []string{a.m.Addr()}})
+	waitFor(t, "a logs b's stream connection", func() bool {
+		return a.logs.hasAttr(slog.LevelDebug, "Stream connection from=", "component", "memberlist")
+	})
+	waitFor(t, "b logs its push/pull", func() bool {
+		return b.logs.hasAttr(slog.LevelDebug, "Initiating push/pull sync with: a", "component", "memberlist")
+	})
+	if a.logs.has(slog.LevelDebug, "[DEBUG]") || a.logs.has(slog.LevelInfo, "memberlist: ") {
+		t.Errorf("memberlist prefixes left in messages:\n%s", a.logs)
+	}
+}
+
+func TestMembershipParseLogLine(t *testing.T) {
+	for _, tc := range []struct {
+		line  string
+		level slog.Level
+		msg   string
+	}{
+		{"[DEBUG] memberlist: Stream connection from=1.2.3.4:5\n", slog.LevelDebug, "Stream connection from=1.2.3.4:5"},
+		{"[INFO] memberlist: Marking x as failed", slog.LevelInfo, "Marking x as failed"},
+		{"[WARN] memberlist: Refuting a suspect message", slog.LevelWarn, "Refuting a suspect message"},
+		{"[ERR] memberlist: Failed to send gossip", slog.LevelError, "Failed to send gossip"},
+		{"[ERR] Failed to shutdown transport: x", slog.LevelError, "Failed to shutdown transport: x"},
+		{"no level at all", slog.LevelInfo, "no level at all"},
+	} {
+		level, msg := parseLogLine(tc.line)
+		if level != tc.level || msg != tc.msg {
+			t.Errorf("parseLogLine(%q) = %v %q, want %v %q", tc.line, level, msg, tc.level, tc.msg)
+		}
+	}
+}
+
+func TestMembershipInventoryHash(t *testing.T) {
+	base := testInventory(3, 20)
+	reordered := router.Inventory{Models: slices.Clone(base.Models), Loaded: slices.Clone(base.Loaded)}
+	slices.Reverse(reordered.Models)
+	slices.Reverse(reordered.Loaded)
+	rawOnly := testInventory(3, 20)
+	rawOnly.Models[0].Raw = json.RawMessage(`{"expires_at":"later"}`)
+	rawOnly.Models[1].Modified = time.Now()
+	resized := testInventory(3, 20)
+	resized.Models[2].Size++
+	unloaded := testInventory(3, 20)
+	unloaded.Loaded = nil
+	renamed := testInventory(3, 20)
+	renamed.Models[0].Name = "other:latest"
+
+	h := InventoryHash(base)
+	for _, tc := range []struct {
+		name string
+		inv  router.Inventory
+		same bool
+	}{
+		{"reordered", reordered, true},
+		{"raw and times changed", rawOnly, true},
+		{"size changed", resized, false},
+		{"nothing loaded", unloaded, false},
+		{"renamed", renamed, false},
+		{"empty", router.Inventory{}, false},
+	} {
+		if got := InventoryHash(tc.inv) == h; got != tc.same {
+			t.Errorf("%s: same hash = %v, want %v", tc.name, got, tc.same)
+		}
+	}
+	if InventoryHash(router.Inventory{}) == 0 {
+		t.Error("the empty inventory hashes to 0, which means none")
+	}
+}
+
+func TestMembershipConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no name", Config{}, "name is required"},
+		{"bind without port", Config{Name: "a", Bind: "127.0.0.1"}, `bind "127.0.0.1"`},
+		{"bind host name", Config{Name: "a", Bind: "localhost:0"}, "not an IP address"},
+		{"advertise port", Config{Name: "a", Advertise: "10.0.0.1:x"}, "not a number"},
+		{"profile", Config{Name: "a", Profile: "wan"}, `profile "wan"`},
+		{"secret", Config{Name: "a", Secret: make([]byte, 20)}, "secret is 20 bytes"},
+		{"debounce", Config{Name: "a", MetaDebounce: -time.Second}, "negative"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := NewMembership(tc.cfg, &memberLocal{}, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// logCapture is a slog.Handler keeping every record, attributes flattened.
+type logCapture struct {
+	mu      sync.Mutex
+	records []capturedRecord
+	attrs   []slog.Attr
+	parent  *logCapture
+}
+
+type capturedRecord struct {
+	level slog.Level
+	msg   string
+	attrs map[string]string
+}
+
+func (c *logCapture) root() *logCapture {
+	if c.parent != nil {
+		return c.parent.root()
+	}
+	return c
+}
+
+func (c *logCapture) Enabled(context.Context, slog.Level) bool { return true }
+
+func (c *logCapture) Handle(_ context.Context, r slog.Record) error {
+	rec := capturedRecord{level: r.Level, msg: r.Message, attrs: map[string]string{}}
+	for _, a := range c.attrs {
+		rec.attrs[a.Key] = a.Value.String()
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		rec.attrs[a.Key] = a.Value.String()
+		return true
+	})
+	root := c.root()
+	root.mu.Lock()
+	root.records = append(root.records, rec)
+	root.mu.Unlock()
+	return nil
+}
+
+func (c *logCapture) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &logCapture{attrs: append(slices.Clone(c.attrs), attrs...), parent: c.root()}
+}
+
+func (c *logCapture) WithGroup(string) slog.Handler { return c }
+
+// hasAttr reports whether a record at level has msg in its message and key=value.
+func (c *logCapture) hasAttr(level slog.Level, msg, key, value string) bool {
+	root := c.root()
+	root.mu.Lock()
+	defer root.mu.Unlock()
+	for _, r := range root.records {
+		if r.level == level && strings.Contains(r.msg, msg) && (key == "" || r.attrs[key] == value) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *logCapture) has(level slog.Level, msg string) bool { return c.hasAttr(level, msg, "", "") }
+
+func (c *logCapture) String() string {
+	root := c.root()
+	root.mu.Lock()
+	defer root.mu.Unlock()
+	var b strings.Builder
+	for _, r := range root.records {
+		fmt.Fprintf(&b, "%s %s %v\n", r.level, r.msg, r.attrs)
+	}
+	return b.String()
+}
