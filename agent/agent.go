@@ -157,3 +157,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("hearth agent stopped")
 	return err
 }
+
+// GossipAddr is the cluster gossip address others join through ("" when the cluster is off).
+func (a *Agent) GossipAddr() string {
+	if a.cluster == nil {
+		return ""
+	}
+	return a.cluster.membership.Addr()
+}

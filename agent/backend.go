@@ -39,6 +39,7 @@ type Backend struct {
 	refreshMu sync.Mutex // one read of Ollama at a time
 	inFlight  atomic.Int64
 	onChange  func() // health, inventory or load changed
+	recheck   chan struct{}
 
 	mu    sync.RWMutex
 	state router.NodeState
@@ -60,6 +61,16 @@ func NewBackend(name string, u *url.URL, connectTimeout, interval time.Duration,
 		interval: interval,
 		state:    router.NodeState{Name: name, URL: u, Problem: "not checked yet"},
 		onChange: func() {},
+		recheck:  make(chan struct{}, 1),
+	}
+}
+
+// Unreachable is told that a request could not connect to Ollama: check now, so that the
+// node stops taking requests (and says so in gossip) without waiting for the next poll.
+func (b *Backend) Unreachable(error) {
+	select {
+	case b.recheck <- struct{}{}:
+	default:
 	}
 }
 
@@ -105,6 +116,8 @@ func (b *Backend) Run(ctx context.Context) error {
 			t.Stop()
 			return nil
 		case <-t.C:
+		case <-b.recheck:
+			t.Stop()
 		}
 	}
 }

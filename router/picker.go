@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -129,6 +130,22 @@ func (t *Target) Done(o Outcome) {
 // NewTarget returns a Target whose Done calls done (nil: nothing to release).
 func NewTarget(node string, u *url.URL, done func(Outcome)) *Target {
 	return &Target{Node: node, URL: u, done: done}
+}
+
+// FailureReporter is implemented by nodes that want to hear at once that a request could not
+// reach them, rather than at their next health check.
+type FailureReporter interface {
+	Unreachable(err error)
+}
+
+// Unreachable reports whether err means the node could not be connected to at all, which
+// another node may not share (as opposed to the client leaving, or a failure mid-answer).
+func Unreachable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // LoadCounter is implemented by nodes that count the requests their backend serves now;

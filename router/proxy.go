@@ -159,6 +159,12 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, d Dialect, route,
 		if err != nil {
 			t.Done(Outcome{Err: err})
 			e := sendError(r.Context(), t.Node, err)
+			if model != "" && e.Status == http.StatusServiceUnavailable {
+				// No node could take it: to callers (and the relay's fallback) the model is
+				// unavailable, whatever the cause on the node.
+				e.Code = "model_unavailable"
+				e.Message = fmt.Sprintf("model %q is unavailable right now: %s", model, e.Message)
+			}
 			s.log.Warn("backend call failed", "node", t.Node, "route", route, "model", model, "err", err)
 			s.reject(w, d, route, model, e)
 			return e.Status

@@ -46,12 +46,19 @@ func (s *Single) Pick(ctx context.Context, req PickRequest) (*Target, error) {
 }
 
 func (s *Single) target(st NodeState) *Target {
-	t := NewTarget(st.Name, st.URL, nil)
-	t.Reason = "local"
+	var end func()
 	if c, ok := s.node.(LoadCounter); ok {
-		end := c.Begin()
-		t.done = func(Outcome) { end() }
+		end = c.Begin()
 	}
+	t := NewTarget(st.Name, st.URL, func(o Outcome) {
+		if end != nil {
+			end()
+		}
+		if fr, ok := s.node.(FailureReporter); ok && Unreachable(o.Err) {
+			fr.Unreachable(o.Err)
+		}
+	})
+	t.Reason = "local"
 	return t
 }
 

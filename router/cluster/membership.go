@@ -235,11 +235,12 @@ func NewMembership(cfg Config, local Local, logger *slog.Logger) (*Membership, e
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Membership{
-		cfg:      cfg,
-		local:    local,
-		log:      logger,
-		token:    fetchToken(cfg.Secret),
-		httpc:    &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1}},
+		cfg:   cfg,
+		local: local,
+		log:   logger,
+		token: fetchToken(cfg.Secret),
+		// Peers are on the LAN: never through a proxy.
+		httpc:    &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}},
 		changed:  make(chan struct{}, 1),
 		notify:   make(chan struct{}, 1),
 		ctx:      ctx,
@@ -365,16 +366,18 @@ func (m *Membership) joinPeers() []string {
 func (m *Membership) joinLoop(ctx context.Context, peers []string) {
 	backoff := joinBackoffMin
 	for {
-		n, err := m.list.Join(peers)
-		if n > 0 {
-			m.log.Info("joined the cluster", "answered", n, "peers", peers)
-			// The peer that answered has our inventory from the join; tell the others.
+		answered, err := m.joinOnce(ctx, peers)
+		if answered > 0 {
+			m.log.Info("joined the cluster", "answered", answered, "peers", peers)
+			// The peers that answered have our inventory from the join; tell the others.
 			m.broadcastInventory()
 			return
 		}
+		if ctx.Err() != nil {
+			return
+		}
 		m.stats.joinFailures.Add(1)
-		m.log.Warn(fmt.Sprintf("no cluster peer answered; trying again in %s", backoff),
-			"peers", peers, "error", err)
+		m.log.Warn(fmt.Sprintf("no cluster peer answered; trying again in %s", backoff), "peers", peers, "error", err)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
@@ -384,6 +387,24 @@ func (m *Membership) joinLoop(ctx context.Context, peers []string) {
 		}
 		backoff = min(2*backoff, joinBackoffMax)
 	}
+}
+
+// joinOnce contacts each peer in turn (so that stopping waits for one TCP timeout at most,
+// not one per peer) and reports how many answered.
+func (m *Membership) joinOnce(ctx context.Context, peers []string) (int, error) {
+	answered := 0
+	var errs []error
+	for _, p := range peers {
+		if ctx.Err() != nil {
+			break
+		}
+		n, err := m.list.Join([]string{p})
+		answered += n
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return answered, errors.Join(errs...)
 }
 
 // LocalChanged tells the membership that the local meta or inventory changed. It never

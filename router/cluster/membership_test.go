@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -423,10 +424,38 @@ func TestMembershipLogs(t *testing.T) {
 		return a.logs.hasAttr(slog.LevelDebug, "Stream connection from=", "component", "memberlist")
 	})
 	waitFor(t, "b logs its push/pull", func() bool {
-		return b.logs.hasAttr(slog.LevelDebug, "Initiating push/pull sync with: a", "component", "memberlist")
+		return b.logs.hasAttr(slog.LevelDebug, "Initiating push/pull sync with:", "component", "memberlist")
 	})
 	if a.logs.has(slog.LevelDebug, "[DEBUG]") || a.logs.has(slog.LevelInfo, "memberlist: ") {
 		t.Errorf("memberlist prefixes left in messages:\n%s", a.logs)
+	}
+}
+
+func TestMembershipStopsItsGoroutines(t *testing.T) {
+	a, b, c := startTrio(t, bytes.Repeat([]byte{9}, 24))
+	a.local.set(func(_ *Meta, i *router.Inventory) { *i = testInventory(300, 100) })
+	a.m.LocalChanged()
+	b.m.LocalChanged()
+	const ours = "created by github.com/hearthlab/hearth/router/cluster.(*Membership)"
+	buf := make([]byte, 1<<20)
+	if stacks := string(buf[:runtime.Stack(buf, true)]); !strings.Contains(stacks, ours) {
+		t.Fatalf("no running goroutine is %q: the check below would prove nothing", ours)
+	}
+	for _, nd := range []*memberNode{c, b, a} {
+		if err := nd.stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	if strings.Contains(stacks, ours) {
+		t.Errorf("goroutines of stopped memberships remain:\n%s", stacks)
+	}
+	// Stopped for good: Run again is refused, Close is harmless.
+	if err := a.m.Run(context.Background()); err == nil {
+		t.Error("Run after a stop succeeded")
+	}
+	if err := a.m.Close(); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -250,6 +249,9 @@ func (p *Picker) release(node string, o router.Outcome) {
 		}
 	}
 	if unreachable(o.Err) {
+		if fr, ok := p.local.(router.FailureReporter); ok && node == p.cfg.Self {
+			fr.Unreachable(o.Err)
+		}
 		p.suspect[node] = time.Now().Add(p.cfg.SuspectFor)
 		p.metrics.failovers.WithLabelValues(node).Inc()
 		p.log.Warn("node could not be reached; no picks for it for a while", "node", node, "for", p.cfg.SuspectFor.String(), "err", o.Err)
@@ -261,18 +263,21 @@ func (p *Picker) release(node string, o router.Outcome) {
 	}
 }
 
-// unreachable: the node itself failed (no connection), not the request or the client.
-func unreachable(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) {
-		return false
-	}
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
-}
+func unreachable(err error) bool { return router.Unreachable(err) }
 
 // Kick re-examines the queue; call it when the cluster changed (a node freed slots, joined).
+// It also remembers which node had which model, so that a model whose nodes all left is
+// "unavailable" (503), not "unknown" (404).
 func (p *Picker) Kick() {
+	peers := p.src.Peers()
 	p.mu.Lock()
+	for _, pr := range peers {
+		if pr.Meta.Role == RoleServe {
+			for _, m := range pr.Inventory.Models {
+				p.everHad[router.NormalizeModel(m.Name)] = pr.Name
+			}
+		}
+	}
 	n := p.dispatchLocked()
 	p.mu.Unlock()
 	if n > 0 {
