@@ -137,7 +137,13 @@ func (f *Forwarder) relay(w http.ResponseWriter, resp *http.Response, node strin
 	h.Set("X-Hearth-Node", node)
 	w.WriteHeader(resp.StatusCode)
 	out := outcome{status: resp.StatusCode}
-	flusher, _ := w.(http.Flusher)
+	// A stream (no length: chunked NDJSON or SSE) is flushed after every read, so no chunk
+	// waits for the next; a sized answer is written as the server's buffer fills, which
+	// saves a write per response.
+	var flusher http.Flusher
+	if resp.ContentLength < 0 {
+		flusher, _ = w.(http.Flusher)
+	}
 
 	bp := f.bufs.Get().(*[]byte)
 	defer f.bufs.Put(bp)

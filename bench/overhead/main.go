@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"syscall"
@@ -29,9 +30,22 @@ func main() {
 	requests := flag.Int("requests", 4000, "requests per target and concurrency level (bounded also by -max-time)")
 	maxTime := flag.Duration("max-time", 8*time.Second, "longest run per target and concurrency level")
 	rounds := flag.Int("rounds", 3, "alternating direct/agent rounds, merged, so drift hits both alike")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*requests, *maxTime, *rounds); err != nil {
-		log.Fatal(err)
+		log.Print(err)
+		pprof.StopCPUProfile()
+		os.Exit(1)
 	}
 }
 
