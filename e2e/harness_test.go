@@ -5,7 +5,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -205,51 +204,26 @@ func (c *capture) withBody(marker string) []*exchange {
 // use gives a test the stack and prints the agent's log lines written during the test if it fails.
 func use(t *testing.T) *stack {
 	t.Helper()
-	off := st.agentLogSize()
-	t.Cleanup(func() {
-		if t.Failed() && st.agentLog != "" {
-			var b strings.Builder
-			st.printAgentLog(&b, off)
-			if b.Len() == 0 {
-				b.WriteString("(nothing)")
-			}
-			t.Logf("hearth agent log during %s:\n%s", t.Name(), b.String())
-		}
-	})
+	if st.agent != nil {
+		printLogOnFailure(t, st.agent)
+	}
 	return st
 }
 
-func (s *stack) agentLogSize() int64 {
-	if s.agentLog == "" {
-		return 0
-	}
-	fi, err := os.Stat(s.agentLog)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-// printAgentLog writes the agent's log from byte off on, at most its last 64 KiB.
-func (s *stack) printAgentLog(w io.Writer, off int64) {
-	if s.agentLog == "" {
-		return
-	}
-	b, err := os.ReadFile(s.agentLog)
-	if err != nil {
-		fmt.Fprintf(w, "(agent log: %v)\n", err)
-		return
-	}
-	if off > int64(len(b)) {
-		off = 0
-	}
-	b = b[off:]
-	const limit = 64 << 10
-	if len(b) > limit {
-		fmt.Fprintf(w, "(... %d bytes left out)\n", len(b)-limit)
-		b = b[len(b)-limit:]
-	}
-	w.Write(b)
+// printLogOnFailure prints what a wrote to its log during t if t fails.
+func printLogOnFailure(t *testing.T, a *agentProc) {
+	t.Helper()
+	off := a.logSize()
+	t.Cleanup(func() {
+		if t.Failed() {
+			var b strings.Builder
+			a.printLog(&b, off)
+			if b.Len() == 0 {
+				b.WriteString("(nothing)")
+			}
+			t.Logf("hearth agent %s log during %s:\n%s", a.Name, t.Name(), b.String())
+		}
+	})
 }
 
 // agentOnly skips tests of what only the agent does (its header) in direct mode.

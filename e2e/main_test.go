@@ -3,10 +3,8 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,9 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -42,16 +38,15 @@ type stack struct {
 	direct bool   // HEARTH_E2E_DIRECT=1: clients talk to the capture proxy, no agent
 
 	ollamaBin string
+	hearthBin string // built from this tree; "" in direct mode
+	ollama    *ollamaServer
 	ollamaURL string // Ollama itself, for comparisons with what the agent answers
-	ollamaPG  int    // process group of serve.sh, ollama serve and its runners
 
 	noNet   *httptest.Server // the only "internet" Ollama and its CLI may reach: it refuses all
 	capture *capture
 
-	agentURL string // what clients use: the agent, or in direct mode the capture proxy
-	agentLog string // the agent's stdout and stderr
-	agent    *exec.Cmd
-	agentEnd chan error
+	agentURL string     // what clients use: the agent, or in direct mode the capture proxy
+	agent    *agentProc // nil in direct mode
 
 	cleanups []func()
 }
@@ -61,16 +56,18 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: start: %v\n", err)
 		if s != nil {
-			s.printAgentLog(os.Stderr, 0)
+			if s.agent != nil {
+				s.agent.printLog(os.Stderr, 0)
+			}
 			s.stop()
 		}
 		os.Exit(1)
 	}
 	st = s
 	code := m.Run()
-	if code != 0 && s.agentLog != "" {
-		fmt.Fprintf(os.Stderr, "\n=== hearth agent log (%s)\n", s.agentLog)
-		s.printAgentLog(os.Stderr, 0)
+	if code != 0 && s.agent != nil {
+		fmt.Fprintf(os.Stderr, "\n=== hearth agent log (%s)\n", s.agent.Log)
+		s.agent.printLog(os.Stderr, 0)
 	}
 	s.stop()
 	os.Exit(code)
@@ -101,10 +98,9 @@ func startStack() (*stack, error) {
 	}
 	s.defer_(func() { os.RemoveAll(s.tmp) })
 
-	var hearthBin string
 	if !s.direct {
-		hearthBin = filepath.Join(s.tmp, "hearth")
-		if err := s.buildHearth(hearthBin); err != nil {
+		s.hearthBin = filepath.Join(s.tmp, "hearth")
+		if err := s.buildHearth(s.hearthBin); err != nil {
 			return s, err
 		}
 	}
@@ -114,7 +110,7 @@ func startStack() (*stack, error) {
 	}))
 	s.defer_(s.noNet.Close)
 
-	if err := s.startOllama(); err != nil {
+	if err := s.startSharedOllama(); err != nil {
 		return s, err
 	}
 	s.capture = newCapture(s.ollamaURL)
@@ -124,7 +120,12 @@ func startStack() (*stack, error) {
 		s.agentURL = s.capture.URL()
 		return s, nil
 	}
-	return s, s.startAgent(hearthBin)
+	s.agent, err = s.startAgent(agentSpec{Name: nodeName, OllamaURL: s.capture.URL()}, filepath.Join(s.tmp, "agent"))
+	if s.agent != nil {
+		s.defer_(s.agent.stop)
+		s.agentURL = s.agent.URL
+	}
+	return s, err
 }
 
 // defer_ registers f to run at stop, last registered first.
@@ -156,35 +157,15 @@ func (s *stack) proxyEnv() []string {
 		"NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost"}
 }
 
-func (s *stack) startOllama() error {
-	port, err := freePort()
+// startSharedOllama starts the Ollama most tests share, with tiny, tiny2 and toolsModel.
+func (s *stack) startSharedOllama() error {
+	models := filepath.Join(s.tmp, "models")
+	o, err := s.startOllama(models)
 	if err != nil {
 		return err
 	}
-	models := filepath.Join(s.tmp, "models")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(s.root, "e2e", "realollama", "serve.sh"),
-		strconv.Itoa(port), models, "2")
-	cmd.Env = append(os.Environ(), s.proxyEnv()...)
-	cmd.Env = append(cmd.Env, "HEARTH_E2E_CACHE="+s.cache, "HOME="+s.home())
-	// serve.sh, the ollama serve it leaves running and that server's runners share one process
-	// group, so that stop ends them all and nothing else.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if cmd.Process != nil {
-		s.ollamaPG = cmd.Process.Pid
-		s.defer_(func() { killGroup(s.ollamaPG, 15*time.Second) })
-	}
-	if err != nil {
-		return fmt.Errorf("serve.sh: %w\n%s", err, stderr.Bytes())
-	}
-	if _, err := strconv.Atoi(strings.TrimSpace(string(out))); err != nil {
-		return fmt.Errorf("serve.sh printed %q, not a PID", out)
-	}
-	s.ollamaURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	s.ollama, s.ollamaURL = o, o.URL
+	s.defer_(o.stop)
 
 	if err := s.createToolsModel(); err != nil {
 		return err
@@ -195,8 +176,7 @@ func (s *stack) startOllama() error {
 	}
 	for _, want := range []string{"tiny:latest", "tiny2:latest", toolsModel + ":latest"} {
 		if !slices.Contains(names, want) {
-			log, _ := os.ReadFile(filepath.Join(models, "serve.log"))
-			return fmt.Errorf("ollama has models %v, want %s\n%s", names, want, log)
+			return fmt.Errorf("ollama has models %v, want %s\n%s", names, want, o.log())
 		}
 	}
 	return nil
@@ -223,103 +203,6 @@ func (s *stack) createToolsModel() error {
 		return fmt.Errorf("create %s: %s %s", toolsModel, resp.Status, b)
 	}
 	return nil
-}
-
-func (s *stack) startAgent(bin string) error {
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	cfg := filepath.Join(s.tmp, "agent.yaml")
-	yaml := fmt.Sprintf("node:\n  name: %s\n  listen: \"127.0.0.1:%d\"\nollama:\n  url: %q\n", nodeName, port, s.capture.URL())
-	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
-		return err
-	}
-	s.agentLog = filepath.Join(s.tmp, "agent.log")
-	logf, err := os.Create(s.agentLog)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(bin, "agent", "--config", cfg, "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), s.proxyEnv()...)
-	cmd.Env = append(cmd.Env, "HOME="+s.home())
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start hearth agent: %w", err)
-	}
-	s.agent = cmd
-	s.agentEnd = make(chan error, 1)
-	go func() { s.agentEnd <- cmd.Wait(); logf.Close() }()
-	s.defer_(s.stopAgent)
-	s.agentURL = fmt.Sprintf("http://127.0.0.1:%d", port)
-	return s.waitReady(90 * time.Second)
-}
-
-func (s *stack) waitReady(limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	client := &http.Client{Timeout: 2 * time.Second}
-	var last string
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-s.agentEnd:
-			s.agentEnd <- err
-			return fmt.Errorf("hearth agent exited before it was ready: %v", err)
-		default:
-		}
-		resp, err := client.Get(s.agentURL + "/readyz")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = fmt.Sprintf("%s %s", resp.Status, b)
-		} else {
-			last = err.Error()
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return fmt.Errorf("hearth agent not ready after %v: last /readyz: %s", limit, last)
-}
-
-// stopAgent asks the agent to stop (SIGTERM) and reports when it does not within 10 s.
-func (s *stack) stopAgent() {
-	pid := s.agent.Process.Pid
-	select {
-	case <-s.agentEnd: // it had exited already; waitReady said so
-		killGroup(pid, time.Second)
-		return
-	default:
-	}
-	syscall.Kill(pid, syscall.SIGTERM)
-	select {
-	case err := <-s.agentEnd:
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "e2e: hearth agent exited after SIGTERM with %v\n", err)
-		}
-	case <-time.After(10 * time.Second):
-		fmt.Fprintln(os.Stderr, "e2e: hearth agent still running 10s after SIGTERM; killing it")
-		s.printAgentLog(os.Stderr, 0)
-	}
-	killGroup(pid, 5*time.Second)
-}
-
-// killGroup ends process group pg: SIGTERM, then SIGKILL after grace.
-func killGroup(pg int, grace time.Duration) {
-	if pg <= 0 {
-		return
-	}
-	if syscall.Kill(-pg, syscall.SIGTERM) != nil {
-		return
-	}
-	for deadline := time.Now().Add(grace); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if errors.Is(syscall.Kill(-pg, 0), syscall.ESRCH) {
-			return
-		}
-	}
-	syscall.Kill(-pg, syscall.SIGKILL)
 }
 
 func freePort() (int, error) {

@@ -149,7 +149,6 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, d Dialect, route,
 					resp.Body.Close()
 				}
 				s.metrics.retries.WithLabelValues(t.Node, model).Inc()
-				next.Reason = "retry"
 				waited += next.Waited
 				t = next
 				continue

@@ -199,7 +199,10 @@ func (p *Picker) choose(req router.PickRequest, cands []candidate) *router.Targe
 		return ea > 0 && eb > 0 && float64(ea) < 0.8*float64(eb)
 	})
 	reason := "cold"
-	if free[0].warm {
+	switch {
+	case len(req.Exclude) > 0:
+		reason = "retry" // another node failed this request before its first byte
+	case free[0].warm:
 		reason = "warm"
 	}
 	return p.take(req, free[0], reason)
