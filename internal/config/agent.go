@@ -24,6 +24,39 @@ type Agent struct {
 	Ollama  Ollama  `yaml:"ollama"`
 	Cluster Cluster `yaml:"cluster"`
 	Router  Router  `yaml:"router"`
+	Tunnel  Tunnel  `yaml:"tunnel"`
+}
+
+// Tunnel connects this agent to the relay on the VPS (an frp client), so that phones reach
+// home without open ports. One agent per home usually holds it (the always-on NAS).
+type Tunnel struct {
+	// Relay is the relay's tunnel address, "relay.example.com:7000". Default "" = no tunnel.
+	Relay string `yaml:"relay"`
+	// Token is the relay's tunnel.token. Required with Relay.
+	Token string `yaml:"token"`
+	// Name is the channel the relay reaches this agent's API as. Default "home".
+	Name string `yaml:"name"`
+	// CA is a PEM file of roots that sign the relay's certificate (a private CA). Default:
+	// the system's roots, which trust an ACME certificate.
+	CA string `yaml:"ca"`
+	// ServerName is the name to verify in the relay's certificate when Relay is an IP
+	// address. Default: Relay's host.
+	ServerName string `yaml:"server_name"`
+	// Expose publishes home web apps through the relay, each on its own host name.
+	Expose []Expose `yaml:"expose"`
+}
+
+// Expose is one home web app published through the relay.
+type Expose struct {
+	// Name identifies the app (letters, digits, dashes).
+	Name string `yaml:"name"`
+	// Local is the app's host:port as this agent reaches it, "127.0.0.1:3000".
+	Local string `yaml:"local"`
+	// Host is the public name the relay serves it at, with its own certificate.
+	Host string `yaml:"host"`
+	// Auth is "token" (a hearth token is required: a login page for browsers, Bearer for
+	// APIs) or "none" (the app does its own). Default "token".
+	Auth string `yaml:"auth"`
 }
 
 // Cluster is gossip membership with the other home agents.
@@ -132,6 +165,7 @@ func DefaultAgent() Agent {
 		},
 		Cluster: Cluster{Timings: "lan"},
 		Router:  Router{MaxQueue: 128, QueueTimeout: 2 * time.Minute},
+		Tunnel:  Tunnel{Name: "home"},
 	}
 }
 
@@ -151,10 +185,20 @@ func LoadAgent(path string) (Agent, error) {
 	if err := decodeFile(path, &cfg); err != nil {
 		return cfg, err
 	}
+	cfg.Complete()
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// Complete fills defaults inside list items, which DefaultAgent cannot hold.
+func (c *Agent) Complete() {
+	for i := range c.Tunnel.Expose {
+		if c.Tunnel.Expose[i].Auth == "" {
+			c.Tunnel.Expose[i].Auth = "token"
+		}
+	}
 }
 
 // Validate checks values without side effects and names the key to fix in every message.
@@ -195,6 +239,7 @@ func (c *Agent) Validate() error {
 		add("ollama.parallel %d: give Ollama's OLLAMA_NUM_PARALLEL, between 1 and 1024", c.Ollama.Parallel)
 	}
 	c.validateCluster(add)
+	c.validateTunnel(add)
 	if c.Router.MaxQueue < 0 {
 		add("router.max_queue %d must be 0 or more", c.Router.MaxQueue)
 	}
@@ -321,4 +366,54 @@ func (cl Cluster) Key() ([]byte, error) {
 		return nil, fmt.Errorf("cluster.secret decodes to %d bytes: it must be 16, 24 or 32 (`openssl rand -base64 32`)", n)
 	}
 	return key, nil
+}
+
+func (c *Agent) validateTunnel(add func(string, ...any)) {
+	t := c.Tunnel
+	if t.Relay == "" {
+		if len(t.Expose) > 0 {
+			add("tunnel.expose is set but tunnel.relay is empty: name the relay, e.g. \"relay.example.com:7000\"")
+		}
+		return
+	}
+	if err := checkHostPort(t.Relay); err != nil {
+		add("tunnel.relay %q: %v (for example \"relay.example.com:7000\")", t.Relay, err)
+	}
+	if len(t.Token) < 16 {
+		add("tunnel.token must be the relay's tunnel.token (at least 16 characters)")
+	}
+	if !validName(t.Name) {
+		add("tunnel.name %q: use lower-case letters, digits and dashes, e.g. \"home\"", t.Name)
+	}
+	if host, _, err := net.SplitHostPort(t.Relay); err == nil && net.ParseIP(host) != nil && t.ServerName == "" {
+		add("tunnel.relay is an IP address: set tunnel.server_name to the name in the relay's certificate")
+	}
+	seen := map[string]bool{}
+	for i, e := range t.Expose {
+		if !validName(e.Name) || seen[e.Name] {
+			add("tunnel.expose[%d].name %q: use a unique name of lower-case letters, digits and dashes", i, e.Name)
+		}
+		seen[e.Name] = true
+		if err := checkHostPort(e.Local); err != nil {
+			add("tunnel.expose[%d].local %q: %v (for example \"127.0.0.1:3000\")", i, e.Local, err)
+		}
+		if err := checkDomain(e.Host); err != nil {
+			add("tunnel.expose[%d].host %q: %v", i, e.Host, err)
+		}
+		if e.Auth != "token" && e.Auth != "none" {
+			add("tunnel.expose[%d].auth %q: use \"token\" or \"none\"", i, e.Auth)
+		}
+	}
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
 }

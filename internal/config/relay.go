@@ -1,0 +1,187 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"time"
+)
+
+// DefaultRelayPath is where `hearth relay` looks for its config when --config is not given.
+const DefaultRelayPath = "/etc/hearth/relay.yaml"
+
+// Relay is the configuration of `hearth relay` (relay.yaml) on a VPS.
+type Relay struct {
+	Listen  RelayListen `yaml:"listen"`
+	Domains []string    `yaml:"domains"`
+	ACME    ACME        `yaml:"acme"`
+	TLS     TLSFiles    `yaml:"tls"`
+	Tunnel  RelayTunnel `yaml:"tunnel"`
+	// DB is the SQLite database for tokens (and later usage). Default
+	// /var/lib/hearth/relay.db.
+	DB string `yaml:"db"`
+	// AdminKey guards /admin/v1/...; at least 16 characters. Required.
+	AdminKey string      `yaml:"admin_key"`
+	Limits   RelayLimits `yaml:"limits"`
+}
+
+// RelayListen are the public listeners.
+type RelayListen struct {
+	// HTTPS serves the API, the sites and TLS-ALPN-01 challenges. Default ":443".
+	HTTPS string `yaml:"https"`
+	// HTTP serves HTTP-01 challenges and redirects everything else to HTTPS. Default ":80";
+	// "" turns it off (then only TLS-ALPN-01 can get certificates).
+	HTTP string `yaml:"http"`
+}
+
+// ACME is how certificates are obtained and renewed.
+type ACME struct {
+	// Email is given to the CA for expiry notices. Default none.
+	Email string `yaml:"email"`
+	// CA is the ACME directory URL. Default "" = Let's Encrypt production.
+	CA string `yaml:"ca"`
+	// CARoot is a PEM file of roots to trust for the CA's own HTTPS (a private or test CA).
+	CARoot string `yaml:"ca_root"`
+	// Storage holds keys and certificates. Default /var/lib/hearth/certs.
+	Storage string `yaml:"storage"`
+	// Challenges are the ACME challenge types to use: "http-01", "tls-alpn-01".
+	// Default both.
+	Challenges []string `yaml:"challenges"`
+}
+
+// TLSFiles is a certificate the user brings; when set, ACME is not used.
+type TLSFiles struct {
+	// Cert is a PEM certificate chain file.
+	Cert string `yaml:"cert"`
+	// Key is the PEM private key file.
+	Key string `yaml:"key"`
+}
+
+// RelayTunnel is the frp server that home agents connect to.
+type RelayTunnel struct {
+	// Bind is where agents connect (TLS is always required). Default ":7000".
+	Bind string `yaml:"bind"`
+	// Token authenticates agents; at least 16 characters. Required.
+	Token string `yaml:"token"`
+}
+
+// RelayLimits protect the relay from abuse and mistakes.
+type RelayLimits struct {
+	// MaxBody is the largest request body accepted on the API. Default "64MiB".
+	MaxBody ByteSize `yaml:"max_body"`
+	// RequestsPerMinute is each token's request rate limit. Default 120.
+	RequestsPerMinute int `yaml:"requests_per_minute"`
+	// AuthFailures from one IP within AuthWindow block that IP for AuthBlock. Defaults 10,
+	// 1m, 15m.
+	AuthFailures int           `yaml:"auth_failures"`
+	AuthWindow   time.Duration `yaml:"auth_window"`
+	AuthBlock    time.Duration `yaml:"auth_block"`
+}
+
+// DefaultRelay is the one place the relay's defaults live.
+func DefaultRelay() Relay {
+	return Relay{
+		Listen:  RelayListen{HTTPS: ":443", HTTP: ":80"},
+		ACME:    ACME{Storage: "/var/lib/hearth/certs", Challenges: []string{"http-01", "tls-alpn-01"}},
+		Tunnel:  RelayTunnel{Bind: ":7000"},
+		DB:      "/var/lib/hearth/relay.db",
+		Limits:  RelayLimits{MaxBody: 64 << 20, RequestsPerMinute: 120, AuthFailures: 10, AuthWindow: time.Minute, AuthBlock: 15 * time.Minute},
+		Domains: nil,
+	}
+}
+
+// LoadRelay reads a relay config file over the defaults and validates it.
+func LoadRelay(path string) (Relay, error) {
+	cfg := DefaultRelay()
+	if err := decodeFile(path, &cfg); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Validate checks values without side effects and names the key to fix in every message.
+func (c *Relay) Validate() error {
+	var problems Errors
+	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+
+	if err := checkHostPort(c.Listen.HTTPS); err != nil {
+		add("listen.https %q: %v (for example \":443\")", c.Listen.HTTPS, err)
+	}
+	if c.Listen.HTTP != "" {
+		if err := checkHostPort(c.Listen.HTTP); err != nil {
+			add("listen.http %q: %v (for example \":80\")", c.Listen.HTTP, err)
+		}
+	}
+	if len(c.Domains) == 0 {
+		add("domains is empty: name the domain that points at this VPS, e.g. [ai.example.com]")
+	}
+	for i, d := range c.Domains {
+		if err := checkDomain(d); err != nil {
+			add("domains[%d] %q: %v", i, d, err)
+		}
+	}
+	byo := c.TLS.Cert != "" || c.TLS.Key != ""
+	if byo && (c.TLS.Cert == "" || c.TLS.Key == "") {
+		add("tls.cert and tls.key go together: set both, or neither to use ACME")
+	}
+	if !byo {
+		if c.ACME.Storage == "" {
+			add("acme.storage is empty: give a directory for keys and certificates")
+		}
+		if c.ACME.CA != "" {
+			if err := checkHTTPURL(c.ACME.CA); err != nil || !strings.HasPrefix(c.ACME.CA, "https://") {
+				add("acme.ca %q: give the ACME directory's https:// URL", c.ACME.CA)
+			}
+		}
+		if len(c.ACME.Challenges) == 0 {
+			add("acme.challenges is empty: use http-01, tls-alpn-01 or both")
+		}
+		for i, ch := range c.ACME.Challenges {
+			if ch != "http-01" && ch != "tls-alpn-01" {
+				add("acme.challenges[%d] %q: use \"http-01\" or \"tls-alpn-01\"", i, ch)
+			}
+			if ch == "http-01" && c.Listen.HTTP == "" {
+				add("acme.challenges has http-01 but listen.http is off: HTTP-01 needs port 80")
+			}
+		}
+	}
+	if err := checkHostPort(c.Tunnel.Bind); err != nil {
+		add("tunnel.bind %q: %v (for example \":7000\")", c.Tunnel.Bind, err)
+	}
+	if len(c.Tunnel.Token) < 16 {
+		add("tunnel.token must be at least 16 characters (e.g. `openssl rand -hex 24`); agents present it to connect")
+	}
+	if c.DB == "" {
+		add("db is empty: give the path of the relay's SQLite database")
+	}
+	if len(c.AdminKey) < 16 {
+		add("admin_key must be at least 16 characters (e.g. `openssl rand -hex 24`): it guards /admin/v1")
+	}
+	l := c.Limits
+	if l.MaxBody < 1024 {
+		add("limits.max_body %s is too small: use at least \"1MiB\"", l.MaxBody)
+	}
+	if l.RequestsPerMinute < 1 {
+		add("limits.requests_per_minute must be at least 1")
+	}
+	if l.AuthFailures < 1 || l.AuthWindow <= 0 || l.AuthBlock <= 0 {
+		add("limits.auth_failures, auth_window and auth_block must all be greater than 0")
+	}
+	if len(problems) > 0 {
+		return problems
+	}
+	return nil
+}
+
+func checkDomain(d string) error {
+	if d == "" || strings.Contains(d, "://") || strings.ContainsAny(d, "/: ") {
+		return fmt.Errorf("give a bare host name such as ai.example.com")
+	}
+	if net.ParseIP(d) != nil {
+		return fmt.Errorf("ACME certificates need a DNS name, not an IP address")
+	}
+	return nil
+}
