@@ -120,6 +120,9 @@ func memberlistConfig(cfg Config, logger *slog.Logger) *memberlist.Config {
 		c.ProbeInterval = 300 * time.Millisecond
 		c.ProbeTimeout = 150 * time.Millisecond
 		c.GossipInterval = 50 * time.Millisecond
+		// DefaultLocalConfig's 2 lets a join or leave miss a node until push/pull; on one
+		// machine more retransmissions cost nothing.
+		c.RetransmitMult = 4
 		c.PushPullInterval = 3 * time.Second
 		c.SuspicionMaxTimeoutMult = 4
 		c.GossipToTheDeadTime = 3 * time.Second
