@@ -83,7 +83,9 @@ func newCluster(cfg config.Agent, backend *Backend, apiAddr net.Addr, reg promet
 	if cfg.Cluster.Timings == "fast" {
 		profile = cluster.ProfileLocal
 	}
-	local := &localNode{backend: backend, slots: cfg.Ollama.Parallel}
+	// With cluster.api given, the meta is complete before gossip starts, so an over-long URL
+	// fails here; otherwise the URL needs the gossip address and is set just below.
+	local := &localNode{backend: backend, slots: cfg.Ollama.Parallel, api: cfg.Cluster.API}
 	m, err := cluster.NewMembership(cluster.Config{
 		Name: cfg.Node.Name, Bind: cfg.Cluster.Bind, Advertise: cfg.Cluster.Advertise,
 		Join: cfg.Cluster.Join, Secret: key, Profile: profile,
@@ -91,7 +93,6 @@ func newCluster(cfg config.Agent, backend *Backend, apiAddr net.Addr, reg promet
 	if err != nil {
 		return nil, err
 	}
-	local.api = cfg.Cluster.API
 	if local.api == "" {
 		local.api, err = defaultAPI(m.Addr(), apiAddr)
 		if err != nil {

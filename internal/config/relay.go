@@ -63,6 +63,9 @@ type RelayTunnel struct {
 	Bind string `yaml:"bind"`
 	// Token authenticates agents; at least 16 characters. Required.
 	Token string `yaml:"token"`
+	// Home is the channel name (an agent's tunnel.name) whose cluster serves the public
+	// /v1 and /api routes. Default "home".
+	Home string `yaml:"home"`
 }
 
 // RelayLimits protect the relay from abuse and mistakes.
@@ -83,7 +86,7 @@ func DefaultRelay() Relay {
 	return Relay{
 		Listen:  RelayListen{HTTPS: ":443", HTTP: ":80"},
 		ACME:    ACME{Storage: "/var/lib/hearth/certs", Challenges: []string{"http-01", "tls-alpn-01"}},
-		Tunnel:  RelayTunnel{Bind: ":7000"},
+		Tunnel:  RelayTunnel{Bind: ":7000", Home: "home"},
 		DB:      "/var/lib/hearth/relay.db",
 		Limits:  RelayLimits{MaxBody: 64 << 20, RequestsPerMinute: 120, AuthFailures: 10, AuthWindow: time.Minute, AuthBlock: 15 * time.Minute},
 		Domains: nil,
@@ -150,6 +153,9 @@ func (c *Relay) Validate() error {
 	}
 	if err := checkHostPort(c.Tunnel.Bind); err != nil {
 		add("tunnel.bind %q: %v (for example \":7000\")", c.Tunnel.Bind, err)
+	}
+	if !validName(c.Tunnel.Home) {
+		add("tunnel.home %q: use the agent's tunnel.name (lower-case letters, digits, dashes), e.g. \"home\"", c.Tunnel.Home)
 	}
 	if len(c.Tunnel.Token) < 16 {
 		add("tunnel.token must be at least 16 characters (e.g. `openssl rand -hex 24`); agents present it to connect")
