@@ -41,6 +41,11 @@ func TestAgentGoodFiles(t *testing.T) {
 				t.Errorf("got %+v (key %d bytes, %v)", c, len(key), err)
 			}
 		}},
+		{"testdata/tunnel.good.yaml", func(t *testing.T, c Agent) {
+			if c.Tunnel.Name != "home" || len(c.Tunnel.Expose) != 1 || c.Tunnel.Expose[0].Auth != "token" {
+				t.Errorf("got %+v", c.Tunnel)
+			}
+		}},
 		{"../../configs/agent.yaml", func(t *testing.T, c Agent) {
 			if c.Node.Name != "gpu-pc" || c.Node.Listen != "0.0.0.0:11500" || len(c.Node.TrustedNetworks) != 3 ||
 				c.Ollama.FirstByteTimeout != 10*time.Minute || c.Node.DataDir != "/var/lib/hearth" ||
@@ -72,6 +77,10 @@ func TestAgentBadFiles(t *testing.T) {
 		{"cluster-nosecret", "testdata/cluster-nosecret.bad.yaml: cluster.secret is empty: gossip must be encrypted; set it to the output of `openssl rand -base64 32` on every node, or set cluster.insecure: true"},
 		{"cluster-secret", "testdata/cluster-secret.bad.yaml: cluster.secret decodes to 5 bytes: it must be 16, 24 or 32 (`openssl rand -base64 32`)"},
 		{"cluster-join-nobind", `testdata/cluster-join-nobind.bad.yaml: cluster.join is set but cluster.bind is empty: set cluster.bind (e.g. "0.0.0.0:7946") to join a cluster`},
+		{"tunnel-ip", `testdata/tunnel-ip.bad.yaml: 3 problems:
+  tunnel.relay is an IP address: set tunnel.server_name to the name in the relay's certificate
+  tunnel.expose[0].name "WebUI": use a unique name of lower-case letters, digits and dashes
+  tunnel.expose[0].auth "maybe": use "token" or "none"`},
 		{"router-only-standalone", "testdata/router-only-standalone.bad.yaml: ollama.url is empty and the cluster is off: set ollama.url, or cluster.bind and cluster.join to route for other nodes"},
 		{"syntax", `testdata/syntax.bad.yaml: 3: mapping values are not allowed in this context`},
 		{"duration", `testdata/duration.bad.yaml:2: "soon" is not a duration such as "30s", "5m" or "1h"`},
