@@ -16,8 +16,7 @@ const staleAfter = time.Second
 type Single struct {
 	node Node
 
-	mu          sync.Mutex // serialises on-demand refreshes
-	lastRefresh time.Time
+	mu sync.Mutex // serialises on-demand refreshes
 }
 
 // NewSingle returns a Picker that sends everything to node.

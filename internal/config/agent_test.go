@@ -120,8 +120,7 @@ func TestAgentMissingFile(t *testing.T) {
 func TestEnvExpansionKeepsYAMLShape(t *testing.T) {
 	// A secret with YAML syntax in it must stay one string value.
 	t.Setenv("TEST_TRICKY", "a: b # not a comment, [x]")
-	var c Agent
-	c = DefaultAgent()
+	c := DefaultAgent()
 	data := []byte("node:\n  api_keys: [\"${TEST_TRICKY}\"]\n  data_dir: /x/$$HOME\n")
 	if err := decode("inline.yaml", data, &c, os.LookupEnv); err != nil {
 		t.Fatal(err)

@@ -57,7 +57,8 @@ func (k *keepAlive) UnmarshalJSON(b []byte) error {
 		}
 	default:
 		// Ollama's exact (capitalised) message, which clients may show to users.
-		return fmt.Errorf("Unsupported type: '%T'", v) //nolint:staticcheck // wire-compatible text
+		//lint:ignore ST1005 Ollama's exact wire text
+		return fmt.Errorf("Unsupported type: '%T'", v)
 	}
 	return nil
 }

@@ -123,13 +123,12 @@ func TestPickerAffinityHoldsUntilSaturated(t *testing.T) {
 		peer("b", 2, []string{"m:latest"}, []string{"m:latest"}))
 	first := pick(t, p, "m:latest", "conv-1")
 	first.Done(router.Outcome{})
-	held := []*router.Target{}
-	for i := 0; i < 2; i++ {
+	for i := 0; i < 2; i++ { // both held: the node's two slots fill
 		tg := pick(t, p, "m:latest", "conv-1")
 		if tg.Node != first.Node || (i == 0 && tg.Reason != "affinity") {
 			t.Fatalf("turn %d of the conversation went to %s (%s), want %s", i, tg.Node, tg.Reason, first.Node)
 		}
-		held = append(held, tg)
+		_ = tg // held, not Done
 	}
 	// Its node is saturated now: the conversation moves on rather than wait.
 	if tg := pick(t, p, "m:latest", "conv-1"); tg.Node == first.Node {
