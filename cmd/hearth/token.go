@@ -1,0 +1,227 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/logging"
+	"github.com/hearthlab/hearth/relay"
+)
+
+// newTokenCmd is `hearth token create|list|revoke`: the relay's client tokens, kept in the
+// relay's database. The running relay sees changes within a few seconds.
+func newTokenCmd(g *globalFlags) *cobra.Command {
+	var dbPath string
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Create, list and revoke the tokens that phones and other clients use on the relay",
+		Long: `Tokens let clients use the relay. Only a token's hash is stored: the secret is printed
+once, by "create". The database is the relay's (db in --config, default ` + config.DefaultRelayPath + `);
+--db PATH names it directly and skips loading the rest of the config.`,
+	}
+	cmd.PersistentFlags().StringVar(&dbPath, "db", "", "the relay's token database (default: db from the relay config)")
+	open := func(c *cobra.Command) (*relay.Store, error) {
+		path, err := tokenDBPath(g.config, dbPath, c.ErrOrStderr())
+		if err != nil {
+			return nil, err
+		}
+		log, err := logging.New(c.ErrOrStderr(), g.logLevel, g.logFormat)
+		if err != nil {
+			return nil, err
+		}
+		return relay.OpenStore(path, log)
+	}
+	cmd.AddCommand(newTokenCreateCmd(open), newTokenListCmd(open), newTokenRevokeCmd(open))
+	return cmd
+}
+
+type openStoreFunc func(*cobra.Command) (*relay.Store, error)
+
+// tokenDBPath is --db, else db from the relay config; with no --config and no file at the
+// default path, the relay's default database.
+func tokenDBPath(configPath, dbFlag string, stderr io.Writer) (string, error) {
+	if dbFlag != "" {
+		return dbFlag, nil
+	}
+	if configPath == "" {
+		if _, err := os.Stat(config.DefaultRelayPath); errors.Is(err, fs.ErrNotExist) {
+			db := config.DefaultRelay().DB
+			fmt.Fprintf(stderr, "no relay config at %s: using the default database %s (or pass --config FILE or --db PATH)\n",
+				config.DefaultRelayPath, db)
+			return db, nil
+		}
+		configPath = config.DefaultRelayPath
+	}
+	cfg, err := config.LoadRelay(configPath)
+	if err != nil {
+		return "", fmt.Errorf("%w\n(token commands need only the database: pass --db PATH to skip the rest of the config)", err)
+	}
+	return cfg.DB, nil
+}
+
+func newTokenCreateCmd(open openStoreFunc) *cobra.Command {
+	var spec relay.TokenSpec
+	var expires string
+	cmd := &cobra.Command{
+		Use:   "create --name NAME [--models 'qwen3:*,rag:*'] [--expires 90d] [--ollama-key \"ssh-ed25519 AAAA...\"]",
+		Short: "Create a token and print its secret, once",
+		Example: `  hearth token create --name phone --models 'qwen3:*,rag:*' --expires 90d
+  hearth token create --name laptop --ollama-key "$(cat ~/.ollama/id_ed25519.pub)"`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if spec.Expires, err = parseTokenDuration(expires); err != nil {
+				return err
+			}
+			st, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			secret, tok, err := st.Create(cmd.Context(), spec)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "Created token %q (%s): models %s, expires %s.\n\n    %s\n\n", tok.Name, tok.ID,
+				modelsText(tok.Models), whenText(tok.ExpiresAt, "never"), secret)
+			fmt.Fprintln(out, "Copy it now: it will not be shown again (the relay keeps only its hash).")
+			fmt.Fprintln(out, "Clients send it as: Authorization: Bearer <token>")
+			if tok.OllamaKey != "" {
+				fmt.Fprintf(out, "The ollama CLI with key %s may also sign in: OLLAMA_AUTH=1 OLLAMA_HOST=https://<relay domain> ollama list\n",
+					tok.OllamaKeyFingerprint)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&spec.Name, "name", "", "a name for the client, e.g. phone (required; unique among live tokens)")
+	f.StringSliceVar(&spec.Models, "models", nil, "globs of the models the token may use, comma-separated, e.g. 'qwen3:*,rag:*' (default all)")
+	f.StringVar(&expires, "expires", "", "lifetime, e.g. 90d, 12h, 30m (default never)")
+	f.StringVar(&spec.OllamaKey, "ollama-key", "", "an ssh-ed25519 public key line (~/.ollama/id_ed25519.pub) the ollama CLI signs with")
+	_ = cmd.MarkFlagRequired("name")
+	return cmd
+}
+
+func newTokenListCmd(open openStoreFunc) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List the tokens (never their secrets)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			toks, err := st.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			renderTokens(cmd.OutOrStdout(), toks, time.Now())
+			return nil
+		},
+	}
+}
+
+func newTokenRevokeCmd(open openStoreFunc) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke NAME|ID",
+		Short: "Revoke a token: the running relay refuses it within a few seconds",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if err := st.Revoke(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Revoked %s: the running relay refuses it within a few seconds.\n", args[0])
+			return nil
+		},
+	}
+}
+
+// renderTokens prints the token table; times are UTC, like the relay's messages.
+func renderTokens(w io.Writer, toks []relay.Token, now time.Time) {
+	if len(toks) == 0 {
+		fmt.Fprintln(w, "No tokens yet: create one with `hearth token create --name NAME`.")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tID\tMODELS\tEXPIRES\tCREATED\tLAST USED\tREVOKED\tOLLAMA KEY")
+	for _, t := range toks {
+		expires := whenText(t.ExpiresAt, "never")
+		if t.ExpiresAt != nil && !now.Before(*t.ExpiresAt) {
+			expires += " (expired)"
+		}
+		key := "-"
+		if t.OllamaKeyFingerprint != "" {
+			key = t.OllamaKeyFingerprint
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.ID, modelsText(t.Models), expires,
+			whenText(&t.CreatedAt, "-"), whenText(t.LastUsedAt, "never"), whenText(t.RevokedAt, "-"), key)
+	}
+	_ = tw.Flush()
+}
+
+func modelsText(models []string) string {
+	if len(models) == 0 {
+		return "all"
+	}
+	return strings.Join(models, ",")
+}
+
+func whenText(t *time.Time, none string) string {
+	if t == nil {
+		return none
+	}
+	return t.UTC().Format("2006-01-02 15:04")
+}
+
+// parseTokenDuration reads "90d", "2w", "12h", "30m", "1d12h"; "" or "never" is 0 (never).
+func parseTokenDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(strings.ToLower(s))
+	if s == "" || s == "never" {
+		return 0, nil
+	}
+	bad := fmt.Errorf("--expires %q: use a positive number of days, weeks, hours or minutes such as 90d, 2w, 12h, 30m", s)
+	var total time.Duration
+	rest := s
+	for _, unit := range []struct {
+		suffix string
+		d      time.Duration
+	}{{"w", 7 * 24 * time.Hour}, {"d", 24 * time.Hour}} {
+		if num, after, ok := strings.Cut(rest, unit.suffix); ok {
+			n, err := strconv.Atoi(num)
+			if err != nil || n < 0 {
+				return 0, bad
+			}
+			total += time.Duration(n) * unit.d
+			rest = after
+		}
+	}
+	if rest != "" {
+		d, err := time.ParseDuration(rest)
+		if err != nil || d < 0 {
+			return 0, bad
+		}
+		total += d
+	}
+	if total <= 0 {
+		return 0, bad
+	}
+	return total, nil
+}

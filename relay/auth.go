@@ -1,0 +1,364 @@
+package relay
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+
+	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/logging"
+	"github.com/hearthlab/hearth/router"
+)
+
+// maxTrackedIPs bounds the memory of the failure lockout: the least recently failing
+// addresses are forgotten first.
+const maxTrackedIPs = 16384
+
+// Auth guards the relay's routes: client tokens (Bearer or an ollama CLI signature) with a
+// per-token request rate, the admin key for /admin, and a lockout of addresses that keep
+// failing. Every check is in memory. Logs name tokens by name and id only.
+type Auth struct {
+	store     *Store
+	limits    config.RelayLimits
+	adminHash [sha256.Size]byte
+	hasAdmin  bool
+	log       *slog.Logger
+	now       func() time.Time // tests advance their own clock
+	window    time.Duration    // ollama signature timestamps
+
+	mu  sync.RWMutex
+	ips *simplelru.LRU[string, *ipRecord]
+
+	rateMu  sync.Mutex
+	buckets map[string]*rateBucket // token id → bucket; as many as tokens in use
+}
+
+type ipRecord struct {
+	windowStart  time.Time
+	failures     int
+	blockedUntil time.Time
+}
+
+type rateBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// NewAuth builds the middleware. Zero limits take the defaults of config.DefaultRelay; an
+// empty adminKey refuses every admin request. A nil logger discards.
+func NewAuth(store *Store, limits config.RelayLimits, adminKey string, logger *slog.Logger) *Auth {
+	def := config.DefaultRelay().Limits
+	if limits.RequestsPerMinute <= 0 {
+		limits.RequestsPerMinute = def.RequestsPerMinute
+	}
+	if limits.AuthFailures <= 0 {
+		limits.AuthFailures = def.AuthFailures
+	}
+	if limits.AuthWindow <= 0 {
+		limits.AuthWindow = def.AuthWindow
+	}
+	if limits.AuthBlock <= 0 {
+		limits.AuthBlock = def.AuthBlock
+	}
+	ips, _ := simplelru.NewLRU[string, *ipRecord](maxTrackedIPs, nil) // fails only for size <= 0
+	return &Auth{store: store, limits: limits, adminHash: sha256.Sum256([]byte(adminKey)), hasAdmin: adminKey != "",
+		log: logging.OrDiscard(logger), now: time.Now, window: DefaultOllamaWindow, ips: ips, buckets: map[string]*rateBucket{}}
+}
+
+type tokenCtxKey struct{}
+
+// TokenFrom returns the token Require put in the request's context.
+func TokenFrom(ctx context.Context) (Token, bool) {
+	t, ok := ctx.Value(tokenCtxKey{}).(Token)
+	return t, ok
+}
+
+// Require lets a request through with a valid token in its context, and removes the
+// Authorization header, so the relay's credential never travels home or to a vendor.
+func (a *Auth) Require(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := a.now()
+		d := router.DialectOf(r.URL.Path)
+		ip := authIP(r)
+		if left := a.blockedFor(ip, now); left > 0 {
+			writeBlocked(w, d, left)
+			return
+		}
+		tok, viaOllama, err := a.identify(r, now)
+		if err != nil {
+			a.refuse(w, d, ip, tok, viaOllama, err, now)
+			return
+		}
+		if ok, retry := a.allow(tok.ID, now); !ok {
+			a.log.Debug("auth: rate limit", "auth_name", tok.Name, "auth_id", tok.ID, "ip", ip)
+			router.WriteError(w, d, &router.APIError{Status: http.StatusTooManyRequests, Code: "rate_limit_exceeded",
+				RetryAfter: retrySeconds(retry), Message: fmt.Sprintf("token %q is over its limit of %d requests per minute (limits.requests_per_minute): retry in %d s",
+					tok.Name, a.limits.RequestsPerMinute, retrySeconds(retry))})
+			return
+		}
+		r.Header.Del("Authorization")
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tokenCtxKey{}, tok)))
+	})
+}
+
+// identify reads the credential: a Bearer token, or else an ollama CLI signature.
+func (a *Auth) identify(r *http.Request, now time.Time) (tok Token, viaOllama bool, err error) {
+	h := strings.TrimSpace(r.Header.Get("Authorization"))
+	if h == "" {
+		return Token{}, false, ErrNoToken
+	}
+	if scheme, secret, _ := strings.Cut(h, " "); strings.EqualFold(scheme, "Bearer") {
+		tok, err = a.store.Check(strings.TrimSpace(secret))
+		return tok, false, err
+	}
+	pub, err := VerifyOllamaSignature(r, now, a.window)
+	if err != nil {
+		return Token{}, true, err
+	}
+	tok, err = a.store.CheckOllamaKey(pub)
+	return tok, true, err
+}
+
+const createHint = "create one with `hearth token create --name NAME`"
+
+// refuse answers a failed identification; only what looks like guessing counts toward the
+// lockout (a wrong secret, a forged signature), not an expired token that a phone retries.
+func (a *Auth) refuse(w http.ResponseWriter, d router.Dialect, ip string, tok Token, viaOllama bool, err error, now time.Time) {
+	e := &router.APIError{Status: http.StatusUnauthorized, Code: "invalid_api_key"}
+	guess := false
+	switch {
+	case errors.Is(err, ErrNoToken):
+		e.Code, e.Message = "missing_api_key", "no token: send Authorization: Bearer <token>; "+createHint
+	case errors.Is(err, ErrRevoked):
+		e.Code, e.Message = "token_revoked", "this token was revoked on "+formatWhen(*tok.RevokedAt)
+	case errors.Is(err, ErrExpired):
+		e.Code, e.Message = "token_expired", "this token expired on "+formatWhen(*tok.ExpiresAt)
+	case errors.Is(err, ErrUnknownToken) && viaOllama:
+		e.Message = "this ollama key is not registered on the relay: register it with " +
+			"`hearth token create --name NAME --ollama-key \"$(cat ~/.ollama/id_ed25519.pub)\"`"
+	case errors.Is(err, ErrUnknownToken):
+		guess = true
+		e.Message = "unknown token: check that it was copied whole, or " + createHint
+	case errors.Is(err, ErrStaleSignature):
+		e.Message = "the ollama signature is out of date: " + strings.TrimPrefix(err.Error(), ErrStaleSignature.Error()+": ") +
+			": check this computer's clock"
+	case errors.Is(err, ErrBadSignature):
+		guess = true
+		e.Message = "the ollama signature does not verify"
+	default:
+		e.Message = "the Authorization header is neither \"Bearer <token>\" nor an ollama signature (OLLAMA_AUTH=1): send Authorization: Bearer <token>; " + createHint
+	}
+	a.log.Debug("auth: refused", "ip", ip, "why", authReason(err), "auth_name", tok.Name, "auth_id", tok.ID)
+	if guess {
+		a.fail(ip, now)
+	}
+	if viaOllama && !errors.Is(err, ErrMalformedSignature) {
+		// The ollama CLI drops the body of a 401 (it prints "something went wrong" or offers an
+		// ollama.com sign-in) but prints the message of a 403: a signed request is refused so.
+		e.Status = http.StatusForbidden
+	} else {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="hearth"`)
+	}
+	router.WriteError(w, d, e)
+}
+
+// authReason is a log-safe word for err: the sentinel, never the credential.
+func authReason(err error) string {
+	for _, s := range []error{ErrNoToken, ErrUnknownToken, ErrRevoked, ErrExpired, ErrMalformedSignature, ErrBadSignature, ErrStaleSignature} {
+		if errors.Is(err, s) {
+			return s.Error()
+		}
+	}
+	return "other"
+}
+
+// Admin lets only the admin key through. A client token, even a valid one, gets 403.
+func (a *Auth) Admin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := a.now()
+		d := router.DialectOf(r.URL.Path)
+		ip := authIP(r)
+		if left := a.blockedFor(ip, now); left > 0 {
+			writeBlocked(w, d, left)
+			return
+		}
+		h := strings.TrimSpace(r.Header.Get("Authorization"))
+		if scheme, secret, _ := strings.Cut(h, " "); strings.EqualFold(scheme, "Bearer") && a.isAdminKey(strings.TrimSpace(secret)) {
+			r.Header.Del("Authorization")
+			next.ServeHTTP(w, r)
+			return
+		}
+		tok, _, err := a.identify(r, now)
+		if err == nil || errors.Is(err, ErrRevoked) || errors.Is(err, ErrExpired) {
+			a.log.Debug("auth: client token on an admin route", "ip", ip, "auth_name", tok.Name, "auth_id", tok.ID)
+			router.WriteError(w, d, &router.APIError{Status: http.StatusForbidden, Code: "admin_key_required",
+				Message: "this route needs the admin key"})
+			return
+		}
+		if errors.Is(err, ErrUnknownToken) || errors.Is(err, ErrBadSignature) {
+			a.fail(ip, now)
+		}
+		a.log.Debug("auth: admin refused", "ip", ip, "why", authReason(err))
+		w.Header().Set("WWW-Authenticate", `Bearer realm="hearth admin"`)
+		router.WriteError(w, d, &router.APIError{Status: http.StatusUnauthorized, Code: "invalid_api_key",
+			Message: "this route needs the admin key: send Authorization: Bearer <admin_key> (admin_key in relay.yaml)"})
+	})
+}
+
+func (a *Auth) isAdminKey(key string) bool {
+	sum := sha256.Sum256([]byte(key)) // equal lengths, so the comparison time says nothing
+	return a.hasAdmin && subtle.ConstantTimeCompare(sum[:], a.adminHash[:]) == 1
+}
+
+// CheckModel answers 403 and returns false when the request's token may not use model.
+func (a *Auth) CheckModel(w http.ResponseWriter, r *http.Request, model string) bool {
+	d := router.DialectOf(r.URL.Path)
+	tok, ok := TokenFrom(r.Context())
+	if !ok {
+		router.WriteError(w, d, &router.APIError{Status: http.StatusUnauthorized, Code: "missing_api_key",
+			Message: "no token: send Authorization: Bearer <token>; " + createHint})
+		return false
+	}
+	if Allows(tok, model) {
+		return true
+	}
+	router.WriteError(w, d, &router.APIError{Status: http.StatusForbidden, Code: "model_not_allowed",
+		Message: fmt.Sprintf("token %q may not use model %q: it allows %s", tok.Name, model, strings.Join(tok.Models, ", "))})
+	return false
+}
+
+// blocked says whether r's address is locked out now (for the sites' login form).
+func (a *Auth) blocked(r *http.Request) bool { return a.blockedFor(authIP(r), a.now()) > 0 }
+
+// failed counts a failed sign-in from r's address (for the sites' login form).
+func (a *Auth) failed(r *http.Request) { a.fail(authIP(r), a.now()) }
+
+func (a *Auth) blockedFor(ip string, now time.Time) time.Duration {
+	a.mu.RLock()
+	rec, ok := a.ips.Peek(ip)
+	var until time.Time
+	if ok {
+		until = rec.blockedUntil
+	}
+	a.mu.RUnlock()
+	if now.Before(until) {
+		return until.Sub(now)
+	}
+	return 0
+}
+
+// fail counts one failure from ip; AuthFailures of them within AuthWindow block it.
+func (a *Auth) fail(ip string, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	rec, ok := a.ips.Get(ip)
+	if !ok {
+		rec = &ipRecord{}
+		a.ips.Add(ip, rec)
+	}
+	if now.Before(rec.blockedUntil) {
+		return
+	}
+	if rec.failures == 0 || now.Sub(rec.windowStart) > a.limits.AuthWindow {
+		rec.windowStart, rec.failures = now, 0
+	}
+	rec.failures++
+	if rec.failures >= a.limits.AuthFailures {
+		rec.blockedUntil, rec.failures = now.Add(a.limits.AuthBlock), 0
+		a.log.Warn("auth: too many failures, address blocked", "ip", ip, "failures", a.limits.AuthFailures,
+			"within", a.limits.AuthWindow.String(), "for", a.limits.AuthBlock.String())
+	}
+}
+
+func writeBlocked(w http.ResponseWriter, d router.Dialect, left time.Duration) {
+	router.WriteError(w, d, &router.APIError{Status: http.StatusTooManyRequests, Code: "too_many_auth_failures",
+		RetryAfter: retrySeconds(left), Message: fmt.Sprintf("too many failed attempts from your address: blocked, try again in %d s", retrySeconds(left))})
+}
+
+// allow takes one request from the token's bucket: RequestsPerMinute of burst, refilled
+// evenly over the minute.
+func (a *Auth) allow(id string, now time.Time) (bool, time.Duration) {
+	perMin := float64(a.limits.RequestsPerMinute)
+	perSec := perMin / 60
+	a.rateMu.Lock()
+	defer a.rateMu.Unlock()
+	b := a.buckets[id]
+	if b == nil {
+		b = &rateBucket{tokens: perMin, last: now}
+		a.buckets[id] = b
+	}
+	if dt := now.Sub(b.last).Seconds(); dt > 0 {
+		b.tokens, b.last = min(perMin, b.tokens+dt*perSec), now
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, 0
+	}
+	return false, time.Duration((1 - b.tokens) / perSec * float64(time.Second))
+}
+
+func retrySeconds(d time.Duration) int { return max(1, int(math.Ceil(d.Seconds()))) }
+
+// authIP is the address failures count against: the TCP peer (the relay is the edge; headers
+// like X-Forwarded-For are the client's to forge), an IPv6 client by its /64.
+func authIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || ip.To4() != nil {
+		return host
+	}
+	return (&net.IPNet{IP: ip.Mask(net.CIDRMask(64, 128)), Mask: net.CIDRMask(64, 128)}).String()
+}
+
+// normalizeGlobs lower-cases model globs and gives a bare name the ":latest" tag, as
+// router.NormalizeModel does for the model a request names.
+func normalizeGlobs(in []string) ([]string, error) {
+	out := []string{}
+	for _, g := range in {
+		g = strings.ToLower(strings.TrimSpace(g))
+		if g == "" {
+			continue
+		}
+		if _, err := path.Match(g, ""); err != nil {
+			return nil, fmt.Errorf("model glob %q: %v (use * and ? as in \"qwen3:*\")", g, err)
+		}
+		if !strings.ContainsAny(g, "*?[") {
+			g = router.NormalizeModel(g)
+		}
+		if !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	return out, nil
+}
+
+// Allows says whether tok may use model. Globs match like path.Match, except that '*' also
+// matches '/' (model names such as "hf.co/org/model:q4" contain slashes).
+func Allows(tok Token, model string) bool {
+	if len(tok.Models) == 0 {
+		return true
+	}
+	name := strings.ReplaceAll(router.NormalizeModel(model), "/", "\x00")
+	for _, g := range tok.Models {
+		if ok, _ := path.Match(strings.ReplaceAll(g, "/", "\x00"), name); ok {
+			return true
+		}
+	}
+	return false
+}
