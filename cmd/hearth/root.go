@@ -45,7 +45,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.config, "config", "", "config file (default /etc/hearth/<role>.yaml; built-in defaults when it does not exist)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "json, text, or auto (json when stderr is not a terminal)")
-	root.AddCommand(newAgentCmd(g), newStatusCmd(), newConfigCmd(), newVersionCmd())
+	root.AddCommand(newAgentCmd(g), newStatusCmd(), newTokenCmd(g), newConfigCmd(), newVersionCmd())
 	return root
 }
 
