@@ -6,7 +6,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -80,8 +79,8 @@ func newTokenCreateCmd(open openStoreFunc) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if spec.Expires, err = parseTokenDuration(expires); err != nil {
-				return err
+			if spec.Expires, err = relay.ParseLifetime(expires); err != nil {
+				return fmt.Errorf("--expires %w", err)
 			}
 			st, err := open(cmd)
 			if err != nil {
@@ -189,39 +188,4 @@ func whenText(t *time.Time, none string) string {
 		return none
 	}
 	return t.UTC().Format("2006-01-02 15:04")
-}
-
-// parseTokenDuration reads "90d", "2w", "12h", "30m", "1d12h"; "" or "never" is 0 (never).
-func parseTokenDuration(s string) (time.Duration, error) {
-	s = strings.TrimSpace(strings.ToLower(s))
-	if s == "" || s == "never" {
-		return 0, nil
-	}
-	bad := fmt.Errorf("--expires %q: use a positive number of days, weeks, hours or minutes such as 90d, 2w, 12h, 30m", s)
-	var total time.Duration
-	rest := s
-	for _, unit := range []struct {
-		suffix string
-		d      time.Duration
-	}{{"w", 7 * 24 * time.Hour}, {"d", 24 * time.Hour}} {
-		if num, after, ok := strings.Cut(rest, unit.suffix); ok {
-			n, err := strconv.Atoi(num)
-			if err != nil || n < 0 {
-				return 0, bad
-			}
-			total += time.Duration(n) * unit.d
-			rest = after
-		}
-	}
-	if rest != "" {
-		d, err := time.ParseDuration(rest)
-		if err != nil || d < 0 {
-			return 0, bad
-		}
-		total += d
-	}
-	if total <= 0 {
-		return 0, bad
-	}
-	return total, nil
 }
