@@ -34,6 +34,7 @@ type Agent struct {
 	ln      net.Listener
 	backend *Backend      // nil on a router-only node
 	cluster *clusterParts // nil when cluster.bind is empty
+	tunnel  *Tunnel       // nil when tunnel.relay is empty
 	fwd     *router.Forwarder
 	srv     *http.Server
 }
@@ -89,6 +90,22 @@ func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) 
 		mounts[cluster.InventoryPath] = a.cluster.membership.InventoryHandler()
 	}
 
+	var tunnelView func() *router.TunnelView
+	if cfg.Tunnel.Relay != "" {
+		a.tunnel, err = NewTunnel(cfg.Tunnel, loopbackAddr(a.ln.Addr()), logger.With("component", "tunnel"))
+		if err != nil {
+			a.ln.Close()
+			if a.cluster != nil {
+				_ = a.cluster.membership.Close()
+			}
+			return nil, err
+		}
+		tunnelView = func() *router.TunnelView {
+			st := a.tunnel.State()
+			return &router.TunnelView{Relay: st.Relay, Connected: st.Connected, Since: st.Since, LastError: st.LastError}
+		}
+	}
+
 	a.fwd = router.NewForwarder(router.ForwarderConfig{
 		ConnectTimeout:   cfg.Ollama.ConnectTimeout,
 		FirstByteTimeout: cfg.Ollama.FirstByteTimeout,
@@ -100,6 +117,7 @@ func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) 
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Local:   local,
 		Mounts:  mounts,
+		Tunnel:  tunnelView,
 	}, picker, a.fwd, metrics, logger.With("component", "api"))
 	a.srv = &http.Server{
 		Handler:           api,
@@ -127,6 +145,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	if a.backend != nil {
 		wg.Go(func() { _ = a.backend.Run(ctx) })
+	}
+	if a.tunnel != nil {
+		wg.Go(func() {
+			if err := a.tunnel.Run(ctx); err != nil {
+				a.log.Error("tunnel to the relay stopped", "err", err)
+			}
+		})
 	}
 	if a.cluster != nil {
 		wg.Go(func() {
@@ -164,4 +189,17 @@ func (a *Agent) GossipAddr() string {
 		return ""
 	}
 	return a.cluster.membership.Addr()
+}
+
+// loopbackAddr is where this machine reaches the API: an API on every interface is dialed on
+// loopback.
+func loopbackAddr(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }

@@ -29,6 +29,8 @@ type ServerConfig struct {
 	// Local serves requests another agent forwarded (ForwardedHeader): this node only. Nil:
 	// the main picker serves them.
 	Local Picker
+	// Tunnel reports the tunnel to the relay for /readyz and the cluster view (nil: none).
+	Tunnel func() *TunnelView
 	// Mounts are extra GET handlers by path that do their own authentication (the cluster's
 	// inventory exchange).
 	Mounts map[string]http.Handler

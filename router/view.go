@@ -1,6 +1,9 @@
 package router
 
-import "net/http"
+import (
+	"net/http"
+	"time"
+)
 
 // ClusterView is what GET /hearth/v1/cluster answers and `hearth status` prints.
 type ClusterView struct {
@@ -9,6 +12,16 @@ type ClusterView struct {
 	Nodes []NodeView `json:"nodes"`
 	// Queued is how many requests wait in this node's router for a free slot.
 	Queued int `json:"queued"`
+	// Tunnel is this node's tunnel to the relay, when it holds one.
+	Tunnel *TunnelView `json:"tunnel,omitempty"`
+}
+
+// TunnelView is an agent's tunnel to the relay, for /readyz and `hearth status`.
+type TunnelView struct {
+	Relay     string    `json:"relay"`
+	Connected bool      `json:"connected"`
+	Since     time.Time `json:"since,omitzero"`
+	LastError string    `json:"last_error,omitempty"`
 }
 
 // NodeView is one node in a ClusterView.
@@ -59,5 +72,9 @@ func (s *Server) cluster(w http.ResponseWriter, _ *http.Request) {
 		WriteError(w, Ollama, &APIError{Status: http.StatusNotFound, Code: "not_found", Message: "this agent has no cluster view"})
 		return
 	}
-	writeJSON(w, cv.ClusterView())
+	v := cv.ClusterView()
+	if s.cfg.Tunnel != nil {
+		v.Tunnel = s.cfg.Tunnel()
+	}
+	writeJSON(w, v)
 }

@@ -198,10 +198,15 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
+	var tunnel *TunnelView
+	if s.cfg.Tunnel != nil {
+		tunnel = s.cfg.Tunnel()
+	}
 	_ = json.NewEncoder(w).Encode(struct {
-		Ready bool       `json:"ready"`
-		Nodes []nodeView `json:"nodes"`
-	}{ready, views})
+		Ready  bool        `json:"ready"`
+		Nodes  []nodeView  `json:"nodes"`
+		Tunnel *TunnelView `json:"tunnel,omitempty"`
+	}{ready, views, tunnel})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

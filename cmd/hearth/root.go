@@ -14,6 +14,7 @@ import (
 	"github.com/hearthlab/hearth/agent"
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
+	"github.com/hearthlab/hearth/relay"
 )
 
 // Set by the Makefile with -ldflags "-X main.version=... -X main.commit=...".
@@ -45,7 +46,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.config, "config", "", "config file (default /etc/hearth/<role>.yaml; built-in defaults when it does not exist)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "json, text, or auto (json when stderr is not a terminal)")
-	root.AddCommand(newAgentCmd(g), newStatusCmd(), newTokenCmd(g), newConfigCmd(), newVersionCmd())
+	root.AddCommand(newAgentCmd(g), newRelayCmd(g), newStatusCmd(), newTokenCmd(g), newConfigCmd(), newVersionCmd())
 	return root
 }
 
@@ -91,6 +92,37 @@ func loadAgentConfig(path string, log *slog.Logger) (config.Agent, error) {
 	return cfg, nil
 }
 
+func newRelayCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "relay",
+		Short: "Run the relay on a VPS: public HTTPS by ACME, the tunnel from home, tokens",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logging.New(os.Stderr, g.logLevel, g.logFormat)
+			if err != nil {
+				return err
+			}
+			path := g.config
+			if path == "" {
+				path = config.DefaultRelayPath
+			}
+			cfg, err := config.LoadRelay(path)
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return fmt.Errorf("%w: the relay needs a config (domains, tunnel token, admin key); start from configs/relay.yaml", err)
+				}
+				return err
+			}
+			log.Info("config loaded", "file", path)
+			r, err := relay.New(cfg, log, nil)
+			if err != nil {
+				return err
+			}
+			return r.Run(cmd.Context())
+		},
+	}
+}
+
 func newConfigCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Work with config files"}
 	var role string
@@ -104,14 +136,18 @@ func newConfigCmd() *cobra.Command {
 				if _, err := config.LoadAgent(args[0]); err != nil {
 					return err
 				}
+			case "relay":
+				if _, err := config.LoadRelay(args[0]); err != nil {
+					return err
+				}
 			default:
-				return fmt.Errorf("--role %q: use agent", role)
+				return fmt.Errorf("--role %q: use agent or relay", role)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s config)\n", args[0], role)
 			return nil
 		},
 	}
-	check.Flags().StringVar(&role, "role", "agent", "which role the file configures")
+	check.Flags().StringVar(&role, "role", "agent", "which role the file configures: agent or relay")
 	cmd.AddCommand(check)
 	return cmd
 }

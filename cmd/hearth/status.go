@@ -120,6 +120,13 @@ func renderCluster(w io.Writer, v router.ClusterView) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\n%d node(s); %d request(s) waiting at %s\n", len(v.Nodes), v.Queued, v.Self)
+	if t := v.Tunnel; t != nil {
+		if t.Connected {
+			fmt.Fprintf(w, "tunnel to %s: connected since %s\n", t.Relay, t.Since.UTC().Format(time.RFC3339))
+		} else {
+			fmt.Fprintf(w, "tunnel to %s: NOT connected: %s\n", t.Relay, t.LastError)
+		}
+	}
 	for _, n := range v.Nodes {
 		if n.Problem != "" {
 			fmt.Fprintf(w, "%s: %s\n", n.Name, n.Problem)

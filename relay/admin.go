@@ -1,0 +1,74 @@
+package relay
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/hearthlab/hearth/router"
+)
+
+// listTokens is GET /admin/v1/tokens: every token, never a secret.
+func (rl *Relay) listTokens(w http.ResponseWriter, r *http.Request) {
+	toks, err := rl.store.List(r.Context())
+	if err != nil {
+		adminError(w, http.StatusInternalServerError, "listing tokens: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tokens": toks})
+}
+
+// createToken is POST /admin/v1/tokens {"name","models","expires","ollama_key"}; the answer
+// carries the secret, the only time it is shown.
+func (rl *Relay) createToken(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Name      string   `json:"name"`
+		Models    []string `json:"models"`
+		Expires   string   `json:"expires"` // "90d", "12h", "" = never
+		OllamaKey string   `json:"ollama_key"`
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		adminError(w, http.StatusBadRequest, `send {"name": "...", "models": ["glob", ...], "expires": "90d", "ollama_key": "ssh-ed25519 ..."}: `+err.Error())
+		return
+	}
+	expires, err := ParseLifetime(req.Expires)
+	if err != nil {
+		adminError(w, http.StatusBadRequest, "expires "+err.Error())
+		return
+	}
+	secret, tok, err := rl.store.Create(r.Context(), TokenSpec{Name: req.Name, Models: req.Models, Expires: expires, OllamaKey: req.OllamaKey})
+	if err != nil {
+		status := http.StatusBadRequest
+		if errors.Is(err, ErrNameTaken) {
+			status = http.StatusConflict
+		}
+		adminError(w, status, err.Error())
+		return
+	}
+	rl.log.Info("token created through the admin API", "auth_name", tok.Name, "auth_id", tok.ID)
+	writeJSON(w, http.StatusCreated, map[string]any{"token": tok, "secret": secret})
+}
+
+// revokeToken is DELETE /admin/v1/tokens/{name}.
+func (rl *Relay) revokeToken(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "name")
+	if err := rl.store.Revoke(r.Context(), name); err != nil {
+		status := http.StatusInternalServerError
+		if errors.Is(err, ErrNotFound) {
+			status = http.StatusNotFound
+		}
+		adminError(w, status, err.Error())
+		return
+	}
+	rl.log.Info("token revoked through the admin API", "auth_name", name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func adminError(w http.ResponseWriter, status int, msg string) {
+	router.WriteError(w, router.OpenAI, &router.APIError{Status: status, Code: http.StatusText(status), Message: msg})
+}
+

@@ -1,0 +1,238 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/logging"
+	"github.com/hearthlab/hearth/router"
+)
+
+// shutdownGrace is how long streams in flight may finish when the relay stops.
+const shutdownGrace = 15 * time.Second
+
+// Relay is one running `hearth relay`.
+type Relay struct {
+	cfg      config.Relay
+	log      *slog.Logger
+	certs    *Certs
+	store    *Store
+	auth     *Auth
+	tunnel   *Tunnel
+	home     *home
+	sites    *sites
+	httpsLn  net.Listener
+	httpLn   net.Listener // nil when listen.http is off
+	httpsSrv *http.Server
+	httpSrv  *http.Server
+}
+
+// New builds the relay and binds its listeners, so that a port in use fails here. fallback
+// serves requests home cannot (nil: 503).
+func New(cfg config.Relay, logger *slog.Logger, fallback Fallback) (*Relay, error) {
+	logger = logging.OrDiscard(logger)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	rl := &Relay{cfg: cfg, log: logger}
+	var err error
+	if rl.certs, err = NewCerts(cfg, logger.With("component", "certs")); err != nil {
+		return nil, err
+	}
+	if rl.store, err = OpenStore(cfg.DB, logger.With("component", "tokens")); err != nil {
+		return nil, err
+	}
+	rl.auth = NewAuth(rl.store, cfg.Limits, cfg.AdminKey, logger.With("component", "auth"))
+	if rl.httpsLn, err = net.Listen("tcp", cfg.Listen.HTTPS); err != nil {
+		rl.closeEarly()
+		return nil, fmt.Errorf("relay: cannot listen on listen.https %s: %w", cfg.Listen.HTTPS, err)
+	}
+	if cfg.Listen.HTTP != "" {
+		if rl.httpLn, err = net.Listen("tcp", cfg.Listen.HTTP); err != nil {
+			rl.closeEarly()
+			return nil, fmt.Errorf("relay: cannot listen on listen.http %s: %w", cfg.Listen.HTTP, err)
+		}
+	}
+	// The tunnel comes last: it binds and starts frps, and nothing after it can fail.
+	if rl.tunnel, err = NewTunnel(TunnelConfig{Bind: cfg.Tunnel.Bind, Token: cfg.Tunnel.Token, TLS: rl.certs.TLSConfig()},
+		logger.With("component", "tunnel")); err != nil {
+		rl.closeEarly()
+		return nil, err
+	}
+	rl.home = &home{name: cfg.Tunnel.Home, tunnel: rl.tunnel, auth: rl.auth, fallback: fallback, log: logger}
+	rl.sites = &sites{tunnel: rl.tunnel, auth: rl.auth, store: rl.store, log: logger.With("component", "sites")}
+	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
+	rl.httpsSrv = &http.Server{Handler: rl.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
+	rl.httpSrv = &http.Server{Handler: rl.certs.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute, ErrorLog: errLog}
+	return rl, nil
+}
+
+func (rl *Relay) closeEarly() {
+	for _, ln := range []net.Listener{rl.httpsLn, rl.httpLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	rl.store.Close()
+}
+
+// HTTPSAddr, HTTPAddr and TunnelAddr are the bound listeners (tests ask for port 0).
+func (rl *Relay) HTTPSAddr() net.Addr  { return rl.httpsLn.Addr() }
+func (rl *Relay) TunnelAddr() net.Addr { return rl.tunnel.Addr() }
+func (rl *Relay) HTTPAddr() net.Addr {
+	if rl.httpLn == nil {
+		return nil
+	}
+	return rl.httpLn.Addr()
+}
+
+// Store is the token store, for the admin API and tests.
+func (rl *Relay) Store() *Store { return rl.store }
+
+// Run serves until ctx ends, then lets streams finish for a short grace period.
+func (rl *Relay) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rl.log.Info("hearth relay serving", "https", rl.httpsLn.Addr().String(), "tunnel", rl.tunnel.Addr().String(),
+		"domains", rl.cfg.Domains, "home", rl.cfg.Tunnel.Home)
+
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = rl.certs.Run(ctx) })
+	wg.Go(func() {
+		if err := rl.tunnel.Run(ctx); err != nil {
+			rl.log.Error("tunnel server stopped", "err", err)
+		}
+	})
+	wg.Go(func() { rl.watchSites(ctx) })
+	rl.certs.Manage(ctx, rl.cfg.Domains...)
+
+	errs := make(chan error, 2)
+	go func() { errs <- rl.httpsSrv.Serve(tls.NewListener(rl.httpsLn, rl.certs.TLSConfig())) }()
+	if rl.httpLn != nil {
+		go func() { errs <- rl.httpSrv.Serve(rl.httpLn) }()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+		err = fmt.Errorf("relay: server stopped: %w", err)
+	}
+	cancel()
+	sctx, stop := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	defer stop()
+	for _, srv := range []*http.Server{rl.httpsSrv, rl.httpSrv} {
+		if serr := srv.Shutdown(sctx); serr != nil && !errors.Is(serr, context.DeadlineExceeded) {
+			rl.log.Warn("shutdown", "err", serr)
+		}
+		_ = srv.Close()
+	}
+	wg.Wait()
+	rl.store.Close()
+	rl.log.Info("hearth relay stopped")
+	return err
+}
+
+// watchSites asks for certificates for exposed hosts as agents register them.
+func (rl *Relay) watchSites(ctx context.Context) {
+	seen := map[string]bool{}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		var fresh []string
+		for _, s := range rl.tunnel.Sites() {
+			if !seen[s.Host] {
+				seen[s.Host] = true
+				fresh = append(fresh, s.Host)
+			}
+		}
+		if len(fresh) > 0 {
+			rl.log.Info("new exposed sites", "hosts", fresh)
+			rl.certs.Manage(ctx, fresh...)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// handler routes by host: an exposed site, the relay's own domains, or nothing.
+func (rl *Relay) handler() http.Handler {
+	api := rl.apiRoutes()
+	byHost := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := hostOnly(r.Host)
+		if slices.Contains(rl.cfg.Domains, host) {
+			api.ServeHTTP(w, r)
+			return
+		}
+		for _, s := range rl.tunnel.Sites() {
+			if s.Host == host {
+				rl.sites.serve(w, r, s)
+				return
+			}
+		}
+		http.Error(w, "This relay does not serve "+host+".", http.StatusMisdirectedRequest)
+	})
+	return logRequests(rl.log.With("component", "access"), secure(int64(rl.cfg.Limits.MaxBody), byHost))
+}
+
+func (rl *Relay) apiRoutes() http.Handler {
+	r := chi.NewRouter()
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		router.WriteError(w, router.DialectOf(r.URL.Path), &router.APIError{Status: http.StatusNotFound, Code: "not_found",
+			Message: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
+	})
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	r.Route("/admin/v1", func(r chi.Router) {
+		r.Use(rl.auth.Admin)
+		r.Get("/tokens", rl.listTokens)
+		r.Post("/tokens", rl.createToken)
+		r.Delete("/tokens/{name}", rl.revokeToken)
+		r.Get("/agents", rl.agents)
+	})
+	r.Group(func(r chi.Router) {
+		r.Use(rl.auth.Require)
+		r.Handle("/v1/*", rl.home)
+		r.Handle("/api/*", rl.home)
+		r.Head("/", func(w http.ResponseWriter, _ *http.Request) {}) // the ollama CLI's liveness probe
+		r.Get("/", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "Ollama is running") })
+	})
+	return r
+}
+
+func hostOnly(hostport string) string {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	return strings.ToLower(strings.TrimSuffix(host, "."))
+}
+
+// agents is GET /admin/v1/agents: the home channel and the exposed sites, online or not.
+func (rl *Relay) agents(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"home":  map[string]any{"name": rl.cfg.Tunnel.Home, "online": rl.tunnel.Channel(rl.cfg.Tunnel.Home)},
+		"sites": rl.tunnel.Sites(),
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,493 @@
+package relay_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/websocket"
+
+	"github.com/hearthlab/hearth/agent"
+	"github.com/hearthlab/hearth/internal/acmetest"
+	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/ollamasim"
+	"github.com/hearthlab/hearth/relay"
+)
+
+const (
+	adminKey     = "admin-key-0123456789abcdef"
+	relayTunnel  = "tunnel-token-0123456789abcdef"
+	relayDomain  = "relay.test"
+	siteHost     = "chat.relay.test"
+	openSiteHost = "open.relay.test"
+)
+
+// logSink collects a component's log for assertions and failure output.
+type logSink struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logSink) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l *logSink) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return acmetest.Port(t, ln.Addr())
+}
+
+// world is a relay with a real ACME certificate from Pebble, an agent connected to it through
+// the frp tunnel, and ollamasim behind the agent — all in this process, on 127.0.0.1.
+type world struct {
+	relay      *relay.Relay
+	ca         *acmetest.CA
+	httpsPort  int
+	client     *http.Client // trusts only Pebble's issuer root; relay.test → 127.0.0.1
+	token      string
+	gate       *gate
+	relayLogs  *logSink
+	agentLogs  *logSink
+	stopAgent  func()
+	stopRelay  func()
+	agentCfg   config.Agent
+	tunnelAddr string
+}
+
+// gate sits between the agent and ollamasim: it passes a stream's first chunk and holds the
+// rest until the test has seen that chunk at the far end, which proves nothing on the way
+// buffers.
+type gate struct {
+	sim     *ollamasim.Server
+	mu      sync.Mutex
+	release chan struct{}
+}
+
+func (g *gate) hold() chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.release = make(chan struct{})
+	return g.release
+}
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req, _ := http.NewRequestWithContext(r.Context(), r.Method, g.sim.URL()+r.URL.RequestURI(), r.Body)
+	req.Header = r.Header.Clone()
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	g.mu.Lock()
+	release := g.release
+	g.release = nil
+	g.mu.Unlock()
+	br := bufio.NewReader(resp.Body)
+	for first := true; ; first = false {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 {
+			_, _ = w.Write(line)
+			w.(http.Flusher).Flush()
+		}
+		if err != nil {
+			return
+		}
+		if first && release != nil && strings.HasPrefix(string(line), "data:") {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}
+}
+
+func startWorld(t *testing.T, challenge string) *world {
+	t.Helper()
+	w := &world{relayLogs: &logSink{}, agentLogs: &logSink{}}
+	httpPort := freePort(t)
+	w.httpsPort = freePort(t)
+	w.ca = acmetest.Start(t, acmetest.Options{HTTPPort: httpPort, TLSPort: w.httpsPort})
+
+	dir := t.TempDir()
+	cfg := config.DefaultRelay()
+	cfg.Listen = config.RelayListen{HTTPS: fmt.Sprintf("127.0.0.1:%d", w.httpsPort), HTTP: fmt.Sprintf("127.0.0.1:%d", httpPort)}
+	cfg.Domains = []string{relayDomain}
+	cfg.ACME = config.ACME{CA: w.ca.DirectoryURL, CARoot: w.ca.ServerRootFile, Storage: filepath.Join(dir, "certs"), Challenges: []string{challenge}}
+	cfg.Tunnel = config.RelayTunnel{Bind: "127.0.0.1:0", Token: relayTunnel, Home: "home"}
+	cfg.DB = filepath.Join(dir, "relay.db")
+	cfg.AdminKey = adminKey
+	rl, err := relay.New(cfg, slog.New(slog.NewJSONHandler(w.relayLogs, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.relay = rl
+	w.tunnelAddr = rl.TunnelAddr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rl.Run(ctx) }()
+	var once sync.Once
+	w.stopRelay = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(w.stopRelay)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("relay log:\n%s\nagent log:\n%s", w.relayLogs, w.agentLogs)
+		}
+	})
+
+	w.client = &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: w.ca.RootPool()},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, fmt.Sprintf("127.0.0.1:%d", w.httpsPort))
+		},
+	}}
+	t.Cleanup(w.client.CloseIdleConnections)
+	eventually(t, "a certificate for relay.test from Pebble", 60*time.Second, func() bool {
+		resp, err := w.client.Get("https://" + relayDomain + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	secret, _, err := rl.Store().Create(context.Background(), relay.TokenSpec{Name: "phone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.token = secret
+
+	sim := ollamasim.New(ollamasim.Config{Models: []ollamasim.Model{{Name: "tiny"}}, Parallel: 4, Tokens: 6})
+	if err := sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	w.gate = &gate{sim: sim}
+	gateSrv := httptest.NewServer(w.gate)
+	t.Cleanup(gateSrv.Close)
+
+	caFile := filepath.Join(dir, "pebble-issuer.pem")
+	if err := os.WriteFile(caFile, w.ca.IssuerRootPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	acfg := config.DefaultAgent()
+	acfg.Node.Name = "home-node"
+	acfg.Node.Listen = "127.0.0.1:0"
+	acfg.Ollama.URL = gateSrv.URL
+	acfg.Tunnel = config.Tunnel{Relay: w.tunnelAddr, Token: relayTunnel, Name: "home", CA: caFile, ServerName: relayDomain}
+	w.agentCfg = acfg
+	w.startAgent(t)
+	eventually(t, "the home channel online", 30*time.Second, func() bool { return w.homeOnline(t) })
+	return w
+}
+
+func (w *world) startAgent(t *testing.T) {
+	t.Helper()
+	a, err := agent.New(w.agentCfg, slog.New(slog.NewJSONHandler(w.agentLogs, &slog.HandlerOptions{Level: slog.LevelDebug})), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var once sync.Once
+	w.stopAgent = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(w.stopAgent)
+}
+
+func (w *world) homeOnline(t *testing.T) bool {
+	resp, body := w.do(t, http.MethodGet, "/admin/v1/agents", "", "Bearer "+adminKey)
+	return resp.StatusCode == 200 && strings.Contains(body, `"online":true`)
+}
+
+func (w *world) do(t *testing.T, method, path, body, auth string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "https://"+relayDomain+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := w.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func eventually(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, limit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRelayEndToEnd: a phone's HTTPS client, trusting only Pebble's root, streams a chat from
+// https://relay.test through the frp tunnel, the agent and its backend, chunk by chunk.
+func TestRelayEndToEnd(t *testing.T) {
+	for _, challenge := range []string{"http-01", "tls-alpn-01"} {
+		t.Run(challenge, func(t *testing.T) {
+			w := startWorld(t, challenge)
+
+			release := w.gate.hold()
+			req, _ := http.NewRequest(http.MethodPost, "https://"+relayDomain+"/v1/chat/completions",
+				strings.NewReader(`{"model":"tiny","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+			req.Header.Set("Authorization", "Bearer "+w.token)
+			resp, err := w.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("X-Hearth-Node") != "home-node" {
+				b, _ := io.ReadAll(resp.Body)
+				t.Fatalf("status %d node %q: %s", resp.StatusCode, resp.Header.Get("X-Hearth-Node"), b)
+			}
+			for _, h := range []string{"Strict-Transport-Security", "X-Content-Type-Options", "Content-Security-Policy", "Referrer-Policy"} {
+				if resp.Header.Get(h) == "" {
+					t.Errorf("response lacks %s", h)
+				}
+			}
+			if resp.TLS == nil || resp.TLS.PeerCertificates[0].Issuer.CommonName == "" || !strings.Contains(resp.TLS.PeerCertificates[0].DNSNames[0], relayDomain) {
+				t.Errorf("certificate: %+v", resp.TLS.PeerCertificates[0].DNSNames)
+			}
+			lines := make(chan string)
+			go func() {
+				defer close(lines)
+				sc := bufio.NewScanner(resp.Body)
+				for sc.Scan() {
+					lines <- sc.Text()
+				}
+			}()
+			select {
+			case first := <-lines:
+				if !strings.HasPrefix(first, "data: ") {
+					t.Fatalf("first line %q", first)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the first chunk did not reach the phone while the backend held the rest: something buffers")
+			}
+			close(release)
+			events, done := 1, false
+			for l := range lines {
+				if strings.HasPrefix(l, "data: ") {
+					events++
+					done = done || l == "data: [DONE]"
+				}
+			}
+			if events < 4 || !done {
+				t.Errorf("stream: %d events, [DONE] %v", events, done)
+			}
+		})
+	}
+}
+
+func TestRelayAuthAndHomeOffline(t *testing.T) {
+	w := startWorld(t, "http-01")
+
+	tests := []struct {
+		name, path, body, auth string
+		status                 int
+		want                   string
+	}{
+		{"no token", "/v1/models", "", "", 401, "create one with `hearth token create --name NAME`"},
+		{"wrong token", "/api/tags", "", "Bearer hth_wrong", 401, ""},
+		{"admin route with a token", "/admin/v1/tokens", "", "Bearer " + w.token, 403, "this route needs the admin key"},
+		{"tags through the tunnel", "/api/tags", "", "Bearer " + w.token, 200, `"name":"tiny:latest"`},
+		{"unknown model from home", "/api/chat", `{"model":"nope"}`, "Bearer " + w.token, 404, "not found"},
+	}
+	for _, tt := range tests {
+		resp, body := w.do(t, http.MethodGet, tt.path, tt.body, tt.auth)
+		if tt.body != "" {
+			resp, body = w.do(t, http.MethodPost, tt.path, tt.body, tt.auth)
+		}
+		if resp.StatusCode != tt.status || !strings.Contains(body, tt.want) {
+			t.Errorf("%s: %d %s", tt.name, resp.StatusCode, body)
+		}
+	}
+
+	// A token limited to other models is refused before anything goes home.
+	limited, _, err := w.relay.Store().Create(context.Background(), relay.TokenSpec{Name: "kid", Models: []string{"qwen3:*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body := w.do(t, http.MethodPost, "/api/chat", `{"model":"tiny"}`, "Bearer "+limited)
+	if resp.StatusCode != 403 || !strings.Contains(body, "tiny") {
+		t.Errorf("model not allowed: %d %s", resp.StatusCode, body)
+	}
+
+	// Admin API: create, list (no secret), revoke.
+	resp, body = w.do(t, http.MethodPost, "/admin/v1/tokens", `{"name":"laptop","expires":"30d"}`, "Bearer "+adminKey)
+	var created struct {
+		Secret string `json:"secret"`
+	}
+	if resp.StatusCode != 201 || json.Unmarshal([]byte(body), &created) != nil || !strings.HasPrefix(created.Secret, "hth_") {
+		t.Fatalf("create: %d %s", resp.StatusCode, body)
+	}
+	if _, list := w.do(t, http.MethodGet, "/admin/v1/tokens", "", "Bearer "+adminKey); !strings.Contains(list, `"laptop"`) || strings.Contains(list, created.Secret) {
+		t.Errorf("list: %s", list)
+	}
+	if resp, _ := w.do(t, http.MethodDelete, "/admin/v1/tokens/laptop", "", "Bearer "+adminKey); resp.StatusCode != 204 {
+		t.Errorf("revoke: %d", resp.StatusCode)
+	}
+	if resp, body := w.do(t, http.MethodGet, "/api/tags", "", "Bearer "+created.Secret); resp.StatusCode != 401 || !strings.Contains(body, "revoked") {
+		t.Errorf("revoked token: %d %s", resp.StatusCode, body)
+	}
+
+	// The agent goes away: the relay answers 503 in the caller's dialect, at once.
+	w.stopAgent()
+	eventually(t, "home offline", 10*time.Second, func() bool { return !w.homeOnline(t) })
+	for _, tc := range []struct{ path, want string }{
+		{"/v1/chat/completions", `"code":"home_offline"`},
+		{"/api/chat", `{"error":"home is offline`},
+	} {
+		start := time.Now()
+		resp, body := w.do(t, http.MethodPost, tc.path, `{"model":"tiny"}`, "Bearer "+w.token)
+		t.Logf("%s answered %d in %s with home offline", tc.path, resp.StatusCode, time.Since(start))
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, tc.want) {
+			t.Errorf("%s with home offline: %d %s", tc.path, resp.StatusCode, body)
+		}
+	}
+	if strings.Contains(w.relayLogs.String(), w.token) || strings.Contains(w.relayLogs.String(), adminKey) {
+		t.Error("a secret reached the relay's log")
+	}
+}
+
+// TestRelaySites: an exposed home app with WebSocket, behind a token, on its own host and
+// certificate; and one without auth.
+func TestRelaySites(t *testing.T) {
+	echo := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ws" {
+			websocket.Handler(func(c *websocket.Conn) { _, _ = io.Copy(c, c) }).ServeHTTP(rw, r)
+			return
+		}
+		if _, err := r.Cookie("__Host-hearth_token"); err == nil {
+			http.Error(rw, "the relay's cookie reached the app", 500)
+			return
+		}
+		fmt.Fprintf(rw, "home app: %s %s auth=%q", r.Method, r.URL.Path, r.Header.Get("Authorization"))
+	}))
+	t.Cleanup(echo.Close)
+
+	w := startWorld(t, "tls-alpn-01")
+	w.stopAgent()
+	app := strings.TrimPrefix(echo.URL, "http://")
+	w.agentCfg.Tunnel.Expose = []config.Expose{
+		{Name: "webui", Local: app, Host: siteHost, Auth: "token"},
+		{Name: "open", Local: app, Host: openSiteHost, Auth: "none"},
+	}
+	w.startAgent(t)
+	site := func(host, path, auth string, accept string) (*http.Response, string) {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+host+path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		c := *w.client
+		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	eventually(t, "site certificates and routes", 60*time.Second, func() bool {
+		resp, _ := site(openSiteHost, "/", "", "")
+		resp2, _ := site(siteHost, "/", "Bearer "+w.token, "")
+		return resp != nil && resp.StatusCode == 200 && resp2 != nil && resp2.StatusCode == 200
+	})
+	if resp, body := site(openSiteHost, "/hello", "", ""); resp.StatusCode != 200 || !strings.Contains(body, "home app: GET /hello") {
+		t.Errorf("open site: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := site(siteHost, "/x", "Bearer "+w.token, ""); resp.StatusCode != 200 || !strings.Contains(body, `auth=""`) {
+		t.Errorf("site with a token: %d %s (the relay token must not reach the app)", resp.StatusCode, body)
+	}
+	if resp, _ := site(siteHost, "/x", "", "text/html"); resp.StatusCode != 303 || !strings.HasPrefix(resp.Header.Get("Location"), "/.hearth/login?next=") {
+		t.Errorf("browser without a token: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if resp, _ := site(siteHost, "/x", "", ""); resp.StatusCode != 401 {
+		t.Errorf("API client without a token: %d", resp.StatusCode)
+	}
+
+	// Sign in with the form: the cookie then opens the app.
+	form := strings.NewReader("token=" + w.token + "&next=/after")
+	req, _ := http.NewRequest(http.MethodPost, "https://"+siteHost+"/.hearth/login", form)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	c := *w.client
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cookies := resp.Cookies()
+	if resp.StatusCode != 303 || resp.Header.Get("Location") != "/after" || len(cookies) != 1 || !cookies[0].Secure || !cookies[0].HttpOnly {
+		t.Fatalf("sign-in: %d %q %+v", resp.StatusCode, resp.Header.Get("Location"), cookies)
+	}
+	req, _ = http.NewRequest(http.MethodGet, "https://"+siteHost+"/after", nil)
+	req.AddCookie(cookies[0])
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "home app: GET /after") {
+		t.Errorf("with the cookie: %d %s", resp.StatusCode, b)
+	}
+
+	// WebSocket through relay and tunnel, with the token.
+	wsCfg, _ := websocket.NewConfig("wss://"+siteHost+"/ws", "https://"+siteHost)
+	wsCfg.TlsConfig = &tls.Config{RootCAs: w.ca.RootPool(), ServerName: siteHost}
+	wsCfg.Header = http.Header{"Authorization": {"Bearer " + w.token}}
+	raw, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", w.httpsPort), wsCfg.TlsConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := websocket.NewClient(wsCfg, raw)
+	if err != nil {
+		t.Fatalf("websocket through the relay: %v", err)
+	}
+	defer ws.Close()
+	for _, msg := range []string{"hello", "from the phone"} {
+		var got string
+		if err := websocket.Message.Send(ws, msg); err != nil {
+			t.Fatal(err)
+		}
+		if err := websocket.Message.Receive(ws, &got); err != nil || got != msg {
+			t.Fatalf("echo: %q %v", got, err)
+		}
+	}
+}

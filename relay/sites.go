@@ -1,0 +1,138 @@
+package relay
+
+import (
+	"errors"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// siteCookie holds a hearth token for one site host. The __Host- prefix makes browsers refuse
+// it unless it is Secure, host-only and for the whole path.
+const siteCookie = "__Host-hearth_token"
+
+// loginPath is the relay's own page on every site host that asks for a token.
+const loginPath = "/.hearth/login"
+
+// sites serves the home web apps exposed through the tunnel, each on its own host name.
+type sites struct {
+	tunnel *Tunnel
+	auth   *Auth
+	store  *Store
+	log    *slog.Logger
+}
+
+// serve forwards r to site, asking for a token first when the site wants one: Bearer for
+// API clients, a login page and a cookie for browsers.
+func (s *sites) serve(w http.ResponseWriter, r *http.Request, site Site) {
+	if !site.Online {
+		http.Error(w, "This app's home is offline: the agent that exposes "+site.Host+" is not connected to the relay.", http.StatusServiceUnavailable)
+		return
+	}
+	if site.Auth == "none" {
+		s.tunnel.Forward(w, r, site.Host)
+		return
+	}
+	if r.URL.Path == loginPath {
+		s.login(w, r)
+		return
+	}
+	if strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+		s.auth.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			r.Header.Del("Authorization")
+			s.tunnel.Forward(w, r, site.Host)
+		})).ServeHTTP(w, r)
+		return
+	}
+	c, err := r.Cookie(siteCookie)
+	if err == nil {
+		if _, err = s.store.Check(c.Value); err == nil {
+			stripCookie(r, siteCookie)
+			s.tunnel.Forward(w, r, site.Host)
+			return
+		}
+	}
+	if wantsHTML(r) {
+		http.Redirect(w, r, loginPath+"?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+		return
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="hearth"`)
+	http.Error(w, "This app needs a hearth token: send Authorization: Bearer <token>, or sign in at "+loginPath, http.StatusUnauthorized)
+}
+
+var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in — {{.Host}}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:24rem;margin:15vh auto;padding:0 1rem}
+input,button{font-size:1rem;width:100%;padding:.6rem;margin:.4rem 0;box-sizing:border-box}.err{color:#b00}</style></head>
+<body><h1>{{.Host}}</h1><p>This app is served from home through hearth. Paste a hearth token to continue
+(create one on the relay with <code>hearth token create --name NAME</code>).</p>
+{{if .Error}}<p class="err">{{.Error}}</p>{{end}}
+<form method="post" action="` + loginPath + `"><input type="hidden" name="next" value="{{.Next}}">
+<input type="password" name="token" placeholder="hth_..." autocomplete="current-password" required autofocus>
+<button type="submit">Sign in</button></form></body></html>`))
+
+// login shows the token form and, on a valid token, sets the site's cookie.
+func (s *sites) login(w http.ResponseWriter, r *http.Request) {
+	next := safeNext(r.FormValue("next"))
+	w.Header().Set("Cache-Control", "no-store")
+	if r.Method != http.MethodPost {
+		s.renderLogin(w, r, next, "", http.StatusOK)
+		return
+	}
+	if s.auth.blocked(r) {
+		s.renderLogin(w, r, next, "Too many failed attempts from your address: try again later.", http.StatusTooManyRequests)
+		return
+	}
+	tok, err := s.store.Check(strings.TrimSpace(r.PostFormValue("token")))
+	if err != nil {
+		s.auth.failed(r)
+		msg := "That token is not valid here."
+		if errors.Is(err, ErrRevoked) || errors.Is(err, ErrExpired) {
+			msg = "That token was revoked or has expired."
+		}
+		s.renderLogin(w, r, next, msg, http.StatusUnauthorized)
+		return
+	}
+	maxAge := 30 * 24 * time.Hour
+	if tok.ExpiresAt != nil {
+		maxAge = min(maxAge, time.Until(*tok.ExpiresAt))
+	}
+	http.SetCookie(w, &http.Cookie{Name: siteCookie, Value: r.PostFormValue("token"), Path: "/", MaxAge: int(maxAge.Seconds()),
+		Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+	s.log.Info("site sign-in", "host", r.Host, "auth_name", tok.Name)
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (s *sites) renderLogin(w http.ResponseWriter, r *http.Request, next, msg string, status int) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_ = loginPage.Execute(w, struct{ Host, Next, Error string }{r.Host, next, msg})
+}
+
+// safeNext keeps the redirect after sign-in on this host.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		return "/"
+	}
+	return next
+}
+
+func wantsHTML(r *http.Request) bool {
+	return r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+// stripCookie removes the relay's own cookie before the request goes to the home app, which
+// keeps its own cookies.
+func stripCookie(r *http.Request, name string) {
+	cookies := r.Cookies()
+	r.Header.Del("Cookie")
+	for _, c := range cookies {
+		if c.Name != name {
+			r.AddCookie(c)
+		}
+	}
+}
