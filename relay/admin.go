@@ -71,4 +71,3 @@ func (rl *Relay) revokeToken(w http.ResponseWriter, r *http.Request) {
 func adminError(w http.ResponseWriter, status int, msg string) {
 	router.WriteError(w, router.OpenAI, &router.APIError{Status: status, Code: http.StatusText(status), Message: msg})
 }
-
