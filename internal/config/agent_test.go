@@ -49,7 +49,8 @@ func TestAgentGoodFiles(t *testing.T) {
 		{"../../configs/agent.yaml", func(t *testing.T, c Agent) {
 			if c.Node.Name != "gpu-pc" || c.Node.Listen != "0.0.0.0:11500" || len(c.Node.TrustedNetworks) != 3 ||
 				c.Ollama.FirstByteTimeout != 10*time.Minute || c.Node.DataDir != "/var/lib/hearth" ||
-				c.Ollama.Parallel != 2 || c.Cluster.Bind != "0.0.0.0:7946" || c.Router.QueueTimeout != 2*time.Minute {
+				c.Ollama.Parallel != 2 || c.Cluster.Bind != "0.0.0.0:7946" || c.Router.QueueTimeout != 2*time.Minute ||
+				c.Tunnel.Relay != "relay.example.com:7000" || len(c.Tunnel.Expose) != 1 || c.Tunnel.Expose[0].Auth != "token" {
 				t.Errorf("got %+v", c)
 			}
 		}},
@@ -58,6 +59,7 @@ func TestAgentGoodFiles(t *testing.T) {
 		t.Run(filepath.Base(tt.file), func(t *testing.T) {
 			t.Setenv("HEARTH_LAN_KEY", "example-lan-key-0123456789")
 			t.Setenv("HEARTH_CLUSTER_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+			t.Setenv("HEARTH_TUNNEL_TOKEN", "tunnel-0123456789abcdef")
 			c, err := LoadAgent(tt.file)
 			if err != nil {
 				t.Fatalf("LoadAgent: %v", err)
