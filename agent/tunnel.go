@@ -20,6 +20,7 @@ import (
 	"github.com/fatedier/frp/pkg/util/xlog"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/frplog"
 	"github.com/hearthlab/hearth/internal/logging"
 )
 
@@ -123,7 +124,7 @@ func NewTunnel(cfg config.Tunnel, apiAddr string, logger *slog.Logger) (*Tunnel,
 	if err != nil {
 		return nil, fmt.Errorf("agent: tunnel: %w", err)
 	}
-	frpLogs.install()
+	frplog.Install()
 	t := &Tunnel{cfg: cfg, log: logger, dialer: dialer, common: common, auth: clientAuth, proxies: proxies,
 		state: TunnelState{Relay: cfg.Relay}}
 	dialer.onError = func(err error) { t.setError(err.Error()) }
@@ -176,8 +177,8 @@ func (t *Tunnel) Run(ctx context.Context) error {
 	if !t.ran.CompareAndSwap(false, true) {
 		return errors.New("agent: tunnel: Run called twice")
 	}
-	tag := frpLogs.add(t)
-	defer frpLogs.remove(tag)
+	tag, unlog := frplog.Tagged(t.log)
+	defer unlog()
 	t.mu.Lock()
 	t.state.Since = time.Now()
 	t.mu.Unlock()

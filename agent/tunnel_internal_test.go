@@ -1,13 +1,11 @@
 package agent
 
 import (
-	"log/slog"
 	"maps"
 	"testing"
 	"time"
 
 	v1 "github.com/fatedier/frp/pkg/config/v1"
-	golog "github.com/fatedier/golib/log"
 
 	"github.com/hearthlab/hearth/internal/config"
 )
@@ -43,28 +41,6 @@ func TestTunnelProxiesFromConfig(t *testing.T) {
 		if p.Name != w.name || p.Type != "tcp" || p.LocalIP != w.ip || p.LocalPort != w.port || p.RemotePort != 0 ||
 			!maps.Equal(p.Metadatas, w.metas) {
 			t.Errorf("proxy %d = %+v, want %+v", i, p.ProxyBaseConfig, w)
-		}
-	}
-}
-
-func TestTunnelFrpLines(t *testing.T) {
-	tests := []struct {
-		in    string
-		level golog.Level
-		want  frpLine
-	}{
-		{"2026-01-02 03:04:05.678 [I] [client/control.go:174] [hearth-agent-12] [abc] [home-nas] start proxy success\n", golog.InfoLevel,
-			frpLine{level: slog.LevelDebug, caller: "client/control.go:174", tag: "hearth-agent-12", msg: "[abc] [home-nas] start proxy success"}},
-		{"2026-01-02 03:04:05.678 [W] [client/control.go:128] [hearth-agent-1] start new connection to server error: EOF\n", golog.WarnLevel,
-			frpLine{level: slog.LevelWarn, caller: "client/control.go:128", tag: "hearth-agent-1", msg: "start new connection to server error: EOF"}},
-		{"2026-01-02 03:04:05.678 [E] untagged\n", golog.ErrorLevel, frpLine{level: slog.LevelError, msg: "untagged"}},
-		{"[weird", golog.InfoLevel, frpLine{level: slog.LevelDebug, msg: "[weird"}},
-	}
-	for _, tt := range tests {
-		got := parseFrpLine(tt.in, tt.level)
-		got.body = ""
-		if got != tt.want {
-			t.Errorf("parseFrpLine(%q)\n got %+v\nwant %+v", tt.in, got, tt.want)
 		}
 	}
 }

@@ -25,6 +25,7 @@ import (
 	plugin "github.com/fatedier/frp/pkg/plugin/server"
 	"github.com/fatedier/frp/server"
 
+	"github.com/hearthlab/hearth/internal/frplog"
 	"github.com/hearthlab/hearth/internal/logging"
 )
 
@@ -86,7 +87,7 @@ func NewTunnel(cfg TunnelConfig, logger *slog.Logger) (*Tunnel, error) {
 	case cfg.TLS == nil:
 		return nil, errors.New("relay: tunnel: no TLS configuration: agents only connect over TLS")
 	}
-	frpLogs.install()
+	frplog.Install()
 
 	t := &Tunnel{cfg: cfg, log: logger, table: newTunnelTable(cfg.Token, logger),
 		errLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
@@ -193,8 +194,7 @@ func (t *Tunnel) Run(ctx context.Context) error {
 	if !t.ran.CompareAndSwap(false, true) {
 		return errors.New("relay: tunnel: Run called twice")
 	}
-	frpLogs.add(t, t.log)
-	defer frpLogs.remove(t)
+	defer frplog.Untagged(t.log)()
 
 	hooks := &http.Server{
 		Handler:           t.table,

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	plugin "github.com/fatedier/frp/pkg/plugin/server"
-	golog "github.com/fatedier/golib/log"
 )
 
 func tunnelHomeProxy(channel, runID string) plugin.NewProxyContent {
@@ -164,27 +163,5 @@ func TestTunnelPluginCalls(t *testing.T) {
 	call(plugin.OpCloseProxy, closing)
 	if rs.channel("home") {
 		t.Error("the channel is still there after CloseProxy")
-	}
-}
-
-func TestTunnelFrpLines(t *testing.T) {
-	tests := []struct {
-		in    string
-		level golog.Level
-		want  frpLine
-	}{
-		{"2026-01-02 03:04:05.678 [W] [server/service.go:479] [abc] register control error: x\n", golog.WarnLevel,
-			frpLine{level: slog.LevelWarn, caller: "server/service.go:479", msg: "[abc] register control error: x"}},
-		{"2026-01-02 03:04:05.678 [I] [client/control.go:174] [hearth-agent-3] [abc] [home-home] start proxy success\n", golog.InfoLevel,
-			frpLine{level: slog.LevelDebug, caller: "client/control.go:174", tag: "hearth-agent-3", msg: "[abc] [home-home] start proxy success"}},
-		{"2026-01-02 03:04:05.678 [W] [server/service.go:690] listener for incoming connections from client closed\n", golog.WarnLevel,
-			frpLine{level: slog.LevelDebug, caller: "server/service.go:690", msg: "listener for incoming connections from client closed"}},
-	}
-	for _, tt := range tests {
-		got := parseFrpLine(tt.in, tt.level)
-		got.body = ""
-		if got != tt.want {
-			t.Errorf("parseFrpLine(%q)\n got %+v\nwant %+v", tt.in, got, tt.want)
-		}
 	}
 }
