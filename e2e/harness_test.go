@@ -221,7 +221,7 @@ func printLogOnFailure(t *testing.T, a *agentProc) {
 			if b.Len() == 0 {
 				b.WriteString("(nothing)")
 			}
-			t.Logf("hearth agent %s log during %s:\n%s", a.Name, t.Name(), b.String())
+			t.Logf("hearth %s %s log during %s:\n%s", a.Role, a.Name, t.Name(), b.String())
 		}
 	})
 }

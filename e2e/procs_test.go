@@ -96,6 +96,16 @@ type agentSpec struct {
 	Parallel  int    // ollama.parallel; 0 keeps the default
 	Gossip    int    // cluster.bind port on 127.0.0.1; 0 = no cluster
 	Join      []int  // gossip ports of the peers to join
+	Tunnel    *agentTunnel
+}
+
+// agentTunnel is an agent's tunnel: section, to a relay on 127.0.0.1.
+type agentTunnel struct {
+	Relay      string // the relay's tunnel.bind, "127.0.0.1:PORT"
+	Token      string // the relay's tunnel.token
+	Name       string // the channel; the relay's tunnel.home serves /api and /v1
+	CA         string // PEM file of the roots that sign the relay's certificate
+	ServerName string // the name in the relay's certificate
 }
 
 // clusterSecret is the gossip key of the test clusters (base64 of 32 bytes).
@@ -117,11 +127,16 @@ func (a agentSpec) yaml(listen int, dataDir string) string {
 			}
 		}
 	}
+	if t := a.Tunnel; t != nil {
+		fmt.Fprintf(&b, "tunnel:\n  relay: %q\n  token: %q\n  name: %q\n  ca: %q\n  server_name: %q\n",
+			t.Relay, t.Token, t.Name, t.CA, t.ServerName)
+	}
 	return b.String()
 }
 
-// agentProc is one running `hearth agent`.
+// agentProc is one running `hearth agent` (or, with Role "relay", `hearth relay`).
 type agentProc struct {
+	Role string // "agent" or "relay"
 	Name string
 	URL  string
 	Log  string // its stdout and stderr
@@ -143,24 +158,35 @@ func (s *stack) startAgent(spec agentSpec, dir string) (*agentProc, error) {
 	if err := os.WriteFile(cfg, []byte(spec.yaml(port, filepath.Join(dir, "data"))), 0o644); err != nil {
 		return nil, err
 	}
-	a := &agentProc{Name: spec.Name, URL: fmt.Sprintf("http://127.0.0.1:%d", port), Log: filepath.Join(dir, "agent.log")}
+	a, err := s.startHearth("agent", spec.Name, fmt.Sprintf("http://127.0.0.1:%d", port), filepath.Join(dir, "agent.log"),
+		"--config", cfg, "--log-level", "debug")
+	if err != nil {
+		return nil, err
+	}
+	return a, a.waitReady(90 * time.Second)
+}
+
+// startHearth starts `hearth ROLE args...` in its own process group, with its output in logPath.
+// The caller stops it with stop.
+func (s *stack) startHearth(role, name, url, logPath string, args ...string) (*agentProc, error) {
+	a := &agentProc{Role: role, Name: name, URL: url, Log: logPath}
 	logf, err := os.Create(a.Log)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(s.hearthBin, "agent", "--config", cfg, "--log-level", "debug")
+	cmd := exec.Command(s.hearthBin, append([]string{role}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), s.proxyEnv()...)
 	cmd.Env = append(cmd.Env, "HOME="+s.home())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("start hearth agent %s: %w", spec.Name, err)
+		return nil, fmt.Errorf("start hearth %s %s: %w", role, name, err)
 	}
 	a.cmd = cmd
 	a.end = make(chan error, 1)
 	go func() { a.end <- cmd.Wait(); logf.Close() }()
-	return a, a.waitReady(90 * time.Second)
+	return a, nil
 }
 
 // exited tells whether the agent's process has ended, and how.
@@ -180,7 +206,7 @@ func (a *agentProc) waitReady(limit time.Duration) error {
 	var last string
 	for time.Now().Before(deadline) {
 		if done, err := a.exited(); done {
-			return fmt.Errorf("hearth agent %s exited before it was ready: %v", a.Name, err)
+			return fmt.Errorf("hearth %s %s exited before it was ready: %v", a.Role, a.Name, err)
 		}
 		resp, err := client.Get(a.URL + "/readyz")
 		if err == nil {
@@ -195,10 +221,10 @@ func (a *agentProc) waitReady(limit time.Duration) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	return fmt.Errorf("hearth agent %s not ready after %v: last /readyz: %s", a.Name, limit, last)
+	return fmt.Errorf("hearth %s %s not ready after %v: last /readyz: %s", a.Role, a.Name, limit, last)
 }
 
-// stop asks the agent to stop (SIGTERM) and reports when it does not within 10 s.
+// stop asks the process to stop (SIGTERM) and reports when it does not within 10 s.
 func (a *agentProc) stop() {
 	if a == nil || a.cmd == nil {
 		return
@@ -213,10 +239,10 @@ func (a *agentProc) stop() {
 	case err := <-a.end:
 		a.end <- err
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "e2e: hearth agent %s exited after SIGTERM with %v\n", a.Name, err)
+			fmt.Fprintf(os.Stderr, "e2e: hearth %s %s exited after SIGTERM with %v\n", a.Role, a.Name, err)
 		}
 	case <-time.After(10 * time.Second):
-		fmt.Fprintf(os.Stderr, "e2e: hearth agent %s still running 10s after SIGTERM; killing it\n", a.Name)
+		fmt.Fprintf(os.Stderr, "e2e: hearth %s %s still running 10s after SIGTERM; killing it\n", a.Role, a.Name)
 		a.printLog(os.Stderr, 0)
 	}
 	killGroup(pid, 5*time.Second)
@@ -230,11 +256,11 @@ func (a *agentProc) logSize() int64 {
 	return fi.Size()
 }
 
-// printLog writes the agent's log from byte off on, at most its last 64 KiB.
+// printLog writes the process's log from byte off on, at most its last 64 KiB.
 func (a *agentProc) printLog(w io.Writer, off int64) {
 	b, err := os.ReadFile(a.Log)
 	if err != nil {
-		fmt.Fprintf(w, "(agent log: %v)\n", err)
+		fmt.Fprintf(w, "(hearth %s log: %v)\n", a.Role, err)
 		return
 	}
 	if off > int64(len(b)) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fatedier/frp/pkg/auth"
 	plugin "github.com/fatedier/frp/pkg/plugin/server"
+	"github.com/hearthlab/hearth/internal/config"
 )
 
 // What an agent's frp proxies say about themselves (metadatas), shared with agent.Tunnel.
@@ -298,7 +299,7 @@ func parseTunnelRoute(c *plugin.NewProxyContent) (*tunnelRoute, string) {
 		return nil, "a hearth proxy has no load balancing group and no bandwidth limit"
 	}
 	channel := c.Metas[frpMetaChannel]
-	if !validChannelName(channel) {
+	if !config.ValidName(channel) {
 		return nil, fmt.Sprintf("metadata %s %q: use lower-case letters, digits and dashes", frpMetaChannel, channel)
 	}
 	rt := &tunnelRoute{proxy: c.ProxyName, runID: c.User.RunID, kind: c.Metas[frpMetaKind],
@@ -312,7 +313,7 @@ func parseTunnelRoute(c *plugin.NewProxyContent) (*tunnelRoute, string) {
 	case "site":
 		rt.host = strings.ToLower(c.Metas[frpMetaHost])
 		rt.site.Name, rt.site.Auth = c.Metas[frpMetaName], c.Metas[frpMetaAuth]
-		if !validChannelName(rt.site.Name) || c.ProxyName != "site-"+channel+"."+rt.site.Name {
+		if !config.ValidName(rt.site.Name) || c.ProxyName != "site-"+channel+"."+rt.site.Name {
 			return nil, fmt.Sprintf("a site is proxy \"site-<channel>.<name>\" with metadata %s", frpMetaName)
 		}
 		if rt.site.Auth != "token" && rt.site.Auth != "none" {
@@ -326,16 +327,4 @@ func parseTunnelRoute(c *plugin.NewProxyContent) (*tunnelRoute, string) {
 	}
 	rt.site.Host = rt.host
 	return rt, ""
-}
-
-func validChannelName(s string) bool {
-	if s == "" || len(s) > 63 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
-			return false
-		}
-	}
-	return true
 }

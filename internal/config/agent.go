@@ -382,7 +382,7 @@ func (c *Agent) validateTunnel(add func(string, ...any)) {
 	if len(t.Token) < 16 {
 		add("tunnel.token must be the relay's tunnel.token (at least 16 characters)")
 	}
-	if !validName(t.Name) {
+	if !ValidName(t.Name) {
 		add("tunnel.name %q: use lower-case letters, digits and dashes, e.g. \"home\"", t.Name)
 	}
 	if host, _, err := net.SplitHostPort(t.Relay); err == nil && net.ParseIP(host) != nil && t.ServerName == "" {
@@ -390,7 +390,7 @@ func (c *Agent) validateTunnel(add func(string, ...any)) {
 	}
 	seen := map[string]bool{}
 	for i, e := range t.Expose {
-		if !validName(e.Name) || seen[e.Name] {
+		if !ValidName(e.Name) || seen[e.Name] {
 			add("tunnel.expose[%d].name %q: use a unique name of lower-case letters, digits and dashes", i, e.Name)
 		}
 		seen[e.Name] = true
@@ -406,7 +406,9 @@ func (c *Agent) validateTunnel(add func(string, ...any)) {
 	}
 }
 
-func validName(s string) bool {
+// ValidName reports whether s can name a tunnel channel or an exposed app: lower-case
+// letters, digits and dashes, as in a DNS label.
+func ValidName(s string) bool {
 	if s == "" || len(s) > 63 {
 		return false
 	}

@@ -154,7 +154,7 @@ func (c *Relay) Validate() error {
 	if err := checkHostPort(c.Tunnel.Bind); err != nil {
 		add("tunnel.bind %q: %v (for example \":7000\")", c.Tunnel.Bind, err)
 	}
-	if !validName(c.Tunnel.Home) {
+	if !ValidName(c.Tunnel.Home) {
 		add("tunnel.home %q: use the agent's tunnel.name (lower-case letters, digits, dashes), e.g. \"home\"", c.Tunnel.Home)
 	}
 	if len(c.Tunnel.Token) < 16 {
