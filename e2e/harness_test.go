@@ -271,11 +271,15 @@ type cliResult struct {
 // ollamaCLI runs the real ollama CLI against host (a base URL) with a private HOME.
 func (s *stack) ollamaCLI(t *testing.T, host string, args ...string) cliResult {
 	t.Helper()
+	return s.ollamaCLIEnv(t, host, nil, args...)
+}
+
+// ollamaCLIEnv is ollamaCLI with env added last, so that it overrides (HOME, the proxy).
+func (s *stack) ollamaCLIEnv(t *testing.T, host string, env []string, args ...string) cliResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, s.ollamaBin, args...)
-	cmd.Env = append(os.Environ(), s.proxyEnv()...)
-	cmd.Env = append(cmd.Env, "OLLAMA_HOST="+host, "HOME="+s.home(), "TERM=dumb", "NO_COLOR=1")
+	cmd := s.ollamaCmd(ctx, host, env, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -291,4 +295,14 @@ func (s *stack) ollamaCLI(t *testing.T, host string, args ...string) cliResult {
 		t.Fatalf("ollama %s: timed out\nstdout: %s\nstderr: %s", strings.Join(args, " "), res.stdout, res.stderr)
 	}
 	return res
+}
+
+// ollamaCmd is the ollama CLI with args, OLLAMA_HOST=host, the shared private HOME and no way
+// to the internet; env comes last and overrides any of these.
+func (s *stack) ollamaCmd(ctx context.Context, host string, env []string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, s.ollamaBin, args...)
+	cmd.Env = append(os.Environ(), s.proxyEnv()...)
+	cmd.Env = append(cmd.Env, "OLLAMA_HOST="+host, "HOME="+s.home(), "TERM=dumb", "NO_COLOR=1")
+	cmd.Env = append(cmd.Env, env...)
+	return cmd
 }

@@ -198,6 +198,9 @@ func (rl *Relay) apiRoutes() http.Handler {
 			Message: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	// The ollama CLI's liveness probe, sent before every command: a refusal here would lose
+	// its message (HEAD has no body), so it is open, and the command's own request says why.
+	r.Head("/", func(http.ResponseWriter, *http.Request) {})
 	r.Route("/admin/v1", func(r chi.Router) {
 		r.Use(rl.auth.Admin)
 		r.Get("/tokens", rl.listTokens)
@@ -209,7 +212,6 @@ func (rl *Relay) apiRoutes() http.Handler {
 		r.Use(rl.auth.Require)
 		r.Handle("/v1/*", rl.home)
 		r.Handle("/api/*", rl.home)
-		r.Head("/", func(w http.ResponseWriter, _ *http.Request) {}) // the ollama CLI's liveness probe
 		r.Get("/", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "Ollama is running") })
 	})
 	return r
