@@ -23,6 +23,75 @@ type Relay struct {
 	// AdminKey guards /admin/v1/...; at least 16 characters. Required.
 	AdminKey string      `yaml:"admin_key"`
 	Limits   RelayLimits `yaml:"limits"`
+	// Channels are where chat can be served: home (the tunnel) and vendor APIs.
+	Channels []Channel `yaml:"channels"`
+	// Routes say what replaces a model when no channel serving it can: the first route whose
+	// model glob matches gives the fallbacks, "channel/model", tried in order.
+	Routes []Route `yaml:"routes"`
+	// Prices per million tokens by model glob, for cost quotas and `hearth usage`.
+	Prices []Price `yaml:"prices"`
+	// Usage is how requests are recorded.
+	Usage UsageConfig `yaml:"usage"`
+}
+
+// Channel is one upstream: home, an OpenAI-compatible vendor, Anthropic or a remote Ollama.
+type Channel struct {
+	// Name identifies the channel in routes, headers and usage (letters, digits, dashes).
+	Name string `yaml:"name"`
+	// Type is "home", "openai", "anthropic" or "ollama".
+	Type string `yaml:"type"`
+	// BaseURL is the API root: "https://api.deepseek.com/v1" (openai), default
+	// "https://api.anthropic.com" (anthropic), "http://host:11434" (ollama). Not for home.
+	BaseURL string `yaml:"base_url"`
+	// Key is the API key; Keys are several, used in turn. Not for home.
+	Key  string   `yaml:"key"`
+	Keys []string `yaml:"keys"`
+	// Models the channel serves: names or globs ("deepseek-*"). Default: all for home (the
+	// cluster's own list decides), none otherwise.
+	Models []string `yaml:"models"`
+	// Map renames a requested model to the channel's own: {gpt-4o: openai/gpt-4o-2024-08-06}.
+	Map map[string]string `yaml:"map"`
+	// Priority orders channels: lower first. Default 0.
+	Priority int `yaml:"priority"`
+	// Weight shares traffic among channels of one priority. Default 1.
+	Weight int `yaml:"weight"`
+	// Timeouts bound the calls. Defaults: connect 5s, first byte 60s, idle 60s.
+	Timeouts ChannelTimeouts `yaml:"timeouts"`
+	// Headers are added to every upstream request (e.g. OpenRouter's HTTP-Referer).
+	Headers map[string]string `yaml:"headers"`
+	// ProbeModel is the model the periodic health probe asks for (a cheap one). Default: no
+	// probe for vendors; home is probed through its tunnel state.
+	ProbeModel string `yaml:"probe_model"`
+	// ProbeInterval is how often the probe runs. Default 1m.
+	ProbeInterval time.Duration `yaml:"probe_interval"`
+}
+
+// ChannelTimeouts bound one upstream call.
+type ChannelTimeouts struct {
+	Connect   time.Duration `yaml:"connect"`
+	FirstByte time.Duration `yaml:"first_byte"`
+	Idle      time.Duration `yaml:"idle"`
+}
+
+// Route gives the fallbacks for models matching a glob.
+type Route struct {
+	Model    string   `yaml:"model"`
+	Fallback []string `yaml:"fallback"`
+}
+
+// Price is the cost of a model's tokens, in any currency unit per million tokens.
+type Price struct {
+	Model      string  `yaml:"model"`
+	Prompt     float64 `yaml:"prompt"`
+	Completion float64 `yaml:"completion"`
+}
+
+// UsageConfig is how usage records are written.
+type UsageConfig struct {
+	// FlushInterval is how often buffered records are written. Default 1s.
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	// Retention drops records older than this. Default 400 days (13 months of quotas).
+	Retention time.Duration `yaml:"retention"`
 }
 
 // RelayListen are the public listeners.
@@ -84,12 +153,14 @@ type RelayLimits struct {
 // DefaultRelay is the one place the relay's defaults live.
 func DefaultRelay() Relay {
 	return Relay{
-		Listen:  RelayListen{HTTPS: ":443", HTTP: ":80"},
-		ACME:    ACME{Storage: "/var/lib/hearth/certs", Challenges: []string{"http-01", "tls-alpn-01"}},
-		Tunnel:  RelayTunnel{Bind: ":7000", Home: "home"},
-		DB:      "/var/lib/hearth/relay.db",
-		Limits:  RelayLimits{MaxBody: 64 << 20, RequestsPerMinute: 120, AuthFailures: 10, AuthWindow: time.Minute, AuthBlock: 15 * time.Minute},
-		Domains: nil,
+		Listen:   RelayListen{HTTPS: ":443", HTTP: ":80"},
+		ACME:     ACME{Storage: "/var/lib/hearth/certs", Challenges: []string{"http-01", "tls-alpn-01"}},
+		Tunnel:   RelayTunnel{Bind: ":7000", Home: "home"},
+		DB:       "/var/lib/hearth/relay.db",
+		Limits:   RelayLimits{MaxBody: 64 << 20, RequestsPerMinute: 120, AuthFailures: 10, AuthWindow: time.Minute, AuthBlock: 15 * time.Minute},
+		Channels: []Channel{{Name: "home", Type: "home", Weight: 1}},
+		Usage:    UsageConfig{FlushInterval: time.Second, Retention: 400 * 24 * time.Hour},
+		Domains:  nil,
 	}
 }
 
@@ -99,10 +170,41 @@ func LoadRelay(path string) (Relay, error) {
 	if err := decodeFile(path, &cfg); err != nil {
 		return cfg, err
 	}
+	cfg.Complete()
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// Complete fills defaults inside list items, which DefaultRelay cannot hold.
+func (c *Relay) Complete() {
+	for i := range c.Channels {
+		ch := &c.Channels[i]
+		if ch.Weight == 0 {
+			ch.Weight = 1
+		}
+		if ch.Type == "anthropic" && ch.BaseURL == "" {
+			ch.BaseURL = "https://api.anthropic.com"
+		}
+		if ch.Key != "" {
+			ch.Keys = append([]string{ch.Key}, ch.Keys...)
+			ch.Key = ""
+		}
+		t := &ch.Timeouts
+		if t.Connect == 0 {
+			t.Connect = 5 * time.Second
+		}
+		if t.FirstByte == 0 {
+			t.FirstByte = 60 * time.Second
+		}
+		if t.Idle == 0 {
+			t.Idle = 60 * time.Second
+		}
+		if ch.ProbeInterval == 0 {
+			ch.ProbeInterval = time.Minute
+		}
+	}
 }
 
 // Validate checks values without side effects and names the key to fix in every message.
@@ -166,6 +268,7 @@ func (c *Relay) Validate() error {
 	if len(c.AdminKey) < 16 {
 		add("admin_key must be at least 16 characters (e.g. `openssl rand -hex 24`): it guards /admin/v1")
 	}
+	c.validateChannels(add)
 	l := c.Limits
 	if l.MaxBody < 1024 {
 		add("limits.max_body %s is too small: use at least \"1MiB\"", l.MaxBody)
@@ -190,4 +293,65 @@ func checkDomain(d string) error {
 		return fmt.Errorf("ACME certificates need a DNS name, not an IP address")
 	}
 	return nil
+}
+
+func (c *Relay) validateChannels(add func(string, ...any)) {
+	names := map[string]string{} // name -> type
+	for i, ch := range c.Channels {
+		at := fmt.Sprintf("channels[%d]", i)
+		if !ValidName(ch.Name) || names[ch.Name] != "" {
+			add("%s.name %q: use a unique name of lower-case letters, digits and dashes", at, ch.Name)
+		}
+		names[ch.Name] = ch.Type
+		switch ch.Type {
+		case "home":
+			if ch.BaseURL != "" || len(ch.Keys) > 0 {
+				add("%s (%s): a home channel goes through the tunnel: remove base_url and key", at, ch.Name)
+			}
+		case "openai", "anthropic", "ollama":
+			if err := checkHTTPURL(ch.BaseURL); err != nil {
+				add("%s.base_url %q: %v (for example \"https://api.deepseek.com/v1\")", at, ch.BaseURL, err)
+			}
+			if len(ch.Keys) == 0 && ch.Type != "ollama" {
+				add("%s (%s): key is empty: set key (or keys) to the vendor's API key, e.g. \"${DEEPSEEK_KEY}\"", at, ch.Name)
+			}
+			if len(ch.Models) == 0 && len(ch.Map) == 0 {
+				add("%s (%s): models is empty: list the models it serves (names or globs)", at, ch.Name)
+			}
+		default:
+			add("%s.type %q: use home, openai, anthropic or ollama", at, ch.Type)
+		}
+		for j, k := range ch.Keys {
+			if strings.TrimSpace(k) == "" {
+				add("%s (%s): keys[%d] is empty: set its environment variable", at, ch.Name, j)
+			}
+		}
+		if ch.Weight < 1 || ch.Priority < 0 {
+			add("%s (%s): weight must be 1 or more and priority 0 or more", at, ch.Name)
+		}
+		if ch.Timeouts.Connect < 0 || ch.Timeouts.FirstByte < 0 || ch.Timeouts.Idle < 0 || ch.ProbeInterval < 0 {
+			add("%s (%s): timeouts and probe_interval must be positive", at, ch.Name)
+		}
+	}
+	for i, r := range c.Routes {
+		if r.Model == "" || len(r.Fallback) == 0 {
+			add("routes[%d]: give model (a glob) and fallback (a list of \"channel/model\")", i)
+		}
+		for j, f := range r.Fallback {
+			ch, model, ok := strings.Cut(f, "/")
+			if !ok || model == "" {
+				add("routes[%d].fallback[%d] %q: write \"channel/model\", e.g. \"deepseek/deepseek-chat\"", i, j, f)
+			} else if names[ch] == "" {
+				add("routes[%d].fallback[%d] %q: there is no channel named %q", i, j, f, ch)
+			}
+		}
+	}
+	for i, p := range c.Prices {
+		if p.Model == "" || p.Prompt < 0 || p.Completion < 0 {
+			add("prices[%d]: give model (a glob) and prompt/completion prices of 0 or more per million tokens", i)
+		}
+	}
+	if c.Usage.FlushInterval <= 0 || c.Usage.Retention <= 0 {
+		add("usage.flush_interval and usage.retention must be greater than 0")
+	}
 }
