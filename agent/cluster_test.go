@@ -200,7 +200,8 @@ func TestClusterRoutesByModel(t *testing.T) {
 		return resp.StatusCode == http.StatusServiceUnavailable
 	})
 	resp, body = do(t, http.MethodPost, nas.base+"/v1/chat/completions", `{"model":"tiny2"}`)
-	if resp.StatusCode != 503 || !strings.Contains(body, `"code":"model_unavailable"`) || !(strings.Contains(body, "Ollama is not answering") || strings.Contains(body, "node b: cannot connect to Ollama")) {
+	if resp.StatusCode != 503 || !strings.Contains(body, `"code":"model_unavailable"`) || !(strings.Contains(body, "Ollama is not answering") || strings.Contains(body, "node b: cannot connect to Ollama") ||
+		strings.Contains(body, "b could not serve moments ago")) {
 		t.Errorf("tiny2 with b's Ollama down: %d %s", resp.StatusCode, body)
 	}
 	for i := 0; i < 5; i++ {

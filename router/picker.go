@@ -138,11 +138,19 @@ type FailureReporter interface {
 	Unreachable(err error)
 }
 
-// Unreachable reports whether err means the node could not be connected to at all, which
-// another node may not share (as opposed to the client leaving, or a failure mid-answer).
+// errNodeUnavailable: the node answered 502/503 before any byte reached the client (its
+// Ollama is down or full).
+var errNodeUnavailable = errors.New("node unavailable")
+
+// Unreachable reports whether err means the node could not serve at all — no connection, or
+// a 502/503 before the first byte — which another node may not share (as opposed to the
+// client leaving, or a failure mid-answer).
 func Unreachable(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
+	}
+	if errors.Is(err, errNodeUnavailable) {
+		return true
 	}
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"

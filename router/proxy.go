@@ -189,7 +189,7 @@ func retryable(resp *http.Response, err error) error {
 		return err
 	}
 	if resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable {
-		return fmt.Errorf("node answered %s", resp.Status)
+		return fmt.Errorf("%w: it answered %s", errNodeUnavailable, resp.Status)
 	}
 	return nil
 }

@@ -34,7 +34,21 @@ type PickerConfig struct {
 	// SuspectFor is how long a node that could not be reached gets no picks, unless gossip
 	// says otherwise first. Default 5s.
 	SuspectFor time.Duration
+	// ColdWait is how long a request waits for a slot on a node that has its model loaded
+	// before it loads the model on a free node: a cold load costs far more than a short wait.
+	// Default 3s.
+	ColdWait time.Duration
 }
+
+// metaSeen remembers a node's gossiped in-flight count and how many of ours it had then, so
+// that the others' share can be told from ours: gossip lags, our own count does not.
+type metaSeen struct {
+	inFlight uint16
+	mine     int
+}
+
+// warmFor is how long a model we sent to a node counts as loaded there, before /api/ps says.
+const warmFor = 30 * time.Second
 
 // PeerSource is the membership view the picker reads; *Membership is one.
 type PeerSource interface {
@@ -57,6 +71,8 @@ type Picker struct {
 	ewma     map[string]time.Duration // time to first byte per node
 	suspect  map[string]time.Time     // node -> no picks until
 	everHad  map[string]string        // model -> a node that once had it
+	seen     map[string]metaSeen      // per node: its last gossiped in-flight and ours then
+	sentTo   map[string]time.Time     // "node\x00model" -> when we last sent model there
 	queue    []*waiter
 	affinity *lru.Cache[string, string]
 	changed  func() // tells the membership layer that Queued changed
@@ -79,11 +95,15 @@ func NewPicker(cfg PickerConfig, src PeerSource, local router.Node, m *PickerMet
 	if cfg.SuspectFor <= 0 {
 		cfg.SuspectFor = 5 * time.Second
 	}
+	if cfg.ColdWait <= 0 {
+		cfg.ColdWait = 3 * time.Second
+	}
 	aff, _ := lru.New[string, string](16384) // only fails for a size <= 0
 	return &Picker{
 		cfg: cfg, src: src, local: local, log: logging.OrDiscard(logger), metrics: m,
 		mine: map[string]int{}, ewma: map[string]time.Duration{}, suspect: map[string]time.Time{},
-		everHad: map[string]string{}, affinity: aff, changed: func() {},
+		everHad: map[string]string{}, seen: map[string]metaSeen{}, sentTo: map[string]time.Time{},
+		affinity: aff, changed: func() {},
 	}
 }
 
@@ -126,10 +146,10 @@ func (p *Picker) candidates(req router.PickRequest, now time.Time) ([]candidate,
 		case !pr.Meta.StorageOK:
 			why = append(why, pr.Name+"'s model storage is not answering")
 		case now.Before(p.suspect[pr.Name]):
-			why = append(why, pr.Name+" could not be reached moments ago")
+			why = append(why, pr.Name+" could not serve moments ago (no connection, or its Ollama did not answer)")
 		default:
-			out = append(out, candidate{peer: pr, warm: pr.Inventory.Warm(req.Model),
-				load: max(int(pr.Meta.InFlight), p.mine[pr.Name]), slot: max(1, int(pr.Meta.Slots))})
+			out = append(out, candidate{peer: pr, warm: pr.Inventory.Warm(req.Model) || now.Sub(p.sentTo[pr.Name+"\x00"+req.Model]) < warmFor,
+				load: p.load(pr), slot: max(1, int(pr.Meta.Slots))})
 		}
 	}
 	if len(out) > 0 {
@@ -165,10 +185,31 @@ func (p *Picker) modelsHint() string {
 	return " (available: " + strings.Join(models, ", ") + ")"
 }
 
-// choose takes a slot on the best candidate with one free, or returns nil when all are full.
-func (p *Picker) choose(req router.PickRequest, cands []candidate) *router.Target {
+// load is how busy a node is: this node's own count is live; for another node, what this
+// router has sent it plus the others' share of its last gossiped count.
+func (p *Picker) load(pr Peer) int {
+	if pr.Self {
+		if lc, ok := p.local.(interface{ InFlight() int }); ok {
+			return lc.InFlight()
+		}
+	}
+	mine := p.mine[pr.Name]
+	s, ok := p.seen[pr.Name]
+	if !ok || s.inFlight != pr.Meta.InFlight {
+		s = metaSeen{inFlight: pr.Meta.InFlight, mine: mine}
+		p.seen[pr.Name] = s
+	}
+	return mine + max(0, int(s.inFlight)-s.mine)
+}
+
+// choose takes a slot on the best candidate with one free, or returns nil when it should
+// wait: all are full, or the nodes with the model loaded are full and the request has not yet
+// waited ColdWait for them (since is when it started waiting).
+func (p *Picker) choose(req router.PickRequest, cands []candidate, since time.Time) *router.Target {
 	free := cands[:0:0]
+	anyWarm := false
 	for _, c := range cands {
+		anyWarm = anyWarm || c.warm
 		if c.load < c.slot {
 			free = append(free, c)
 		}
@@ -176,10 +217,17 @@ func (p *Picker) choose(req router.PickRequest, cands []candidate) *router.Targe
 	if len(free) == 0 {
 		return nil
 	}
+	warmFree := false
+	for _, c := range free {
+		warmFree = warmFree || c.warm
+	}
+	if anyWarm && !warmFree && time.Since(since) < p.cfg.ColdWait && len(req.Exclude) == 0 {
+		return nil // wait for a loaded node rather than load the model again elsewhere
+	}
 	if req.Session != "" {
 		if node, ok := p.affinity.Get(req.Session); ok {
 			for _, c := range free {
-				if c.peer.Name == node {
+				if c.peer.Name == node && (c.warm || !warmFree) {
 					return p.take(req, c, "affinity")
 				}
 			}
@@ -212,6 +260,7 @@ func (p *Picker) choose(req router.PickRequest, cands []candidate) *router.Targe
 func (p *Picker) take(req router.PickRequest, c candidate, reason string) *router.Target {
 	name := c.peer.Name
 	p.mine[name]++
+	p.sentTo[name+"\x00"+req.Model] = time.Now()
 	if req.Session != "" {
 		p.affinity.Add(req.Session, name)
 	}
@@ -275,6 +324,9 @@ func (p *Picker) Kick() {
 	peers := p.src.Peers()
 	p.mu.Lock()
 	for _, pr := range peers {
+		if !pr.Self {
+			p.load(pr) // note the new gossiped count against ours now
+		}
 		if pr.Meta.Role == RoleServe {
 			for _, m := range pr.Inventory.Models {
 				p.everHad[router.NormalizeModel(m.Name)] = pr.Name
@@ -300,7 +352,7 @@ func (p *Picker) dispatchLocked() int {
 		cands, err := p.candidates(w.req, now)
 		var t *router.Target
 		if err == nil {
-			t = p.choose(w.req, cands)
+			t = p.choose(w.req, cands, w.since)
 		}
 		if t == nil {
 			kept = append(kept, w)
@@ -331,7 +383,7 @@ func (p *Picker) Pick(ctx context.Context, req router.PickRequest) (*router.Targ
 		return nil, err
 	}
 	if !p.waitingFor(req.Model) {
-		if t := p.choose(req, cands); t != nil {
+		if t := p.choose(req, cands, time.Now()); t != nil {
 			p.mu.Unlock()
 			return t, nil
 		}

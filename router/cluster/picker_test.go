@@ -79,7 +79,7 @@ func TestPickerModelOnlyOnOneNode(t *testing.T) {
 }
 
 func TestPickerWarmBeatsCold(t *testing.T) {
-	p, _ := newTestPicker(t, PickerConfig{},
+	p, _ := newTestPicker(t, PickerConfig{ColdWait: 100 * time.Millisecond},
 		peer("a", 4, []string{"m:latest"}, nil),
 		peer("b", 4, []string{"m:latest"}, []string{"m:latest"}),
 		peer("c", 4, []string{"m:latest"}, nil))
@@ -88,9 +88,25 @@ func TestPickerWarmBeatsCold(t *testing.T) {
 			t.Fatalf("pick %d: %s (%s), want the warm node b", i, tg.Node, tg.Reason)
 		}
 	}
-	// b is full now: the next goes to a cold node rather than wait.
-	if tg := pick(t, p, "m:latest", ""); tg.Node == "b" || tg.Reason != "cold" {
-		t.Fatalf("with b full: %s (%s)", tg.Node, tg.Reason)
+	// b is full now: the next waits ColdWait for it, then loads the model on a cold node.
+	if tg := pick(t, p, "m:latest", ""); tg.Node == "b" || tg.Reason != "cold" || tg.Waited < 100*time.Millisecond {
+		t.Fatalf("with b full: %s (%s) after %s", tg.Node, tg.Reason, tg.Waited)
+	}
+}
+
+// TestPickerLoadIsNotStaleGossip: a node that finished our requests is free again at once,
+// though its gossiped count still says busy; other routers' share still counts.
+func TestPickerLoadIsNotStaleGossip(t *testing.T) {
+	p, src := newTestPicker(t, PickerConfig{}, peer("a", 2, []string{"m:latest"}, nil))
+	t1, t2 := pick(t, p, "m:latest", ""), pick(t, p, "m:latest", "")
+	src.set("a", func(pr *Peer) { pr.Meta.InFlight = 2 }) // gossip catches up with our two
+	p.Kick()
+	t1.Done(router.Outcome{})
+	t2.Done(router.Outcome{})
+	for i := 0; i < 2; i++ { // gossip still says 2: our finished requests must not block
+		if _, err := p.Pick(context.Background(), router.PickRequest{Model: "m:latest"}); err != nil || p.Queued() != 0 {
+			t.Fatalf("pick %d after our requests ended: %v, queued %d", i, err, p.Queued())
+		}
 	}
 }
 
