@@ -102,11 +102,15 @@ func (a *Auth) Require(next http.Handler) http.Handler {
 			a.refuse(w, d, ip, tok, viaOllama, err, now)
 			return
 		}
-		if ok, retry := a.allow(tok.ID, now); !ok {
+		if ok, retry := a.allow(tok, now); !ok {
 			a.log.Debug("auth: rate limit", "auth_name", tok.Name, "auth_id", tok.ID, "ip", ip)
+			limit, where := a.limits.RequestsPerMinute, "limits.requests_per_minute"
+			if tok.RPM > 0 {
+				limit, where = tok.RPM, "the token's rpm"
+			}
 			router.WriteError(w, d, &router.APIError{Status: http.StatusTooManyRequests, Code: "rate_limit_exceeded",
-				RetryAfter: retrySeconds(retry), Message: fmt.Sprintf("token %q is over its limit of %d requests per minute (limits.requests_per_minute): retry in %d s",
-					tok.Name, a.limits.RequestsPerMinute, retrySeconds(retry))})
+				RetryAfter: retrySeconds(retry), Message: fmt.Sprintf("token %q is over its limit of %d requests per minute (%s): retry in %d s",
+					tok.Name, limit, where, retrySeconds(retry))})
 			return
 		}
 		r.Header.Del("Authorization")
@@ -288,21 +292,25 @@ func writeBlocked(w http.ResponseWriter, d router.Dialect, left time.Duration) {
 		RetryAfter: retrySeconds(left), Message: fmt.Sprintf("too many failed attempts from your address: blocked, try again in %d s", retrySeconds(left))})
 }
 
-// allow takes one request from the token's bucket: RequestsPerMinute of burst, refilled
-// evenly over the minute.
-func (a *Auth) allow(id string, now time.Time) (bool, time.Duration) {
+// allow takes one request from the token's bucket: its RPM (else RequestsPerMinute) of
+// burst, refilled evenly over the minute.
+func (a *Auth) allow(tok Token, now time.Time) (bool, time.Duration) {
 	perMin := float64(a.limits.RequestsPerMinute)
+	if tok.RPM > 0 {
+		perMin = float64(tok.RPM)
+	}
 	perSec := perMin / 60
 	a.rateMu.Lock()
 	defer a.rateMu.Unlock()
-	b := a.buckets[id]
+	b := a.buckets[tok.ID]
 	if b == nil {
 		b = &rateBucket{tokens: perMin, last: now}
-		a.buckets[id] = b
+		a.buckets[tok.ID] = b
 	}
 	if dt := now.Sub(b.last).Seconds(); dt > 0 {
-		b.tokens, b.last = min(perMin, b.tokens+dt*perSec), now
+		b.tokens, b.last = b.tokens+dt*perSec, now
 	}
+	b.tokens = min(perMin, b.tokens) // also when `hearth token set` lowered the token's rpm
 	if b.tokens >= 1 {
 		b.tokens--
 		return true, 0

@@ -16,20 +16,13 @@ import (
 // ErrHomeOffline: no agent holds the home channel's tunnel now.
 var ErrHomeOffline = errors.New("home is offline")
 
-// Fallback serves a request that the home channel cannot, before any byte of it reached the
-// client: the vendor channel chain implements it. Serve returns false to let the relay answer
-// 503 itself.
-type Fallback interface {
-	Serve(w http.ResponseWriter, r *http.Request, body []byte, model string, why error) bool
-}
-
-// home sends the public /v1 and /api routes through the tunnel to the home cluster.
+// home sends the public /v1 and /api routes that only home serves (the chat routes go
+// through the channel Chain) through the tunnel to the home cluster.
 type home struct {
-	name     string
-	tunnel   *Tunnel
-	auth     *Auth
-	fallback Fallback // nil: 503
-	log      *slog.Logger
+	name   string
+	tunnel *Tunnel
+	auth   *Auth
+	log    *slog.Logger
 }
 
 func (h *home) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -60,9 +53,6 @@ func (h *home) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Header.Del("Authorization")
 
 	if !h.tunnel.Channel(h.name) {
-		if h.fallback != nil && h.fallback.Serve(w, r, body, model, ErrHomeOffline) {
-			return
-		}
 		router.WriteError(w, d, &router.APIError{Status: http.StatusServiceUnavailable, Code: "home_offline", RetryAfter: 10,
 			Message: fmt.Sprintf("home is offline: no agent holds the tunnel %q to this relay right now; check `hearth status` at home and the agent's tunnel settings", h.name)})
 		return

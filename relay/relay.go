@@ -34,21 +34,25 @@ type Relay struct {
 	auth     *Auth
 	tunnel   *Tunnel
 	home     *home
+	chain    *Chain
+	usage    *UsageLog
 	sites    *sites
+	path     string // the config file, for Reload
 	httpsLn  net.Listener
 	httpLn   net.Listener // nil when listen.http is off
 	httpsSrv *http.Server
 	httpSrv  *http.Server
 }
 
-// New builds the relay and binds its listeners, so that a port in use fails here. fallback
-// serves requests home cannot (nil: 503).
-func New(cfg config.Relay, logger *slog.Logger, fallback Fallback) (*Relay, error) {
+// New builds the relay and binds its listeners, so that a port in use fails here. path is
+// the config file cfg came from, re-read by Reload ("" = none).
+func New(cfg config.Relay, path string, logger *slog.Logger) (*Relay, error) {
 	logger = logging.OrDiscard(logger)
+	cfg.Complete()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	rl := &Relay{cfg: cfg, log: logger}
+	rl := &Relay{cfg: cfg, log: logger, path: path}
 	var err error
 	if rl.certs, err = NewCerts(cfg, logger.With("component", "certs")); err != nil {
 		return nil, err
@@ -57,6 +61,10 @@ func New(cfg config.Relay, logger *slog.Logger, fallback Fallback) (*Relay, erro
 		return nil, err
 	}
 	rl.auth = NewAuth(rl.store, cfg.Limits, cfg.AdminKey, logger.With("component", "auth"))
+	if rl.usage, err = NewUsageLog(rl.store, cfg.Usage, cfg.Prices, logger.With("component", "usage")); err != nil {
+		rl.store.Close()
+		return nil, err
+	}
 	if rl.httpsLn, err = net.Listen("tcp", cfg.Listen.HTTPS); err != nil {
 		rl.closeEarly()
 		return nil, fmt.Errorf("relay: cannot listen on listen.https %s: %w", cfg.Listen.HTTPS, err)
@@ -73,7 +81,8 @@ func New(cfg config.Relay, logger *slog.Logger, fallback Fallback) (*Relay, erro
 		rl.closeEarly()
 		return nil, err
 	}
-	rl.home = &home{name: cfg.Tunnel.Home, tunnel: rl.tunnel, auth: rl.auth, fallback: fallback, log: logger}
+	rl.home = &home{name: cfg.Tunnel.Home, tunnel: rl.tunnel, auth: rl.auth, log: logger}
+	rl.chain = NewChain(cfg, rl.tunnel, rl.auth, rl.usage, logger.With("component", "chain"))
 	rl.sites = &sites{tunnel: rl.tunnel, auth: rl.auth, store: rl.store, log: logger.With("component", "sites")}
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
 	rl.httpsSrv = &http.Server{Handler: rl.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
@@ -118,6 +127,12 @@ func (rl *Relay) Run(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() { rl.watchSites(ctx) })
+	wg.Go(func() { rl.chain.Run(ctx) })
+	wg.Go(func() {
+		if err := rl.usage.Run(ctx); err != nil {
+			rl.log.Error("usage log stopped", "err", err)
+		}
+	})
 	rl.certs.Manage(ctx, rl.cfg.Domains...)
 
 	errs := make(chan error, 2)
@@ -141,6 +156,11 @@ func (rl *Relay) Run(ctx context.Context) error {
 		_ = srv.Close()
 	}
 	wg.Wait()
+	// Streams that finished during the grace period were recorded after the usage log's
+	// last flush.
+	if ferr := rl.usage.Flush(sctx); ferr != nil {
+		rl.log.Warn("usage records lost at shutdown", "err", ferr)
+	}
 	rl.store.Close()
 	rl.log.Info("hearth relay stopped")
 	return err
@@ -207,9 +227,15 @@ func (rl *Relay) apiRoutes() http.Handler {
 		r.Post("/tokens", rl.createToken)
 		r.Delete("/tokens/{name}", rl.revokeToken)
 		r.Get("/agents", rl.agents)
+		r.Method(http.MethodGet, "/usage", rl.usage.AdminHandler())
+		rl.channelRoutes(r)
 	})
 	r.Group(func(r chi.Router) {
 		r.Use(rl.auth.Require)
+		r.Post("/v1/chat/completions", rl.chain.ServeHTTP)
+		r.Post("/api/chat", rl.chain.ServeHTTP)
+		r.Post("/api/generate", rl.chain.ServeHTTP)
+		r.Get("/v1/models", rl.chain.Models)
 		r.Handle("/v1/*", rl.home)
 		r.Handle("/api/*", rl.home)
 		r.Get("/", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "Ollama is running") })

@@ -139,7 +139,7 @@ func startWorld(t *testing.T, challenge string) *world {
 	cfg.Tunnel = config.RelayTunnel{Bind: "127.0.0.1:0", Token: relayTunnel, Home: "home"}
 	cfg.DB = filepath.Join(dir, "relay.db")
 	cfg.AdminKey = adminKey
-	rl, err := relay.New(cfg, slog.New(slog.NewJSONHandler(w.relayLogs, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
+	rl, err := relay.New(cfg, "", slog.New(slog.NewJSONHandler(w.relayLogs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}

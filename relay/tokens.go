@@ -46,7 +46,6 @@ const DefaultTokenRefresh = 2 * time.Second
 
 // Token is one client credential of the relay. The secret is never kept: only its SHA-256.
 // Values returned by a Store share their slices with its index: treat them as read-only.
-// Limits per token (rates, quota) grow here as fields and as columns added by a migration.
 type Token struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`
@@ -60,6 +59,16 @@ type Token struct {
 	// OllamaKey is the ssh-ed25519 public key line the `ollama` CLI signs with, or "".
 	OllamaKey            string `json:"ollama_key,omitempty"`
 	OllamaKeyFingerprint string `json:"ollama_key_fingerprint,omitempty"` // "SHA256:..."
+
+	// RPM is the token's requests per minute; 0 = the relay's limits.requests_per_minute.
+	RPM int `json:"rpm,omitempty"`
+	// TPM is the token's prompt + completion tokens per minute; 0 = no limit.
+	TPM int `json:"tpm,omitempty"`
+	// MonthlyTokens caps prompt + completion tokens per calendar month (UTC); 0 = no quota.
+	MonthlyTokens int64 `json:"monthly_tokens,omitempty"`
+	// MonthlyCost caps the cost per calendar month (UTC), in the unit of the config's
+	// prices; 0 = no quota.
+	MonthlyCost float64 `json:"monthly_cost,omitempty"`
 }
 
 // TokenSpec is what `hearth token create` asks for.
@@ -70,6 +79,11 @@ type TokenSpec struct {
 	Expires time.Duration
 	// OllamaKey is an "ssh-ed25519 AAAA... comment" line (~/.ollama/id_ed25519.pub), or "".
 	OllamaKey string
+	// Limits of the token, as on Token: 0 = the default (RPM) or none.
+	RPM           int
+	TPM           int
+	MonthlyTokens int64
+	MonthlyCost   float64
 }
 
 // StoreOption changes a Store's defaults (tests shorten the refresh and control the clock).
@@ -237,9 +251,9 @@ func (s *Store) Create(ctx context.Context, spec TokenSpec) (string, Token, erro
 				return err
 			}
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO tokens (id, name, secret_hash, models, created_at, expires_at, ollama_key, ollama_key_fp)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, tok.ID, tok.Name, hash[:], string(models), now, millisOrNil(tok.ExpiresAt),
-			tok.OllamaKey, tok.OllamaKeyFingerprint)
+		_, err = tx.ExecContext(ctx, `INSERT INTO tokens (id, name, secret_hash, models, created_at, expires_at, ollama_key, ollama_key_fp,
+			rpm, tpm, quota_tokens, quota_cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, tok.ID, tok.Name, hash[:], string(models), now,
+			millisOrNil(tok.ExpiresAt), tok.OllamaKey, tok.OllamaKeyFingerprint, tok.RPM, tok.TPM, tok.MonthlyTokens, tok.MonthlyCost)
 		return err
 	})
 	if err != nil {
@@ -269,8 +283,13 @@ func (s *Store) newToken(spec TokenSpec) (Token, error) {
 	if spec.Expires < 0 {
 		return Token{}, fmt.Errorf("token expiry %s: give a positive duration, or 0 for never", spec.Expires)
 	}
+	limits := TokenLimits{RPM: spec.RPM, TPM: spec.TPM, MonthlyTokens: spec.MonthlyTokens, MonthlyCost: spec.MonthlyCost}
+	if err := limits.validate(); err != nil {
+		return Token{}, fmt.Errorf("token %s: %w", name, err)
+	}
 	now := s.now().UTC().Truncate(time.Millisecond)
-	tok := Token{ID: newTokenID(), Name: name, Models: models, CreatedAt: now}
+	tok := Token{ID: newTokenID(), Name: name, Models: models, CreatedAt: now,
+		RPM: spec.RPM, TPM: spec.TPM, MonthlyTokens: spec.MonthlyTokens, MonthlyCost: spec.MonthlyCost}
 	if spec.Expires > 0 {
 		exp := now.Add(spec.Expires)
 		tok.ExpiresAt = &exp
@@ -418,7 +437,8 @@ func (s *Store) reload(ctx context.Context) error {
 	return nil
 }
 
-const tokenColumns = `id, name, secret_hash, models, created_at, expires_at, revoked_at, last_used_at, ollama_key, ollama_key_fp`
+const tokenColumns = `id, name, secret_hash, models, created_at, expires_at, revoked_at, last_used_at, ollama_key, ollama_key_fp,
+	rpm, tpm, quota_tokens, quota_cost`
 
 func (s *Store) readAll(ctx context.Context) ([]indexedToken, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+tokenColumns+` FROM tokens ORDER BY created_at, id`)
@@ -434,7 +454,7 @@ func (s *Store) readAll(ctx context.Context) ([]indexedToken, error) {
 		var created int64
 		var expires, revoked, used sql.NullInt64
 		if err := rows.Scan(&t.ID, &t.Name, &hash, &models, &created, &expires, &revoked, &used,
-			&t.OllamaKey, &t.OllamaKeyFingerprint); err != nil {
+			&t.OllamaKey, &t.OllamaKeyFingerprint, &t.RPM, &t.TPM, &t.MonthlyTokens, &t.MonthlyCost); err != nil {
 			return nil, err
 		}
 		copy(t.hash[:], hash)
@@ -496,8 +516,7 @@ func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	return tx.Commit()
 }
 
-// migrations bring the schema from version i to i+1. Append only: later issues add usage
-// records and per-token limits here.
+// migrations bring the schema from version i to i+1. Append only.
 var migrations = [][]string{
 	{ // 1: tokens
 		`CREATE TABLE tokens (
@@ -515,6 +534,13 @@ var migrations = [][]string{
 		`CREATE INDEX tokens_name ON tokens (name)`,
 		`CREATE INDEX tokens_ollama_key_fp ON tokens (ollama_key_fp)`,
 	},
+	{ // 2: limits per token; 0 = the default (rpm) or none
+		`ALTER TABLE tokens ADD COLUMN rpm INTEGER NOT NULL DEFAULT 0`,          // requests per minute
+		`ALTER TABLE tokens ADD COLUMN tpm INTEGER NOT NULL DEFAULT 0`,          // tokens per minute
+		`ALTER TABLE tokens ADD COLUMN quota_tokens INTEGER NOT NULL DEFAULT 0`, // per calendar month, UTC
+		`ALTER TABLE tokens ADD COLUMN quota_cost REAL NOT NULL DEFAULT 0`,      // per calendar month, UTC
+	},
+	usageMigration, // 3: the usage log (usage.go)
 }
 
 func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {

@@ -303,6 +303,26 @@ func (t *Tunnel) Forward(w http.ResponseWriter, r *http.Request, host string) {
 	rp.ServeHTTP(w, r)
 }
 
+// ErrNotConnected: no agent holds the tunnel for the host asked for.
+var ErrNotConnected = errors.New("tunnel: not connected")
+
+// Do sends req through the tunnel to the home service registered for host and returns its
+// answer unread, so that the caller can decide what to do before anything reaches its own
+// client (the channel chain moves on when home cannot serve). req's URL path and query are
+// kept; its scheme and host are the tunnel's.
+func (t *Tunnel) Do(req *http.Request, host string) (*http.Response, error) {
+	host = strings.ToLower(host)
+	addr := t.table.addr(host)
+	if addr == "" {
+		return nil, fmt.Errorf("%w: %s", ErrNotConnected, host)
+	}
+	req.URL.Scheme = "http"
+	req.URL.Host = addr
+	req.Host = host
+	req.RequestURI = ""
+	return t.proxy.RoundTrip(req)
+}
+
 // bufferPool lends ReverseProxy its copy buffers.
 type bufferPool struct{ p sync.Pool }
 

@@ -6,8 +6,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -46,7 +48,8 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.config, "config", "", "config file (default /etc/hearth/<role>.yaml; built-in defaults when it does not exist)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "json, text, or auto (json when stderr is not a terminal)")
-	root.AddCommand(newAgentCmd(g), newRelayCmd(g), newStatusCmd(), newTokenCmd(g), newConfigCmd(), newVersionCmd())
+	root.AddCommand(newAgentCmd(g), newRelayCmd(g), newStatusCmd(), newTokenCmd(g), newUsageCmd(g), newChannelCmd(g),
+		newConfigCmd(), newVersionCmd())
 	return root
 }
 
@@ -114,10 +117,26 @@ func newRelayCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			log.Info("config loaded", "file", path)
-			r, err := relay.New(cfg, log, nil)
+			r, err := relay.New(cfg, path, log)
 			if err != nil {
 				return err
 			}
+			// SIGHUP re-reads channels and routes without dropping requests in flight.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-cmd.Context().Done():
+						return
+					case <-hup:
+						if err := r.Reload(); err == nil {
+							log.Info("SIGHUP: channels reloaded", "file", path)
+						}
+					}
+				}
+			}()
 			return r.Run(cmd.Context())
 		},
 	}

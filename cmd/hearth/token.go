@@ -6,10 +6,13 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
 	"github.com/hearthlab/hearth/internal/config"
@@ -17,34 +20,37 @@ import (
 	"github.com/hearthlab/hearth/relay"
 )
 
-// newTokenCmd is `hearth token create|list|revoke`: the relay's client tokens, kept in the
-// relay's database. The running relay sees changes within a few seconds.
+// newTokenCmd is `hearth token create|list|set|revoke`: the relay's client tokens, kept in
+// the relay's database. The running relay sees changes within a few seconds.
 func newTokenCmd(g *globalFlags) *cobra.Command {
 	var dbPath string
 	cmd := &cobra.Command{
 		Use:   "token",
-		Short: "Create, list and revoke the tokens that phones and other clients use on the relay",
+		Short: "Create, list, limit and revoke the tokens that phones and other clients use on the relay",
 		Long: `Tokens let clients use the relay. Only a token's hash is stored: the secret is printed
 once, by "create". The database is the relay's (db in --config, default ` + config.DefaultRelayPath + `);
 --db PATH names it directly and skips loading the rest of the config.`,
 	}
 	cmd.PersistentFlags().StringVar(&dbPath, "db", "", "the relay's token database (default: db from the relay config)")
-	open := func(c *cobra.Command) (*relay.Store, error) {
-		path, err := tokenDBPath(g.config, dbPath, c.ErrOrStderr())
-		if err != nil {
-			return nil, err
-		}
-		log, err := logging.New(c.ErrOrStderr(), g.logLevel, g.logFormat)
-		if err != nil {
-			return nil, err
-		}
-		return relay.OpenStore(path, log)
-	}
-	cmd.AddCommand(newTokenCreateCmd(open), newTokenListCmd(open), newTokenRevokeCmd(open))
+	open := func(c *cobra.Command) (*relay.Store, error) { return openRelayStore(c, g, dbPath) }
+	cmd.AddCommand(newTokenCreateCmd(open), newTokenListCmd(open), newTokenSetCmd(open), newTokenRevokeCmd(open))
 	return cmd
 }
 
 type openStoreFunc func(*cobra.Command) (*relay.Store, error)
+
+// openRelayStore opens the relay's database as --db or the relay config names it.
+func openRelayStore(c *cobra.Command, g *globalFlags, dbFlag string) (*relay.Store, error) {
+	path, err := tokenDBPath(g.config, dbFlag, c.ErrOrStderr())
+	if err != nil {
+		return nil, err
+	}
+	log, err := logging.New(c.ErrOrStderr(), g.logLevel, g.logFormat)
+	if err != nil {
+		return nil, err
+	}
+	return relay.OpenStore(path, log)
+}
 
 // tokenDBPath is --db, else db from the relay config; with no --config and no file at the
 // default path, the relay's default database.
@@ -63,7 +69,7 @@ func tokenDBPath(configPath, dbFlag string, stderr io.Writer) (string, error) {
 	}
 	cfg, err := config.LoadRelay(configPath)
 	if err != nil {
-		return "", fmt.Errorf("%w\n(token commands need only the database: pass --db PATH to skip the rest of the config)", err)
+		return "", fmt.Errorf("%w\n(this command needs only the database: pass --db PATH to skip the rest of the config)", err)
 	}
 	return cfg.DB, nil
 }
@@ -72,10 +78,11 @@ func newTokenCreateCmd(open openStoreFunc) *cobra.Command {
 	var spec relay.TokenSpec
 	var expires string
 	cmd := &cobra.Command{
-		Use:   "create --name NAME [--models 'qwen3:*,rag:*'] [--expires 90d] [--ollama-key \"ssh-ed25519 AAAA...\"]",
+		Use:   "create --name NAME [--models 'qwen3:*,rag:*'] [--expires 90d] [--ollama-key \"ssh-ed25519 AAAA...\"] [--rpm N] [--tpm N] [--quota-tokens N] [--quota-cost X]",
 		Short: "Create a token and print its secret, once",
 		Example: `  hearth token create --name phone --models 'qwen3:*,rag:*' --expires 90d
-  hearth token create --name laptop --ollama-key "$(cat ~/.ollama/id_ed25519.pub)"`,
+  hearth token create --name laptop --ollama-key "$(cat ~/.ollama/id_ed25519.pub)"
+  hearth token create --name kid --rpm 10 --tpm 20000 --quota-tokens 2000000 --quota-cost 5`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -92,8 +99,8 @@ func newTokenCreateCmd(open openStoreFunc) *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "Created token %q (%s): models %s, expires %s.\n\n    %s\n\n", tok.Name, tok.ID,
-				modelsText(tok.Models), whenText(tok.ExpiresAt, "never"), secret)
+			fmt.Fprintf(out, "Created token %q (%s): models %s, expires %s, limits: %s.\n\n    %s\n\n", tok.Name, tok.ID,
+				modelsText(tok.Models), whenText(tok.ExpiresAt, "never"), limitsText(tok.Limits(), "the relay's defaults"), secret)
 			fmt.Fprintln(out, "Copy it now: it will not be shown again (the relay keeps only its hash).")
 			fmt.Fprintln(out, "Clients send it as: Authorization: Bearer <token>")
 			if tok.OllamaKey != "" {
@@ -108,8 +115,81 @@ func newTokenCreateCmd(open openStoreFunc) *cobra.Command {
 	f.StringSliceVar(&spec.Models, "models", nil, "globs of the models the token may use, comma-separated, e.g. 'qwen3:*,rag:*' (default all)")
 	f.StringVar(&expires, "expires", "", "lifetime, e.g. 90d, 12h, 30m (default never)")
 	f.StringVar(&spec.OllamaKey, "ollama-key", "", "an ssh-ed25519 public key line (~/.ollama/id_ed25519.pub) the ollama CLI signs with")
+	f.IntVar(&spec.RPM, "rpm", 0, "requests per minute (default limits.requests_per_minute of the relay config)")
+	f.IntVar(&spec.TPM, "tpm", 0, "prompt + completion tokens per minute (default no limit)")
+	f.Int64Var(&spec.MonthlyTokens, "quota-tokens", 0, "prompt + completion tokens per calendar month, UTC (default no quota)")
+	f.Float64Var(&spec.MonthlyCost, "quota-cost", 0, "cost per calendar month, UTC, in the unit of prices in the relay config (default no quota)")
 	_ = cmd.MarkFlagRequired("name")
 	return cmd
+}
+
+func newTokenSetCmd(open openStoreFunc) *cobra.Command {
+	var l relay.TokenLimits
+	cmd := &cobra.Command{
+		Use:   "set NAME|ID [--rpm N] [--tpm N] [--quota-tokens N] [--quota-cost X]",
+		Short: "Change a token's limits (0 = the relay's default rpm, or no limit); the secret stays the same",
+		Example: `  hearth token set phone --quota-tokens 2000000
+  hearth token set kid --rpm 0 --quota-cost 10`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f := cmd.Flags()
+			if !(f.Changed("rpm") || f.Changed("tpm") || f.Changed("quota-tokens") || f.Changed("quota-cost")) {
+				return errors.New("say what to change: --rpm, --tpm, --quota-tokens or --quota-cost")
+			}
+			st, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			tok, err := st.SetLimits(cmd.Context(), args[0], func(cur *relay.TokenLimits) {
+				if f.Changed("rpm") {
+					cur.RPM = l.RPM
+				}
+				if f.Changed("tpm") {
+					cur.TPM = l.TPM
+				}
+				if f.Changed("quota-tokens") {
+					cur.MonthlyTokens = l.MonthlyTokens
+				}
+				if f.Changed("quota-cost") {
+					cur.MonthlyCost = l.MonthlyCost
+				}
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Token %q (%s) now has limits: %s. The running relay applies them within a few seconds.\n",
+				tok.Name, tok.ID, limitsText(tok.Limits(), "the relay's defaults"))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&l.RPM, "rpm", 0, "requests per minute; 0 = limits.requests_per_minute of the relay config")
+	f.IntVar(&l.TPM, "tpm", 0, "prompt + completion tokens per minute; 0 = no limit")
+	f.Int64Var(&l.MonthlyTokens, "quota-tokens", 0, "prompt + completion tokens per calendar month, UTC; 0 = no quota")
+	f.Float64Var(&l.MonthlyCost, "quota-cost", 0, "cost per calendar month, UTC, in the unit of the relay config's prices; 0 = no quota")
+	return cmd
+}
+
+// limitsText says a token's limits in a few words.
+func limitsText(l relay.TokenLimits, none string) string {
+	var parts []string
+	if l.RPM > 0 {
+		parts = append(parts, humanize.Comma(int64(l.RPM))+" requests/min")
+	}
+	if l.TPM > 0 {
+		parts = append(parts, humanize.Comma(int64(l.TPM))+" tokens/min")
+	}
+	if l.MonthlyTokens > 0 {
+		parts = append(parts, humanize.Comma(l.MonthlyTokens)+" tokens/month")
+	}
+	if l.MonthlyCost > 0 {
+		parts = append(parts, strconv.FormatFloat(l.MonthlyCost, 'f', -1, 64)+" cost/month")
+	}
+	if len(parts) == 0 {
+		return none
+	}
+	return strings.Join(parts, ", ")
 }
 
 func newTokenListCmd(open openStoreFunc) *cobra.Command {
@@ -153,14 +233,20 @@ func newTokenRevokeCmd(open openStoreFunc) *cobra.Command {
 	}
 }
 
-// renderTokens prints the token table; times are UTC, like the relay's messages.
+// renderTokens prints the token table; times are UTC, like the relay's messages. The LIMITS
+// column is there when some token has limits of its own.
 func renderTokens(w io.Writer, toks []relay.Token, now time.Time) {
 	if len(toks) == 0 {
 		fmt.Fprintln(w, "No tokens yet: create one with `hearth token create --name NAME`.")
 		return
 	}
+	limits := slices.ContainsFunc(toks, func(t relay.Token) bool { return t.Limits() != relay.TokenLimits{} })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tID\tMODELS\tEXPIRES\tCREATED\tLAST USED\tREVOKED\tOLLAMA KEY")
+	header := "NAME\tID\tMODELS\tEXPIRES\tCREATED\tLAST USED\tREVOKED\tOLLAMA KEY"
+	if limits {
+		header += "\tLIMITS"
+	}
+	fmt.Fprintln(tw, header)
 	for _, t := range toks {
 		expires := whenText(t.ExpiresAt, "never")
 		if t.ExpiresAt != nil && !now.Before(*t.ExpiresAt) {
@@ -170,8 +256,12 @@ func renderTokens(w io.Writer, toks []relay.Token, now time.Time) {
 		if t.OllamaKeyFingerprint != "" {
 			key = t.OllamaKeyFingerprint
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.ID, modelsText(t.Models), expires,
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", t.Name, t.ID, modelsText(t.Models), expires,
 			whenText(&t.CreatedAt, "-"), whenText(t.LastUsedAt, "never"), whenText(t.RevokedAt, "-"), key)
+		if limits {
+			line += "\t" + limitsText(t.Limits(), "-")
+		}
+		fmt.Fprintln(tw, line)
 	}
 	_ = tw.Flush()
 }

@@ -1,0 +1,423 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"path"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/router"
+)
+
+// Chain serves a chat request from the first channel that can: the channels that serve the
+// model by priority (then weighted at random), then the route fallbacks with their mapped
+// models. It moves on when a channel cannot serve — tunnel down, connection refused, 429 or
+// 5xx, no first byte in time, home's model_unavailable — and never after the first byte has
+// reached the client.
+type Chain struct {
+	state    atomic.Pointer[chainState]
+	tunnel   *Tunnel
+	homeHost string
+	auth     *Auth
+	usage    *UsageLog
+	log      *slog.Logger
+	wg       sync.WaitGroup
+}
+
+type chainState struct {
+	channels []*channel
+	routes   []config.Route
+}
+
+// link is one channel to try and the model to ask it for.
+type link struct {
+	ch    *channel
+	model string
+}
+
+// NewChain builds the chain from the relay config.
+func NewChain(cfg config.Relay, tunnel *Tunnel, auth *Auth, usage *UsageLog, logger *slog.Logger) *Chain {
+	c := &Chain{tunnel: tunnel, homeHost: HomeHost(cfg.Tunnel.Home), auth: auth, usage: usage, log: logger}
+	c.state.Store(buildState(cfg, nil))
+	return c
+}
+
+// buildState makes the channels of cfg, keeping the live ones (breakers, keys, statistics)
+// of old whose configuration did not change.
+func buildState(cfg config.Relay, old *chainState) *chainState {
+	st := &chainState{routes: cfg.Routes}
+	for _, cc := range cfg.Channels {
+		var ch *channel
+		if old != nil {
+			for _, o := range old.channels {
+				if reflect.DeepEqual(o.cfg, cc) {
+					ch = o
+				}
+			}
+		}
+		if ch == nil {
+			ch = newChannel(cc)
+		}
+		st.channels = append(st.channels, ch)
+	}
+	return st
+}
+
+// Reload swaps in the channels of cfg; requests in flight finish on the channels they had.
+func (c *Chain) Reload(cfg config.Relay) {
+	old := c.state.Load()
+	st := buildState(cfg, old)
+	for _, ch := range st.channels {
+		if ch.cfg.Type == "home" && ch.homeModels.Load() == nil {
+			_ = ch.refreshHomeModels(context.Background(), c.tunnel, c.homeHost)
+		}
+	}
+	c.state.Store(st)
+	names := make([]string, 0, len(st.channels))
+	for _, ch := range st.channels {
+		names = append(names, ch.cfg.Name)
+	}
+	c.log.Info("channels reloaded", "channels", names, "routes", len(st.routes))
+}
+
+// hasHome: a home channel is configured.
+func (c *Chain) hasHome() bool {
+	for _, ch := range c.state.Load().channels {
+		if ch.cfg.Type == "home" {
+			return true
+		}
+	}
+	return false
+}
+
+// refreshHomeIfMissing re-reads home's model list when home is online but not among links
+// and the list is more than a second old: the model may have just been pulled at home, or
+// the tunnel just came up. It reports whether it read.
+func (c *Chain) refreshHomeIfMissing(ctx context.Context, links []link) bool {
+	if !c.homeOnline() {
+		return false
+	}
+	for _, l := range links {
+		if l.ch.cfg.Type == "home" {
+			return false
+		}
+	}
+	for _, ch := range c.state.Load().channels {
+		if ch.cfg.Type == "home" && time.Since(time.Unix(0, ch.homeRead.Load())) > time.Second {
+			return ch.refreshHomeModels(ctx, c.tunnel, c.homeHost) == nil
+		}
+	}
+	return false
+}
+
+// homeOnline: an agent holds the home channel's tunnel now.
+func (c *Chain) homeOnline() bool { return c.tunnel != nil && c.tunnel.Channel(c.homeName()) }
+
+// links lists what to try for model, in order.
+func (c *Chain) links(model string) []link {
+	st := c.state.Load()
+	var direct []link
+	for _, ch := range st.channels {
+		if m, ok := ch.serves(model); ok {
+			direct = append(direct, link{ch, m})
+		}
+	}
+	order(direct)
+	out := direct
+	for _, r := range st.routes {
+		if ok, _ := path.Match(r.Model, model); !ok && r.Model != model {
+			continue
+		}
+		for _, f := range r.Fallback {
+			name, m, _ := strings.Cut(f, "/")
+			for _, ch := range st.channels {
+				if ch.cfg.Name == name && !contains(out, ch, m) {
+					out = append(out, link{ch, m})
+				}
+			}
+		}
+		break // the first matching route decides
+	}
+	return out
+}
+
+func contains(ls []link, ch *channel, model string) bool {
+	for _, l := range ls {
+		if l.ch == ch && l.model == model {
+			return true
+		}
+	}
+	return false
+}
+
+// order sorts by priority, and within one priority draws by weight.
+func order(ls []link) {
+	keys := make([]float64, len(ls))
+	for i, l := range ls {
+		// Efraimidis–Spirakis: a weighted random order from one draw per item.
+		keys[i] = -rand.ExpFloat64() / float64(max(1, l.ch.cfg.Weight))
+	}
+	idx := make([]int, len(ls))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool {
+		la, lb := ls[idx[a]], ls[idx[b]]
+		if la.ch.cfg.Priority != lb.ch.cfg.Priority {
+			return la.ch.cfg.Priority < lb.ch.cfg.Priority
+		}
+		return keys[idx[a]] > keys[idx[b]]
+	})
+	sorted := make([]link, len(ls))
+	for i, j := range idx {
+		sorted[i] = ls[j]
+	}
+	copy(ls, sorted)
+}
+
+// chatRequest is what the chain reads from the client's request.
+type chatRequest struct {
+	dialect      router.Dialect
+	path         string
+	body         []byte // as the client sent it
+	openai       []byte // its OpenAI chat form, for vendors
+	model        string
+	stream       bool
+	includeUsage bool // the client asked for the usage chunk
+	realModel    bool // the client wants to see the model that served it
+}
+
+// ServeHTTP serves /v1/chat/completions, /api/chat and /api/generate.
+func (c *Chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	req, apiErr := readChat(r)
+	if apiErr != nil {
+		router.WriteError(w, router.DialectOf(r.URL.Path), apiErr)
+		return
+	}
+	if !c.auth.CheckModel(w, r, req.model) {
+		return
+	}
+	tok, _ := TokenFrom(r.Context())
+	settle, err := c.usage.Reserve(tok, req.model, EstimateTokens(string(req.body)))
+	if err != nil {
+		var le *LimitError
+		if errors.As(err, &le) {
+			router.WriteError(w, req.dialect, le.APIError())
+		} else {
+			router.WriteError(w, req.dialect, &router.APIError{Status: http.StatusTooManyRequests, Code: "quota_exceeded", Message: err.Error()})
+		}
+		return
+	}
+	rec := UsageRecord{Time: start, TokenID: tok.ID, TokenName: tok.Name, RequestedModel: req.model, Stream: req.stream}
+	used := c.serve(w, r, req, &rec)
+	rec.Duration = time.Since(start)
+	settle(used)
+	rec.PromptTokens, rec.CompletionTokens, rec.Estimated = used.PromptTokens, used.CompletionTokens, used.Estimated
+	if rec.Status != 0 {
+		c.usage.Record(rec)
+	}
+}
+
+// serve walks the links; it fills rec and returns the usage of the answer given.
+func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, rec *UsageRecord) Usage {
+	links := c.links(req.model)
+	if c.refreshHomeIfMissing(r.Context(), links) {
+		links = c.links(req.model)
+	}
+	var tried, why []string
+	homeOffline := false
+	for _, l := range links {
+		now := time.Now()
+		if !l.ch.brk.allow(now) {
+			why = append(why, l.ch.cfg.Name+": cooling down after failures")
+			continue
+		}
+		var k *channelKey
+		if l.ch.cfg.Type != "home" {
+			if k = l.ch.pickKey(now); k == nil {
+				l.ch.brk.release()
+				why = append(why, l.ch.cfg.Name+": every key disabled or cooling down")
+				continue
+			}
+		} else if !c.homeOnline() {
+			l.ch.brk.release()
+			homeOffline = true
+			why = append(why, l.ch.cfg.Name+": "+ErrHomeOffline.Error())
+			continue
+		}
+		used, done, err := c.attempt(w, r, req, l, k, rec, tried)
+		if done {
+			return used
+		}
+		if r.Context().Err() != nil {
+			rec.Status = 499
+			return Usage{}
+		}
+		c.log.Info("channel could not serve; moving on", "channel", l.ch.cfg.Name, "model", l.model, "err", err)
+		tried = append(tried, l.ch.cfg.Name)
+		why = append(why, l.ch.cfg.Name+": "+err.Error())
+	}
+	msg := fmt.Sprintf("no channel could serve %q", req.model)
+	status, code := http.StatusServiceUnavailable, "model_unavailable"
+	switch {
+	case (len(links) == 0 || homeOffline && len(why) == 1) && c.hasHome() && !c.homeOnline():
+		code = "home_offline"
+		msg = fmt.Sprintf("home is offline: no agent holds the tunnel %q to this relay right now, and no other channel serves %q; check `hearth status` at home", c.homeName(), req.model)
+	case len(links) == 0:
+		status, code = http.StatusNotFound, "model_not_found"
+		msg = fmt.Sprintf("model %q not found: home does not have it and no channel or route serves it", req.model)
+	default:
+		msg += ": " + strings.Join(why, "; ")
+	}
+	rec.Status = status
+	router.WriteError(w, req.dialect, &router.APIError{Status: status, Code: code, RetryAfter: retryAfter(status), Message: msg})
+	return Usage{}
+}
+
+func retryAfter(status int) int {
+	if status == http.StatusServiceUnavailable {
+		return 10
+	}
+	return 0
+}
+
+// errMoveOn wraps a channel failure that another channel may not share.
+type errMoveOn struct{ error }
+
+// attempt tries one link. done means the client got an answer (good or not): stop here.
+func (c *Chain) attempt(w http.ResponseWriter, r *http.Request, req *chatRequest, l link, k *channelKey, rec *UsageRecord, tried []string) (Usage, bool, error) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	// One timer: first byte, then the idle gap between chunks. It cancels the attempt.
+	timer := time.AfterFunc(l.ch.cfg.Timeouts.FirstByte, cancel)
+	defer timer.Stop()
+	sent := time.Now()
+	call := c.upstreamCall(r, req, l)
+	resp, err := l.ch.send(ctx, c.tunnel, c.homeHost, call, k)
+	if err == nil {
+		err = moveOnStatus(l.ch, resp)
+	}
+	var br *bufio.Reader
+	if err == nil {
+		br = bufio.NewReaderSize(resp.Body, 32<<10)
+		if _, perr := br.Peek(1); perr != nil && !errors.Is(perr, io.EOF) {
+			err = fmt.Errorf("no first byte within %s: %w", l.ch.cfg.Timeouts.FirstByte, perr)
+		}
+	}
+	if err != nil {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		var ce *clientError
+		if r.Context().Err() != nil {
+			l.ch.brk.release()
+			if k != nil {
+				k.brk.release()
+			}
+			return Usage{}, false, err
+		}
+		if errors.As(err, &ce) {
+			l.ch.brk.release()
+			rec.Status = http.StatusBadRequest
+			router.WriteError(w, req.dialect, &router.APIError{Status: http.StatusBadRequest, Code: "invalid_request", Message: ce.Error()})
+			return Usage{}, true, nil
+		}
+		c.fail(l, k, err)
+		return Usage{}, false, err
+	}
+	defer resp.Body.Close()
+	ttft := time.Since(sent)
+	l.ch.brk.success()
+	if k != nil {
+		k.brk.success()
+	}
+	l.ch.record(nil, ttft)
+	rec.Channel, rec.ServedModel, rec.TTFT, rec.Status = l.ch.cfg.Name, l.model, ttft, resp.StatusCode
+	rec.FellBackFrom = strings.Join(tried, ",")
+	if k != nil {
+		rec.KeyID = k.id
+	}
+	body := &idleReader{r: br, timer: timer, idle: l.ch.cfg.Timeouts.Idle}
+	h := w.Header()
+	h.Set("X-Hearth-Channel", l.ch.cfg.Name)
+	h.Set("X-Hearth-Model", l.model)
+	return c.answer(w, resp, body, req, l), true, nil
+}
+
+// upstreamCall is the request for l: home gets the client's own bytes (with the model
+// renamed when a route maps it), vendors the OpenAI chat form.
+func (c *Chain) upstreamCall(r *http.Request, req *chatRequest, l link) *upstreamCall {
+	call := &upstreamCall{path: r.URL.Path, query: r.URL.RawQuery, header: r.Header, model: l.model, stream: req.stream, body: req.openai}
+	if l.ch.cfg.Type == "home" {
+		call.body = req.body
+		if l.model != req.model {
+			if b, err := renameModel(req.body, l.model); err == nil {
+				call.body = b
+			}
+		}
+	}
+	return call
+}
+
+// moveOnStatus turns an answer another channel may do better than into an error.
+func moveOnStatus(ch *channel, resp *http.Response) error {
+	switch {
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return &errMoveOn{fmt.Errorf("answered %s: %s", resp.Status, strings.TrimSpace(string(b)))}
+	case resp.StatusCode == http.StatusUnauthorized && ch.cfg.Type != "home":
+		return &errMoveOn{errors.New("answered 401 Unauthorized: the key is wrong or revoked")}
+	}
+	return nil
+}
+
+// fail counts a channel failure; a 401 disables the key until the next reload.
+func (c *Chain) fail(l link, k *channelKey, err error) {
+	now := time.Now()
+	l.ch.record(err, 0)
+	if l.ch.brk.failure(now) {
+		c.log.Warn("channel breaker opened after repeated failures", "channel", l.ch.cfg.Name, "err", err)
+	}
+	if k != nil {
+		k.brk.failure(now)
+		if strings.Contains(err.Error(), "401") {
+			l.ch.disableKey(k, err.Error())
+			c.log.Error("channel key disabled until reload", "channel", l.ch.cfg.Name, "key", k.id, "err", err)
+		}
+	}
+}
+
+// idleReader cancels the attempt when the upstream stalls longer than idle between chunks.
+type idleReader struct {
+	r     io.Reader
+	timer *time.Timer
+	idle  time.Duration
+}
+
+func (i *idleReader) Read(p []byte) (int, error) {
+	i.timer.Reset(i.idle)
+	return i.r.Read(p)
+}
+
+func renameModel(body []byte, model string) ([]byte, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return nil, err
+	}
+	fields["model"], _ = json.Marshal(model)
+	return json.Marshal(fields)
+}

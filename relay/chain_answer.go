@@ -1,0 +1,300 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/hearthlab/hearth/router"
+)
+
+// readChat reads the client's chat request (the body within the relay's limit).
+func readChat(r *http.Request) (*chatRequest, *router.APIError) {
+	d := router.DialectOf(r.URL.Path)
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, &router.APIError{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large",
+				Message: fmt.Sprintf("request body is larger than %d bytes (limits.max_body on the relay): send less", tooLarge.Limit)}
+		}
+		return nil, &router.APIError{Status: http.StatusBadRequest, Code: "bad_body", Message: "could not read the request body: " + err.Error()}
+	}
+	req := &chatRequest{dialect: d, path: r.URL.Path, body: body, realModel: r.Header.Get("X-Hearth-Real-Model") != ""}
+	bad := func(err error) *router.APIError {
+		return &router.APIError{Status: http.StatusBadRequest, Code: "invalid_json", Message: "request body: " + err.Error()}
+	}
+	if d == router.OpenAI {
+		var meta struct {
+			Model         string `json:"model"`
+			Stream        bool   `json:"stream"`
+			StreamOptions struct {
+				IncludeUsage bool `json:"include_usage"`
+			} `json:"stream_options"`
+		}
+		if err := json.Unmarshal(body, &meta); err != nil {
+			return nil, bad(err)
+		}
+		req.model, req.stream, req.includeUsage, req.openai = meta.Model, meta.Stream, meta.StreamOptions.IncludeUsage, body
+	} else {
+		oai, model, stream, err := OllamaToOpenAI(r.URL.Path, body)
+		if err != nil && !errors.Is(err, ErrLoadOnly) {
+			return nil, bad(err)
+		}
+		req.model, req.stream, req.openai = model, stream, oai
+	}
+	if strings.TrimSpace(req.model) == "" {
+		return nil, &router.APIError{Status: http.StatusBadRequest, Code: "missing_model", Message: `model is required: name it in the "model" field`}
+	}
+	return req, nil
+}
+
+// answer writes resp to the client in its dialect and returns the usage seen.
+func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reader, req *chatRequest, l link) Usage {
+	report := req.model
+	if req.realModel {
+		report = l.model
+	}
+	if l.ch.cfg.Type == "home" {
+		if req.dialect == router.OpenAI {
+			return relayOpenAI(w, resp, body, req, report)
+		}
+		return relayRaw(w, resp, body)
+	}
+	if l.ch.cfg.Type == "anthropic" {
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(io.LimitReader(body, 1<<20))
+			return writeRaw(w, resp.StatusCode, "application/json", AnthropicError(resp.StatusCode, b))
+		}
+		if req.stream {
+			s := NewAnthropicStream(io.NopCloser(body), report, true)
+			if req.dialect == router.Ollama {
+				flushHeader(w, "application/x-ndjson", true)
+				u, _ := OpenAIToOllama(w, s, req.path, req.model, true)
+				return orUsage(u, s.Usage())
+			}
+			translated := &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"text/event-stream"}}}
+			return orUsage(relayOpenAI(w, translated, s, req, report), s.Usage())
+		}
+		b, _ := io.ReadAll(io.LimitReader(body, 64<<20))
+		out, u, err := AnthropicResponse(b, report)
+		if err != nil {
+			return writeRaw(w, http.StatusBadGateway, "application/json", []byte(`{"error":{"message":"the vendor's answer could not be translated","type":"server_error"}}`))
+		}
+		if req.dialect == router.Ollama {
+			u2, _ := OpenAIToOllama(w, bytes.NewReader(out), req.path, req.model, false)
+			return orUsage(u2, u)
+		}
+		writeRaw(w, http.StatusOK, "application/json", out)
+		return u
+	}
+	// openai and ollama channels answer in OpenAI's format.
+	if req.dialect == router.Ollama && resp.StatusCode == http.StatusOK {
+		flushHeader(w, "application/x-ndjson", req.stream)
+		u, _ := OpenAIToOllama(w, body, req.path, req.model, req.stream)
+		return u
+	}
+	return relayOpenAI(w, resp, body, req, report)
+}
+
+func orUsage(a, b Usage) Usage {
+	if a.PromptTokens+a.CompletionTokens > 0 {
+		return a
+	}
+	return b
+}
+
+func flushHeader(w http.ResponseWriter, contentType string, stream bool) {
+	if !stream {
+		contentType = "application/json; charset=utf-8"
+	}
+	w.Header().Set("Content-Type", contentType)
+}
+
+func writeRaw(w http.ResponseWriter, status int, contentType string, b []byte) Usage {
+	w.Header().Set("Content-Type", contentType)
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+	return Usage{}
+}
+
+// relayOpenAI copies an OpenAI chat answer: a stream event by event (dropping the usage
+// chunk hearth asked for when the client did not), or a body with the model the client
+// asked for. It returns the usage the upstream reported, or an estimate.
+func relayOpenAI(w http.ResponseWriter, resp *http.Response, body io.Reader, req *chatRequest, report string) Usage {
+	h := w.Header()
+	for k, v := range resp.Header {
+		if k == "Content-Type" || k == "Cache-Control" || strings.HasPrefix(k, "X-Hearth-") && k != "X-Hearth-Channel" && k != "X-Hearth-Model" {
+			h[k] = v
+		}
+	}
+	if !req.stream || resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(body, 64<<20))
+		u, text := openAIUsage(b)
+		if resp.StatusCode == http.StatusOK {
+			if renamed, err := renameModel(b, report); err == nil {
+				b = renamed
+			}
+		}
+		h.Del("Content-Length")
+		w.WriteHeader(resp.StatusCode)
+		_, _ = w.Write(b)
+		return estimateIfMissing(u, req, text)
+	}
+	w.WriteHeader(resp.StatusCode)
+	flusher, _ := w.(http.Flusher)
+	br := bufio.NewReader(body)
+	var usage Usage
+	var text strings.Builder
+	dropBlank := false
+	// Line by line, each flushed as it comes: an event's lines may arrive apart, and none may
+	// wait for the next.
+	for {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 {
+			keep := true
+			trimmed := bytes.TrimSpace(line)
+			switch {
+			case len(trimmed) == 0:
+				keep, dropBlank = !dropBlank, false
+			case bytes.HasPrefix(trimmed, []byte("data:")):
+				data := bytes.TrimSpace(trimmed[len("data:"):])
+				if !bytes.Equal(data, []byte("[DONE]")) {
+					u, t, usageOnly := chunkInfo(data)
+					if u.PromptTokens+u.CompletionTokens > 0 {
+						usage = u
+					}
+					text.WriteString(t)
+					if usageOnly && !req.includeUsage {
+						keep, dropBlank = false, true
+					}
+				}
+			}
+			if keep {
+				if _, werr := w.Write(line); werr != nil {
+					return estimateIfMissing(usage, req, text.String())
+				}
+				if flusher != nil {
+					flusher.Flush()
+				}
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				_, _ = fmt.Fprintf(w, "\ndata: {\"error\":{\"message\":%q,\"type\":\"server_error\",\"code\":\"stream_interrupted\"}}\n\n",
+					"the upstream stopped in the middle of the answer: "+err.Error())
+				if flusher != nil {
+					flusher.Flush()
+				}
+			}
+			return estimateIfMissing(usage, req, text.String())
+		}
+	}
+}
+
+// chunkInfo reads one stream chunk: its usage, its text, and whether it is the usage-only
+// chunk (no choices) that include_usage adds.
+func chunkInfo(data []byte) (Usage, string, bool) {
+	var ch struct {
+		Choices []struct {
+			Delta struct {
+				Content string `json:"content"`
+			} `json:"delta"`
+		} `json:"choices"`
+		Usage *struct {
+			Prompt     int `json:"prompt_tokens"`
+			Completion int `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if json.Unmarshal(data, &ch) != nil {
+		return Usage{}, "", false
+	}
+	var u Usage
+	var text string
+	if ch.Usage != nil {
+		u = Usage{PromptTokens: ch.Usage.Prompt, CompletionTokens: ch.Usage.Completion}
+	}
+	if len(ch.Choices) > 0 {
+		text = ch.Choices[0].Delta.Content
+	}
+	return u, text, len(ch.Choices) == 0 && ch.Usage != nil
+}
+
+// openAIUsage reads usage and the answer's text from a non-stream body.
+func openAIUsage(b []byte) (Usage, string) {
+	var body struct {
+		Choices []struct {
+			Message struct {
+				Content string `json:"content"`
+			} `json:"message"`
+		} `json:"choices"`
+		Usage struct {
+			Prompt     int `json:"prompt_tokens"`
+			Completion int `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if json.Unmarshal(b, &body) != nil {
+		return Usage{}, ""
+	}
+	text := ""
+	if len(body.Choices) > 0 {
+		text = body.Choices[0].Message.Content
+	}
+	return Usage{PromptTokens: body.Usage.Prompt, CompletionTokens: body.Usage.Completion}, text
+}
+
+func estimateIfMissing(u Usage, req *chatRequest, answer string) Usage {
+	if u.PromptTokens+u.CompletionTokens > 0 {
+		return u
+	}
+	return Usage{PromptTokens: EstimateTokens(string(req.openai)), CompletionTokens: EstimateTokens(answer), Estimated: true}
+}
+
+// relayRaw copies home's answer on the Ollama routes as it comes, flushing each read, and
+// reads the token counts from Ollama's final chunk.
+func relayRaw(w http.ResponseWriter, resp *http.Response, body io.Reader) Usage {
+	for k, v := range resp.Header {
+		if k != "Content-Length" && k != "Connection" && k != "Transfer-Encoding" && k != "X-Hearth-Channel" && k != "X-Hearth-Model" {
+			w.Header()[k] = v
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	flusher, _ := w.(http.Flusher)
+	buf := make([]byte, 32<<10)
+	var tail []byte
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			tail = append(tail, buf[:n]...)
+			if len(tail) > 8<<10 {
+				tail = append(tail[:0], tail[len(tail)-4<<10:]...)
+			}
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				break
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				_, _ = fmt.Fprintf(w, "{\"error\":%q}\n", "home stopped in the middle of the answer: "+err.Error())
+			}
+			break
+		}
+	}
+	var final struct {
+		Prompt int `json:"prompt_eval_count"`
+		Eval   int `json:"eval_count"`
+	}
+	if i := bytes.LastIndex(bytes.TrimRight(tail, "\n"), []byte("\n")); i >= 0 {
+		tail = tail[i+1:]
+	}
+	_ = json.Unmarshal(bytes.TrimSpace(tail), &final)
+	return Usage{PromptTokens: final.Prompt, CompletionTokens: final.Eval}
+}

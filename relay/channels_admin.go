@@ -1,0 +1,215 @@
+package relay
+
+import (
+	"context"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/hearthlab/hearth/internal/config"
+)
+
+// ChannelView is one channel in /admin/v1/channels and `hearth channel list`.
+type ChannelView struct {
+	Name        string    `json:"name"`
+	Type        string    `json:"type"`
+	Priority    int       `json:"priority"`
+	State       string    `json:"state"` // closed, open, half-open
+	Keys        []KeyView `json:"keys,omitempty"`
+	Models      []string  `json:"models"`
+	Requests    int       `json:"requests"`
+	SuccessRate float64   `json:"success_rate"`
+	LatencyMS   int64     `json:"latency_ms"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// KeyView is one key of a channel: its id, never the key.
+type KeyView struct {
+	ID       string `json:"id"`
+	State    string `json:"state"`
+	Disabled string `json:"disabled,omitempty"`
+}
+
+// Channels describes every channel now.
+func (c *Chain) Channels() []ChannelView {
+	now := time.Now()
+	var out []ChannelView
+	for _, ch := range c.state.Load().channels {
+		ch.mu.Lock()
+		v := ChannelView{Name: ch.cfg.Name, Type: ch.cfg.Type, Priority: ch.cfg.Priority, State: ch.brk.state(now),
+			Models: ch.cfg.Models, Requests: ch.ok + ch.fails, LatencyMS: ch.latency.Milliseconds(), LastError: ch.lastErr, LastErrorAt: ch.lastErrAt}
+		if v.Requests > 0 {
+			v.SuccessRate = float64(ch.ok) / float64(v.Requests)
+		}
+		ch.mu.Unlock()
+		if ch.cfg.Type == "home" {
+			if m := ch.homeModels.Load(); m != nil {
+				v.Models = v.Models[:0:0]
+				for name := range *m {
+					v.Models = append(v.Models, name)
+				}
+			}
+			if !c.homeOnline() {
+				v.State = "offline"
+			}
+		}
+		for _, k := range ch.keys {
+			kv := KeyView{ID: k.id, State: k.brk.state(now)}
+			if why := k.disabled.Load(); why != nil {
+				kv.Disabled = *why
+			}
+			v.Keys = append(v.Keys, kv)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func (c *Chain) homeName() string { return c.homeHost[:len(c.homeHost)-len(homeDomain)] }
+
+// Run probes channels until ctx ends: home's model list through the tunnel, and vendors with
+// a probe_model by a cheap real call, each at its probe_interval.
+func (c *Chain) Run(ctx context.Context) {
+	next := map[*channel]time.Time{}
+	wasOnline := false
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		online := c.homeOnline()
+		for _, ch := range c.state.Load().channels {
+			due := now.After(next[ch])
+			if ch.cfg.Type == "home" && online && (due || !wasOnline) {
+				// A tunnel that just came back is read at once: traffic returns home.
+				if err := ch.refreshHomeModels(ctx, c.tunnel, c.homeHost); err != nil {
+					c.log.Debug("home's model list", "err", err)
+				} else {
+					ch.brk.success()
+				}
+				next[ch] = now.Add(ch.cfg.ProbeInterval)
+			} else if ch.cfg.Type != "home" && ch.cfg.ProbeModel != "" && due {
+				if err := ch.probe(ctx); err != nil {
+					ch.record(err, 0)
+					c.log.Info("channel probe failed", "channel", ch.cfg.Name, "err", err)
+				} else {
+					ch.brk.success()
+				}
+				next[ch] = now.Add(ch.cfg.ProbeInterval)
+			}
+		}
+		wasOnline = online
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Test makes one real call on the named channel, for `hearth channel test`.
+func (c *Chain) Test(ctx context.Context, name string) (time.Duration, error) {
+	for _, ch := range c.state.Load().channels {
+		if ch.cfg.Name == name {
+			start := time.Now()
+			if ch.cfg.Type == "home" {
+				err := ch.refreshHomeModels(ctx, c.tunnel, c.homeHost)
+				return time.Since(start), err
+			}
+			err := ch.probe(ctx)
+			return time.Since(start), err
+		}
+	}
+	return 0, errUnknownChannel(name)
+}
+
+type errUnknownChannel string
+
+func (e errUnknownChannel) Error() string { return "no channel named " + string(e) }
+
+// channelRoutes are the admin API's channel routes.
+func (rl *Relay) channelRoutes(r chi.Router) {
+	r.Get("/channels", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"channels": rl.chain.Channels()})
+	})
+	r.Post("/channels/reload", func(w http.ResponseWriter, r *http.Request) {
+		if err := rl.Reload(); err != nil {
+			adminError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"channels": rl.chain.Channels()})
+	})
+	r.Post("/channels/{name}/test", func(w http.ResponseWriter, r *http.Request) {
+		d, err := rl.chain.Test(r.Context(), chi.URLParam(r, "name"))
+		res := map[string]any{"channel": chi.URLParam(r, "name"), "ms": d.Milliseconds(), "ok": err == nil}
+		if err != nil {
+			res["error"] = err.Error()
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
+}
+
+// Reload re-reads the config file the relay started from and swaps in its channels and
+// routes, without dropping requests in flight. Other settings need a restart.
+func (rl *Relay) Reload() error {
+	if rl.path == "" {
+		return errNoConfigPath
+	}
+	cfg, err := config.LoadRelay(rl.path)
+	if err != nil {
+		rl.log.Error("reload refused: the config has problems; the running channels stay", "err", err)
+		return err
+	}
+	rl.chain.Reload(cfg)
+	return nil
+}
+
+var errNoConfigPath = configPathError("this relay was started without a config file: nothing to reload")
+
+type configPathError string
+
+func (e configPathError) Error() string { return string(e) }
+
+// Models is GET /v1/models: home's models and the models vendors serve by name.
+func (c *Chain) Models(w http.ResponseWriter, r *http.Request) {
+	type model struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}
+	seen := map[string]bool{}
+	data := []model{}
+	add := func(id, owner string) {
+		if !seen[id] && !strings.ContainsAny(id, "*?[") {
+			seen[id] = true
+			data = append(data, model{ID: id, Object: "model", OwnedBy: owner})
+		}
+	}
+	tok, _ := TokenFrom(r.Context())
+	for _, ch := range c.state.Load().channels {
+		var names []string
+		if ch.cfg.Type == "home" {
+			if m := ch.homeModels.Load(); m != nil && c.homeOnline() {
+				for name := range *m {
+					names = append(names, name)
+				}
+				sort.Strings(names)
+			}
+		} else {
+			names = append(names, ch.cfg.Models...)
+		}
+		for name := range ch.cfg.Map {
+			names = append(names, name)
+		}
+		for _, n := range names {
+			if Allows(tok, n) {
+				add(n, ch.cfg.Name)
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+}
