@@ -22,6 +22,8 @@ e2e:
 
 bench:
 	go run ./bench/overhead
+	go run ./bench/cluster
+	go run ./bench/relay
 
 lint:
 	go vet ./...
