@@ -28,11 +28,15 @@ func (rl *Relay) createToken(w http.ResponseWriter, r *http.Request) {
 		Models    []string `json:"models"`
 		Expires   string   `json:"expires"` // "90d", "12h", "" = never
 		OllamaKey string   `json:"ollama_key"`
+		RPM           int     `json:"rpm"`
+		TPM           int     `json:"tpm"`
+		MonthlyTokens int64   `json:"monthly_tokens"`
+		MonthlyCost   float64 `json:"monthly_cost"`
 	}
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		adminError(w, http.StatusBadRequest, `send {"name": "...", "models": ["glob", ...], "expires": "90d", "ollama_key": "ssh-ed25519 ..."}: `+err.Error())
+		adminError(w, http.StatusBadRequest, `send {"name": "...", "models": ["glob", ...], "expires": "90d", "ollama_key": "ssh-ed25519 ...", "rpm": 0, "tpm": 0, "monthly_tokens": 0, "monthly_cost": 0}: `+err.Error())
 		return
 	}
 	expires, err := ParseLifetime(req.Expires)
@@ -40,7 +44,8 @@ func (rl *Relay) createToken(w http.ResponseWriter, r *http.Request) {
 		adminError(w, http.StatusBadRequest, "expires "+err.Error())
 		return
 	}
-	secret, tok, err := rl.store.Create(r.Context(), TokenSpec{Name: req.Name, Models: req.Models, Expires: expires, OllamaKey: req.OllamaKey})
+	secret, tok, err := rl.store.Create(r.Context(), TokenSpec{Name: req.Name, Models: req.Models, Expires: expires, OllamaKey: req.OllamaKey,
+		RPM: req.RPM, TPM: req.TPM, MonthlyTokens: req.MonthlyTokens, MonthlyCost: req.MonthlyCost})
 	if err != nil {
 		status := http.StatusBadRequest
 		if errors.Is(err, ErrNameTaken) {

@@ -163,6 +163,9 @@ func (rl *Relay) Reload() error {
 		rl.log.Error("reload refused: the config has problems; the running channels stay", "err", err)
 		return err
 	}
+	if err := rl.usage.SetPrices(cfg.Prices); err != nil {
+		return err
+	}
 	rl.chain.Reload(cfg)
 	return nil
 }
