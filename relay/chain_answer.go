@@ -152,8 +152,7 @@ func relayOpenAI(w http.ResponseWriter, resp *http.Response, body io.Reader, req
 	var usage Usage
 	var text strings.Builder
 	dropBlank := false
-	// Line by line, each flushed as it comes: an event's lines may arrive apart, and none may
-	// wait for the next.
+	// Line by line: an event's lines may arrive apart, and none may wait for the next.
 	for {
 		line, err := br.ReadBytes('\n')
 		if len(line) > 0 {
@@ -179,9 +178,11 @@ func relayOpenAI(w http.ResponseWriter, resp *http.Response, body io.Reader, req
 				if _, werr := w.Write(line); werr != nil {
 					return estimateIfMissing(usage, req, text.String())
 				}
-				if flusher != nil {
-					flusher.Flush()
-				}
+			}
+			// Flush when nothing more has arrived: an event's lines leave together, and no
+			// line waits for one that is not here yet.
+			if flusher != nil && br.Buffered() == 0 {
+				flusher.Flush()
 			}
 		}
 		if err != nil {
