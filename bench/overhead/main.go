@@ -15,14 +15,12 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"slices"
-	"sync"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/hearthlab/hearth/agent"
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/loadgen"
 	"github.com/hearthlab/hearth/internal/ollamasim"
 )
 
@@ -73,21 +71,21 @@ func run(requests int, maxTime time.Duration, rounds int) error {
 			body = stream
 		}
 		for _, conc := range []int{1, 32} {
-			var direct, through result
+			var direct, through loadgen.Result
 			for r := 0; r < rounds; r++ {
-				direct.merge(load(client, simURL, body, conc, requests, maxTime))
-				through.merge(load(client, agentURL, body, conc, requests, maxTime))
+				direct.Merge(load(client, simURL, body, conc, requests, maxTime))
+				through.Merge(load(client, agentURL, body, conc, requests, maxTime))
 			}
-			if direct.failed+through.failed > 0 {
-				fmt.Fprintf(os.Stderr, "failed requests: direct %d, agent %d (first error: %v)\n", direct.failed, through.failed, firstErr(direct, through))
+			if direct.Failed+through.Failed > 0 {
+				fmt.Fprintf(os.Stderr, "failed requests: direct %d, agent %d (first error: %v)\n", direct.Failed, through.Failed, loadgen.FirstErr(direct, through))
 			}
-			d, t := direct.stats(), through.stats()
-			fmt.Fprintf(tw, "%s\t%d\tdirect\t%.0f\t%s\t%s\t%s\t\t\t\t\t\n", kind, conc, d.rps, ms(d.p50), ms(d.p99), us(d.cpu))
-			fmt.Fprintf(tw, "%s\t%d\tagent\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t\n", kind, conc, t.rps, ms(t.p50), ms(t.p99), us(t.cpu),
-				ms(t.p50-d.p50), ms(t.p99-d.p99), us(t.cpu-d.cpu), t.rps/d.rps)
+			d, t := direct.Stats(), through.Stats()
+			fmt.Fprintf(tw, "%s\t%d\tdirect\t%.0f\t%s\t%s\t%s\t\t\t\t\t\n", kind, conc, d.RPS, loadgen.MS(d.P50), loadgen.MS(d.P99), loadgen.US(d.CPU))
+			fmt.Fprintf(tw, "%s\t%d\tagent\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t\n", kind, conc, t.RPS, loadgen.MS(t.P50), loadgen.MS(t.P99), loadgen.US(t.CPU),
+				loadgen.MS(t.P50-d.P50), loadgen.MS(t.P99-d.P99), loadgen.US(t.CPU-d.CPU), t.RPS/d.RPS)
 			if kind == "stream" {
 				fmt.Fprintf(tw, "%s\t%d\tfirst chunk\t\t%s → %s\t%s → %s\t\t%s\t%s\t\t\t\n", kind, conc,
-					ms(d.ttfb50), ms(t.ttfb50), ms(d.ttfb99), ms(t.ttfb99), ms(t.ttfb50-d.ttfb50), ms(t.ttfb99-d.ttfb99))
+					loadgen.MS(d.TTFB50), loadgen.MS(t.TTFB50), loadgen.MS(d.TTFB99), loadgen.MS(t.TTFB99), loadgen.MS(t.TTFB50-d.TTFB50), loadgen.MS(t.TTFB99-d.TTFB99))
 			}
 		}
 	}
@@ -134,98 +132,11 @@ func startPair(ctx context.Context, tokenDelay time.Duration) (simURL, agentURL 
 	return sim.URL(), agentURL, stop, nil
 }
 
-// result collects one target's samples at one concurrency.
-type result struct {
-	lat, ttfb []time.Duration
-	elapsed   time.Duration
-	cpu       time.Duration
-	failed    int
-	err       error
-}
-
-func (r *result) merge(o result) {
-	r.lat = append(r.lat, o.lat...)
-	r.ttfb = append(r.ttfb, o.ttfb...)
-	r.elapsed += o.elapsed
-	r.cpu += o.cpu
-	r.failed += o.failed
-	if r.err == nil {
-		r.err = o.err
-	}
-}
-
-type summary struct {
-	rps                           float64
-	p50, p99, ttfb50, ttfb99, cpu time.Duration
-}
-
-func (r *result) stats() summary {
-	slices.Sort(r.lat)
-	slices.Sort(r.ttfb)
-	n := len(r.lat)
-	if n == 0 {
-		return summary{}
-	}
-	return summary{
-		rps: float64(n) / r.elapsed.Seconds(),
-		p50: pct(r.lat, 50), p99: pct(r.lat, 99),
-		ttfb50: pct(r.ttfb, 50), ttfb99: pct(r.ttfb, 99),
-		cpu: r.cpu / time.Duration(n),
-	}
-}
-
-func pct(s []time.Duration, p int) time.Duration {
-	if len(s) == 0 {
-		return 0
-	}
-	return s[(len(s)-1)*p/100]
-}
-
-// load sends up to n requests from conc workers for at most maxTime, timing each and the
-// process's CPU over the run (client, agent and backend share it, so the difference between
-// targets is the agent's share).
-func load(client *http.Client, base string, body []byte, conc, n int, maxTime time.Duration) result {
-	var (
-		mu  sync.Mutex
-		res result
-		wg  sync.WaitGroup
-	)
-	jobs := make(chan struct{}, n)
-	for i := 0; i < n; i++ {
-		jobs <- struct{}{}
-	}
-	close(jobs)
-	deadline := time.Now().Add(maxTime)
-	cpu0 := cpuTime()
-	start := time.Now()
-	for w := 0; w < conc; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 32<<10)
-			for range jobs {
-				if time.Now().After(deadline) {
-					return
-				}
-				lat, ttfb, err := once(client, base+"/api/chat", body, buf)
-				mu.Lock()
-				if err != nil {
-					res.failed++
-					if res.err == nil {
-						res.err = err
-					}
-				} else {
-					res.lat = append(res.lat, lat)
-					res.ttfb = append(res.ttfb, ttfb)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	res.elapsed = time.Since(start)
-	res.cpu = cpuTime() - cpu0
-	return res
+// load sends up to n requests to base from conc workers for at most maxTime.
+func load(client *http.Client, base string, body []byte, conc, n int, maxTime time.Duration) loadgen.Result {
+	return loadgen.Run(conc, n, maxTime, func(buf []byte) (time.Duration, time.Duration, error) {
+		return once(client, base+"/api/chat", body, buf)
+	})
 }
 
 func once(client *http.Client, url string, body, buf []byte) (lat, ttfb time.Duration, err error) {
@@ -314,24 +225,4 @@ func waitReady(base string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("agent at %s not ready after 10s", base)
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond)) }
-func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
-
-func firstErr(rs ...result) error {
-	for _, r := range rs {
-		if r.err != nil {
-			return r.err
-		}
-	}
-	return nil
 }

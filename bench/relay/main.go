@@ -18,6 +18,8 @@ import (
 	"runtime/pprof"
 	"text/tabwriter"
 	"time"
+
+	"github.com/hearthlab/hearth/internal/loadgen"
 )
 
 func main() {
@@ -93,7 +95,7 @@ func run(requests int, maxTime time.Duration, rounds int) (err error) {
 		rounds, requests, maxTime, runtime.GOMAXPROCS(0), streamTokens)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "kind\tconc\ttarget\treq/s\tp50\tp99\tCPU/req\tadded p50\tadded p99\tadded CPU/req\tthroughput ratio\t")
-	added := map[string]summary{} // kind at concurrency 1: relay minus direct
+	added := map[string]loadgen.Summary{} // kind at concurrency 1: relay minus direct
 	for _, kind := range []string{"chat", "stream"} {
 		body, isStream := nonStream, kind == "stream"
 		if isStream {
@@ -103,38 +105,38 @@ func run(requests int, maxTime time.Duration, rounds int) (err error) {
 			// Warm both: connections (and TLS sessions) open, code paths hot.
 			load(direct, body, isStream, conc, 8*conc, maxTime)
 			load(through, body, isStream, conc, 8*conc, maxTime)
-			var dr, tr result
+			var dr, tr loadgen.Result
 			for r := range rounds {
 				// The order alternates too, so neither target always runs on a fresher heap.
 				if r%2 == 0 {
-					dr.merge(load(direct, body, isStream, conc, requests, maxTime))
-					tr.merge(load(through, body, isStream, conc, requests, maxTime))
+					dr.Merge(load(direct, body, isStream, conc, requests, maxTime))
+					tr.Merge(load(through, body, isStream, conc, requests, maxTime))
 				} else {
-					tr.merge(load(through, body, isStream, conc, requests, maxTime))
-					dr.merge(load(direct, body, isStream, conc, requests, maxTime))
+					tr.Merge(load(through, body, isStream, conc, requests, maxTime))
+					dr.Merge(load(direct, body, isStream, conc, requests, maxTime))
 				}
 			}
-			if dr.failed+tr.failed > 0 {
-				fmt.Fprintf(os.Stderr, "failed requests: direct %d, relay %d (first error: %v)\n", dr.failed, tr.failed, firstErr(dr, tr))
+			if dr.Failed+tr.Failed > 0 {
+				fmt.Fprintf(os.Stderr, "failed requests: direct %d, relay %d (first error: %v)\n", dr.Failed, tr.Failed, loadgen.FirstErr(dr, tr))
 			}
-			d, t := dr.stats(), tr.stats()
-			fmt.Fprintf(tw, "%s\t%d\tdirect\t%.0f\t%s\t%s\t%s\t\t\t\t\t\n", kind, conc, d.rps, ms(d.p50), ms(d.p99), us(d.cpu))
-			fmt.Fprintf(tw, "%s\t%d\trelay\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t\n", kind, conc, t.rps, ms(t.p50), ms(t.p99), us(t.cpu),
-				ms(t.p50-d.p50), ms(t.p99-d.p99), us(t.cpu-d.cpu), t.rps/d.rps)
+			d, t := dr.Stats(), tr.Stats()
+			fmt.Fprintf(tw, "%s\t%d\tdirect\t%.0f\t%s\t%s\t%s\t\t\t\t\t\n", kind, conc, d.RPS, loadgen.MS(d.P50), loadgen.MS(d.P99), loadgen.US(d.CPU))
+			fmt.Fprintf(tw, "%s\t%d\trelay\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t\n", kind, conc, t.RPS, loadgen.MS(t.P50), loadgen.MS(t.P99), loadgen.US(t.CPU),
+				loadgen.MS(t.P50-d.P50), loadgen.MS(t.P99-d.P99), loadgen.US(t.CPU-d.CPU), t.RPS/d.RPS)
 			if isStream {
 				fmt.Fprintf(tw, "%s\t%d\tfirst chunk\t\t%s → %s\t%s → %s\t\t%s\t%s\t\t\t\n", kind, conc,
-					ms(d.ttfb50), ms(t.ttfb50), ms(d.ttfb99), ms(t.ttfb99), ms(t.ttfb50-d.ttfb50), ms(t.ttfb99-d.ttfb99))
+					loadgen.MS(d.TTFB50), loadgen.MS(t.TTFB50), loadgen.MS(d.TTFB99), loadgen.MS(t.TTFB99), loadgen.MS(t.TTFB50-d.TTFB50), loadgen.MS(t.TTFB99-d.TTFB99))
 			}
 			if conc == 1 {
-				added[kind] = summary{p50: t.p50 - d.p50, ttfb50: t.ttfb50 - d.ttfb50}
+				added[kind] = loadgen.Summary{P50: t.P50 - d.P50, TTFB50: t.TTFB50 - d.TTFB50}
 			}
 		}
 	}
 	tw.Flush()
 
-	fmt.Printf("\ntarget (issue 5; a target, not a test): relay's added p50 ≤ %s at concurrency 1\n", ms(targetP50))
+	fmt.Printf("\ntarget (issue 5; a target, not a test): relay's added p50 ≤ %s at concurrency 1\n", loadgen.MS(targetP50))
 	fmt.Printf("  measured: chat %s, stream %s (whole stream), stream first chunk %s\n",
-		ms(added["chat"].p50), ms(added["stream"].p50), ms(added["stream"].ttfb50))
+		loadgen.MS(added["chat"].P50), loadgen.MS(added["stream"].P50), loadgen.MS(added["stream"].TTFB50))
 
 	// The relay writes usage in batches: stop it (Run returns after the last flush), then count.
 	relayClient.CloseIdleConnections()
