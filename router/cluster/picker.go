@@ -47,8 +47,30 @@ type metaSeen struct {
 	mine     int
 }
 
-// warmFor is how long a model we sent to a node counts as loaded there, before /api/ps says.
+// warmFor is how long what we last sent a node decides what is loaded there, ahead of its
+// /api/ps (read every few seconds, and blind to a load in progress).
 const warmFor = 30 * time.Second
+
+// sent is the model last sent to a node.
+type sent struct {
+	model string
+	at    time.Time
+}
+
+// warm reports whether model is loaded on pr, or about to be: a model we sent there moments
+// ago is (its load is under way), and a different one sent since may have evicted it — a GPU
+// often holds one model at a time.
+func (p *Picker) warm(pr Peer, model string, now time.Time) bool {
+	if s, ok := p.lastSent[pr.Name]; ok && now.Sub(s.at) < warmFor {
+		if s.model == model {
+			return true
+		}
+		if len(pr.Inventory.Loaded) <= 1 {
+			return false // the node shows room for one model, and we sent it another
+		}
+	}
+	return pr.Inventory.Warm(model)
+}
 
 // PeerSource is the membership view the picker reads; *Membership is one.
 type PeerSource interface {
@@ -72,7 +94,7 @@ type Picker struct {
 	suspect  map[string]time.Time     // node -> no picks until
 	everHad  map[string]string        // model -> a node that once had it
 	seen     map[string]metaSeen      // per node: its last gossiped in-flight and ours then
-	sentTo   map[string]time.Time     // "node\x00model" -> when we last sent model there
+	lastSent map[string]sent          // node -> the model we last sent there, and when
 	queue    []*waiter
 	affinity *lru.Cache[string, string]
 	changed  func() // tells the membership layer that Queued changed
@@ -102,7 +124,7 @@ func NewPicker(cfg PickerConfig, src PeerSource, local router.Node, m *PickerMet
 	return &Picker{
 		cfg: cfg, src: src, local: local, log: logging.OrDiscard(logger), metrics: m,
 		mine: map[string]int{}, ewma: map[string]time.Duration{}, suspect: map[string]time.Time{},
-		everHad: map[string]string{}, seen: map[string]metaSeen{}, sentTo: map[string]time.Time{},
+		everHad: map[string]string{}, seen: map[string]metaSeen{}, lastSent: map[string]sent{},
 		affinity: aff, changed: func() {},
 	}
 }
@@ -148,7 +170,7 @@ func (p *Picker) candidates(req router.PickRequest, now time.Time) ([]candidate,
 		case now.Before(p.suspect[pr.Name]):
 			why = append(why, pr.Name+" could not serve moments ago (no connection, or its Ollama did not answer)")
 		default:
-			out = append(out, candidate{peer: pr, warm: pr.Inventory.Warm(req.Model) || now.Sub(p.sentTo[pr.Name+"\x00"+req.Model]) < warmFor,
+			out = append(out, candidate{peer: pr, warm: p.warm(pr, req.Model, now),
 				load: p.load(pr), slot: max(1, int(pr.Meta.Slots))})
 		}
 	}
@@ -260,7 +282,7 @@ func (p *Picker) choose(req router.PickRequest, cands []candidate, since time.Ti
 func (p *Picker) take(req router.PickRequest, c candidate, reason string) *router.Target {
 	name := c.peer.Name
 	p.mine[name]++
-	p.sentTo[name+"\x00"+req.Model] = time.Now()
+	p.lastSent[name] = sent{model: req.Model, at: time.Now()}
 	if req.Session != "" {
 		p.affinity.Add(req.Session, name)
 	}
