@@ -24,14 +24,14 @@ func (rl *Relay) listTokens(w http.ResponseWriter, r *http.Request) {
 // carries the secret, the only time it is shown.
 func (rl *Relay) createToken(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Name      string   `json:"name"`
-		Models    []string `json:"models"`
-		Expires   string   `json:"expires"` // "90d", "12h", "" = never
-		OllamaKey string   `json:"ollama_key"`
-		RPM           int     `json:"rpm"`
-		TPM           int     `json:"tpm"`
-		MonthlyTokens int64   `json:"monthly_tokens"`
-		MonthlyCost   float64 `json:"monthly_cost"`
+		Name          string   `json:"name"`
+		Models        []string `json:"models"`
+		Expires       string   `json:"expires"` // "90d", "12h", "" = never
+		OllamaKey     string   `json:"ollama_key"`
+		RPM           int      `json:"rpm"`
+		TPM           int      `json:"tpm"`
+		MonthlyTokens int64    `json:"monthly_tokens"`
+		MonthlyCost   float64  `json:"monthly_cost"`
 	}
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()

@@ -146,8 +146,7 @@ func (c *channel) send(ctx context.Context, t *Tunnel, homeHost string, call *up
 			return nil, err
 		}
 		req.URL.RawQuery = call.query
-		req.Header = call.header.Clone()
-		req.Header.Del("Authorization")
+		req.Header = call.header.Clone() // auth.Require already took the relay's token off
 		req.ContentLength = int64(len(call.body))
 		return t.Do(req, homeHost)
 	case "anthropic":

@@ -49,9 +49,6 @@ func (h *home) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
 	}
-	// The token was for the relay; the agent trusts the tunnel, and must not see the secret.
-	r.Header.Del("Authorization")
-
 	if !h.tunnel.Channel(h.name) {
 		router.WriteError(w, d, &router.APIError{Status: http.StatusServiceUnavailable, Code: "home_offline", RetryAfter: 10,
 			Message: fmt.Sprintf("home is offline: no agent holds the tunnel %q to this relay right now; check `hearth status` at home and the agent's tunnel settings", h.name)})

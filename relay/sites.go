@@ -41,8 +41,8 @@ func (s *sites) serve(w http.ResponseWriter, r *http.Request, site Site) {
 		return
 	}
 	if strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+		// Require takes the Authorization header off: the app never sees the relay's token.
 		s.auth.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			r.Header.Del("Authorization")
 			s.tunnel.Forward(w, r, site.Host)
 		})).ServeHTTP(w, r)
 		return

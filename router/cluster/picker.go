@@ -57,6 +57,19 @@ type sent struct {
 	at    time.Time
 }
 
+// busyElse reports whether pr holds (or is loading) a model other than model.
+func (p *Picker) busyElse(pr Peer, model string, now time.Time) bool {
+	if s, ok := p.lastSent[pr.Name]; ok && now.Sub(s.at) < warmFor {
+		return s.model != model
+	}
+	for _, m := range pr.Inventory.Loaded {
+		if router.NormalizeModel(m.Name) != model {
+			return true
+		}
+	}
+	return false
+}
+
 // warm reports whether model is loaded on pr, or about to be: a model we sent there moments
 // ago is (its load is under way), and a different one sent since may have evicted it — a GPU
 // often holds one model at a time.
@@ -143,8 +156,10 @@ func (p *Picker) Queued() int {
 type candidate struct {
 	peer Peer
 	warm bool
-	load int
-	slot int
+	// busyElse: the node has another model loaded (or just sent), which a load would evict.
+	busyElse bool
+	load     int
+	slot     int
 }
 
 func (c candidate) util() float64 { return float64(c.load) / float64(c.slot) }
@@ -170,7 +185,7 @@ func (p *Picker) candidates(req router.PickRequest, now time.Time) ([]candidate,
 		case now.Before(p.suspect[pr.Name]):
 			why = append(why, pr.Name+" could not serve moments ago (no connection, or its Ollama did not answer)")
 		default:
-			out = append(out, candidate{peer: pr, warm: p.warm(pr, req.Model, now),
+			out = append(out, candidate{peer: pr, warm: p.warm(pr, req.Model, now), busyElse: p.busyElse(pr, req.Model, now),
 				load: p.load(pr), slot: max(1, int(pr.Meta.Slots))})
 		}
 	}
@@ -261,8 +276,14 @@ func (p *Picker) choose(req router.PickRequest, cands []candidate, since time.Ti
 		if a.warm != b.warm {
 			return a.warm
 		}
+		if !a.warm && a.busyElse != b.busyElse {
+			return !a.busyElse // a cold load where it evicts nothing in use
+		}
 		if a.util() != b.util() {
 			return a.util() < b.util()
+		}
+		if !a.warm && a.slot != b.slot {
+			return a.slot > b.slot // a model loads where it can serve most
 		}
 		// Latency decides only when clearly different: noise must not pin every pick.
 		ea, eb := p.ewma[a.peer.Name], p.ewma[b.peer.Name]
