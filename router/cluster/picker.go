@@ -35,8 +35,8 @@ type PickerConfig struct {
 	// says otherwise first. Default 5s.
 	SuspectFor time.Duration
 	// ColdWait is how long a request waits for a slot on a node that has its model loaded
-	// before it loads the model on a free node: a cold load costs far more than a short wait.
-	// Default 3s.
+	// before it loads the model on a free node: a cold load (from NFS, up to a minute) costs
+	// far more than a short wait, and evicts whatever that node had loaded. Default 10s.
 	ColdWait time.Duration
 }
 
@@ -131,7 +131,7 @@ func NewPicker(cfg PickerConfig, src PeerSource, local router.Node, m *PickerMet
 		cfg.SuspectFor = 5 * time.Second
 	}
 	if cfg.ColdWait <= 0 {
-		cfg.ColdWait = 3 * time.Second
+		cfg.ColdWait = 10 * time.Second
 	}
 	aff, _ := lru.New[string, string](16384) // only fails for a size <= 0
 	return &Picker{
