@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"runtime/pprof"
 	"text/tabwriter"
 	"time"
 
@@ -30,20 +29,14 @@ func main() {
 	rounds := flag.Int("rounds", 3, "alternating direct/agent rounds, merged, so drift hits both alike")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			log.Fatal(err)
-		}
-		defer pprof.StopCPUProfile()
+	stop, err := loadgen.StartProfile(*cpuProfile)
+	if err != nil {
+		log.Fatal(err)
 	}
-	if err := run(*requests, *maxTime, *rounds); err != nil {
-		log.Print(err)
-		pprof.StopCPUProfile()
-		os.Exit(1)
+	err = run(*requests, *maxTime, *rounds)
+	stop()
+	if err != nil {
+		log.Fatal(err)
 	}
 }
 

@@ -5,6 +5,8 @@ package loadgen
 
 import (
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -128,4 +130,20 @@ func FirstErr(rs ...Result) error {
 		}
 	}
 	return nil
+}
+
+// StartProfile writes a CPU profile of the run to path ("" = no profile); call stop at the end.
+func StartProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
