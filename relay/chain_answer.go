@@ -271,10 +271,7 @@ func relayRaw(w http.ResponseWriter, resp *http.Response, body io.Reader) Usage 
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
-			tail = append(tail, buf[:n]...)
-			if len(tail) > 8<<10 {
-				tail = append(tail[:0], tail[len(tail)-4<<10:]...)
-			}
+			tail = router.KeepTail(tail, buf[:n])
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				break
 			}
@@ -289,13 +286,6 @@ func relayRaw(w http.ResponseWriter, resp *http.Response, body io.Reader) Usage 
 			break
 		}
 	}
-	var final struct {
-		Prompt int `json:"prompt_eval_count"`
-		Eval   int `json:"eval_count"`
-	}
-	if i := bytes.LastIndex(bytes.TrimRight(tail, "\n"), []byte("\n")); i >= 0 {
-		tail = tail[i+1:]
-	}
-	_ = json.Unmarshal(bytes.TrimSpace(tail), &final)
-	return Usage{PromptTokens: final.Prompt, CompletionTokens: final.Eval}
+	prompt, generated, _, _ := router.TokenCounts(tail)
+	return Usage{PromptTokens: int(prompt), CompletionTokens: int(generated)}
 }

@@ -199,7 +199,11 @@ const tailSize = 4096
 
 // keepTail keeps the last tailSize bytes of a response: enough to read the final chunk's
 // token counts without holding the whole answer.
-func keepTail(tail, p []byte) []byte {
+func keepTail(tail, p []byte) []byte { return KeepTail(tail, p) }
+
+// KeepTail appends p to tail, keeping about the last 4 KiB: enough to read a response's final
+// token counts (TokenCounts) without holding the whole answer.
+func KeepTail(tail, p []byte) []byte {
 	if len(p) >= tailSize {
 		return append(tail[:0], p[len(p)-tailSize:]...)
 	}
@@ -210,17 +214,25 @@ func keepTail(tail, p []byte) []byte {
 	return append(tail, p...)
 }
 
-// usage reads generated-token counts from the end of a response: Ollama's final chunk
-// (eval_count, eval_duration) or OpenAI usage (completion_tokens).
+// usage reads generated-token counts from the end of a response (see TokenCounts).
 func usage(tail []byte) (tokens int64, evalTime time.Duration, ok bool) {
+	_, tokens, evalTime, ok = TokenCounts(tail)
+	return tokens, evalTime, ok
+}
+
+// TokenCounts reads prompt and generated token counts from the end of a response: Ollama's
+// final chunk (prompt_eval_count, eval_count, eval_duration) or OpenAI usage.
+func TokenCounts(tail []byte) (prompt, generated int64, evalTime time.Duration, ok bool) {
 	if n, ok := lastInt(tail, `"eval_count":`); ok {
+		p, _ := lastInt(tail, `"prompt_eval_count":`)
 		d, _ := lastInt(tail, `"eval_duration":`)
-		return n, time.Duration(d), true
+		return p, n, time.Duration(d), true
 	}
 	if n, ok := lastInt(tail, `"completion_tokens":`); ok {
-		return n, 0, true
+		p, _ := lastInt(tail, `"prompt_tokens":`)
+		return p, n, 0, true
 	}
-	return 0, 0, false
+	return 0, 0, 0, false
 }
 
 func lastInt(b []byte, key string) (int64, bool) {
