@@ -100,10 +100,35 @@ type loadedModel struct {
 
 // useModel loads m unless it is loaded, and pins it for one request until releaseModel.
 // Requests for a model being loaded wait for that one load instead of starting another.
+//
+// Like Ollama's scheduler, which takes pending requests one at a time, a request that waits
+// for a loaded model to go idle so that it can be unloaded holds up every request behind it,
+// even those for a loaded model: nothing overtakes a pending load.
 func (s *Server) useModel(ctx context.Context, m Model, key string, ka keepAlive) (*loadedModel, error) {
 	s.mu.Lock()
+	evicting := false // this request waits for a model to unload, holding up the others
+	unblock := func() { // with s.mu held: the load starts, or the request gives up
+		if evicting {
+			evicting = false
+			s.unblockLocked()
+		}
+	}
 	for {
+		if s.blocked > 0 && !evicting {
+			gate := s.unblocked
+			s.mu.Unlock()
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-s.done:
+				return nil, errClosed
+			}
+			s.mu.Lock()
+			continue
+		}
 		if lm := s.loaded[key]; lm != nil {
+			unblock()
 			lm.refs++
 			lm.stopExpiry()
 			if ka.set {
@@ -125,6 +150,12 @@ func (s *Server) useModel(ctx context.Context, m Model, key string, ka keepAlive
 			continue
 		}
 		// Every loaded model is busy: wait until one is idle, like Ollama's scheduler.
+		if !evicting {
+			evicting = true
+			if s.blocked++; s.blocked == 1 {
+				s.unblocked = make(chan struct{})
+			}
+		}
 		if s.idle == nil {
 			s.idle = make(chan struct{})
 		}
@@ -142,10 +173,12 @@ func (s *Server) useModel(ctx context.Context, m Model, key string, ka keepAlive
 		s.mu.Lock()
 		s.idleWait--
 		if err != nil {
+			unblock()
 			s.mu.Unlock()
 			return nil, err
 		}
 	}
+	unblock()
 	if s.closing() {
 		// Close has stopped the timers; a new load timer would outlive it.
 		s.mu.Unlock()
@@ -200,6 +233,13 @@ func (s *Server) finishLoadLocked(lm *loadedModel) {
 	if lm.refs == 0 {
 		s.scheduleExpiryLocked(lm)
 		s.notifyIdleLocked()
+	}
+}
+
+// unblockLocked ends one request's hold on the requests behind it.
+func (s *Server) unblockLocked() {
+	if s.blocked--; s.blocked == 0 {
+		close(s.unblocked)
 	}
 }
 

@@ -328,3 +328,40 @@ func TestMaxLoadedEvictsLRU(t *testing.T) {
 		t.Errorf("stats %+v, want 3 cold loads, 1 eviction", st)
 	}
 }
+
+// TestPendingLoadIsNotOvertaken: as in Ollama's scheduler, a request for a loaded model that
+// arrives behind one waiting to load another model (evicting the first) waits its turn.
+func TestPendingLoadIsNotOvertaken(t *testing.T) {
+	s := startSim(t, Config{Models: []Model{{Name: "a"}, {Name: "b"}}, MaxLoaded: 1, Parallel: 4, Tokens: 10, TokenDelay: 20 * time.Millisecond})
+	c := newClient(t)
+	var mu sync.Mutex
+	var order []string
+	var wg sync.WaitGroup
+	send := func(name, model string) {
+		wg.Go(func() {
+			if res := post(t, c, s.URL()+"/api/chat", chatBody(model, false, "")); res.status != 200 {
+				t.Errorf("%s: %d %s", name, res.status, res.body)
+			}
+			mu.Lock()
+			order = append(order, name)
+			mu.Unlock()
+		})
+	}
+	blocked := func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.blocked
+	}
+	send("a1", "a")
+	waitFor(t, "a1 running", func() bool { return s.Stats().ColdLoads == 1 })
+	send("b1", "b")
+	waitFor(t, "b1 waiting for a to unload", func() bool { return blocked() == 1 })
+	send("a2", "a")
+	wg.Wait()
+	if strings.Join(order, ",") != "a1,b1,a2" {
+		t.Errorf("finished in order %v, want a1,b1,a2: a2 must not overtake b1's load", order)
+	}
+	if st := s.Stats(); st.ColdLoads != 3 || st.Evictions != 2 {
+		t.Errorf("stats %+v, want 3 cold loads (a, b, a again), 2 evictions", st)
+	}
+}

@@ -54,7 +54,11 @@ type Server struct {
 	loaded   map[string]*loadedModel
 	idleWait int           // requests waiting for a model to become idle (MaxLoaded)
 	idle     chan struct{} // made when someone waits, closed when a model becomes idle
-	stats    Stats
+	// blocked counts requests waiting for a model to unload; while any does, the requests
+	// behind them wait for unblocked (closed when blocked drops to 0).
+	blocked   int
+	unblocked chan struct{}
+	stats     Stats
 }
 
 // Recorded is one request the sim received.
