@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -39,7 +40,10 @@ type Backend struct {
 	refreshMu sync.Mutex // one read of Ollama at a time
 	inFlight  atomic.Int64
 	onChange  func() // health, inventory or load changed
-	recheck   chan struct{}
+
+	viaMu   sync.Mutex
+	via     map[string]int // requests in flight by the router that picked this node for them
+	recheck chan struct{}
 
 	mu    sync.RWMutex
 	state router.NodeState
@@ -78,17 +82,37 @@ func (b *Backend) Unreachable(error) {
 // changed. Set it before Run.
 func (b *Backend) OnChange(fn func()) { b.onChange = fn }
 
-// Begin counts a request sent to this Ollama until end is called (router.LoadCounter).
-func (b *Backend) Begin() (end func()) {
+// Begin counts a request sent to this Ollama until end is called (router.LoadCounter);
+// origin is the router that picked this node for it.
+func (b *Backend) Begin(origin string) (end func()) {
+	b.viaMu.Lock()
+	if b.via == nil {
+		b.via = map[string]int{}
+	}
+	b.via[origin]++
 	b.inFlight.Add(1)
+	b.viaMu.Unlock()
 	b.onChange()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
+			b.viaMu.Lock()
+			if b.via[origin]--; b.via[origin] == 0 {
+				delete(b.via, origin)
+			}
 			b.inFlight.Add(-1)
+			b.viaMu.Unlock()
 			b.onChange()
 		})
 	}
+}
+
+// InFlightVia is how many requests this Ollama is serving now in all, and how many of them
+// each router picked this node for, read together.
+func (b *Backend) InFlightVia() (total int, via map[string]int) {
+	b.viaMu.Lock()
+	defer b.viaMu.Unlock()
+	return int(b.inFlight.Load()), maps.Clone(b.via)
 }
 
 // InFlight is how many requests this Ollama is serving through hearth now.

@@ -37,7 +37,9 @@ func (l *localNode) Meta() cluster.Meta {
 	st := l.backend.State()
 	m.Role = cluster.RoleServe
 	m.Slots = uint16(l.slots)
-	m.InFlight = uint16(min(l.backend.InFlight(), 65535))
+	total, via := l.backend.InFlightVia()
+	m.InFlight = uint16(min(total, 65535))
+	m.Via = cluster.ViaOf(via)
 	m.BackendOK = st.Healthy
 	m.InvHash = cluster.InventoryHash(st.Inventory)
 	return m

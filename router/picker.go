@@ -96,6 +96,9 @@ type PickRequest struct {
 	Session string
 	// Exclude names nodes already tried for this request.
 	Exclude []string
+	// Origin is the agent that forwarded this request here (its router picked this node);
+	// "" when a client sent it straight to this agent.
+	Origin string
 }
 
 // Target is the node chosen for one request. Call Done exactly once when the request ends.
@@ -160,7 +163,9 @@ func Unreachable(err error) bool {
 // pickers call Begin for each request they send to such a node, and the returned end when it
 // finishes.
 type LoadCounter interface {
-	Begin() (end func())
+	// Begin counts one request; origin is the router that picked the node for it (its
+	// name), so that each router can tell its own share of the node's load from the others'.
+	Begin(origin string) (end func())
 }
 
 // Picker chooses nodes. A single local backend is one implementation; the cluster picker of

@@ -41,6 +41,7 @@ func (s *Server) modelRoute(route string) http.HandlerFunc {
 		if sess := r.Header.Get("X-Hearth-Session"); sess != "" {
 			req.Session = sess
 		}
+		req.Origin = r.Header.Get(ForwardedHeader)
 		picker := s.pickerFor(r)
 		t, err := picker.Pick(r.Context(), req)
 		if err != nil {

@@ -41,13 +41,13 @@ func (s *Single) Pick(ctx context.Context, req PickRequest) (*Target, error) {
 	if !st.Inventory.Has(req.Model) {
 		return nil, fmt.Errorf("%w: %s is not on node %s%s", ErrUnknownModel, req.Model, st.Name, available(st.Inventory))
 	}
-	return s.target(st), nil
+	return s.target(st, req.Origin), nil
 }
 
-func (s *Single) target(st NodeState) *Target {
+func (s *Single) target(st NodeState, origin string) *Target {
 	var end func()
 	if c, ok := s.node.(LoadCounter); ok {
-		end = c.Begin()
+		end = c.Begin(origin)
 	}
 	t := NewTarget(st.Name, st.URL, func(o Outcome) {
 		if end != nil {
@@ -68,7 +68,7 @@ func (s *Single) PickNode(_ context.Context, name string) (*Target, error) {
 	if name != "" && name != st.Name {
 		return nil, fmt.Errorf("%w: %q (this agent serves node %q)", ErrNoNode, name, st.Name)
 	}
-	return s.target(st), nil
+	return s.target(st, ""), nil
 }
 
 // Nodes returns the one node's state.

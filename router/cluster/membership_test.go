@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -170,6 +171,14 @@ func TestMembershipMetaBound(t *testing.T) {
 		meta: Meta{Role: RoleServe, API: longAPI, Slots: 65535, InFlight: 65535, Queued: 65535, BackendOK: true, StorageOK: true},
 		inv:  testInventory(200, 100),
 	}
+	routers := map[string]int{}
+	for i := range MaxVia + 5 { // more routers than the meta keeps: the busiest stay
+		routers[fmt.Sprintf("router-with-a-long-name-%03d", i)] = 65535 - i
+	}
+	local.meta.Via = ViaOf(routers)
+	if len(local.meta.Via) != MaxVia || local.meta.Via[RouterID("router-with-a-long-name-000")] != 65535 || local.meta.Via[RouterID(fmt.Sprintf("router-with-a-long-name-%03d", MaxVia))] != 0 {
+		t.Fatalf("Via keeps %v, want the %d busiest", local.meta.Via, MaxVia)
+	}
 	m, err := NewMembership(Config{Name: "big", Bind: "127.0.0.1:0", Profile: ProfileLocal}, local, nil)
 	if err != nil {
 		t.Fatalf("NewMembership with a %d-character API URL: %v", len(longAPI), err)
@@ -182,7 +191,7 @@ func TestMembershipMetaBound(t *testing.T) {
 	got, err := decodeMeta(meta)
 	want := local.meta
 	want.InvHash = InventoryHash(local.inv)
-	if err != nil || got != want {
+	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("meta decodes to %+v, %v; want %+v", got, err, want)
 	}
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"slices"
@@ -40,51 +39,6 @@ type PickerConfig struct {
 	ColdWait time.Duration
 }
 
-// metaSeen remembers a node's gossiped in-flight count and how many of ours it had then, so
-// that the others' share can be told from ours: gossip lags, our own count does not.
-type metaSeen struct {
-	inFlight uint16
-	mine     int
-}
-
-// warmFor is how long what we last sent a node decides what is loaded there, ahead of its
-// /api/ps (read every few seconds, and blind to a load in progress).
-const warmFor = 30 * time.Second
-
-// sent is the model last sent to a node.
-type sent struct {
-	model string
-	at    time.Time
-}
-
-// busyElse reports whether pr holds (or is loading) a model other than model.
-func (p *Picker) busyElse(pr Peer, model string, now time.Time) bool {
-	if s, ok := p.lastSent[pr.Name]; ok && now.Sub(s.at) < warmFor {
-		return s.model != model
-	}
-	for _, m := range pr.Inventory.Loaded {
-		if router.NormalizeModel(m.Name) != model {
-			return true
-		}
-	}
-	return false
-}
-
-// warm reports whether model is loaded on pr, or about to be: a model we sent there moments
-// ago is (its load is under way), and a different one sent since may have evicted it — a GPU
-// often holds one model at a time.
-func (p *Picker) warm(pr Peer, model string, now time.Time) bool {
-	if s, ok := p.lastSent[pr.Name]; ok && now.Sub(s.at) < warmFor {
-		if s.model == model {
-			return true
-		}
-		if len(pr.Inventory.Loaded) <= 1 {
-			return false // the node shows room for one model, and we sent it another
-		}
-	}
-	return pr.Inventory.Warm(model)
-}
-
 // PeerSource is the membership view the picker reads; *Membership is one.
 type PeerSource interface {
 	Peers() []Peer
@@ -106,8 +60,9 @@ type Picker struct {
 	ewma     map[string]time.Duration // time to first byte per node
 	suspect  map[string]time.Time     // node -> no picks until
 	everHad  map[string]string        // model -> a node that once had it
-	seen     map[string]metaSeen      // per node: its last gossiped in-flight and ours then
 	lastSent map[string]sent          // node -> the model we last sent there, and when
+	asked    map[string]time.Time     // model -> when a request last asked for it
+	est      estimates
 	queue    []*waiter
 	affinity *lru.Cache[string, string]
 	changed  func() // tells the membership layer that Queued changed
@@ -137,7 +92,7 @@ func NewPicker(cfg PickerConfig, src PeerSource, local router.Node, m *PickerMet
 	return &Picker{
 		cfg: cfg, src: src, local: local, log: logging.OrDiscard(logger), metrics: m,
 		mine: map[string]int{}, ewma: map[string]time.Duration{}, suspect: map[string]time.Time{},
-		everHad: map[string]string{}, seen: map[string]metaSeen{}, lastSent: map[string]sent{},
+		everHad: map[string]string{}, lastSent: map[string]sent{}, asked: map[string]time.Time{}, est: newEstimates(),
 		affinity: aff, changed: func() {},
 	}
 }
@@ -152,24 +107,13 @@ func (p *Picker) Queued() int {
 	return len(p.queue)
 }
 
-// candidate is a node that could serve the request now or after a wait.
-type candidate struct {
-	peer Peer
-	warm bool
-	// busyElse: the node has another model loaded (or just sent), which a load would evict.
-	busyElse bool
-	load     int
-	slot     int
-}
-
-func (c candidate) util() float64 { return float64(c.load) / float64(c.slot) }
-
 // candidates lists the nodes for req, or the error that explains why there are none.
 func (p *Picker) candidates(req router.PickRequest, now time.Time) ([]candidate, error) {
 	var out []candidate
 	var why []string
 	known := false
-	for _, pr := range p.src.Peers() {
+	peers := p.src.Peers()
+	for _, pr := range peers {
 		if pr.Meta.Role != RoleServe || !pr.Inventory.Has(req.Model) {
 			continue
 		}
@@ -185,11 +129,11 @@ func (p *Picker) candidates(req router.PickRequest, now time.Time) ([]candidate,
 		case now.Before(p.suspect[pr.Name]):
 			why = append(why, pr.Name+" could not serve moments ago (no connection, or its Ollama did not answer)")
 		default:
-			out = append(out, candidate{peer: pr, warm: p.warm(pr, req.Model, now), busyElse: p.busyElse(pr, req.Model, now),
-				load: p.load(pr), slot: max(1, int(pr.Meta.Slots))})
+			out = append(out, candidate{peer: pr, load: p.load(pr), slot: max(1, int(pr.Meta.Slots))})
 		}
 	}
 	if len(out) > 0 {
+		p.describe(req.Model, out, peers, now)
 		return out, nil
 	}
 	if known {
@@ -223,80 +167,16 @@ func (p *Picker) modelsHint() string {
 }
 
 // load is how busy a node is: this node's own count is live; for another node, what this
-// router has sent it plus the others' share of its last gossiped count.
+// router has sent it now plus the others' share of its gossiped count (its count less ours,
+// both of the same moment: gossip lags, our own count does not).
 func (p *Picker) load(pr Peer) int {
 	if pr.Self {
 		if lc, ok := p.local.(interface{ InFlight() int }); ok {
 			return lc.InFlight()
 		}
 	}
-	mine := p.mine[pr.Name]
-	s, ok := p.seen[pr.Name]
-	if !ok || s.inFlight != pr.Meta.InFlight {
-		s = metaSeen{inFlight: pr.Meta.InFlight, mine: mine}
-		p.seen[pr.Name] = s
-	}
-	return mine + max(0, int(s.inFlight)-s.mine)
-}
-
-// choose takes a slot on the best candidate with one free, or returns nil when it should
-// wait: all are full, or the nodes with the model loaded are full and the request has not yet
-// waited ColdWait for them (since is when it started waiting).
-func (p *Picker) choose(req router.PickRequest, cands []candidate, since time.Time) *router.Target {
-	free := cands[:0:0]
-	anyWarm := false
-	for _, c := range cands {
-		anyWarm = anyWarm || c.warm
-		if c.load < c.slot {
-			free = append(free, c)
-		}
-	}
-	if len(free) == 0 {
-		return nil
-	}
-	warmFree := false
-	for _, c := range free {
-		warmFree = warmFree || c.warm
-	}
-	if anyWarm && !warmFree && time.Since(since) < p.cfg.ColdWait && len(req.Exclude) == 0 {
-		return nil // wait for a loaded node rather than load the model again elsewhere
-	}
-	if req.Session != "" {
-		if node, ok := p.affinity.Get(req.Session); ok {
-			for _, c := range free {
-				if c.peer.Name == node && (c.warm || !warmFree) {
-					return p.take(req, c, "affinity")
-				}
-			}
-		}
-	}
-	rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
-	sort.SliceStable(free, func(i, j int) bool {
-		a, b := free[i], free[j]
-		if a.warm != b.warm {
-			return a.warm
-		}
-		if !a.warm && a.busyElse != b.busyElse {
-			return !a.busyElse // a cold load where it evicts nothing in use
-		}
-		if a.util() != b.util() {
-			return a.util() < b.util()
-		}
-		if !a.warm && a.slot != b.slot {
-			return a.slot > b.slot // a model loads where it can serve most
-		}
-		// Latency decides only when clearly different: noise must not pin every pick.
-		ea, eb := p.ewma[a.peer.Name], p.ewma[b.peer.Name]
-		return ea > 0 && eb > 0 && float64(ea) < 0.8*float64(eb)
-	})
-	reason := "cold"
-	switch {
-	case len(req.Exclude) > 0:
-		reason = "retry" // another node failed this request before its first byte
-	case free[0].warm:
-		reason = "warm"
-	}
-	return p.take(req, free[0], reason)
+	others := int(pr.Meta.InFlight) - int(pr.Meta.Via[RouterID(p.cfg.Self)])
+	return p.mine[pr.Name] + max(0, others)
 }
 
 // take records the pick and builds the Target whose Done releases the slot.
@@ -315,32 +195,38 @@ func (p *Picker) take(req router.PickRequest, c candidate, reason string) *route
 	if c.peer.Self && p.local != nil {
 		u = p.local.State().URL
 		if lc, ok := p.local.(router.LoadCounter); ok {
-			end = lc.Begin()
+			end = lc.Begin(p.cfg.Self)
 		}
 	} else {
 		u, _ = url.Parse(c.peer.Meta.API) // checked when the peer was accepted
 		header = p.cfg.Header
 	}
+	start, model, warm := time.Now(), req.Model, c.warm
 	t := router.NewTarget(name, u, func(o router.Outcome) {
 		if end != nil {
 			end()
 		}
-		p.release(name, o)
+		p.release(name, o, model, warm, time.Since(start))
 	})
 	t.Header = header
 	t.Reason = reason
 	return t
 }
 
-// release frees the slot, learns from the outcome, and hands free slots to waiters.
-func (p *Picker) release(node string, o router.Outcome) {
+// release frees the slot, learns from the outcome (time to first byte; how long a request
+// for model takes there, or how long its load took when it was cold), and hands free slots to
+// waiters.
+func (p *Picker) release(node string, o router.Outcome, model string, warm bool, took time.Duration) {
 	p.mu.Lock()
 	p.mine[node]--
 	if o.FirstByte > 0 && o.Err == nil {
-		if prev := p.ewma[node]; prev == 0 {
-			p.ewma[node] = o.FirstByte
-		} else {
-			p.ewma[node] = (4*prev + o.FirstByte) / 5
+		ttfb := p.ewma[node]
+		switch {
+		case warm:
+			p.est.learnService(node, model, took)
+			p.ewma[node] = ewma(ttfb, o.FirstByte, 5)
+		case ttfb > 0 && o.FirstByte > 3*ttfb:
+			p.est.learnLoad(node, o.FirstByte-ttfb) // a cold pick that did load
 		}
 	}
 	if unreachable(o.Err) {
@@ -391,13 +277,15 @@ func (p *Picker) dispatchLocked() int {
 	}
 	now := time.Now()
 	kept := p.queue[:0]
+	ahead := map[string]int{} // per model, the waiters before this one that stay
 	for _, w := range p.queue {
 		cands, err := p.candidates(w.req, now)
 		var t *router.Target
 		if err == nil {
-			t = p.choose(w.req, cands, w.since)
+			t = p.choose(w.req, cands, w.since, ahead[w.req.Model])
 		}
 		if t == nil {
+			ahead[w.req.Model]++
 			kept = append(kept, w)
 			continue
 		}
@@ -413,6 +301,7 @@ func (p *Picker) dispatchLocked() int {
 // full.
 func (p *Picker) Pick(ctx context.Context, req router.PickRequest) (*router.Target, error) {
 	p.mu.Lock()
+	p.asked[req.Model] = time.Now()
 	cands, err := p.candidates(req, time.Now())
 	if errors.Is(err, router.ErrUnknownModel) && p.local != nil {
 		// The model may have been pulled on this node a moment ago.
@@ -426,7 +315,7 @@ func (p *Picker) Pick(ctx context.Context, req router.PickRequest) (*router.Targ
 		return nil, err
 	}
 	if !p.waitingFor(req.Model) {
-		if t := p.choose(req, cands, time.Now()); t != nil {
+		if t := p.choose(req, cands, time.Now(), 0); t != nil {
 			p.mu.Unlock()
 			return t, nil
 		}

@@ -99,7 +99,8 @@ func TestPickerWarmBeatsCold(t *testing.T) {
 func TestPickerLoadIsNotStaleGossip(t *testing.T) {
 	p, src := newTestPicker(t, PickerConfig{}, peer("a", 2, []string{"m:latest"}, nil))
 	t1, t2 := pick(t, p, "m:latest", ""), pick(t, p, "m:latest", "")
-	src.set("a", func(pr *Peer) { pr.Meta.InFlight = 2 }) // gossip catches up with our two
+	// Gossip catches up with our two: two in flight, both picked by us (a router named "").
+	src.set("a", func(pr *Peer) { pr.Meta.InFlight, pr.Meta.Via = 2, map[uint32]uint16{RouterID(""): 2} })
 	p.Kick()
 	t1.Done(router.Outcome{})
 	t2.Done(router.Outcome{})
@@ -112,8 +113,8 @@ func TestPickerLoadIsNotStaleGossip(t *testing.T) {
 
 func TestPickerFillsByUtilisation(t *testing.T) {
 	p, _ := newTestPicker(t, PickerConfig{},
-		peer("big", 4, []string{"m:latest"}, nil),
-		peer("small", 1, []string{"m:latest"}, nil))
+		peer("big", 4, []string{"m:latest"}, []string{"m:latest"}),
+		peer("small", 1, []string{"m:latest"}, []string{"m:latest"}))
 	counts := map[string]int{}
 	for i := 0; i < 5; i++ {
 		counts[pick(t, p, "m:latest", "").Node]++

@@ -5,6 +5,11 @@
 package cluster
 
 import (
+	"cmp"
+	"hash/fnv"
+	"maps"
+	"slices"
+
 	"github.com/hearthlab/hearth/router"
 )
 
@@ -32,6 +37,10 @@ type Meta struct {
 	Slots uint16 `msgpack:"s"`
 	// InFlight is how many requests its Ollama is serving now.
 	InFlight uint16 `msgpack:"f"`
+	// Via splits InFlight by the router that picked this node (RouterID of its name; at
+	// most MaxVia routers, the busiest), read together with InFlight: a router subtracts its
+	// own entry to learn the others' share without mixing counts of different moments.
+	Via map[uint32]uint16 `msgpack:"v,omitempty"`
 	// Queued is how many requests wait in its router's queue.
 	Queued uint16 `msgpack:"q"`
 	// BackendOK: its Ollama answers.
@@ -40,6 +49,31 @@ type Meta struct {
 	StorageOK bool `msgpack:"st"`
 	// InvHash identifies the current inventory.
 	InvHash uint64 `msgpack:"h"`
+}
+
+// MaxVia bounds Meta.Via: a home cluster has a handful of routers, and the meta must stay
+// under MaxMetaSize.
+const MaxVia = 8
+
+// RouterID is a router's key in Meta.Via.
+func RouterID(name string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return h.Sum32()
+}
+
+// ViaOf builds Meta.Via from in-flight counts by router name, keeping the MaxVia busiest.
+func ViaOf(via map[string]int) map[uint32]uint16 {
+	if len(via) == 0 {
+		return nil
+	}
+	names := slices.Collect(maps.Keys(via))
+	slices.SortFunc(names, func(a, b string) int { return cmp.Compare(via[b], via[a]) })
+	out := make(map[uint32]uint16, min(len(names), MaxVia))
+	for _, n := range names[:min(len(names), MaxVia)] {
+		out[RouterID(n)] = uint16(min(via[n], 65535))
+	}
+	return out
 }
 
 // Local is this node's own state, read by the membership layer when it gossips.
