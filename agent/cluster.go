@@ -22,6 +22,7 @@ type localNode struct {
 	backend *Backend // nil on a router-only node
 	api     string
 	slots   int
+	holds   int // ollama.max_loaded
 	picker  atomic.Pointer[cluster.Picker]
 }
 
@@ -37,6 +38,7 @@ func (l *localNode) Meta() cluster.Meta {
 	st := l.backend.State()
 	m.Role = cluster.RoleServe
 	m.Slots = uint16(l.slots)
+	m.Holds = uint8(l.holds)
 	total, via := l.backend.InFlightVia()
 	m.InFlight = uint16(min(total, 65535))
 	m.Via = cluster.ViaOf(via)
@@ -87,7 +89,7 @@ func newCluster(cfg config.Agent, backend *Backend, apiAddr net.Addr, reg promet
 	}
 	// With cluster.api given, the meta is complete before gossip starts, so an over-long URL
 	// fails here; otherwise the URL needs the gossip address and is set just below.
-	local := &localNode{backend: backend, slots: cfg.Ollama.Parallel, api: cfg.Cluster.API}
+	local := &localNode{backend: backend, slots: cfg.Ollama.Parallel, holds: cfg.Ollama.MaxLoaded, api: cfg.Cluster.API}
 	m, err := cluster.NewMembership(cluster.Config{
 		Name: cfg.Node.Name, Bind: cfg.Cluster.Bind, Advertise: cfg.Cluster.Advertise,
 		Join: cfg.Cluster.Join, Secret: key, Profile: profile,

@@ -93,8 +93,8 @@ func (c *hearthCluster) entry() string { return c.bases[0] }
 
 // startHearth starts one agent per node (the first is the seed the others join) and waits
 // until the first sees every node with its models, and with a model loaded when warm. poll
-// is ollama.poll_interval.
-func startHearth(nodes []nodeSpec, sims []*ollamasim.Server, poll time.Duration, warm bool) (*hearthCluster, error) {
+// is ollama.poll_interval; holds is ollama.max_loaded (0: every model fits).
+func startHearth(nodes []nodeSpec, sims []*ollamasim.Server, poll time.Duration, holds int, warm bool) (*hearthCluster, error) {
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	c := &hearthCluster{nodes: nodes, sims: sims}
@@ -105,6 +105,7 @@ func startHearth(nodes []nodeSpec, sims []*ollamasim.Server, poll time.Duration,
 		cfg.Node.Listen = "127.0.0.1:0"
 		cfg.Ollama.URL = sims[i].URL()
 		cfg.Ollama.Parallel = n.slots
+		cfg.Ollama.MaxLoaded = holds
 		cfg.Ollama.PollInterval = poll
 		cfg.Cluster.Bind = "127.0.0.1:0"
 		cfg.Cluster.Timings = "fast"

@@ -107,7 +107,7 @@ func runFailover(p params, k killer) (failoverRow, error) {
 			return r, err
 		}
 	}
-	c, err := startHearth(p.nodes, sims, p.poll, p.prewarm)
+	c, err := startHearth(p.nodes, sims, p.poll, p.holds(), p.prewarm)
 	if err != nil {
 		return r, err
 	}

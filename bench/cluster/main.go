@@ -90,6 +90,14 @@ func (p params) capacity() (float64, []int) {
 	return best, bestPlace
 }
 
+// holds is what the agents are told of their Ollama's limit (ollama.max_loaded).
+func (p params) holds() int {
+	if p.sim.maxLoaded <= 0 {
+		return len(p.sim.models)
+	}
+	return p.sim.maxLoaded
+}
+
 func (p params) rate() float64 {
 	c, _ := p.capacity()
 	return p.load * c

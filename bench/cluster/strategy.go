@@ -43,7 +43,7 @@ func strategies(p params) []strategy {
 	}
 	return []strategy{
 		{"hearth", func(sims []*ollamasim.Server) (*running, error) {
-			c, err := startHearth(p.nodes, sims, p.poll, p.prewarm)
+			c, err := startHearth(p.nodes, sims, p.poll, p.holds(), p.prewarm)
 			if err != nil {
 				return nil, err
 			}

@@ -118,6 +118,11 @@ type Ollama struct {
 	// Parallel is how many requests this Ollama runs at once: its OLLAMA_NUM_PARALLEL. The
 	// router fills this many slots before it sends elsewhere or queues. Default 1.
 	Parallel int `yaml:"parallel"`
+	// MaxLoaded is how many models this Ollama keeps loaded at once: its
+	// OLLAMA_MAX_LOADED_MODELS, or how many fit in the GPU's memory. The router plans a load
+	// on this node as evicting nothing only while fewer are loaded. Default 0: learn it from
+	// /api/ps (one until more are seen at once).
+	MaxLoaded int `yaml:"max_loaded"`
 	// ConnectTimeout bounds dialing Ollama; past it the request fails over or gets 503. Default 3s.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// FirstByteTimeout bounds the wait for Ollama's first response byte: loading a cold model
@@ -237,6 +242,9 @@ func (c *Agent) Validate() error {
 	}
 	if c.Ollama.Parallel < 1 || c.Ollama.Parallel > 1024 {
 		add("ollama.parallel %d: give Ollama's OLLAMA_NUM_PARALLEL, between 1 and 1024", c.Ollama.Parallel)
+	}
+	if c.Ollama.MaxLoaded < 0 || c.Ollama.MaxLoaded > 255 {
+		add("ollama.max_loaded %d: give how many models Ollama keeps loaded at once (OLLAMA_MAX_LOADED_MODELS), between 1 and 255, or 0 to learn it", c.Ollama.MaxLoaded)
 	}
 	c.validateCluster(add)
 	c.validateTunnel(add)

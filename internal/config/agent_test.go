@@ -93,6 +93,7 @@ func TestAgentBadFiles(t *testing.T) {
 		{"cidr", `testdata/cidr.bad.yaml: node.trusted_networks[0] "192.168.1.0/33" is not a CIDR such as "192.168.1.0/24"`},
 		{"short-key", "testdata/short-key.bad.yaml: node.api_keys[0] is 6 characters long: use at least 16 (e.g. from `openssl rand -hex 16`)"},
 		{"list", `testdata/list.bad.yaml:2: "10.0.0.0/8" is not a list`},
+		{"max-loaded", "testdata/max-loaded.bad.yaml: ollama.max_loaded -1: give how many models Ollama keeps loaded at once (OLLAMA_MAX_LOADED_MODELS), between 1 and 255, or 0 to learn it"},
 		{"many", `testdata/many.bad.yaml: 3 problems:
   node.name is empty: give this machine a name such as "gpu-pc"
   node.max_body 10 B is too small: requests carry whole conversations; use at least "1MiB"

@@ -62,7 +62,11 @@ type Picker struct {
 	everHad  map[string]string        // model -> a node that once had it
 	lastSent map[string]sent          // node -> the model we last sent there, and when
 	asked    map[string]time.Time     // model -> when a request last asked for it
+	arrived  map[string]*arrivals     // model -> its recent arrivals
+	planned  map[string]time.Time     // model -> when its placement was last considered
+	loads    map[string]loading       // node -> the load under way there
 	est      estimates
+	client   *http.Client // for loads ahead of need
 	queue    []*waiter
 	affinity *lru.Cache[string, string]
 	changed  func() // tells the membership layer that Queued changed
@@ -93,6 +97,8 @@ func NewPicker(cfg PickerConfig, src PeerSource, local router.Node, m *PickerMet
 		cfg: cfg, src: src, local: local, log: logging.OrDiscard(logger), metrics: m,
 		mine: map[string]int{}, ewma: map[string]time.Duration{}, suspect: map[string]time.Time{},
 		everHad: map[string]string{}, lastSent: map[string]sent{}, asked: map[string]time.Time{}, est: newEstimates(),
+		arrived: map[string]*arrivals{}, planned: map[string]time.Time{}, loads: map[string]loading{},
+		client:   &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute}},
 		affinity: aff, changed: func() {},
 	}
 }
@@ -184,6 +190,9 @@ func (p *Picker) take(req router.PickRequest, c candidate, reason string) *route
 	name := c.peer.Name
 	p.mine[name]++
 	p.lastSent[name] = sent{model: req.Model, at: time.Now()}
+	if !c.warm {
+		p.loads[name] = loading{model: req.Model, until: time.Now().Add(p.est.loadOf(name, p.cfg.ColdWait))}
+	}
 	if req.Session != "" {
 		p.affinity.Add(req.Session, name)
 	}
@@ -201,33 +210,52 @@ func (p *Picker) take(req router.PickRequest, c candidate, reason string) *route
 		u, _ = url.Parse(c.peer.Meta.API) // checked when the peer was accepted
 		header = p.cfg.Header
 	}
-	start, model, warm := time.Now(), req.Model, c.warm
+	start, model := time.Now(), req.Model
+	kind := pickWarm
+	switch {
+	case !c.warm:
+		kind = pickCold
+	case p.remaining(name, model, start) > 0:
+		kind = pickLoading // warm soon: a load is under way there
+	}
 	t := router.NewTarget(name, u, func(o router.Outcome) {
 		if end != nil {
 			end()
 		}
-		p.release(name, o, model, warm, time.Since(start))
+		p.release(name, o, model, kind, time.Since(start))
 	})
 	t.Header = header
 	t.Reason = reason
 	return t
 }
 
+// pickKind is what a pick found on its node: its model loaded, being loaded, or not.
+type pickKind uint8
+
+const (
+	pickWarm pickKind = iota
+	pickLoading
+	pickCold
+)
+
 // release frees the slot, learns from the outcome (time to first byte; how long a request
 // for model takes there, or how long its load took when it was cold), and hands free slots to
 // waiters.
-func (p *Picker) release(node string, o router.Outcome, model string, warm bool, took time.Duration) {
+func (p *Picker) release(node string, o router.Outcome, model string, kind pickKind, took time.Duration) {
 	p.mu.Lock()
 	p.mine[node]--
 	if o.FirstByte > 0 && o.Err == nil {
 		ttfb := p.ewma[node]
 		switch {
-		case warm:
+		case kind == pickWarm:
 			p.est.learnService(node, model, took)
 			p.ewma[node] = ewma(ttfb, o.FirstByte, 5)
-		case ttfb > 0 && o.FirstByte > 3*ttfb:
+		case kind == pickCold && ttfb > 0 && o.FirstByte > 3*ttfb:
 			p.est.learnLoad(node, o.FirstByte-ttfb) // a cold pick that did load
 		}
+	}
+	if l, ok := p.loads[node]; ok && kind != pickWarm && l.model == model {
+		delete(p.loads, node) // the load is over, one way or the other
 	}
 	if unreachable(o.Err) {
 		if fr, ok := p.local.(router.FailureReporter); ok && node == p.cfg.Self {
@@ -301,7 +329,7 @@ func (p *Picker) dispatchLocked() int {
 // full.
 func (p *Picker) Pick(ctx context.Context, req router.PickRequest) (*router.Target, error) {
 	p.mu.Lock()
-	p.asked[req.Model] = time.Now()
+	p.noteArrival(req.Model, time.Now())
 	cands, err := p.candidates(req, time.Now())
 	if errors.Is(err, router.ErrUnknownModel) && p.local != nil {
 		// The model may have been pulled on this node a moment ago.
@@ -314,6 +342,7 @@ func (p *Picker) Pick(ctx context.Context, req router.PickRequest) (*router.Targ
 		p.mu.Unlock()
 		return nil, err
 	}
+	p.plan(req.Model, p.src.Peers(), time.Now())
 	if !p.waitingFor(req.Model) {
 		if t := p.choose(req, cands, time.Now(), 0); t != nil {
 			p.mu.Unlock()

@@ -83,8 +83,12 @@ func (e *estimates) loadOf(node string, guess time.Duration) time.Duration {
 	return guess
 }
 
-// holdsOf is how many models node has been seen to hold at once.
+// holdsOf is how many models pr holds at once: what it says (ollama.max_loaded), else the
+// most it has been seen to hold.
 func (e *estimates) holdsOf(pr Peer) int {
+	if pr.Meta.Holds > 0 {
+		return int(pr.Meta.Holds)
+	}
 	h := max(1, e.holds[pr.Name], len(pr.Inventory.Loaded))
 	e.holds[pr.Name] = h
 	return h
@@ -150,7 +154,9 @@ func (p *Picker) describe(model string, cands []candidate, peers []Peer, now tim
 		if c.ect == 0 {
 			c.ect = known
 		}
-		if !c.warm {
+		if c.warm {
+			c.ect += p.remaining(c.peer.Name, model, now) // a load under way
+		} else {
 			c.ect += p.est.loadOf(c.peer.Name, p.cfg.ColdWait)
 		}
 	}

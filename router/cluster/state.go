@@ -35,6 +35,9 @@ type Meta struct {
 	API string `msgpack:"a"`
 	// Slots is how many requests the node's Ollama runs at once (OLLAMA_NUM_PARALLEL).
 	Slots uint16 `msgpack:"s"`
+	// Holds is how many models its Ollama keeps loaded at once (ollama.max_loaded); 0 when
+	// not configured, and routers learn it from its /api/ps.
+	Holds uint8 `msgpack:"m,omitempty"`
 	// InFlight is how many requests its Ollama is serving now.
 	InFlight uint16 `msgpack:"f"`
 	// Via splits InFlight by the router that picked this node (RouterID of its name; at
