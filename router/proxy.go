@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"net/http"
 	"strconv"
@@ -240,50 +239,6 @@ func (s *Server) readBody(r *http.Request) ([]byte, *APIError) {
 		return nil, tooLarge
 	}
 	return buf.Bytes(), nil
-}
-
-// parseRequest reads what routing needs: the model, and the conversation's opening (system
-// prompt and first user message) as its session key. The body must be valid JSON as a whole:
-// forwarding a broken body would only return a worse error from the backend.
-func parseRequest(body []byte) (PickRequest, *APIError) {
-	var meta struct {
-		Model    string `json:"model"`
-		Name     string `json:"name"` // older Ollama clients send "name" to /api/show
-		Messages []struct {
-			Role    string          `json:"role"`
-			Content json.RawMessage `json:"content"`
-		} `json:"messages"`
-	}
-	if err := json.Unmarshal(body, &meta); err != nil {
-		return PickRequest{}, jsonError(err)
-	}
-	if meta.Model == "" {
-		meta.Model = meta.Name
-	}
-	if strings.TrimSpace(meta.Model) == "" {
-		return PickRequest{}, &APIError{Status: http.StatusBadRequest, Code: "missing_model",
-			Message: `model is required: name it in the "model" field (GET /api/tags or /v1/models lists what is available)`}
-	}
-	req := PickRequest{Model: NormalizeModel(meta.Model)}
-	var system, user json.RawMessage
-	for _, m := range meta.Messages {
-		if m.Role == "system" && system == nil {
-			system = m.Content
-		}
-		if m.Role == "user" && user == nil {
-			user = m.Content
-			break
-		}
-	}
-	if user != nil {
-		h := fnv.New64a()
-		_, _ = h.Write([]byte(req.Model))
-		_, _ = h.Write(system)
-		_, _ = h.Write([]byte{0})
-		_, _ = h.Write(user)
-		req.Session = strconv.FormatUint(h.Sum64(), 36)
-	}
-	return req, nil
 }
 
 func jsonError(err error) *APIError {
