@@ -220,25 +220,40 @@ func (s *Server) reject(w http.ResponseWriter, d Dialect, route, model string, e
 	WriteError(w, d, e)
 }
 
-// readBody reads a JSON request body within node.max_body.
+// readBody reads a JSON request body within node.max_body, in one allocation when the
+// length is announced.
 func (s *Server) readBody(r *http.Request) ([]byte, *APIError) {
-	tooLarge := &APIError{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large",
-		Message: fmt.Sprintf("request body is larger than %d bytes (node.max_body): send less, or raise node.max_body in the agent config", s.cfg.MaxBody)}
 	if r.ContentLength > s.cfg.MaxBody {
-		return nil, tooLarge
+		return nil, s.tooLarge()
 	}
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+	size := r.ContentLength
+	if size < 0 {
+		size = 512
 	}
-	_, err := buf.ReadFrom(io.LimitReader(r.Body, s.cfg.MaxBody+1))
-	if err != nil {
-		return nil, &APIError{Status: http.StatusBadRequest, Code: "bad_body", Message: fmt.Sprintf("could not read the request body: %v", err)}
+	// One byte more than announced, so that the read that meets the end has room and needs
+	// no second buffer.
+	buf := make([]byte, 0, size+1)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > s.cfg.MaxBody {
+			return nil, s.tooLarge()
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, &APIError{Status: http.StatusBadRequest, Code: "bad_body", Message: fmt.Sprintf("could not read the request body: %v", err)}
+		}
 	}
-	if int64(buf.Len()) > s.cfg.MaxBody {
-		return nil, tooLarge
-	}
-	return buf.Bytes(), nil
+}
+
+func (s *Server) tooLarge() *APIError {
+	return &APIError{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large",
+		Message: fmt.Sprintf("request body is larger than %d bytes (node.max_body): send less, or raise node.max_body in the agent config", s.cfg.MaxBody)}
 }
 
 func jsonError(err error) *APIError {

@@ -3,10 +3,15 @@ package router
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"hash/fnv"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // sessionOf is the session key as computed before scanRequest existed: hash/fnv over the
@@ -160,6 +165,48 @@ func BenchmarkParseRequest(b *testing.B) {
 				if _, err := parseRequest(body); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
+
+// TestReadBody: announced and unannounced lengths, the limit exactly, one byte over, and a
+// broken body.
+func TestReadBody(t *testing.T) {
+	s := &Server{cfg: ServerConfig{MaxBody: 1000}}
+	tooLarge := "request body is larger than 1000 bytes (node.max_body): send less, or raise node.max_body in the agent config"
+	tests := []struct {
+		name   string
+		body   io.Reader
+		length int64 // -1: chunked
+		want   string
+		fail   string
+	}{
+		{"empty", http.NoBody, 0, "", ""},
+		{"announced", strings.NewReader(`{"model":"tiny"}`), 16, `{"model":"tiny"}`, ""},
+		{"chunked", strings.NewReader(`{"model":"tiny"}`), -1, `{"model":"tiny"}`, ""},
+		{"chunked, many reads", iotest.OneByteReader(strings.NewReader(strings.Repeat("x", 999))), -1, strings.Repeat("x", 999), ""},
+		{"at the limit", strings.NewReader(strings.Repeat("x", 1000)), 1000, strings.Repeat("x", 1000), ""},
+		{"announced over the limit", strings.NewReader(strings.Repeat("x", 1001)), 1001, "", tooLarge},
+		{"chunked over the limit", strings.NewReader(strings.Repeat("x", 5000)), -1, "", tooLarge},
+		{"broken", failingReader{}, -1, "", "could not read the request body: connection reset"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/api/chat", tt.body)
+			r.ContentLength = tt.length
+			got, apiErr := s.readBody(r)
+			switch {
+			case tt.fail != "":
+				if apiErr == nil || apiErr.Message != tt.fail {
+					t.Fatalf("got %q, %+v; want %q", got, apiErr, tt.fail)
+				}
+			case apiErr != nil || string(got) != tt.want:
+				t.Fatalf("got %q, %+v; want %q", got, apiErr, tt.want)
 			}
 		})
 	}
