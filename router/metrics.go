@@ -1,6 +1,8 @@
 package router
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -15,6 +17,52 @@ type Metrics struct {
 	inFlight   *prometheus.GaugeVec
 	streamCuts *prometheus.CounterVec
 	retries    *prometheus.CounterVec
+
+	seriesMu sync.RWMutex
+	series   map[seriesKey]*series
+}
+
+// seriesKey names the series one answered request updates. The set is bounded: routes are
+// fixed, and a model gets this far only once a node has it.
+type seriesKey struct{ route, model, node string }
+
+// series are the children of the vectors for one seriesKey, looked up once rather than by
+// label values on every request. Each is created on first use, as WithLabelValues would, so
+// that /metrics shows the same series.
+type series struct {
+	ok         func() prometheus.Counter // requests answered 200; other statuses are rarer and looked up
+	duration   func() prometheus.Observer
+	ttft       func() prometheus.Observer
+	tokens     func() prometheus.Counter
+	tokensRate func() prometheus.Observer
+}
+
+func (m *Metrics) seriesFor(route, model, node string) *series {
+	k := seriesKey{route, model, node}
+	m.seriesMu.RLock()
+	s := m.series[k]
+	m.seriesMu.RUnlock()
+	if s != nil {
+		return s
+	}
+	s = &series{
+		ok:         sync.OnceValue(func() prometheus.Counter { return m.requests.WithLabelValues(route, model, "200") }),
+		duration:   sync.OnceValue(func() prometheus.Observer { return m.duration.WithLabelValues(route, model) }),
+		ttft:       sync.OnceValue(func() prometheus.Observer { return m.ttft.WithLabelValues(route, model) }),
+		tokens:     sync.OnceValue(func() prometheus.Counter { return m.tokens.WithLabelValues(model, node) }),
+		tokensRate: sync.OnceValue(func() prometheus.Observer { return m.tokensRate.WithLabelValues(model, node) }),
+	}
+	m.seriesMu.Lock()
+	if m.series == nil {
+		m.series = map[seriesKey]*series{}
+	}
+	if prev := m.series[k]; prev != nil {
+		s = prev
+	} else {
+		m.series[k] = s
+	}
+	m.seriesMu.Unlock()
+	return s
 }
 
 // NewMetrics creates the series and registers them on reg (nil: not exported, still counted).

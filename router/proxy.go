@@ -10,7 +10,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // maxAttempts bounds how many nodes one request is tried on before the first byte.
@@ -22,11 +25,14 @@ const ForwardedHeader = "X-Hearth-Forwarded"
 
 // modelRoute serves a request that names a model: pick the node that has it, forward.
 func (s *Server) modelRoute(route string) http.HandlerFunc {
+	// Looked up once, on the route's first request (as before, the series appears then).
+	inFlight := sync.OnceValue(func() prometheus.Gauge { return s.metrics.inFlight.WithLabelValues(route) })
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		d := DialectOf(r.URL.Path)
-		s.metrics.inFlight.WithLabelValues(route).Inc()
-		defer s.metrics.inFlight.WithLabelValues(route).Dec()
+		g := inFlight()
+		g.Inc()
+		defer g.Dec()
 
 		body, apiErr := s.readBody(r)
 		var req PickRequest
@@ -196,22 +202,27 @@ func retryable(resp *http.Response, err error) error {
 
 func (s *Server) observe(route, model, node string, out outcome, start time.Time) {
 	end := time.Now()
-	s.metrics.requests.WithLabelValues(route, model, strconv.Itoa(out.status)).Inc()
-	s.metrics.duration.WithLabelValues(route, model).Observe(end.Sub(start).Seconds())
+	m := s.metrics.seriesFor(route, model, node)
+	if out.status == http.StatusOK {
+		m.ok().Inc()
+	} else {
+		s.metrics.requests.WithLabelValues(route, model, strconv.Itoa(out.status)).Inc()
+	}
+	m.duration().Observe(end.Sub(start).Seconds())
 	if out.firstByte.IsZero() || out.status != http.StatusOK || model == "" {
 		return
 	}
-	s.metrics.ttft.WithLabelValues(route, model).Observe(out.firstByte.Sub(start).Seconds())
+	m.ttft().Observe(out.firstByte.Sub(start).Seconds())
 	tokens, evalTime, ok := usage(out.tail)
 	if !ok || tokens == 0 {
 		return
 	}
-	s.metrics.tokens.WithLabelValues(model, node).Add(float64(tokens))
+	m.tokens().Add(float64(tokens))
 	if evalTime <= 0 {
 		evalTime = end.Sub(out.firstByte)
 	}
 	if evalTime > 0 {
-		s.metrics.tokensRate.WithLabelValues(model, node).Observe(float64(tokens) / evalTime.Seconds())
+		m.tokensRate().Observe(float64(tokens) / evalTime.Seconds())
 	}
 }
 
