@@ -60,32 +60,58 @@ func NewForwarder(cfg ForwarderConfig, m *Metrics, logger *slog.Logger) *Forward
 // Close drops idle backend connections.
 func (f *Forwarder) Close() { f.client.CloseIdleConnections() }
 
-// hopHeaders are meaningful for one connection only, and Authorization/Cookie carry the
-// caller's credentials for hearth, which the backend must never see.
-var hopHeaders = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true, "Proxy-Authorization": true,
-	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
-	"Authorization": true, "Cookie": true,
+// hopHeader reports the headers that are meaningful for one connection only, and
+// Authorization/Cookie, which carry the caller's credentials for hearth: the backend must
+// never see them. Keys are canonical, as net/http stores them.
+func hopHeader(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Authorization", "Cookie":
+		return true
+	}
+	return false
 }
 
 // send starts the backend call. A nil error means the backend answered with headers; the
 // body has not been read.
 func (f *Forwarder) send(ctx context.Context, r *http.Request, t *Target, body io.Reader, length int64, query string) (*http.Response, error) {
-	u := &url.URL{Scheme: t.URL.Scheme, Host: t.URL.Host, Path: strings.TrimRight(t.URL.Path, "/") + r.URL.Path, RawQuery: query}
-	req, err := http.NewRequestWithContext(ctx, r.Method, u.String(), body)
+	req, err := backendRequest(ctx, r, t, body, length, query)
 	if err != nil {
 		return nil, err
 	}
+	return f.client.Do(req)
+}
+
+// backendRequest is r as sent to t: same method, path under t's, body and headers but the
+// hop-by-hop and credential ones, plus t's own.
+func backendRequest(ctx context.Context, r *http.Request, t *Target, body io.Reader, length int64, query string) (*http.Request, error) {
+	// The URL is built, not formatted and parsed again: NewRequest gets an empty one.
+	req, err := http.NewRequestWithContext(ctx, r.Method, "", body)
+	if err != nil {
+		return nil, err
+	}
+	host := hostWithoutEmptyPort(t.URL.Host)
+	req.URL = &url.URL{Scheme: t.URL.Scheme, Host: host, Path: strings.TrimRight(t.URL.Path, "/") + r.URL.Path, RawQuery: query}
+	req.Host = host
 	req.ContentLength = length
+	req.Header = make(http.Header, len(r.Header)+len(t.Header))
 	for k, vs := range r.Header {
-		if !hopHeaders[k] {
+		if !hopHeader(k) {
 			req.Header[k] = vs
 		}
 	}
 	for k, vs := range t.Header {
 		req.Header[k] = vs
 	}
-	return f.client.Do(req)
+	return req, nil
+}
+
+// hostWithoutEmptyPort is the host NewRequest would set for host: "h:" becomes "h".
+func hostWithoutEmptyPort(host string) string {
+	if strings.LastIndex(host, ":") > strings.LastIndex(host, "]") {
+		return strings.TrimSuffix(host, ":")
+	}
+	return host
 }
 
 // sendError turns a failed backend call into the answer for the caller: nil when the
@@ -130,7 +156,7 @@ func (f *Forwarder) relay(w http.ResponseWriter, resp *http.Response, node strin
 	defer resp.Body.Close()
 	h := w.Header()
 	for k, vs := range resp.Header {
-		if !hopHeaders[k] {
+		if !hopHeader(k) {
 			h[k] = vs
 		}
 	}

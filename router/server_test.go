@@ -35,7 +35,7 @@ func (n *fakeNode) Refresh(context.Context) error {
 	return nil
 }
 
-func healthyNode(t *testing.T, backendURL string, models ...string) *fakeNode {
+func healthyNode(t testing.TB, backendURL string, models ...string) *fakeNode {
 	t.Helper()
 	u, err := url.Parse(backendURL)
 	if err != nil {

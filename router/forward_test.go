@@ -1,0 +1,70 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// TestBackendRequestOnTheWire: the request a backend gets is byte for byte the one built by
+// formatting the URL and parsing it again with http.NewRequest, minus the headers it must not
+// see.
+func TestBackendRequestOnTheWire(t *testing.T) {
+	tests := []struct{ target, method, path, query string }{
+		{"http://127.0.0.1:11434", http.MethodPost, "/api/chat", ""},
+		{"http://gpu-box:11434/", http.MethodPost, "/v1/chat/completions", ""},
+		{"http://gpu-box/ollama/", http.MethodDelete, "/api/delete", "insecure=true"},
+		{"http://[::1]:11434", http.MethodHead, "/api/blobs/sha256:abc", ""},
+		{"http://gpu-box:", http.MethodPost, "/api/blobs/sha256:a b%c", "x=%2F&y=1"},
+		{"http://[fe80::1]:", http.MethodPost, "/api/pull", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.target+tt.path, func(t *testing.T) {
+			u, err := url.Parse(tt.target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			target := NewTarget("node-a", u, nil)
+			target.Header = http.Header{ForwardedHeader: {"router-b"}}
+			in := httptest.NewRequest(tt.method, "http://agent"+(&url.URL{Path: tt.path}).EscapedPath(), nil)
+			in.Header = http.Header{
+				"Content-Type": {"application/json"}, "User-Agent": {"ollama/0.17"}, "X-Multi": {"a", "b"},
+				"Authorization": {"Bearer secret"}, "Cookie": {"c=1"}, "Connection": {"keep-alive"}, "Te": {"trailers"},
+			}
+			body := []byte(`{"model":"tiny"}`)
+
+			got, err := backendRequest(context.Background(), in, target, bytes.NewReader(body), int64(len(body)), tt.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := &url.URL{Scheme: u.Scheme, Host: u.Host, Path: strings.TrimRight(u.Path, "/") + in.URL.Path, RawQuery: tt.query}
+			want, err := http.NewRequest(tt.method, ref.String(), bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"Content-Type", "User-Agent", "X-Multi"} {
+				want.Header[k] = in.Header[k]
+			}
+			want.Header[ForwardedHeader] = target.Header[ForwardedHeader]
+			gotWire, err := httputil.DumpRequestOut(got, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantWire, err := httputil.DumpRequestOut(want, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(gotWire, wantWire) {
+				t.Errorf("on the wire:\n%s\nwant:\n%s", gotWire, wantWire)
+			}
+			if got.Host != want.Host || got.URL.String() != want.URL.String() {
+				t.Errorf("host %q url %q, want %q %q", got.Host, got.URL, want.Host, want.URL)
+			}
+		})
+	}
+}
