@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -261,16 +261,22 @@ func TokenCounts(tail []byte) (prompt, generated int64, evalTime time.Duration, 
 	return 0, 0, 0, false
 }
 
+// lastInt reads the non-negative integer after the last occurrence of key; false when there
+// is none or it does not fit in an int64.
 func lastInt(b []byte, key string) (int64, bool) {
 	i := bytes.LastIndex(b, []byte(key))
 	if i < 0 {
 		return 0, false
 	}
 	rest := bytes.TrimLeft(b[i+len(key):], " ")
+	var n int64
 	end := 0
-	for end < len(rest) && rest[end] >= '0' && rest[end] <= '9' {
-		end++
+	for ; end < len(rest) && rest[end] >= '0' && rest[end] <= '9'; end++ {
+		d := int64(rest[end] - '0')
+		if n > (math.MaxInt64-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
 	}
-	n, err := strconv.ParseInt(string(rest[:end]), 10, 64)
-	return n, err == nil
+	return n, end > 0
 }
