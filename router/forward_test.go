@@ -3,11 +3,14 @@ package router
 import (
 	"bytes"
 	"context"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -91,5 +94,47 @@ func TestTokenCounts(t *testing.T) {
 		if p != tt.prompt || g != tt.gen || d != tt.evalTime || ok != tt.ok {
 			t.Errorf("%s: got %d %d %v %v", tt.tail, p, g, d, ok)
 		}
+	}
+}
+
+// TestBackendConnectionsReused: at concurrency 32 the forwarder keeps its backend
+// connections: none is closed between requests (http.Transport's default keeps 2 per host).
+func TestBackendConnectionsReused(t *testing.T) {
+	var mu sync.Mutex
+	states := map[http.ConnState]int{}
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, `{"done":true}`)
+	}))
+	backend.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		mu.Lock()
+		states[s]++
+		mu.Unlock()
+	}
+	backend.Start()
+	t.Cleanup(backend.Close)
+	ts := newTestServer(t, healthyNode(t, backend.URL, "tiny:latest"), nil)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	t.Cleanup(client.CloseIdleConnections)
+	const workers, each = 32, 20
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				resp, err := client.Post(ts.url+"/api/chat", "application/json", strings.NewReader(`{"model":"tiny"}`))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if states[http.StateClosed] != 0 || states[http.StateNew] > 2*workers {
+		t.Errorf("backend connections: %d opened, %d closed for %d requests from %d workers", states[http.StateNew], states[http.StateClosed], workers*each, workers)
 	}
 }
