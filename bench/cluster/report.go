@@ -37,7 +37,7 @@ func printSetup(p params, jobs []job, warm int) {
 	}
 	fmt.Printf("start      fresh sims for every strategy, %s\n", start)
 	fmt.Printf("hearth     3 agents in one gossip cluster (timings fast), ollama.parallel = slots, poll_interval %s,\n", p.poll)
-	fmt.Printf("           ollama.max_loaded as the sims hold, router defaults (max_queue 128, queue_timeout 2m); the load enters at agent a\n")
+	fmt.Printf("           ollama.max_loaded as the sims hold, router defaults (max_queue 512, queue_timeout 2m); the load enters at agent a\n")
 	fmt.Printf("baselines  hearth's HTTP surface and forwarder with a round-robin / least-connections picker, straight to the sims\n\n")
 }
 

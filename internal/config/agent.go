@@ -85,7 +85,8 @@ type Cluster struct {
 
 // Router is how requests wait when every node that has the model is busy.
 type Router struct {
-	// MaxQueue bounds the requests waiting for a free slot; beyond it, 503. Default 128.
+	// MaxQueue bounds the requests waiting for a free slot; beyond it, 503. Default 512, as
+	// Ollama's own OLLAMA_MAX_QUEUE.
 	MaxQueue int `yaml:"max_queue"`
 	// QueueTimeout bounds one request's wait for a slot; then 503 with Retry-After. Default 2m.
 	QueueTimeout time.Duration `yaml:"queue_timeout"`
@@ -169,7 +170,7 @@ func DefaultAgent() Agent {
 			PollInterval:     5 * time.Second,
 		},
 		Cluster: Cluster{Timings: "lan"},
-		Router:  Router{MaxQueue: 128, QueueTimeout: 2 * time.Minute},
+		Router:  Router{MaxQueue: 512, QueueTimeout: 2 * time.Minute},
 		Tunnel:  Tunnel{Name: "home"},
 	}
 }

@@ -106,7 +106,7 @@ type loadedModel struct {
 // even those for a loaded model: nothing overtakes a pending load.
 func (s *Server) useModel(ctx context.Context, m Model, key string, ka keepAlive) (*loadedModel, error) {
 	s.mu.Lock()
-	evicting := false // this request waits for a model to unload, holding up the others
+	evicting := false   // this request waits for a model to unload, holding up the others
 	unblock := func() { // with s.mu held: the load starts, or the request gives up
 		if evicting {
 			evicting = false

@@ -23,7 +23,7 @@ import (
 type PickerConfig struct {
 	// Self is this node's name.
 	Self string
-	// MaxQueue bounds the requests waiting for a free slot; beyond it, 503. Default 128.
+	// MaxQueue bounds the requests waiting for a free slot; beyond it, 503. Default 512.
 	MaxQueue int
 	// QueueTimeout bounds one request's wait for a free slot; then 503. Default 2m.
 	QueueTimeout time.Duration
@@ -81,7 +81,7 @@ type waiter struct {
 // NewPicker returns a picker over src. local is this node's backend (nil for router-only).
 func NewPicker(cfg PickerConfig, src PeerSource, local router.Node, m *PickerMetrics, logger *slog.Logger) *Picker {
 	if cfg.MaxQueue <= 0 {
-		cfg.MaxQueue = 128
+		cfg.MaxQueue = 512
 	}
 	if cfg.QueueTimeout <= 0 {
 		cfg.QueueTimeout = 2 * time.Minute

@@ -117,6 +117,9 @@ type candidate struct {
 	evicts bool
 	// harm: what it would unload is the only loaded copy of a model in demand.
 	harm bool
+	// loading: the model is being loaded there now; a request sent there would hold a slot
+	// doing nothing until the load ends.
+	loading bool
 	load int
 	slot int
 	ect  time.Duration // expected completion: service time, plus the load when cold
@@ -155,7 +158,9 @@ func (p *Picker) describe(model string, cands []candidate, peers []Peer, now tim
 			c.ect = known
 		}
 		if c.warm {
-			c.ect += p.remaining(c.peer.Name, model, now) // a load under way
+			rest := p.remaining(c.peer.Name, model, now) // a load under way
+			c.ect += rest
+			c.loading = rest > 0
 		} else {
 			c.ect += p.est.loadOf(c.peer.Name, p.cfg.ColdWait)
 		}
@@ -185,7 +190,7 @@ func (p *Picker) inDemand(model string, now time.Time) bool {
 func queueOption(cands []candidate, ahead int, p *Picker, model string) (time.Duration, bool) {
 	rate, fastest := 0.0, time.Duration(0)
 	for _, c := range cands {
-		if !c.warm || c.free() {
+		if !c.warm || c.free() || c.loading {
 			continue
 		}
 		s := p.est.serviceOf(c.peer.Name, model)
@@ -200,8 +205,11 @@ func queueOption(cands []candidate, ahead int, p *Picker, model string) (time.Du
 	if rate == 0 {
 		return 0, false
 	}
+	// A request that waits also holds back every one behind it by as long (each takes the slot
+	// the next would have had): its wait counts twice, or a queue would form on the fastest
+	// node while slower ones idle.
 	wait := time.Duration((float64(ahead) + 0.5) / rate * float64(time.Second))
-	return wait + fastest, true
+	return 2*wait + fastest, true
 }
 
 // choose takes a slot on the best candidate with one free, or returns nil when the request
@@ -211,10 +219,15 @@ func queueOption(cands []candidate, ahead int, p *Picker, model string) (time.Du
 // it.
 func (p *Picker) choose(req router.PickRequest, cands []candidate, since time.Time, ahead int) *router.Target {
 	var free []candidate
-	anyWarm := false
+	anyWarm, anyReady := false, false
 	for _, c := range cands {
 		anyWarm = anyWarm || c.warm
-		if c.free() {
+		anyReady = anyReady || (c.warm && !c.loading)
+	}
+	for _, c := range cands {
+		// While the model is loaded somewhere, requests wait for those copies rather than
+		// sit in a slot of a node still loading it: its slots stay for the models it serves.
+		if c.free() && !(c.loading && anyReady) {
 			free = append(free, c)
 		}
 	}

@@ -24,9 +24,10 @@ type planNode struct {
 }
 
 type planInput struct {
-	nodes  []planNode
-	models []string
-	demand map[string]float64
+	nodes   []planNode
+	models  []string
+	demand  map[string]float64
+	loading map[string]bool // nodes with a load under way: no second one there
 }
 
 // planStep is one load toward a better placement.
@@ -137,6 +138,9 @@ func (in planInput) nextStep() (planStep, bool) {
 	var best planStep
 	bestScore, found, bestSafe := 0.0, false, false
 	for i, n := range in.nodes {
+		if in.loading[n.name] {
+			continue
+		}
 		for _, m := range target[i] {
 			if slices.Contains(cur[i], m) {
 				continue
@@ -151,8 +155,8 @@ func (in planInput) nextStep() (planStep, bool) {
 						victim = v
 					}
 				}
-				if victim == "" {
-					continue
+				if victim == "" || len(in.loading) > 0 {
+					continue // a load that evicts waits until no other is under way
 				}
 				held = slices.DeleteFunc(held, func(x string) bool { return x == victim })
 			}

@@ -29,6 +29,9 @@ const rateWindow = 10
 // planEvery bounds how often one model's placement is reconsidered.
 const planEvery = 500 * time.Millisecond
 
+// unknownPace stands for a request's duration on every node before any has been measured.
+const unknownPace = time.Second
+
 // preloadTimeout bounds a load ahead of need: a cold load from NFS can take minutes.
 const preloadTimeout = 10 * time.Minute
 
@@ -106,14 +109,18 @@ func (p *Picker) plan(model string, peers []Peer, now time.Time) {
 		return
 	}
 	p.planned[model] = now
-	for _, l := range p.loads {
-		if l.until.After(now) {
-			return // one load at a time: see what it brings first
-		}
-	}
 	in, ok := p.planInput(peers, now)
 	if !ok {
 		return
+	}
+	// Loads that evict nothing may run on several nodes at once, one per node; a load that
+	// evicts waits until no other is under way, so that a model never loses its copies to
+	// loads that each counted on the other.
+	in.loading = map[string]bool{}
+	for node, l := range p.loads {
+		if l.until.After(now) {
+			in.loading[node] = true
+		}
 	}
 	step, ok := in.nextStep()
 	if !ok {
@@ -164,7 +171,10 @@ func (p *Picker) planInput(peers []Peer, now time.Time) (planInput, bool) {
 		for _, m := range n.can {
 			pace := p.paceOf(n.name, m, all)
 			if pace <= 0 {
-				return in, false // no request for m has finished anywhere yet
+				// No request for m has finished anywhere yet (the first loads are under
+				// way): take every node as fast, so that capacity goes by slots until the
+				// paces are known, rather than let a queue grow meanwhile.
+				pace = unknownPace
 			}
 			n.rate[m] = float64(n.slots) / pace.Seconds()
 		}

@@ -54,16 +54,17 @@ func TestPickerWaitsForFastNodeUntilSlowIsSooner(t *testing.T) {
 		peer("slow", 1, []string{"m:latest"}, []string{"m:latest"}))
 	p.mu.Lock()
 	p.est.learnService("fast", "m:latest", 100*time.Millisecond) // 10 requests/s
-	p.est.learnService("slow", "m:latest", 400*time.Millisecond)
+	p.est.learnService("slow", "m:latest", 500*time.Millisecond)
 	p.mu.Unlock()
 	busy := pick(t, p, "m:latest", "")
 	if busy.Node != "fast" {
 		t.Fatalf("first pick %s, want fast", busy.Node)
 	}
-	// Waiting k places behind in the queue costs (k+0.5)×100 ms + 100 ms: less than the slow
-	// node's 400 ms for the first three waiters, more for the fourth.
-	got := make(chan *router.Target, 4)
-	for i := range 4 {
+	// Waiting k places behind in the queue costs 2×(k+0.5)×100 ms + 100 ms (the wait counts
+	// twice: it holds back those behind): less than the slow node's 500 ms for the first two
+	// waiters, more for the third.
+	got := make(chan *router.Target, 3)
+	for i := range 3 {
 		go func() {
 			tg, err := p.Pick(context.Background(), router.PickRequest{Model: "m:latest"})
 			if err != nil {
@@ -72,20 +73,20 @@ func TestPickerWaitsForFastNodeUntilSlowIsSooner(t *testing.T) {
 			}
 			got <- tg
 		}()
-		if i < 3 {
+		if i < 2 {
 			waitQueued(t, p, i+1)
 		}
 	}
 	select {
 	case tg := <-got:
 		if tg.Node != "slow" {
-			t.Fatalf("the fourth waiter went to %s, want slow", tg.Node)
+			t.Fatalf("the third waiter went to %s, want slow", tg.Node)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("nobody took the slow node with four waiting for the fast one")
+		t.Fatal("nobody took the slow node with three waiting for the fast one")
 	}
-	if q := p.Queued(); q != 3 {
-		t.Fatalf("queued %d, want the three for whom the fast node is sooner", q)
+	if q := p.Queued(); q != 2 {
+		t.Fatalf("queued %d, want the two for whom the fast node is sooner", q)
 	}
 	busy.Done(router.Outcome{})
 	if tg := <-got; tg.Node != "fast" {
