@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -113,7 +114,7 @@ func startHearth(nodes []nodeSpec, sims []*ollamasim.Server, poll time.Duration,
 		if seed != "" {
 			cfg.Cluster.Join = []string{seed}
 		}
-		a, err := agent.New(cfg, slog.New(slog.DiscardHandler), "bench")
+		a, err := agent.New(cfg, benchLogger(i), "bench")
 		if err != nil {
 			c.stop()
 			return nil, fmt.Errorf("agent %s: %w", n.name, err)
@@ -272,4 +273,13 @@ func loadOnly(base, model string) error {
 		return errors.New(resp.Status)
 	}
 	return nil
+}
+
+// benchLogger is the log of agent i: the entry agent's (i == 0) goes to stderr at
+// HEARTH_BENCH_LOG=1, for a look at its picker's decisions; the rest is discarded.
+func benchLogger(i int) *slog.Logger {
+	if i == 0 && os.Getenv("HEARTH_BENCH_LOG") == "1" {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.DiscardHandler)
 }

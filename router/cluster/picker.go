@@ -192,6 +192,7 @@ func (p *Picker) take(req router.PickRequest, c candidate, reason string) *route
 	p.lastSent[name] = sent{model: req.Model, at: time.Now()}
 	if !c.warm {
 		p.loads[name] = loading{model: req.Model, until: time.Now().Add(p.est.loadOf(name, p.cfg.ColdWait))}
+		p.log.Info("a request loads its model on a node", "model", req.Model, "node", name, "evicts", c.evicts, "reason", reason)
 	}
 	if req.Session != "" {
 		p.affinity.Add(req.Session, name)

@@ -237,11 +237,15 @@ func (p *Picker) choose(req router.PickRequest, cands []candidate, since time.Ti
 	rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
 	sort.SliceStable(free, func(i, j int) bool { return p.better(free[i], free[j]) })
 	best := free[0]
+	if anyWarm && best.evicts && len(req.Exclude) == 0 {
+		// The model has a copy (loaded, or loading): a request does not unload another model
+		// to make a second one, it waits for that copy (up to router.queue_timeout). Moving
+		// models is the planner's, one deliberate load at a time: requests that each evict
+		// what the next one needs make a cascade that serves nobody.
+		return nil
+	}
 	patient := time.Since(since) < p.cfg.ColdWait && len(req.Exclude) == 0
 	if patient && anyWarm {
-		if best.harm {
-			return nil // it would unload another model's only copy: wait for a warm node
-		}
 		wait, known := queueOption(cands, ahead, p, req.Model)
 		switch {
 		case known && wait < best.ect:
@@ -255,7 +259,7 @@ func (p *Picker) choose(req router.PickRequest, cands []candidate, since time.Ti
 			for _, c := range free {
 				// The conversation stays while its node is as good a choice, near enough: a
 				// reused KV cache is worth a little, not a node several times slower.
-				if c.peer.Name == node && (c.warm || !best.warm) && !c.harm && c.ect <= best.ect*3/2 {
+				if c.peer.Name == node && c.warm && !c.loading && c.ect <= best.ect*3/2 {
 					return p.take(req, c, "affinity")
 				}
 			}

@@ -28,6 +28,7 @@ type planInput struct {
 	models  []string
 	demand  map[string]float64
 	loading map[string]bool // nodes with a load under way: no second one there
+	guessed bool            // some pace is a guess: only loads that evict nothing
 }
 
 // planStep is one load toward a better placement.
@@ -155,8 +156,8 @@ func (in planInput) nextStep() (planStep, bool) {
 						victim = v
 					}
 				}
-				if victim == "" || len(in.loading) > 0 {
-					continue // a load that evicts waits until no other is under way
+				if victim == "" || len(in.loading) > 0 || in.guessed {
+					continue // a load that evicts waits until no other is under way, and paces are known
 				}
 				held = slices.DeleteFunc(held, func(x string) bool { return x == victim })
 			}

@@ -175,6 +175,7 @@ func (p *Picker) planInput(peers []Peer, now time.Time) (planInput, bool) {
 				// way): take every node as fast, so that capacity goes by slots until the
 				// paces are known, rather than let a queue grow meanwhile.
 				pace = unknownPace
+				in.guessed = true
 			}
 			n.rate[m] = float64(n.slots) / pace.Seconds()
 		}
