@@ -1,7 +1,8 @@
 // Command cluster measures how well hearth's picker balances a simulated home cluster: three
-// ollamasim nodes of different speed and size, two models of which each node holds one at a
-// time, and the same Poisson arrivals replayed through hearth's agents and through two
-// baselines (round-robin and least-connections) on hearth's own forwarding path. It prints
+// ollamasim nodes of different speed and size, two models, and the same Poisson arrivals
+// replayed through hearth's agents and through two baselines (round-robin and
+// least-connections) on hearth's own forwarding path — once with nodes that hold one model at
+// a time (a GPU full with one model), once with nodes that hold both. It prints
 // latency, time to first token, cold loads and failures side by side with their ratios, then
 // how fast hearth stops sending to a node that was killed. It is a program that prints
 // figures, not a test: nothing here passes or fails on time.
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"log"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -126,7 +128,7 @@ func main() {
 	load := flag.Float64("load", 0.7, "offered load as a share of the cluster's capacity")
 	turns := flag.Float64("turns", 2, "mean requests per conversation (1: every request opens one)")
 	poll := flag.Duration("poll", config.DefaultAgent().Ollama.PollInterval, "hearth agents' ollama.poll_interval")
-	maxLoaded := flag.Int("max-loaded", 1, "models each node holds at once (ollamasim MaxLoaded; 0: no limit)")
+	maxLoaded := flag.String("max-loaded", "1,0", "models each node holds at once (ollamasim MaxLoaded; 0: no limit), one balancing comparison per value")
 	prewarm := flag.Bool("prewarm", false, "start every strategy with the best fixed placement loaded on the nodes")
 	maxTime := flag.Duration("max-time", 3*time.Minute, "hard limit on one strategy's run; requests still open then fail")
 	drain := flag.Duration("drain", 20*time.Second, "how long a run may go on after its last arrival; requests still open then fail")
@@ -141,7 +143,7 @@ func main() {
 			{name: "b", slots: 2, tokenDelay: 20 * time.Millisecond},
 			{name: "c", slots: 1, tokenDelay: 40 * time.Millisecond},
 		},
-		sim:          simSpec{models: []string{"llama3.2:3b", "qwen3:4b"}, loadDelay: 2 * time.Second, tokens: 10, maxLoaded: *maxLoaded},
+		sim:          simSpec{models: []string{"llama3.2:3b", "qwen3:4b"}, loadDelay: 2 * time.Second, tokens: 10},
 		shares:       []float64{0.7, 0.3},
 		turns:        *turns,
 		load:         *load,
@@ -176,9 +178,30 @@ func main() {
 	if *only != "" {
 		parts = strings.Split(*only, ",")
 	}
-	if err := run(p, parts); err != nil {
-		log.Fatal(err)
+	var holds []int
+	for _, v := range strings.Split(*maxLoaded, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 {
+			log.Fatalf("-max-loaded %q: give numbers of models, 0 or more, separated by commas", *maxLoaded)
+		}
+		holds = append(holds, n)
 	}
+	began := time.Now()
+	for i, h := range holds {
+		q := p
+		q.sim.maxLoaded = h
+		run := parts
+		if i < len(holds)-1 { // the failover runs do not depend on it: once, at the end
+			run = slices.DeleteFunc(slices.Clone(parts), func(s string) bool { return s == "failover" })
+		}
+		if i > 0 {
+			fmt.Println()
+		}
+		if err := runParts(q, run); err != nil {
+			log.Fatal(err)
+		}
+	}
+	fmt.Printf("\ntotal time %s\n", time.Since(began).Round(time.Second))
 }
 
 func flagSet(name string) bool {
@@ -187,8 +210,7 @@ func flagSet(name string) bool {
 	return set
 }
 
-func run(p params, parts []string) error {
-	began := time.Now()
+func runParts(p params, parts []string) error {
 	warm := int(p.warmup.Seconds() * p.rate())
 	jobs := workload(warm+p.requests, p.rate(), p.sim.models, p.shares, p.turns, p.seed)
 	var rows []row
@@ -216,6 +238,5 @@ func run(p params, parts []string) error {
 			return err
 		}
 	}
-	fmt.Printf("\ntotal time %s\n", time.Since(began).Round(time.Second))
 	return nil
 }

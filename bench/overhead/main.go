@@ -58,6 +58,7 @@ func run(requests int, maxTime time.Duration, rounds int) error {
 		rounds, requests, maxTime, runtime.GOMAXPROCS(0))
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "kind\tconc\ttarget\treq/s\tp50\tp99\tCPU/req\tadded p50\tadded p99\tadded CPU/req\tthroughput ratio\t")
+	carried := map[string]float64{} // what the agent carries at concurrency 32, by kind
 	for _, kind := range []string{"chat", "stream"} {
 		body := nonStream
 		if kind == "stream" {
@@ -73,6 +74,9 @@ func run(requests int, maxTime time.Duration, rounds int) error {
 				fmt.Fprintf(os.Stderr, "failed requests: direct %d, agent %d (first error: %v)\n", direct.Failed, through.Failed, loadgen.FirstErr(direct, through))
 			}
 			d, t := direct.Stats(), through.Stats()
+			if conc == 32 {
+				carried[kind] = t.RPS
+			}
 			fmt.Fprintf(tw, "%s\t%d\tdirect\t%.0f\t%s\t%s\t%s\t\t\t\t\t\n", kind, conc, d.RPS, loadgen.MS(d.P50), loadgen.MS(d.P99), loadgen.US(d.CPU))
 			fmt.Fprintf(tw, "%s\t%d\tagent\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t\n", kind, conc, t.RPS, loadgen.MS(t.P50), loadgen.MS(t.P99), loadgen.US(t.CPU),
 				loadgen.MS(t.P50-d.P50), loadgen.MS(t.P99-d.P99), loadgen.US(t.CPU-d.CPU), t.RPS/d.RPS)
@@ -84,7 +88,42 @@ func run(requests int, maxTime time.Duration, rounds int) error {
 	}
 	tw.Flush()
 
+	paced(client, simURL, agentURL, map[string][]byte{"chat": nonStream, "stream": stream}, carried, requests, maxTime, rounds)
 	return chunkCheck(ctx, client)
+}
+
+// paced sends the same requests as an open loop from 32 connections at half the rate the
+// agent carried in the closed loop: the closed loop keeps both cores busy, so there every
+// microsecond of CPU the agent spends is also queueing time for 32 requests; at a rate the
+// machine carries, the added latency is what one request costs.
+func paced(client *http.Client, simURL, agentURL string, bodies map[string][]byte, carried map[string]float64, requests int, maxTime time.Duration, rounds int) {
+	const conc = 32
+	fmt.Printf("\nopen loop: %d connections, evenly paced at half the rate the agent carried at concurrency %d; latency counts from when a request was due\n\n", conc, conc)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "kind\trate\ttarget\tp50\tp99\tfirst chunk p50\tadded p50\tadded p99\tadded first chunk p50\t")
+	for _, kind := range []string{"chat", "stream"} {
+		rate := carried[kind] / 2
+		if rate <= 0 {
+			continue
+		}
+		var direct, through loadgen.Result
+		for r := 0; r < rounds; r++ {
+			direct.Merge(loadgen.RunPaced(conc, requests, rate, maxTime, func(buf []byte) (time.Duration, time.Duration, error) {
+				return once(client, simURL+"/api/chat", bodies[kind], buf)
+			}))
+			through.Merge(loadgen.RunPaced(conc, requests, rate, maxTime, func(buf []byte) (time.Duration, time.Duration, error) {
+				return once(client, agentURL+"/api/chat", bodies[kind], buf)
+			}))
+		}
+		if direct.Failed+through.Failed > 0 {
+			fmt.Fprintf(os.Stderr, "failed requests: direct %d, agent %d (first error: %v)\n", direct.Failed, through.Failed, loadgen.FirstErr(direct, through))
+		}
+		d, t := direct.Stats(), through.Stats()
+		fmt.Fprintf(tw, "%s\t%.0f/s\tdirect\t%s\t%s\t%s\t\t\t\t\n", kind, rate, loadgen.MS(d.P50), loadgen.MS(d.P99), loadgen.MS(d.TTFB50))
+		fmt.Fprintf(tw, "%s\t%.0f/s\tagent\t%s\t%s\t%s\t%s\t%s\t%s\t\n", kind, rate, loadgen.MS(t.P50), loadgen.MS(t.P99), loadgen.MS(t.TTFB50),
+			loadgen.MS(t.P50-d.P50), loadgen.MS(t.P99-d.P99), loadgen.MS(t.TTFB50-d.TTFB50))
+	}
+	tw.Flush()
 }
 
 // startPair starts ollamasim and an agent in front of it; stop ends both.

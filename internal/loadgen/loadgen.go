@@ -1,5 +1,6 @@
-// Package loadgen is the closed-loop load of hearth's overhead benchmarks: a fixed number of
-// workers send requests, each timed, while the process's CPU time is read around the run. The
+// Package loadgen is the load of hearth's overhead benchmarks: a fixed number of workers send
+// requests, each timed, as fast as they can (Run, a closed loop) or at a set rate (RunPaced,
+// an open loop), while the process's CPU time is read around the run. The
 // benchmark programs (bench/...) import it; nothing else does.
 package loadgen
 
@@ -98,6 +99,54 @@ func Run(conc, n int, maxTime time.Duration, once Once) Result {
 				} else {
 					res.Lat = append(res.Lat, lat)
 					res.TTFB = append(res.TTFB, ttfb)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	res.Elapsed = time.Since(start)
+	res.CPU = CPUTime() - cpu0
+	return res
+}
+
+// RunPaced sends n requests at rate per second from conc workers (an open loop: request i is
+// due at i/rate from the start, whatever happened to the others), for at most maxTime. A
+// request's latency counts from when it was due, so time spent waiting for a free worker
+// counts too. At a rate the machine carries, this measures what a request costs rather than
+// how long it queues for a saturated CPU.
+func RunPaced(conc, n int, rate float64, maxTime time.Duration, once Once) Result {
+	var (
+		mu   sync.Mutex
+		res  Result
+		wg   sync.WaitGroup
+		next atomic.Int64
+	)
+	interval := time.Duration(float64(time.Second) / rate)
+	cpu0 := CPUTime()
+	start := time.Now()
+	deadline := start.Add(maxTime)
+	for range conc {
+		wg.Go(func() {
+			buf := make([]byte, 32<<10)
+			for {
+				i := next.Add(1) - 1
+				due := start.Add(time.Duration(i) * interval)
+				if i >= int64(n) || due.After(deadline) {
+					return
+				}
+				time.Sleep(time.Until(due))
+				late := time.Since(due)
+				lat, ttfb, err := once(buf)
+				mu.Lock()
+				if err != nil {
+					res.Failed++
+					if res.Err == nil {
+						res.Err = err
+					}
+				} else {
+					res.Lat = append(res.Lat, lat+late)
+					res.TTFB = append(res.TTFB, ttfb+late)
 				}
 				mu.Unlock()
 			}

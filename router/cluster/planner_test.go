@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -181,5 +182,30 @@ func TestArrivalsRate(t *testing.T) {
 	}
 	if r := a.rate(t0.Add(time.Minute)); r != 0 {
 		t.Fatalf("a minute later the rate is %.1f, want 0", r)
+	}
+}
+
+// TestPickerRequestDoesNotEvictForASecondCopy: a request whose model is loaded on a busy node
+// waits for it, even past ColdWait, rather than unload another model from a free node: moving
+// models is the planner's.
+func TestPickerRequestDoesNotEvictForASecondCopy(t *testing.T) {
+	a := peer("a", 1, []string{"m1:latest", "m2:latest"}, []string{"m1:latest"})
+	b := peer("b", 1, []string{"m1:latest", "m2:latest"}, []string{"m2:latest"})
+	a.Meta.Holds, b.Meta.Holds = 1, 1
+	p, _ := newTestPicker(t, PickerConfig{ColdWait: 20 * time.Millisecond, QueueTimeout: 300 * time.Millisecond}, a, b)
+	busy := pick(t, p, "m1:latest", "")
+	if busy.Node != "a" {
+		t.Fatalf("m1 went to %s", busy.Node)
+	}
+	tg, err := p.Pick(context.Background(), router.PickRequest{Model: "m1:latest"})
+	if err == nil {
+		t.Fatalf("m1 went to %s (%s): it unloaded m2 while m1 has a copy", tg.Node, tg.Reason)
+	}
+	if !errors.Is(err, router.ErrBusy) {
+		t.Fatalf("got %v, want the queue timeout", err)
+	}
+	busy.Done(router.Outcome{})
+	if tg := pick(t, p, "m1:latest", ""); tg.Node != "a" || tg.Reason != "warm" {
+		t.Fatalf("after a freed up: %s (%s)", tg.Node, tg.Reason)
 	}
 }
