@@ -120,9 +120,9 @@ type candidate struct {
 	// loading: the model is being loaded there now; a request sent there would hold a slot
 	// doing nothing until the load ends.
 	loading bool
-	load int
-	slot int
-	ect  time.Duration // expected completion: service time, plus the load when cold
+	load    int
+	slot    int
+	ect     time.Duration // expected completion: service time, plus the load when cold
 }
 
 func (c candidate) util() float64 { return float64(c.load) / float64(c.slot) }
