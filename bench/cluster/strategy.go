@@ -131,7 +131,7 @@ func trace(ctx context.Context, base string, sims []*ollamasim.Server) {
 					break
 				}
 				st := sims[i].Stats()
-				fmt.Fprintf(&b, " | %s warm %v mine %d in_flight %d; sim running %d cold %d", n.Name, n.Warm, n.Mine, n.InFlight, st.Running, st.ColdLoads)
+				fmt.Fprintf(&b, " | %s warm %v mine %d in_flight %d; sim running %d queued %d cold %d", n.Name, n.Warm, n.Mine, n.InFlight, st.Running, st.Queued, st.ColdLoads)
 			}
 		}
 		fmt.Fprintln(os.Stderr, b.String())

@@ -282,9 +282,6 @@ func (p *Picker) Kick() {
 	peers := p.src.Peers()
 	p.mu.Lock()
 	for _, pr := range peers {
-		if !pr.Self {
-			p.load(pr) // note the new gossiped count against ours now
-		}
 		if pr.Meta.Role == RoleServe {
 			for _, m := range pr.Inventory.Models {
 				p.everHad[router.NormalizeModel(m.Name)] = pr.Name

@@ -28,6 +28,7 @@ type planInput struct {
 	models  []string
 	demand  map[string]float64
 	loading map[string]bool // nodes with a load under way: no second one there
+	waiting map[string]bool // models with requests waiting for a slot
 	guessed bool            // some pace is a guess: only loads that evict nothing
 }
 
@@ -143,7 +144,9 @@ func (in planInput) nextStep() (planStep, bool) {
 			continue
 		}
 		for _, m := range target[i] {
-			if slices.Contains(cur[i], m) {
+			if slices.Contains(cur[i], m) || !in.heldElsewhere(cur, -1, m) || (in.guessed && !in.waiting[m]) {
+				// There already; or no copy anywhere (a request for it loads the first); or
+				// with paces still guessed, nobody waits for it: its copy keeps up so far.
 				continue
 			}
 			next := slices.Clone(cur)

@@ -140,11 +140,12 @@ func (p *Picker) plan(model string, peers []Peer, now time.Time) {
 // seconds with their rates, and every healthy serving node with its slots, what it holds, can
 // hold, and its pace per model. ok is false when there is nothing to plan or no pace known.
 func (p *Picker) planInput(peers []Peer, now time.Time) (planInput, bool) {
-	in := planInput{demand: map[string]float64{}}
+	in := planInput{demand: map[string]float64{}, waiting: map[string]bool{}}
 	for m, a := range p.arrived {
 		if r := a.rate(now); r > 0 {
 			in.models = append(in.models, m)
 			in.demand[m] = r
+			in.waiting[m] = p.waitingFor(m)
 		}
 	}
 	if len(in.models) == 0 {
@@ -181,15 +182,6 @@ func (p *Picker) planInput(peers []Peer, now time.Time) (planInput, bool) {
 		}
 	}
 	return in, len(in.nodes) > 0
-}
-
-// demand is model's arrival rate, requests per second.
-func (p *Picker) demand(model string, now time.Time) float64 {
-	a := p.arrived[model]
-	if a == nil {
-		return 0
-	}
-	return a.rate(now)
 }
 
 // preload asks pr's Ollama to load model (a generate request with no prompt), counting it as

@@ -126,13 +126,44 @@ func TestPlannerLoadsAnotherCopy(t *testing.T) {
 	if tg.Node != "a" {
 		t.Fatalf("first pick %s, want a (warm)", tg.Node)
 	}
+	// a is full: the next request waits (a load on b would take longer than a's slot), and
+	// with a request waiting the planner loads the model on b.
+	waited := make(chan *router.Target, 1)
+	go func() {
+		tg, err := p.Pick(context.Background(), router.PickRequest{Model: "m:latest"})
+		if err != nil {
+			t.Errorf("waiter: %v", err)
+		}
+		waited <- tg
+	}()
 	waitFor(t, "a load on b", func() bool { return len(pl.got()) == 1 })
 	if got := pl.got(); got[0] != "m:latest" || pl.auth[0] != "Bearer cluster-key" {
 		t.Fatalf("load request for %v with %q", got, pl.auth[0])
 	}
-	// b is warm now: the next request does not wait for a.
-	if tg := pick(t, p, "m:latest", ""); tg.Node != "b" || tg.Reason != "warm" {
-		t.Fatalf("after the load: %s (%s), want b (warm)", tg.Node, tg.Reason)
+	// b is warm once loaded: the waiter goes there rather than wait for a.
+	if tg := <-waited; tg == nil || tg.Node != "b" || tg.Reason != "warm" {
+		t.Fatalf("after the load: %+v, want b (warm)", tg)
+	}
+	if len(pl.got()) != 1 {
+		t.Fatalf("loads %v, want one", pl.got())
+	}
+}
+
+// TestPlannerLeavesAKeepingUpModelAlone: one request, whatever the rate it suggests, loads no
+// second copy while its copy has room: nobody waits.
+func TestPlannerLeavesAKeepingUpModelAlone(t *testing.T) {
+	var pl preloads
+	srv := pl.serve(t)
+	b := peer("b", 4, []string{"m:latest"}, nil)
+	b.Meta.API = srv.URL
+	p, _ := newTestPicker(t, PickerConfig{}, peer("a", 1, []string{"m:latest"}, []string{"m:latest"}), b)
+	tg := pick(t, p, "m:latest", "")
+	tg.Done(router.Outcome{FirstByte: time.Millisecond})
+	pick(t, p, "m:latest", "").Done(router.Outcome{FirstByte: time.Millisecond})
+	p.Kick()
+	time.Sleep(50 * time.Millisecond)
+	if got := pl.got(); len(got) != 0 {
+		t.Fatalf("loads %v: nobody waited", got)
 	}
 }
 
