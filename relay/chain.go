@@ -14,7 +14,6 @@ import (
 	"reflect"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,7 +33,6 @@ type Chain struct {
 	auth     *Auth
 	usage    *UsageLog
 	log      *slog.Logger
-	wg       sync.WaitGroup
 }
 
 type chainState struct {

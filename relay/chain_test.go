@@ -52,14 +52,14 @@ func (v *vendor) serve(w http.ResponseWriter, r *http.Request) {
 	_ = json.Unmarshal(body, &req)
 	switch v.mode.Load().(string) {
 	case "500":
-		http.Error(w, `{"error":{"message":"upstream exploded"}}`, 500)
+		http.Error(w, `{"error":{"message":"upstream exploded"}}`, http.StatusInternalServerError)
 		return
 	case "429":
 		w.Header().Set("Retry-After", "30")
-		http.Error(w, `{"error":{"message":"slow down"}}`, 429)
+		http.Error(w, `{"error":{"message":"slow down"}}`, http.StatusTooManyRequests)
 		return
 	case "401":
-		http.Error(w, `{"error":{"message":"bad key"}}`, 401)
+		http.Error(w, `{"error":{"message":"bad key"}}`, http.StatusUnauthorized)
 		return
 	case "hang":
 		<-r.Context().Done()
