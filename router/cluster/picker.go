@@ -327,7 +327,6 @@ func (p *Picker) dispatchLocked() int {
 // full.
 func (p *Picker) Pick(ctx context.Context, req router.PickRequest) (*router.Target, error) {
 	p.mu.Lock()
-	p.noteArrival(req.Model, time.Now())
 	cands, err := p.candidates(req, time.Now())
 	if errors.Is(err, router.ErrUnknownModel) && p.local != nil {
 		// The model may have been pulled on this node a moment ago.
@@ -340,6 +339,7 @@ func (p *Picker) Pick(ctx context.Context, req router.PickRequest) (*router.Targ
 		p.mu.Unlock()
 		return nil, err
 	}
+	p.noteArrival(req.Model, time.Now()) // only models the cluster has: names from clients are unbounded
 	p.plan(req.Model, p.src.Peers(), time.Now())
 	if !p.waitingFor(req.Model) {
 		if t := p.choose(req, cands, time.Now(), 0); t != nil {

@@ -11,11 +11,12 @@ import (
 
 // How the picker places a request, beyond DESIGN.md's order (warm, utilisation, latency):
 // every free candidate gets an expected completion time, its learnt service time for the
-// model plus, when cold, its learnt load time; the queue is an option too, worth the
-// expected wait for a slot on the warm nodes that are full plus their service time. A slow
-// free node is used only when it finishes sooner than waiting for a fast one, and a model is
-// loaded on a second node only when its queue is longer than a load. A load never evicts the
-// only loaded copy of a model that is in demand while the request can still wait.
+// model plus, when cold, its learnt load time (plus the rest of a load under way); the queue
+// is an option too, worth the expected wait for a slot on the warm nodes that are full plus
+// their service time. A slow free node is used only when it finishes sooner than waiting for
+// a fast one. A request loads its model itself only where that unloads nothing, or when the
+// model has no copy anywhere; unloading one model for a second copy of another is the
+// planner's (planner.go), one deliberate load at a time.
 
 // warmFor is how long what we last sent a node decides what is loaded there, ahead of its
 // /api/ps (read every few seconds, and blind to a load in progress).
