@@ -132,7 +132,7 @@ func main() {
 	prewarm := flag.Bool("prewarm", false, "start every strategy with the best fixed placement loaded on the nodes")
 	maxTime := flag.Duration("max-time", 3*time.Minute, "hard limit on one strategy's run; requests still open then fail")
 	drain := flag.Duration("drain", 20*time.Second, "how long a run may go on after its last arrival; requests still open then fail")
-	failoverLoad := flag.Float64("failover-load", 0.3, "offered load of the failover runs, as a share of capacity")
+	failoverLoad := flag.Float64("failover-load", 0.6, "offered load of the failover runs, as a share of capacity (high enough that the slower nodes serve too: at 30 % the fastest takes it all)")
 	only := flag.String("only", "", "run only these parts, comma-separated: hearth, round-robin, least-connections, failover")
 	trace := flag.Bool("trace", false, "print hearth's cluster view (warm models, in flight, queue) every 500 ms to stderr")
 	flag.Parse()
