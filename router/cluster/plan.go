@@ -10,6 +10,9 @@ package cluster
 
 import "slices"
 
+// noCopy is the score of a placement that leaves a model in demand without a copy.
+const noCopy = 1e9
+
 // maxPlacements bounds the search.
 const maxPlacements = 200_000
 
@@ -50,7 +53,7 @@ func (in planInput) score(placement [][]string) float64 {
 			}
 		}
 		if c == 0 {
-			return 1e9 + in.demand[m] // no copy: worse the more it is asked for
+			return noCopy + in.demand[m] // no copy: worse the more it is asked for
 		}
 		worst = max(worst, in.demand[m]/c)
 	}

@@ -102,8 +102,8 @@ func (p *Picker) paceOf(node, model string, nodes map[string][]string) time.Dura
 	return fastest
 }
 
-// plan reconsiders where models are loaded, for the models in demand now, when model (just
-// asked for) or another is short of capacity: see replan.
+// plan reconsiders where the models in demand are loaded (at most every planEvery per model
+// asked for) and starts the next load toward a better placement, if any (plan.go).
 func (p *Picker) plan(model string, peers []Peer, now time.Time) {
 	if now.Sub(p.planned[model]) < planEvery {
 		return
@@ -132,8 +132,16 @@ func (p *Picker) plan(model string, peers []Peer, now time.Time) {
 		}
 	}
 	p.log.Info("loading a model ahead of need: demand is near what the loaded copies serve",
-		"model", step.model, "node", step.node, "evicts", step.victim, "busiest_model_use_now", fmt.Sprintf("%.2f", step.before),
-		"after_plan", fmt.Sprintf("%.2f", step.after))
+		"model", step.model, "node", step.node, "evicts", step.victim, "busiest_model_use_now", useString(step.before),
+		"after_plan", useString(step.after))
+}
+
+// useString shows a placement's score: the busiest model's demand over its capacity.
+func useString(score float64) string {
+	if score >= noCopy {
+		return "a model in demand has no copy"
+	}
+	return fmt.Sprintf("%.2f", score)
 }
 
 // planInput gathers what the placement search needs: the models asked for in the last
