@@ -178,6 +178,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	_ = a.srv.Close()
 	wg.Wait()
+	if a.cluster != nil {
+		a.cluster.picker.Close()
+	}
 	a.fwd.Close()
 	a.log.Info("hearth agent stopped")
 	return err

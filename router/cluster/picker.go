@@ -66,7 +66,9 @@ type Picker struct {
 	planned  map[string]time.Time     // model -> when its placement was last considered
 	loads    map[string]loading       // node -> the load under way there
 	est      estimates
-	client   *http.Client // for loads ahead of need
+	client   *http.Client    // for loads ahead of need
+	bg       context.Context // cancelled by Close: ends loads ahead of need
+	stop     context.CancelFunc
 	queue    []*waiter
 	affinity *lru.Cache[string, string]
 	changed  func() // tells the membership layer that Queued changed
@@ -93,7 +95,9 @@ func NewPicker(cfg PickerConfig, src PeerSource, local router.Node, m *PickerMet
 		cfg.ColdWait = 10 * time.Second
 	}
 	aff, _ := lru.New[string, string](16384) // only fails for a size <= 0
+	bg, stop := context.WithCancel(context.Background())
 	return &Picker{
+		bg: bg, stop: stop,
 		cfg: cfg, src: src, local: local, log: logging.OrDiscard(logger), metrics: m,
 		mine: map[string]int{}, ewma: map[string]time.Duration{}, suspect: map[string]time.Time{},
 		everHad: map[string]string{}, lastSent: map[string]sent{}, asked: map[string]time.Time{}, est: newEstimates(),
@@ -101,6 +105,12 @@ func NewPicker(cfg PickerConfig, src PeerSource, local router.Node, m *PickerMet
 		client:   &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute}},
 		affinity: aff, changed: func() {},
 	}
+}
+
+// Close abandons the loads ahead of need still under way (the Ollamas carry on loading).
+func (p *Picker) Close() {
+	p.stop()
+	p.client.CloseIdleConnections()
 }
 
 // OnQueueChange registers fn, called (without locks) when the queue length changes.

@@ -217,7 +217,9 @@ func (p *Picker) preload(pr Peer, model string, now time.Time) {
 			if s := p.lastSent[pr.Name]; s.model == model {
 				delete(p.lastSent, pr.Name)
 			}
-			p.log.Warn("loading a model ahead of need failed", "model", model, "node", pr.Name, "err", err)
+			if p.bg.Err() == nil { // not the agent shutting down
+				p.log.Warn("loading a model ahead of need failed", "model", model, "node", pr.Name, "err", err)
+			}
 		} else {
 			p.est.learnLoad(pr.Name, time.Since(began))
 		}
@@ -234,7 +236,7 @@ func (p *Picker) sendPreload(u *url.URL, header http.Header, model string) error
 		return fmt.Errorf("no URL for the node")
 	}
 	body, _ := json.Marshal(map[string]string{"model": model}) // a string always marshals
-	ctx, cancel := context.WithTimeout(context.Background(), preloadTimeout)
+	ctx, cancel := context.WithTimeout(p.bg, preloadTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.JoinPath("/api/generate").String(), bytes.NewReader(body))
 	if err != nil {
