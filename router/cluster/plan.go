@@ -24,6 +24,9 @@ type planNode struct {
 	res   []string           // loaded now (or being loaded), newest first
 	can   []string           // the models in demand it has on disk
 	rate  map[string]float64 // requests/s it serves of each model it can, holding only that
+	// others is what other routers have in flight there: this router does not see their
+	// demand, so it never unloads a model they are using.
+	others int
 }
 
 type planInput struct {
@@ -162,8 +165,10 @@ func (in planInput) nextStep() (planStep, bool) {
 						victim = v
 					}
 				}
-				if victim == "" || len(in.loading) > 0 || in.guessed {
-					continue // a load that evicts waits until no other is under way, and paces are known
+				if victim == "" || len(in.loading) > 0 || in.guessed || n.others > 0 {
+					// A load that evicts waits until no other is under way, paces are known,
+					// and no other router is using the node.
+					continue
 				}
 				held = slices.DeleteFunc(held, func(x string) bool { return x == victim })
 			}

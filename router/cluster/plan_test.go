@@ -66,3 +66,23 @@ func TestPlanLeavesEnoughAlone(t *testing.T) {
 		t.Fatalf("at 90 %%: step %+v, %v; want a load on b that evicts nothing", step, ok)
 	}
 }
+
+// TestPlanLeavesOtherRoutersModelsAlone: a node that other routers are using is not made to
+// unload its model: this router cannot see their demand.
+func TestPlanLeavesOtherRoutersModelsAlone(t *testing.T) {
+	in := planInput{
+		nodes: []planNode{
+			{name: "a", slots: 1, holds: 1, res: []string{"m1"}, can: []string{"m1", "m2"}, rate: map[string]float64{"m1": 10, "m2": 10}},
+			{name: "b", slots: 1, holds: 1, res: []string{"m2"}, can: []string{"m1", "m2"}, rate: map[string]float64{"m1": 10, "m2": 10}, others: 1},
+		},
+		models: []string{"m1"}, // m2 is not asked of this router: only others use it
+		demand: map[string]float64{"m1": 30},
+	}
+	if step, ok := in.nextStep(); ok {
+		t.Fatalf("step %+v unloads m2 from b, which another router is using", step)
+	}
+	in.nodes[1].others = 0
+	if step, ok := in.nextStep(); !ok || step.node != "b" || step.model != "m1" {
+		t.Fatalf("with b idle: step %+v, %v; want m1 on b", step, ok)
+	}
+}

@@ -166,7 +166,8 @@ func (p *Picker) planInput(peers []Peer, now time.Time) (planInput, bool) {
 			continue
 		}
 		all[pr.Name] = nil
-		n := planNode{name: pr.Name, slots: max(1, int(pr.Meta.Slots)), holds: p.est.holdsOf(pr), res: p.resident(pr, now)}
+		n := planNode{name: pr.Name, slots: max(1, int(pr.Meta.Slots)), holds: p.est.holdsOf(pr), res: p.resident(pr, now),
+			others: p.load(pr) - p.mine[pr.Name]}
 		for _, m := range in.models {
 			if pr.Inventory.Has(m) {
 				n.can = append(n.can, m)
