@@ -36,6 +36,19 @@ func (r *Result) Merge(o Result) {
 	}
 }
 
+// add records one request: its times, or its failure.
+func (r *Result) add(lat, ttfb time.Duration, err error) {
+	if err != nil {
+		r.Failed++
+		if r.Err == nil {
+			r.Err = err
+		}
+		return
+	}
+	r.Lat = append(r.Lat, lat)
+	r.TTFB = append(r.TTFB, ttfb)
+}
+
 // Summary is a Result's figures.
 type Summary struct {
 	N                             int
@@ -91,15 +104,7 @@ func Run(conc, n int, maxTime time.Duration, once Once) Result {
 			for left.Add(-1) >= 0 && time.Now().Before(deadline) {
 				lat, ttfb, err := once(buf)
 				mu.Lock()
-				if err != nil {
-					res.Failed++
-					if res.Err == nil {
-						res.Err = err
-					}
-				} else {
-					res.Lat = append(res.Lat, lat)
-					res.TTFB = append(res.TTFB, ttfb)
-				}
+				res.add(lat, ttfb, err)
 				mu.Unlock()
 			}
 		})
@@ -139,15 +144,7 @@ func RunPaced(conc, n int, rate float64, maxTime time.Duration, once Once) Resul
 				late := time.Since(due)
 				lat, ttfb, err := once(buf)
 				mu.Lock()
-				if err != nil {
-					res.Failed++
-					if res.Err == nil {
-						res.Err = err
-					}
-				} else {
-					res.Lat = append(res.Lat, lat+late)
-					res.TTFB = append(res.TTFB, ttfb+late)
-				}
+				res.add(lat+late, ttfb+late, err)
 				mu.Unlock()
 			}
 		})
