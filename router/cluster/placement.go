@@ -214,10 +214,10 @@ func queueOption(cands []candidate, ahead int, p *Picker, model string) (time.Du
 }
 
 // choose takes a slot on the best candidate with one free, or returns nil when the request
-// should wait: every candidate is full, or waiting for a warm node is expected to end sooner
-// than the best free one would finish. since is when the request began to wait; after
-// ColdWait it takes any free node. ahead is how many requests for the same model wait before
-// it.
+// should wait: every candidate is full (or would have to unload another model while this one
+// has a copy), or waiting for a warm node is expected to end sooner than the best free one
+// would finish. since is when the request began to wait; after ColdWait it takes any free
+// node that unloads nothing. ahead is how many requests for the same model wait before it.
 func (p *Picker) choose(req router.PickRequest, cands []candidate, since time.Time, ahead int) *router.Target {
 	var free []candidate
 	anyWarm, anyReady := false, false
@@ -226,9 +226,18 @@ func (p *Picker) choose(req router.PickRequest, cands []candidate, since time.Ti
 		anyReady = anyReady || (c.warm && !c.loading)
 	}
 	for _, c := range cands {
-		// While the model is loaded somewhere, requests wait for those copies rather than
-		// sit in a slot of a node still loading it: its slots stay for the models it serves.
-		if c.free() && !(c.loading && anyReady) {
+		switch {
+		case !c.free():
+		case c.loading && anyReady:
+			// While the model is loaded somewhere, requests wait for those copies rather
+			// than sit in a slot of a node still loading it.
+		case c.evicts && anyWarm && len(req.Exclude) == 0:
+			// The model has a copy (loaded, or loading): a request does not unload another
+			// model to make a second one, it waits for that copy (up to
+			// router.queue_timeout). Moving models is the planner's, one deliberate load at
+			// a time: requests that each evict what the next one needs make a cascade that
+			// serves nobody.
+		default:
 			free = append(free, c)
 		}
 	}
@@ -238,13 +247,6 @@ func (p *Picker) choose(req router.PickRequest, cands []candidate, since time.Ti
 	rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
 	sort.SliceStable(free, func(i, j int) bool { return p.better(free[i], free[j]) })
 	best := free[0]
-	if anyWarm && best.evicts && len(req.Exclude) == 0 {
-		// The model has a copy (loaded, or loading): a request does not unload another model
-		// to make a second one, it waits for that copy (up to router.queue_timeout). Moving
-		// models is the planner's, one deliberate load at a time: requests that each evict
-		// what the next one needs make a cascade that serves nobody.
-		return nil
-	}
 	patient := time.Since(since) < p.cfg.ColdWait && len(req.Exclude) == 0
 	if patient && anyWarm {
 		wait, known := queueOption(cands, ahead, p, req.Model)
