@@ -28,7 +28,7 @@ type PickerMetrics struct {
 func NewPickerMetrics(reg prometheus.Registerer, size func() int) (*PickerMetrics, error) {
 	m := &PickerMetrics{
 		picks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "hearth_picks_total", Help: "Requests routed, by node, model and why that node (warm, cold, affinity, retry).",
+			Name: "hearth_picks_total", Help: "Requests routed, by node, model and why that node (warm, cold, affinity, retry), and models loaded ahead of need (preload).",
 		}, []string{"node", "model", "reason"}),
 		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "hearth_queue_wait_seconds", Help: "Time requests waited for a free slot.",
