@@ -61,7 +61,6 @@ type Picker struct {
 	suspect  map[string]time.Time     // node -> no picks until
 	everHad  map[string]string        // model -> a node that once had it
 	lastSent map[string]sent          // node -> the model we last sent there, and when
-	asked    map[string]time.Time     // model -> when a request last asked for it
 	arrived  map[string]*arrivals     // model -> its recent arrivals
 	planned  map[string]time.Time     // model -> when its placement was last considered
 	loads    map[string]loading       // node -> the load under way there
@@ -100,7 +99,7 @@ func NewPicker(cfg PickerConfig, src PeerSource, local router.Node, m *PickerMet
 		bg: bg, stop: stop,
 		cfg: cfg, src: src, local: local, log: logging.OrDiscard(logger), metrics: m,
 		mine: map[string]int{}, ewma: map[string]time.Duration{}, suspect: map[string]time.Time{},
-		everHad: map[string]string{}, lastSent: map[string]sent{}, asked: map[string]time.Time{}, est: newEstimates(),
+		everHad: map[string]string{}, lastSent: map[string]sent{}, est: newEstimates(),
 		arrived: map[string]*arrivals{}, planned: map[string]time.Time{}, loads: map[string]loading{},
 		client:   &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute}},
 		affinity: aff, changed: func() {},

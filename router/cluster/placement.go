@@ -139,11 +139,9 @@ func (p *Picker) describe(model string, cands []candidate, peers []Peer, now tim
 			loaded[pr.Name] = p.resident(pr, now)
 		}
 	}
-	known := time.Duration(0) // the fastest known service among candidates: the guess for new nodes
-	for _, c := range cands {
-		if s := p.est.serviceOf(c.peer.Name, model); s > 0 && (known == 0 || s < known) {
-			known = s
-		}
+	names := make([]string, len(cands))
+	for i, c := range cands {
+		names[i] = c.peer.Name
 	}
 	for i := range cands {
 		c := &cands[i]
@@ -154,10 +152,7 @@ func (p *Picker) describe(model string, cands []candidate, peers []Peer, now tim
 			victim := res[len(res)-1] // the oldest news: Ollama unloads the least recently used
 			c.harm = p.inDemand(victim, now) && !loadedElsewhere(loaded, victim, c.peer.Name)
 		}
-		c.ect = p.est.serviceOf(c.peer.Name, model)
-		if c.ect == 0 {
-			c.ect = known
-		}
+		c.ect = p.paceOf(c.peer.Name, model, names)
 		if c.warm {
 			rest := p.remaining(c.peer.Name, model, now) // a load under way
 			c.ect += rest
@@ -179,7 +174,7 @@ func loadedElsewhere(loaded map[string][]string, model, except string) bool {
 
 // inDemand: model was asked for lately, or requests for it wait.
 func (p *Picker) inDemand(model string, now time.Time) bool {
-	if now.Sub(p.asked[model]) < demandFor {
+	if a := p.arrived[model]; a != nil && now.Sub(a.last) < demandFor {
 		return true
 	}
 	return p.waitingFor(model)

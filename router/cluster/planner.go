@@ -38,6 +38,7 @@ const preloadTimeout = 10 * time.Minute
 // arrivals counts a model's requests per second over the last rateWindow seconds.
 type arrivals struct {
 	first   time.Time
+	last    time.Time // the newest arrival
 	buckets [rateWindow]int
 	sec     int64 // the unix second of the newest bucket
 }
@@ -46,6 +47,7 @@ func (a *arrivals) add(now time.Time) {
 	if a.first.IsZero() {
 		a.first = now
 	}
+	a.last = now
 	a.roll(now)
 	a.buckets[now.Unix()%rateWindow]++
 }
@@ -88,13 +90,14 @@ func (p *Picker) remaining(node, model string, now time.Time) time.Duration {
 }
 
 // paceOf is the expected duration of a request for model on node: learnt there, else the
-// node's for any model, else (a node not used yet) the fastest known for model elsewhere.
-func (p *Picker) paceOf(node, model string, nodes map[string][]string) time.Duration {
+// node's for any model, else (a node not used yet) the fastest known for model among nodes;
+// 0 when none is known.
+func (p *Picker) paceOf(node, model string, nodes []string) time.Duration {
 	if s := p.est.serviceOf(node, model); s > 0 {
 		return s
 	}
 	fastest := time.Duration(0)
-	for n := range nodes {
+	for _, n := range nodes {
 		if s := p.est.serviceOf(n, model); s > 0 && (fastest == 0 || s < fastest) {
 			fastest = s
 		}
@@ -160,12 +163,12 @@ func (p *Picker) planInput(peers []Peer, now time.Time) (planInput, bool) {
 		return in, false
 	}
 	slices.Sort(in.models)
-	all := map[string][]string{}
+	var names []string
 	for _, pr := range peers {
 		if pr.Meta.Role != RoleServe || !pr.Meta.BackendOK || !pr.Meta.StorageOK || now.Before(p.suspect[pr.Name]) {
 			continue
 		}
-		all[pr.Name] = nil
+		names = append(names, pr.Name)
 		n := planNode{name: pr.Name, slots: max(1, int(pr.Meta.Slots)), holds: p.est.holdsOf(pr), res: p.resident(pr, now),
 			others: p.load(pr) - p.mine[pr.Name]}
 		for _, m := range in.models {
@@ -179,7 +182,7 @@ func (p *Picker) planInput(peers []Peer, now time.Time) (planInput, bool) {
 		n := &in.nodes[i]
 		n.rate = map[string]float64{}
 		for _, m := range n.can {
-			pace := p.paceOf(n.name, m, all)
+			pace := p.paceOf(n.name, m, names)
 			if pace <= 0 {
 				// No request for m has finished anywhere yet (the first loads are under
 				// way): take every node as fast, so that capacity goes by slots until the
@@ -261,7 +264,6 @@ func (p *Picker) sendPreload(u *url.URL, header http.Header, model string) error
 
 // noteArrival counts a request for model.
 func (p *Picker) noteArrival(model string, now time.Time) {
-	p.asked[model] = now
 	a := p.arrived[model]
 	if a == nil {
 		a = &arrivals{}
