@@ -27,13 +27,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "alternating direct/relay rounds, merged, so drift hits both alike")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
-	stop, err := loadgen.StartProfile(*cpuProfile)
-	if err != nil {
-		log.Fatal(err)
-	}
-	err = run(*requests, *maxTime, *rounds)
-	stop()
-	if err != nil {
+	if err := loadgen.Profiled(*cpuProfile, func() error { return run(*requests, *maxTime, *rounds) }); err != nil {
 		log.Fatal(err)
 	}
 }

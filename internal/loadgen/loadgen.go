@@ -178,18 +178,19 @@ func FirstErr(rs ...Result) error {
 	return nil
 }
 
-// StartProfile writes a CPU profile of the run to path ("" = no profile); call stop at the end.
-func StartProfile(path string) (stop func(), err error) {
+// Profiled runs run, writing a CPU profile of it to path unless path is "".
+func Profiled(path string, run func() error) error {
 	if path == "" {
-		return func() {}, nil
+		return run()
 	}
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	defer f.Close()
 	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, err
+		return err
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	defer pprof.StopCPUProfile()
+	return run()
 }
