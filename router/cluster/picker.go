@@ -349,7 +349,7 @@ func (p *Picker) Pick(ctx context.Context, req router.PickRequest) (*router.Targ
 		return nil, err
 	}
 	p.noteArrival(req.Model, time.Now()) // only models the cluster has: names from clients are unbounded
-	p.plan(req.Model, p.src.Peers(), time.Now())
+	p.plan(req.Model, time.Now())
 	if !p.waitingFor(req.Model) {
 		if t := p.choose(req, cands, time.Now(), 0); t != nil {
 			p.mu.Unlock()

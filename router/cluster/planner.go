@@ -107,11 +107,12 @@ func (p *Picker) paceOf(node, model string, nodes []string) time.Duration {
 
 // plan reconsiders where the models in demand are loaded (at most every planEvery per model
 // asked for) and starts the next load toward a better placement, if any (plan.go).
-func (p *Picker) plan(model string, peers []Peer, now time.Time) {
+func (p *Picker) plan(model string, now time.Time) {
 	if now.Sub(p.planned[model]) < planEvery {
 		return
 	}
 	p.planned[model] = now
+	peers := p.src.Peers() // read only when planning: a copy of every inventory
 	in, ok := p.planInput(peers, now)
 	if !ok {
 		return
