@@ -30,7 +30,9 @@ type ForwarderConfig struct {
 // Forwarder sends raw request bytes to a chosen node and copies the answer back, flushing
 // every chunk as it arrives. It never re-encodes a body.
 type Forwarder struct {
-	client  *http.Client
+	// tr is used directly, not through an http.Client: a proxy follows no redirects, and
+	// the Client's redirect bookkeeping (a copy of every request's headers) is pure cost.
+	tr      *http.Transport
 	log     *slog.Logger
 	metrics *Metrics
 	bufs    sync.Pool
@@ -50,7 +52,7 @@ func NewForwarder(cfg ForwarderConfig, m *Metrics, logger *slog.Logger) *Forward
 		ReadBufferSize:        32 << 10,
 	}
 	return &Forwarder{
-		client:  &http.Client{Transport: tr},
+		tr:      tr,
 		log:     logging.OrDiscard(logger),
 		metrics: m,
 		bufs:    sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
@@ -58,7 +60,7 @@ func NewForwarder(cfg ForwarderConfig, m *Metrics, logger *slog.Logger) *Forward
 }
 
 // Close drops idle backend connections.
-func (f *Forwarder) Close() { f.client.CloseIdleConnections() }
+func (f *Forwarder) Close() { f.tr.CloseIdleConnections() }
 
 // hopHeader reports the headers that are meaningful for one connection only, and
 // Authorization/Cookie, which carry the caller's credentials for hearth: the backend must
@@ -79,7 +81,7 @@ func (f *Forwarder) send(ctx context.Context, r *http.Request, t *Target, body i
 	if err != nil {
 		return nil, err
 	}
-	return f.client.Do(req)
+	return f.tr.RoundTrip(req)
 }
 
 // backendRequest is r as sent to t: same method, path under t's, body and headers but the

@@ -26,12 +26,18 @@ import (
 func main() {
 	requests := flag.Int("requests", 4000, "requests per target and concurrency level (bounded also by -max-time)")
 	maxTime := flag.Duration("max-time", 8*time.Second, "longest run per target and concurrency level")
-	rounds := flag.Int("rounds", 3, "alternating direct/agent rounds, merged, so drift hits both alike")
+	rounds := flag.Int("rounds", 3, "rounds over all targets in turn, merged, so drift hits all alike")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if err := loadgen.Profiled(*cpuProfile, func() error { return run(*requests, *maxTime, *rounds) }); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// target is one way to the backend: straight, through a reference proxy, or through the agent.
+type target struct {
+	name, url string
+	cpu       func() time.Duration // CPU spent outside this process (nginx), nil when none
 }
 
 func run(requests int, maxTime time.Duration, rounds int) error {
@@ -43,56 +49,106 @@ func run(requests int, maxTime time.Duration, rounds int) error {
 		return err
 	}
 	defer stop()
+	targets := []target{{name: "direct", url: simURL}}
+	goProxy, err := startGoProxy(simURL)
+	if err != nil {
+		return err
+	}
+	defer goProxy.stop()
+	targets = append(targets, target{name: "go proxy", url: goProxy.url})
+	nginx, err := startNginx(ctx, simURL)
+	if err != nil {
+		return err
+	}
+	if nginx != nil {
+		defer nginx.stop()
+		targets = append(targets, target{name: "nginx", url: nginx.url, cpu: nginx.cpu})
+	}
+	targets = append(targets, target{name: "agent", url: agentURL})
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512, DisableCompression: true}}
-	nonStream := []byte(`{"model":"bench","stream":false,"messages":[{"role":"user","content":"hello"}]}`)
-	stream := []byte(`{"model":"bench","messages":[{"role":"user","content":"hello"}]}`)
+	bodies := map[string][]byte{
+		"chat":   []byte(`{"model":"bench","stream":false,"messages":[{"role":"user","content":"hello"}]}`),
+		"stream": []byte(`{"model":"bench","messages":[{"role":"user","content":"hello"}]}`),
+	}
 
-	fmt.Printf("hearth agent overhead: ollamasim (no token delay) direct vs through the agent, %d round(s) of up to %d requests or %s each, GOMAXPROCS=%d\n\n",
+	fmt.Printf("hearth agent overhead: ollamasim (no token delay) direct vs through a proxy, %d round(s) of up to %d requests or %s each, GOMAXPROCS=%d\n",
 		rounds, requests, maxTime, runtime.GOMAXPROCS(0))
+	fmt.Printf("load generator, backend and proxy share this machine's %d cores; CPU/req is all of it (client, backend and proxy)\n", runtime.NumCPU())
+	fmt.Println("references: go proxy = httputil.ReverseProxy, the floor of a net/http proxy (the agent's stack), in this process")
+	if nginx == nil {
+		fmt.Println("            nginx: not installed, no row (apt-get install nginx-light to add it)")
+	} else {
+		fmt.Println("            nginx = nginx (2 workers, keep-alive upstream, proxy_buffering off), CPU read from /proc")
+	}
+	fmt.Println()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "kind\tconc\ttarget\treq/s\tp50\tp99\tCPU/req\tadded p50\tadded p99\tadded CPU/req\tthroughput ratio\t")
 	carried := map[string]float64{} // what the agent carries at concurrency 32, by kind
 	for _, kind := range []string{"chat", "stream"} {
-		body := nonStream
-		if kind == "stream" {
-			body = stream
-		}
 		for _, conc := range []int{1, 32} {
-			var direct, through loadgen.Result
-			for r := 0; r < rounds; r++ {
-				direct.Merge(load(client, simURL, body, conc, requests, maxTime))
-				through.Merge(load(client, agentURL, body, conc, requests, maxTime))
-			}
-			if direct.Failed+through.Failed > 0 {
-				fmt.Fprintf(os.Stderr, "failed requests: direct %d, agent %d (first error: %v)\n", direct.Failed, through.Failed, loadgen.FirstErr(direct, through))
-			}
-			d, t := direct.Stats(), through.Stats()
-			if conc == 32 {
-				carried[kind] = t.RPS
-			}
+			res := measure(targets, rounds, func(t target) loadgen.Result {
+				return loadgen.Run(conc, requests, maxTime, func(buf []byte) (time.Duration, time.Duration, error) {
+					return once(client, t.url+"/api/chat", bodies[kind], buf)
+				})
+			})
+			d := res[0].Stats()
 			fmt.Fprintf(tw, "%s\t%d\tdirect\t%.0f\t%s\t%s\t%s\t\t\t\t\t\n", kind, conc, d.RPS, loadgen.MS(d.P50), loadgen.MS(d.P99), loadgen.US(d.CPU))
-			fmt.Fprintf(tw, "%s\t%d\tagent\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t\n", kind, conc, t.RPS, loadgen.MS(t.P50), loadgen.MS(t.P99), loadgen.US(t.CPU),
-				loadgen.MS(t.P50-d.P50), loadgen.MS(t.P99-d.P99), loadgen.US(t.CPU-d.CPU), t.RPS/d.RPS)
+			for i, t := range targets[1:] {
+				s := res[i+1].Stats()
+				if t.name == "agent" && conc == 32 {
+					carried[kind] = s.RPS
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t\n", kind, conc, t.name, s.RPS, loadgen.MS(s.P50), loadgen.MS(s.P99), loadgen.US(s.CPU),
+					loadgen.MS(s.P50-d.P50), loadgen.MS(s.P99-d.P99), loadgen.US(s.CPU-d.CPU), s.RPS/d.RPS)
+			}
 			if kind == "stream" {
-				fmt.Fprintf(tw, "%s\t%d\tfirst chunk\t\t%s → %s\t%s → %s\t\t%s\t%s\t\t\t\n", kind, conc,
-					loadgen.MS(d.TTFB50), loadgen.MS(t.TTFB50), loadgen.MS(d.TTFB99), loadgen.MS(t.TTFB99), loadgen.MS(t.TTFB50-d.TTFB50), loadgen.MS(t.TTFB99-d.TTFB99))
+				for i, t := range targets[1:] {
+					s := res[i+1].Stats()
+					fmt.Fprintf(tw, "%s\t%d\t%s first chunk\t\t%s → %s\t%s → %s\t\t%s\t%s\t\t\t\n", kind, conc, t.name,
+						loadgen.MS(d.TTFB50), loadgen.MS(s.TTFB50), loadgen.MS(d.TTFB99), loadgen.MS(s.TTFB99), loadgen.MS(s.TTFB50-d.TTFB50), loadgen.MS(s.TTFB99-d.TTFB99))
+				}
 			}
 		}
 	}
 	tw.Flush()
 
-	paced(client, simURL, agentURL, map[string][]byte{"chat": nonStream, "stream": stream}, carried, requests, maxTime, rounds)
+	paced(client, targets, bodies, carried, requests, maxTime, rounds)
 	return chunkCheck(ctx, client)
+}
+
+// measure runs load against every target, rounds times in turn (so drift hits all alike),
+// and merges each target's runs; CPU spent outside this process is added to the target's.
+func measure(targets []target, rounds int, load func(target) loadgen.Result) []loadgen.Result {
+	res := make([]loadgen.Result, len(targets))
+	for range rounds {
+		for i, t := range targets {
+			var before time.Duration
+			if t.cpu != nil {
+				before = t.cpu()
+			}
+			r := load(t)
+			if t.cpu != nil {
+				r.CPU += t.cpu() - before
+			}
+			res[i].Merge(r)
+		}
+	}
+	for i, r := range res {
+		if r.Failed > 0 {
+			fmt.Fprintf(os.Stderr, "%s: %d failed requests (first error: %v)\n", targets[i].name, r.Failed, r.Err)
+		}
+	}
+	return res
 }
 
 // paced sends the same requests as an open loop from 32 connections at half the rate the
 // agent carried in the closed loop: the closed loop keeps both cores busy, so there every
-// microsecond of CPU the agent spends is also queueing time for 32 requests; at a rate the
+// microsecond of CPU a proxy spends is also queueing time for 32 requests; at a rate the
 // machine carries, the added latency is what one request costs.
-func paced(client *http.Client, simURL, agentURL string, bodies map[string][]byte, carried map[string]float64, requests int, maxTime time.Duration, rounds int) {
+func paced(client *http.Client, targets []target, bodies map[string][]byte, carried map[string]float64, requests int, maxTime time.Duration, rounds int) {
 	const conc = 32
-	fmt.Printf("\nopen loop: %d connections, evenly paced at half the rate the agent carried at concurrency %d; latency counts from when a request was due\n\n", conc, conc)
+	fmt.Printf("\nopen loop: %d connections, evenly paced at half the rate the agent carried at concurrency %d; a request that waits for a free connection counts the wait\n\n", conc, conc)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "kind\trate\ttarget\tp50\tp99\tfirst chunk p50\tadded p50\tadded p99\tadded first chunk p50\t")
 	for _, kind := range []string{"chat", "stream"} {
@@ -100,22 +156,18 @@ func paced(client *http.Client, simURL, agentURL string, bodies map[string][]byt
 		if rate <= 0 {
 			continue
 		}
-		var direct, through loadgen.Result
-		for r := 0; r < rounds; r++ {
-			direct.Merge(loadgen.RunPaced(conc, requests, rate, maxTime, func(buf []byte) (time.Duration, time.Duration, error) {
-				return once(client, simURL+"/api/chat", bodies[kind], buf)
-			}))
-			through.Merge(loadgen.RunPaced(conc, requests, rate, maxTime, func(buf []byte) (time.Duration, time.Duration, error) {
-				return once(client, agentURL+"/api/chat", bodies[kind], buf)
-			}))
-		}
-		if direct.Failed+through.Failed > 0 {
-			fmt.Fprintf(os.Stderr, "failed requests: direct %d, agent %d (first error: %v)\n", direct.Failed, through.Failed, loadgen.FirstErr(direct, through))
-		}
-		d, t := direct.Stats(), through.Stats()
+		res := measure(targets, rounds, func(t target) loadgen.Result {
+			return loadgen.RunPaced(conc, requests, rate, maxTime, func(buf []byte) (time.Duration, time.Duration, error) {
+				return once(client, t.url+"/api/chat", bodies[kind], buf)
+			})
+		})
+		d := res[0].Stats()
 		fmt.Fprintf(tw, "%s\t%.0f/s\tdirect\t%s\t%s\t%s\t\t\t\t\n", kind, rate, loadgen.MS(d.P50), loadgen.MS(d.P99), loadgen.MS(d.TTFB50))
-		fmt.Fprintf(tw, "%s\t%.0f/s\tagent\t%s\t%s\t%s\t%s\t%s\t%s\t\n", kind, rate, loadgen.MS(t.P50), loadgen.MS(t.P99), loadgen.MS(t.TTFB50),
-			loadgen.MS(t.P50-d.P50), loadgen.MS(t.P99-d.P99), loadgen.MS(t.TTFB50-d.TTFB50))
+		for i, t := range targets[1:] {
+			s := res[i+1].Stats()
+			fmt.Fprintf(tw, "%s\t%.0f/s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", kind, rate, t.name, loadgen.MS(s.P50), loadgen.MS(s.P99), loadgen.MS(s.TTFB50),
+				loadgen.MS(s.P50-d.P50), loadgen.MS(s.P99-d.P99), loadgen.MS(s.TTFB50-d.TTFB50))
+		}
 	}
 	tw.Flush()
 }
@@ -156,13 +208,6 @@ func startPair(ctx context.Context, tokenDelay time.Duration) (simURL, agentURL 
 		return "", "", nil, err
 	}
 	return sim.URL(), agentURL, stop, nil
-}
-
-// load sends up to n requests to base from conc workers for at most maxTime.
-func load(client *http.Client, base string, body []byte, conc, n int, maxTime time.Duration) loadgen.Result {
-	return loadgen.Run(conc, n, maxTime, func(buf []byte) (time.Duration, time.Duration, error) {
-		return once(client, base+"/api/chat", body, buf)
-	})
 }
 
 func once(client *http.Client, url string, body, buf []byte) (lat, ttfb time.Duration, err error) {

@@ -117,8 +117,7 @@ func Run(conc, n int, maxTime time.Duration, once Once) Result {
 
 // RunPaced sends n requests at rate per second from conc workers (an open loop: request i is
 // due at i/rate from the start, whatever happened to the others), for at most maxTime. A
-// request's latency counts from when it was due, so time spent waiting for a free worker
-// counts too. At a rate the machine carries, this measures what a request costs rather than
+// request that was due while every worker was busy counts the wait from when it was due. At a rate the machine carries, this measures what a request costs rather than
 // how long it queues for a saturated CPU.
 func RunPaced(conc, n int, rate float64, maxTime time.Duration, once Once) Result {
 	var (
@@ -140,8 +139,17 @@ func RunPaced(conc, n int, rate float64, maxTime time.Duration, once Once) Resul
 				if i >= int64(n) || due.After(deadline) {
 					return
 				}
-				time.Sleep(time.Until(due))
-				late := time.Since(due)
+				// A worker that picks a request already due was busy: the wait is the
+				// request's, and counts. One that must sleep for it counts from when it
+				// wakes: a timer fires up to a millisecond late (the runtime polls the
+				// network with a millisecond timeout), and that is the clock's, not the
+				// target's.
+				var late time.Duration
+				if wait := time.Until(due); wait > 0 {
+					time.Sleep(wait)
+				} else {
+					late = -wait
+				}
 				lat, ttfb, err := once(buf)
 				mu.Lock()
 				res.add(lat+late, ttfb+late, err)
