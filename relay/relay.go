@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -42,6 +43,10 @@ type Relay struct {
 	httpLn   net.Listener // nil when listen.http is off
 	httpsSrv *http.Server
 	httpSrv  *http.Server
+	// serving counts the HTTPS handlers running: after the servers close, the last of them
+	// may still record usage, which must be written before the store closes.
+	serving atomic.Int64
+	grace   time.Duration // shutdownGrace; shorter in tests
 }
 
 // New builds the relay and binds its listeners, so that a port in use fails here. path is
@@ -52,7 +57,7 @@ func New(cfg config.Relay, path string, logger *slog.Logger) (*Relay, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	rl := &Relay{cfg: cfg, log: logger, path: path}
+	rl := &Relay{cfg: cfg, log: logger, path: path, grace: shutdownGrace}
 	var err error
 	if rl.certs, err = NewCerts(cfg, logger.With("component", "certs")); err != nil {
 		return nil, err
@@ -147,7 +152,7 @@ func (rl *Relay) Run(ctx context.Context) error {
 		err = fmt.Errorf("relay: server stopped: %w", err)
 	}
 	cancel()
-	sctx, stop := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+	sctx, stop := context.WithTimeout(context.WithoutCancel(ctx), rl.grace)
 	defer stop()
 	for _, srv := range []*http.Server{rl.httpsSrv, rl.httpSrv} {
 		if serr := srv.Shutdown(sctx); serr != nil && !errors.Is(serr, context.DeadlineExceeded) {
@@ -156,14 +161,34 @@ func (rl *Relay) Run(ctx context.Context) error {
 		_ = srv.Close()
 	}
 	wg.Wait()
+	// Close cut the streams that outlived the grace period; their handlers end as their
+	// upstream calls see it, and record what they served.
+	if !drained(&rl.serving, rl.grace) {
+		rl.log.Warn("requests still running after the servers closed; their usage may be lost")
+	}
 	// Streams that finished during the grace period were recorded after the usage log's
-	// last flush.
-	if ferr := rl.usage.Flush(sctx); ferr != nil {
+	// last flush. The grace period's context may be spent: the flush gets its own.
+	fctx, fstop := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer fstop()
+	if ferr := rl.usage.Flush(fctx); ferr != nil {
 		rl.log.Warn("usage records lost at shutdown", "err", ferr)
 	}
 	rl.store.Close()
 	rl.log.Info("hearth relay stopped")
 	return err
+}
+
+// drained waits for at most d until n is zero; false when d ran out first. (A WaitGroup
+// would race: a connection may still start a handler while Close runs.)
+func drained(n *atomic.Int64, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for n.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
 }
 
 // watchSites asks for certificates for exposed hosts as agents register them.
@@ -208,7 +233,12 @@ func (rl *Relay) handler() http.Handler {
 		}
 		http.Error(w, "This relay does not serve "+host+".", http.StatusMisdirectedRequest)
 	})
-	return logRequests(rl.log.With("component", "access"), secure(int64(rl.cfg.Limits.MaxBody), byHost))
+	counted := func(w http.ResponseWriter, r *http.Request) {
+		rl.serving.Add(1)
+		defer rl.serving.Add(-1)
+		byHost.ServeHTTP(w, r)
+	}
+	return logRequests(rl.log.With("component", "access"), secure(int64(rl.cfg.Limits.MaxBody), http.HandlerFunc(counted)))
 }
 
 func (rl *Relay) apiRoutes() http.Handler {

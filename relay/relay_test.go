@@ -58,6 +58,7 @@ func freePort(t *testing.T) int {
 // the frp tunnel, and ollamasim behind the agent — all in this process, on 127.0.0.1.
 type world struct {
 	relay      *relay.Relay
+	cfg        config.Relay
 	ca         *acmetest.CA
 	httpsPort  int
 	client     *http.Client // trusts only Pebble's issuer root; relay.test → 127.0.0.1
@@ -124,7 +125,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func startWorld(t *testing.T, challenge string) *world {
+func startWorld(t *testing.T, challenge string, tweaks ...func(*config.Relay)) *world {
 	t.Helper()
 	w := &world{relayLogs: &logSink{}, agentLogs: &logSink{}}
 	httpPort := freePort(t)
@@ -139,11 +140,14 @@ func startWorld(t *testing.T, challenge string) *world {
 	cfg.Tunnel = config.RelayTunnel{Bind: "127.0.0.1:0", Token: relayTunnel, Home: "home"}
 	cfg.DB = filepath.Join(dir, "relay.db")
 	cfg.AdminKey = adminKey
+	for _, tweak := range tweaks {
+		tweak(&cfg)
+	}
 	rl, err := relay.New(cfg, "", slog.New(slog.NewJSONHandler(w.relayLogs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.relay = rl
+	w.relay, w.cfg = rl, cfg
 	w.tunnelAddr = rl.TunnelAddr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -489,5 +493,61 @@ func TestRelaySites(t *testing.T) {
 		if err := websocket.Message.Receive(ws, &got); err != nil || got != msg {
 			t.Fatalf("echo: %q %v", got, err)
 		}
+	}
+}
+
+// A stream still running when the relay stops is cut after the grace period; what it served
+// is still written to the usage log before the store closes (the grace period's context is
+// spent by then, and the handler records only once the cut reaches it). The stream comes
+// from a vendor, which, unlike the tunnel home, the relay's stop does not cut by itself.
+func TestRelayStopRecordsAStreamCutAtShutdown(t *testing.T) {
+	held := make(chan struct{})
+	vendor := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, `data: {"id":"1","object":"chat.completion.chunk","model":"vendor-model","choices":[{"index":0,"delta":{"role":"assistant","content":"hi"}}]}`+"\n\n")
+		w.(http.Flusher).Flush()
+		select { // the rest never comes: the relay must cut it
+		case <-r.Context().Done():
+		case <-held:
+		}
+	}))
+	t.Cleanup(vendor.Close)
+	t.Cleanup(func() { close(held) })
+	w := startWorld(t, "http-01", func(cfg *config.Relay) {
+		cfg.Channels = append(cfg.Channels, config.Channel{Name: "vendor", Type: "openai", BaseURL: vendor.URL, Key: "sk-vendor", Models: []string{"vendor-model"}})
+	})
+	relay.SetShutdownGrace(w.relay, 300*time.Millisecond)
+
+	req, _ := http.NewRequest(http.MethodPost, "https://"+relayDomain+"/v1/chat/completions",
+		strings.NewReader(`{"model":"vendor-model","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("Authorization", "Bearer "+w.token)
+	resp, err := w.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if first, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil || !strings.HasPrefix(first, "data: ") {
+		t.Fatalf("status %d, first line %q: %v", resp.StatusCode, first, err)
+	}
+	w.stopRelay()
+
+	store, err := relay.OpenStore(w.cfg.DB, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	usage, err := relay.NewUsageLog(store, w.cfg.Usage, w.cfg.Prices, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := usage.Summary(context.Background(), "channel", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].Key != "vendor" || rows[0].Requests != 1 {
+		t.Fatalf("usage after the stop: %+v, want the cut stream's record", rows)
+	}
+	if strings.Contains(w.relayLogs.String(), "usage records lost") {
+		t.Errorf("relay log:\n%s", w.relayLogs)
 	}
 }

@@ -36,11 +36,10 @@ func (s *Store) reload(ctx context.Context) error {
 			s.log.Warn("token store: stored ollama key does not parse; ignored", "auth_name", t.Name, "auth_id", t.ID, "err", err)
 			continue
 		}
-		// A key may belong to an old revoked token and a new live one: the live one wins.
-		k := string(pub.Marshal())
-		if old := idx.byKey[k]; old == nil || old.RevokedAt != nil {
-			idx.byKey[k] = t
-		}
+		// A key may belong to several tokens, but Create gives it again only once all its
+		// earlier tokens are revoked or expired: the newest answers for it (rows come oldest
+		// first), live or not.
+		idx.byKey[string(pub.Marshal())] = t
 	}
 	s.idx.Store(idx)
 	return nil

@@ -382,3 +382,32 @@ func TestTokenAllows(t *testing.T) {
 		}
 	}
 }
+
+// Create gives a key again once its token has expired; the new token, not the expired one,
+// must then answer for the key.
+func TestTokenOllamaKeyReusedAfterExpiry(t *testing.T) {
+	clk := newTestClock()
+	s := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"), WithClock(clk.Now))
+	ctx := context.Background()
+	_, pub, line := testKey(t)
+	if _, _, err := s.Create(ctx, TokenSpec{Name: "laptop", OllamaKey: line, Expires: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(2 * time.Hour)
+	if _, err := s.CheckOllamaKey(pub.Marshal()); !errors.Is(err, ErrExpired) {
+		t.Fatalf("expired key: %v", err)
+	}
+	if _, _, err := s.Create(ctx, TokenSpec{Name: "laptop-2", OllamaKey: line}); err != nil {
+		t.Fatalf("the key of an expired token is free again: %v", err)
+	}
+	got, err := s.CheckOllamaKey(pub.Marshal())
+	if err != nil || got.Name != "laptop-2" {
+		t.Fatalf("want the new token laptop-2, got %q: %v", got.Name, err)
+	}
+	if err := s.Revoke(ctx, "laptop-2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CheckOllamaKey(pub.Marshal()); !errors.Is(err, ErrRevoked) {
+		t.Errorf("after revoking the new token too: %v", err)
+	}
+}
