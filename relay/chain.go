@@ -196,6 +196,9 @@ type chatRequest struct {
 	stream       bool
 	includeUsage bool // the client asked for the usage chunk
 	realModel    bool // the client wants to see the model that served it
+	// vendorErr says why no vendor can take this Ollama request (a suffix, a format only
+	// Ollama knows, nothing to generate: ErrLoadOnly); home still can.
+	vendorErr error
 }
 
 // ServeHTTP serves /v1/chat/completions, /api/chat and /api/generate.
@@ -239,6 +242,18 @@ func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, 
 	var tried, why []string
 	homeOffline := false
 	for _, l := range links {
+		if l.ch.cfg.Type != "home" && req.vendorErr != nil {
+			if errors.Is(req.vendorErr, ErrLoadOnly) {
+				// Nothing to generate: a vendor has nothing to load, and the model is served.
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("X-Hearth-Channel", l.ch.cfg.Name)
+				_, _ = w.Write(OllamaLoadResponse(req.path, req.model))
+				rec.Channel, rec.ServedModel, rec.Status = l.ch.cfg.Name, l.model, http.StatusOK
+				return Usage{}
+			}
+			why = append(why, l.ch.cfg.Name+": "+strings.TrimPrefix(req.vendorErr.Error(), "relay: "))
+			continue
+		}
 		now := time.Now()
 		if !l.ch.brk.allow(now) {
 			why = append(why, l.ch.cfg.Name+": cooling down after failures")
@@ -295,6 +310,11 @@ func retryAfter(status int) int {
 
 // errMoveOn wraps a channel failure that another channel may not share.
 type errMoveOn struct{ error }
+
+func (e *errMoveOn) Unwrap() error { return e.error }
+
+// errKeyRefused is a vendor's 401: the key, not the channel, is at fault.
+var errKeyRefused = errors.New("answered 401 Unauthorized: the key is wrong or revoked")
 
 // attempt tries one link. done means the client got an answer (good or not): stop here.
 func (c *Chain) attempt(w http.ResponseWriter, r *http.Request, req *chatRequest, l link, k *channelKey, rec *UsageRecord, tried []string) (Usage, bool, error) {
@@ -378,7 +398,7 @@ func moveOnStatus(ch *channel, resp *http.Response) error {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return &errMoveOn{fmt.Errorf("answered %s: %s", resp.Status, strings.TrimSpace(string(b)))}
 	case resp.StatusCode == http.StatusUnauthorized && ch.cfg.Type != "home":
-		return &errMoveOn{errors.New("answered 401 Unauthorized: the key is wrong or revoked")}
+		return &errMoveOn{errKeyRefused}
 	}
 	return nil
 }
@@ -392,7 +412,7 @@ func (c *Chain) fail(l link, k *channelKey, err error) {
 	}
 	if k != nil {
 		k.brk.failure(now)
-		if strings.Contains(err.Error(), "401") {
+		if errors.Is(err, errKeyRefused) { // not a 401 in some error text: a 500 may quote one
 			l.ch.disableKey(k, err.Error())
 			c.log.Error("channel key disabled until reload", "channel", l.ch.cfg.Name, "key", k.id, "err", err)
 		}

@@ -43,10 +43,11 @@ func readChat(r *http.Request) (*chatRequest, *router.APIError) {
 		req.model, req.stream, req.includeUsage, req.openai = meta.Model, meta.Stream, meta.StreamOptions.IncludeUsage, body
 	} else {
 		oai, model, stream, err := OllamaToOpenAI(r.URL.Path, body)
-		if err != nil && !errors.Is(err, ErrLoadOnly) {
-			return nil, bad(err)
+		if err != nil && model == "" {
+			return nil, bad(err) // not JSON, or no model: nobody can serve it
 		}
-		req.model, req.stream, req.openai = model, stream, oai
+		// What only a vendor cannot take is refused only when a vendor is to answer.
+		req.model, req.stream, req.openai, req.vendorErr = model, stream, oai, err
 	}
 	if strings.TrimSpace(req.model) == "" {
 		return nil, &router.APIError{Status: http.StatusBadRequest, Code: "missing_model", Message: `model is required: name it in the "model" field`}

@@ -52,7 +52,8 @@ func (v *vendor) serve(w http.ResponseWriter, r *http.Request) {
 	_ = json.Unmarshal(body, &req)
 	switch v.mode.Load().(string) {
 	case "500":
-		http.Error(w, `{"error":{"message":"upstream exploded"}}`, http.StatusInternalServerError)
+		// The request id holds "401": only a 401 status may disable a key, not its digits.
+		http.Error(w, `{"error":{"message":"upstream exploded (request req_8f4019ac)"}}`, http.StatusInternalServerError)
 		return
 	case "429":
 		w.Header().Set("Retry-After", "30")
@@ -202,16 +203,17 @@ func TestChainMovesOnBeforeTheFirstByte(t *testing.T) {
 			if resp.StatusCode != 200 || resp.Header.Get("X-Hearth-Channel") != "b" || !strings.Contains(body, "hello there friend") {
 				t.Fatalf("%d via %q: %s", resp.StatusCode, resp.Header.Get("X-Hearth-Channel"), body)
 			}
-			if mode == "401" {
-				var disabled string
-				for _, c := range w.chain.Channels() {
-					if c.Name == "a" && len(c.Keys) == 1 {
-						disabled = c.Keys[0].Disabled
-					}
+			var disabled string
+			for _, c := range w.chain.Channels() {
+				if c.Name == "a" && len(c.Keys) == 1 {
+					disabled = c.Keys[0].Disabled
 				}
-				if !strings.Contains(disabled, "401") {
-					t.Errorf("key a#1 not disabled after a 401: %+v", w.chain.Channels())
-				}
+			}
+			if mode == "401" && !strings.Contains(disabled, "401") {
+				t.Errorf("key a#1 not disabled after a 401: %+v", w.chain.Channels())
+			}
+			if mode != "401" && disabled != "" {
+				t.Errorf("key a#1 disabled after %s: %q", mode, disabled)
 			}
 		})
 	}
@@ -380,5 +382,37 @@ func TestChainReloadUnderLoad(t *testing.T) {
 	close(stop)
 	if failed.Load() != 0 || a.calls.Load() == 0 || b.calls.Load() == 0 {
 		t.Fatalf("failed %d (a served %d, b %d)", failed.Load(), a.calls.Load(), b.calls.Load())
+	}
+}
+
+// An Ollama request that only home can serve as sent is refused only when a vendor is to
+// answer it, with why; one with nothing to generate (a load) gets Ollama's own load answer
+// from a vendor channel, which is never called.
+func TestChainOllamaRequestsAVendorCannotTake(t *testing.T) {
+	v := newVendor(t)
+	w := startChain(t, []config.Channel{vendorChannel("v", v, 0, "m")}, nil)
+	for _, tc := range []struct {
+		name, path, body string
+		status           int
+		want             string
+	}{
+		{"load chat", "/api/chat", `{"model":"m"}`, 200, `"done_reason":"load"`},
+		{"load generate", "/api/generate", `{"model":"m","prompt":""}`, 200, `"done_reason":"load"`},
+		{"suffix", "/api/generate", `{"model":"m","prompt":"def f(","suffix":"return 1"}`, 503,
+			`v: ollama request: suffix (fill-in-the-middle) is not supported when a vendor answers`},
+		{"not JSON", "/api/chat", `{"model":`, 400, `request body:`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := w.post(t, tc.path, tc.body)
+			if resp.StatusCode != tc.status || !strings.Contains(body, tc.want) {
+				t.Fatalf("%d %s, want %d with %q", resp.StatusCode, body, tc.status, tc.want)
+			}
+			if tc.status == 200 && resp.Header.Get("X-Hearth-Channel") != "v" {
+				t.Errorf("channel %q", resp.Header.Get("X-Hearth-Channel"))
+			}
+		})
+	}
+	if n := v.calls.Load(); n != 0 {
+		t.Errorf("the vendor was called %d times", n)
 	}
 }

@@ -90,8 +90,12 @@ func New(cfg config.Relay, path string, logger *slog.Logger) (*Relay, error) {
 	rl.chain = NewChain(cfg, rl.tunnel, rl.auth, rl.usage, logger.With("component", "chain"))
 	rl.sites = &sites{tunnel: rl.tunnel, auth: rl.auth, store: rl.store, log: logger.With("component", "sites")}
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
-	rl.httpsSrv = &http.Server{Handler: rl.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
-	rl.httpSrv = &http.Server{Handler: rl.certs.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute, ErrorLog: errLog}
+	// ReadTimeout covers the request, not the answer: net/http clears the read deadline once
+	// the body is read, so streams last as long as they need.
+	rl.httpsSrv = &http.Server{Handler: rl.handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: cfg.Limits.ReadTimeout,
+		IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
+	rl.httpSrv = &http.Server{Handler: rl.certs.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: cfg.Limits.ReadTimeout,
+		IdleTimeout: time.Minute, ErrorLog: errLog}
 	return rl, nil
 }
 

@@ -551,3 +551,56 @@ func TestRelayStopRecordsAStreamCutAtShutdown(t *testing.T) {
 		t.Errorf("relay log:\n%s", w.relayLogs)
 	}
 }
+
+// What a vendor could not take (fill-in-the-middle's suffix) goes home untouched when home
+// is on: only the vendor path refuses it.
+func TestRelayHomeTakesWhatAVendorCannot(t *testing.T) {
+	w := startWorld(t, "http-01")
+	req, _ := http.NewRequest(http.MethodPost, "https://"+relayDomain+"/api/generate",
+		strings.NewReader(`{"model":"tiny","prompt":"def f(","suffix":"return 1","stream":false}`))
+	req.Header.Set("Authorization", "Bearer "+w.token)
+	resp, err := w.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Hearth-Node") != "home-node" || !strings.Contains(string(body), `"done":true`) {
+		t.Fatalf("%d from %q: %s", resp.StatusCode, resp.Header.Get("X-Hearth-Node"), body)
+	}
+}
+
+// A client that sends headers and then stalls in the body (Slowloris) is cut after
+// limits.read_timeout instead of holding a connection, with or without a token; a stream
+// that answers for longer than that is not.
+func TestRelayCutsAStalledSender(t *testing.T) {
+	w := startWorld(t, "http-01", func(cfg *config.Relay) { cfg.Limits.ReadTimeout = time.Second })
+	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", w.httpsPort), &tls.Config{RootCAs: w.ca.RootPool(), ServerName: relayDomain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"model\":", relayDomain, w.token)
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	start := time.Now()
+	_, err = io.ReadAll(conn) // whatever the relay says, it must end the connection
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the relay still held the stalled connection after %s", time.Since(start).Round(time.Second))
+	}
+
+	// A stream held longer than read_timeout still arrives whole.
+	release := w.gate.hold()
+	req, _ := http.NewRequest(http.MethodPost, "https://"+relayDomain+"/v1/chat/completions",
+		strings.NewReader(`{"model":"tiny","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("Authorization", "Bearer "+w.token)
+	resp, err := w.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	time.AfterFunc(2*time.Second, func() { close(release) })
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || !strings.Contains(string(body), "data: [DONE]") {
+		t.Fatalf("stream held past read_timeout: %v\n%s", err, body)
+	}
+}

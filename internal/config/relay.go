@@ -148,6 +148,10 @@ type RelayLimits struct {
 	AuthFailures int           `yaml:"auth_failures"`
 	AuthWindow   time.Duration `yaml:"auth_window"`
 	AuthBlock    time.Duration `yaml:"auth_block"`
+	// ReadTimeout bounds how long a client may take to send one request, headers and body:
+	// a sender that stalls (or trickles, Slowloris) is cut instead of holding a connection
+	// for ever. Answers may stream for longer. Default 5m.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
 }
 
 // DefaultRelay is the one place the relay's defaults live.
@@ -157,7 +161,7 @@ func DefaultRelay() Relay {
 		ACME:     ACME{Storage: "/var/lib/hearth/certs", Challenges: []string{"http-01", "tls-alpn-01"}},
 		Tunnel:   RelayTunnel{Bind: ":7000", Home: "home"},
 		DB:       "/var/lib/hearth/relay.db",
-		Limits:   RelayLimits{MaxBody: 64 << 20, RequestsPerMinute: 120, AuthFailures: 10, AuthWindow: time.Minute, AuthBlock: 15 * time.Minute},
+		Limits:   RelayLimits{MaxBody: 64 << 20, RequestsPerMinute: 120, AuthFailures: 10, AuthWindow: time.Minute, AuthBlock: 15 * time.Minute, ReadTimeout: 5 * time.Minute},
 		Channels: []Channel{{Name: "home", Type: "home", Weight: 1}},
 		Usage:    UsageConfig{FlushInterval: time.Second, Retention: 400 * 24 * time.Hour},
 		Domains:  nil,
@@ -278,6 +282,9 @@ func (c *Relay) Validate() error {
 	}
 	if l.AuthFailures < 1 || l.AuthWindow <= 0 || l.AuthBlock <= 0 {
 		add("limits.auth_failures, auth_window and auth_block must all be greater than 0")
+	}
+	if l.ReadTimeout < time.Second {
+		add("limits.read_timeout %s is too short: a phone on a slow uplink takes seconds to send a large request; give at least 1s, such as 5m (the default)", l.ReadTimeout)
 	}
 	if len(problems) > 0 {
 		return problems

@@ -26,6 +26,7 @@ func TestRelayFiles(t *testing.T) {
 	tests := []struct{ file, want string }{
 		{"relay-nodomain", "testdata/relay-nodomain.bad.yaml: domains is empty: name the domain that points at this VPS, e.g. [ai.example.com]"},
 		{"relay-http01-off", "testdata/relay-http01-off.bad.yaml: acme.challenges has http-01 but listen.http is off: HTTP-01 needs port 80"},
+		{"relay-readtimeout", "testdata/relay-readtimeout.bad.yaml: limits.read_timeout 300ms is too short: a phone on a slow uplink takes seconds to send a large request; give at least 1s, such as 5m (the default)"},
 		{"relay-secrets", `testdata/relay-secrets.bad.yaml: 4 problems:
   domains[0] "https://relay.test/": give a bare host name such as ai.example.com
   tls.cert and tls.key go together: set both, or neither to use ACME
