@@ -88,17 +88,21 @@ func TokenFrom(ctx context.Context) (Token, bool) {
 
 // Require lets a request through with a valid token in its context, and removes the
 // Authorization header, so the relay's credential never travels home or to a vendor.
+//
+// The credential is checked before the lockout: an address is often shared (a household's
+// NAT, an IPv6 /64), and one member's wrong key must not lock out the others' valid tokens.
+// Only requests that fail are refused for the block.
 func (a *Auth) Require(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := a.now()
 		d := router.DialectOf(r.URL.Path)
 		ip := authIP(r)
-		if left := a.blockedFor(ip, now); left > 0 {
-			writeBlocked(w, d, left)
-			return
-		}
 		tok, viaOllama, err := a.identify(r, now)
 		if err != nil {
+			if left := a.blockedFor(ip, now); left > 0 {
+				writeBlocked(w, d, left)
+				return
+			}
 			a.refuse(w, d, ip, tok, viaOllama, err, now)
 			return
 		}
@@ -189,7 +193,9 @@ func authReason(err error) string {
 	return "other"
 }
 
-// Admin lets only the admin key through. A client token, even a valid one, gets 403.
+// Admin lets only the admin key through. A client token, even a valid one, gets 403. Unlike
+// Require, a blocked address is refused before the key is read: the admin key may be chosen
+// by a person, and the block is what slows down guessing it.
 func (a *Auth) Admin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := a.now()
@@ -244,7 +250,8 @@ func (a *Auth) CheckModel(w http.ResponseWriter, r *http.Request, model string) 
 	return false
 }
 
-// blocked says whether r's address is locked out now (for the sites' login form).
+// blocked says whether r's address is locked out now (for the sites' login form, which asks
+// only once the token it was given has failed).
 func (a *Auth) blocked(r *http.Request) bool { return a.blockedFor(authIP(r), a.now()) > 0 }
 
 // failed counts a failed sign-in from r's address (for the sites' login form).

@@ -83,16 +83,20 @@ func (s *sites) login(w http.ResponseWriter, r *http.Request) {
 		s.renderLogin(w, r, next, "", http.StatusOK)
 		return
 	}
-	if s.auth.blocked(r) {
-		s.renderLogin(w, r, next, "Too many failed attempts from your address: try again later.", http.StatusTooManyRequests)
-		return
-	}
+	// The token first, then the lockout: a valid token signs in even from a blocked address
+	// (a household shares one), as in Auth.Require.
 	tok, err := s.store.Check(strings.TrimSpace(r.PostFormValue("token")))
 	if err != nil {
-		s.auth.failed(r)
+		if s.auth.blocked(r) {
+			s.renderLogin(w, r, next, "Too many failed attempts from your address: try again later.", http.StatusTooManyRequests)
+			return
+		}
 		msg := "That token is not valid here."
 		if errors.Is(err, ErrRevoked) || errors.Is(err, ErrExpired) {
+			// A real token past its time is not a guess: it does not count toward the lockout.
 			msg = "That token was revoked or has expired."
+		} else {
+			s.auth.failed(r)
 		}
 		s.renderLogin(w, r, next, msg, http.StatusUnauthorized)
 		return
