@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
+	"slices"
 	"strings"
 
 	"github.com/hearthlab/hearth/router"
@@ -27,8 +29,10 @@ type home struct {
 
 func (h *home) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d := router.DialectOf(r.URL.Path)
+	if changesStore(r.URL.Path) && !h.mayChangeStore(w, r) {
+		return
+	}
 	var body []byte
-	var model string
 	if r.Body != nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
 		var err error
 		body, err = io.ReadAll(r.Body)
@@ -42,9 +46,10 @@ func (h *home) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				Message: fmt.Sprintf("could not read the request body: %v", err)})
 			return
 		}
-		model = requestedModel(body)
-		if model != "" && !h.auth.CheckModel(w, r, model) {
-			return
+		for _, model := range requestedModels(body) {
+			if !h.auth.CheckModel(w, r, model) {
+				return
+			}
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
@@ -57,20 +62,71 @@ func (h *home) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.tunnel.Forward(w, r, HomeHost(h.name))
 }
 
-// requestedModel reads "model" (or Ollama's older "name") from a JSON body; "" when there is
-// none or the body is not JSON, which the agent then answers in detail.
-func requestedModel(body []byte) string {
+// changesStore says whether p is a route that changes the home cluster's model store. Such
+// a route names models in fields a per-model check cannot cover (the source of a copy, the
+// FROM of a create, the layers of a blob upload), and the agent trusts the tunnel, so the
+// relay must decide who may use it. The path is cleaned first: refusing a spelling the agent
+// would not route costs nothing, forwarding one it does would.
+func changesStore(p string) bool {
+	p = strings.ToLower(path.Clean("/" + p))
+	switch p {
+	case "/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs":
+		return true
+	}
+	return strings.HasPrefix(p, "/api/blobs/")
+}
+
+// allModels: the token may use every model, so nothing it could pull, copy or create
+// widens what it may use.
+func allModels(tok Token) bool {
+	return len(tok.Models) == 0 || slices.Contains(tok.Models, "*")
+}
+
+// mayChangeStore answers 403 and returns false unless the request's token may use all
+// models: a token limited to some could otherwise copy a model it may not use to a name it
+// may, or replace one it may use with any other.
+func (h *home) mayChangeStore(w http.ResponseWriter, r *http.Request) bool {
+	tok, ok := TokenFrom(r.Context())
+	if ok && allModels(tok) {
+		return true
+	}
+	route := strings.TrimPrefix(strings.ToLower(path.Clean("/"+r.URL.Path)), "/api/")
+	if strings.HasPrefix(route, "blobs") {
+		route = "blobs"
+	}
+	h.log.Debug("home: model store change refused", "auth_name", tok.Name, "auth_id", tok.ID, "route", route)
+	router.WriteError(w, router.DialectOf(r.URL.Path), &router.APIError{Status: http.StatusForbidden, Code: "model_store_not_allowed",
+		Message: fmt.Sprintf("token %q may only use models %s, so it may not change the model store at home (%s): "+
+			"pull, create, copy and delete models with a token for all models (`hearth token create --name NAME` without --models), or at home",
+			tok.Name, strings.Join(tok.Models, ", "), route)})
+	return false
+}
+
+// requestedModels reads every field of a JSON body that names a model: "model" (or Ollama's
+// older "name"), a copy's "source" and "destination", a create's "from". The agent decodes
+// the body with encoding/json too, so it sees the same values (keys matched regardless of
+// case, the last of duplicates). None when the body is not JSON, which the agent then
+// answers in detail.
+func requestedModels(body []byte) []string {
 	var meta struct {
-		Model string `json:"model"`
-		Name  string `json:"name"`
+		Model       string `json:"model"`
+		Name        string `json:"name"`
+		Source      string `json:"source"`
+		Destination string `json:"destination"`
+		From        string `json:"from"`
 	}
-	if json.Unmarshal(body, &meta) != nil {
-		return ""
+	// A field of the wrong type leaves the string fields decoded: check those anyway.
+	var typeErr *json.UnmarshalTypeError
+	if err := json.Unmarshal(body, &meta); err != nil && !errors.As(err, &typeErr) {
+		return nil
 	}
-	if meta.Model == "" {
-		meta.Model = meta.Name
+	var models []string
+	for _, m := range []string{meta.Model, meta.Name, meta.Source, meta.Destination, meta.From} {
+		if m = strings.TrimSpace(m); m != "" && !slices.Contains(models, m) {
+			models = append(models, m)
+		}
 	}
-	return strings.TrimSpace(meta.Model)
+	return models
 }
 
 func writeTooLarge(w http.ResponseWriter, r *http.Request, limit int64) {
