@@ -3,6 +3,7 @@ package relay
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
@@ -44,14 +45,22 @@ func (rl *Relay) createToken(w http.ResponseWriter, r *http.Request) {
 		adminError(w, http.StatusBadRequest, "expires "+err.Error())
 		return
 	}
-	secret, tok, err := rl.store.Create(r.Context(), TokenSpec{Name: req.Name, Models: req.Models, Expires: expires, OllamaKey: req.OllamaKey,
-		RPM: req.RPM, TPM: req.TPM, MonthlyTokens: req.MonthlyTokens, MonthlyCost: req.MonthlyCost})
-	if err != nil {
-		status := http.StatusBadRequest
-		if errors.Is(err, ErrNameTaken) {
-			status = http.StatusConflict
-		}
-		adminError(w, status, err.Error())
+	spec := TokenSpec{Name: req.Name, Models: req.Models, Expires: expires, OllamaKey: req.OllamaKey,
+		RPM: req.RPM, TPM: req.TPM, MonthlyTokens: req.MonthlyTokens, MonthlyCost: req.MonthlyCost}
+	// Validation first, on its own: Create's own validation errors are plain, like its
+	// database errors, and only the former are the client's to fix.
+	if _, err := rl.store.newToken(spec); err != nil {
+		adminError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	secret, tok, err := rl.store.Create(r.Context(), spec)
+	switch {
+	case errors.Is(err, ErrNameTaken):
+		adminError(w, http.StatusConflict, err.Error())
+		return
+	case err != nil:
+		rl.log.Error("admin API: creating a token failed", "auth_name", spec.Name, "err", err)
+		adminError(w, http.StatusInternalServerError, fmt.Sprintf("creating token %q failed in the relay's token database; the relay's log says why: try again", spec.Name))
 		return
 	}
 	rl.log.Info("token created through the admin API", "auth_name", tok.Name, "auth_id", tok.ID)
@@ -62,11 +71,15 @@ func (rl *Relay) createToken(w http.ResponseWriter, r *http.Request) {
 func (rl *Relay) revokeToken(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
 	if err := rl.store.Revoke(r.Context(), name); err != nil {
-		status := http.StatusInternalServerError
-		if errors.Is(err, ErrNotFound) {
-			status = http.StatusNotFound
+		switch {
+		case errors.Is(err, ErrNotFound):
+			adminError(w, http.StatusNotFound, err.Error())
+		case errors.Is(err, ErrRevoked): // "token NAME was already revoked on DATE"
+			adminError(w, http.StatusConflict, err.Error()+": nothing to do")
+		default:
+			rl.log.Error("admin API: revoking a token failed", "auth_name", name, "err", err)
+			adminError(w, http.StatusInternalServerError, fmt.Sprintf("revoking token %s failed in the relay's token database; the relay's log says why: try again", name))
 		}
-		adminError(w, status, err.Error())
 		return
 	}
 	rl.log.Info("token revoked through the admin API", "auth_name", name)

@@ -23,13 +23,13 @@ import (
 	"github.com/hearthlab/hearth/router"
 )
 
-// maxTrackedIPs bounds the memory of the failure lockout: the least recently failing
-// addresses are forgotten first.
+// maxTrackedIPs bounds the memory of the failure lockout, and that of the per-address rate
+// limit: the least recently seen addresses are forgotten first.
 const maxTrackedIPs = 16384
 
 // Auth guards the relay's routes: client tokens (Bearer or an ollama CLI signature) with a
-// per-token request rate, the admin key for /admin, and a lockout of addresses that keep
-// failing. Every check is in memory. Logs name tokens by name and id only.
+// per-token and a per-address request rate, the admin key for /admin, and a lockout of
+// addresses that keep failing. Every check is in memory. Logs name tokens by name and id only.
 type Auth struct {
 	store     *Store
 	limits    config.RelayLimits
@@ -44,6 +44,9 @@ type Auth struct {
 
 	rateMu  sync.Mutex
 	buckets map[string]*rateBucket // token id → bucket; as many as tokens in use
+	// ipRates: address (authIP) → bucket, bounded like ips. An address forgotten under a
+	// flood of others starts again with a full bucket: a burst of one limit at most.
+	ipRates *simplelru.LRU[string, *rateBucket]
 }
 
 type ipRecord struct {
@@ -64,6 +67,9 @@ func NewAuth(store *Store, limits config.RelayLimits, adminKey string, logger *s
 	if limits.RequestsPerMinute <= 0 {
 		limits.RequestsPerMinute = def.RequestsPerMinute
 	}
+	if limits.IPRequestsPerMinute <= 0 {
+		limits.IPRequestsPerMinute = def.IPRequestsPerMinute
+	}
 	if limits.AuthFailures <= 0 {
 		limits.AuthFailures = def.AuthFailures
 	}
@@ -74,8 +80,10 @@ func NewAuth(store *Store, limits config.RelayLimits, adminKey string, logger *s
 		limits.AuthBlock = def.AuthBlock
 	}
 	ips, _ := simplelru.NewLRU[string, *ipRecord](maxTrackedIPs, nil) // fails only for size <= 0
+	ipRates, _ := simplelru.NewLRU[string, *rateBucket](maxTrackedIPs, nil)
 	return &Auth{store: store, limits: limits, adminHash: sha256.Sum256([]byte(adminKey)), hasAdmin: adminKey != "",
-		log: logging.OrDiscard(logger), now: time.Now, window: DefaultOllamaWindow, ips: ips, buckets: map[string]*rateBucket{}}
+		log: logging.OrDiscard(logger), now: time.Now, window: DefaultOllamaWindow, ips: ips, buckets: map[string]*rateBucket{},
+		ipRates: ipRates}
 }
 
 type tokenCtxKey struct{}
@@ -92,6 +100,11 @@ func TokenFrom(ctx context.Context) (Token, bool) {
 // The credential is checked before the lockout: an address is often shared (a household's
 // NAT, an IPv6 /64), and one member's wrong key must not lock out the others' valid tokens.
 // Only requests that fail are refused for the block.
+//
+// The rate limits, the token's and the address's, are taken after the credential, for the
+// same reason: the address's limit is the budget of everyone behind it, all their tokens
+// together, and a device that keeps retrying a wrong or expired key must not spend it for the
+// others. What fails authentication costs a lookup in memory, and guesses have the lockout.
 func (a *Auth) Require(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := a.now()
@@ -106,15 +119,21 @@ func (a *Auth) Require(next http.Handler) http.Handler {
 			a.refuse(w, d, ip, tok, viaOllama, err, now)
 			return
 		}
-		if ok, retry := a.allow(tok, now); !ok {
+		if tokenWait, ipWait := a.allow(tok, ip, now); tokenWait > 0 || ipWait > 0 {
+			if ipWait > tokenWait {
+				a.log.Debug("auth: address rate limit", "auth_name", tok.Name, "auth_id", tok.ID, "ip", ip)
+				router.WriteError(w, d, &router.APIError{Status: http.StatusTooManyRequests, Code: "rate_limit_exceeded",
+					RetryAfter: retrySeconds(ipWait), Message: a.addressLimitMessage(ipWait)})
+				return
+			}
 			a.log.Debug("auth: rate limit", "auth_name", tok.Name, "auth_id", tok.ID, "ip", ip)
 			limit, where := a.limits.RequestsPerMinute, "limits.requests_per_minute"
 			if tok.RPM > 0 {
 				limit, where = tok.RPM, "the token's rpm"
 			}
 			router.WriteError(w, d, &router.APIError{Status: http.StatusTooManyRequests, Code: "rate_limit_exceeded",
-				RetryAfter: retrySeconds(retry), Message: fmt.Sprintf("token %q is over its limit of %d requests per minute (%s): retry in %d s",
-					tok.Name, limit, where, retrySeconds(retry))})
+				RetryAfter: retrySeconds(tokenWait), Message: fmt.Sprintf("token %q is over its limit of %d requests per minute (%s): retry in %d s",
+					tok.Name, limit, where, retrySeconds(tokenWait))})
 			return
 		}
 		r.Header.Del("Authorization")
@@ -250,9 +269,28 @@ func (a *Auth) CheckModel(w http.ResponseWriter, r *http.Request, model string) 
 	return false
 }
 
-// blocked says whether r's address is locked out now (for the sites' login form, which asks
-// only once the token it was given has failed).
-func (a *Auth) blocked(r *http.Request) bool { return a.blockedFor(authIP(r), a.now()) > 0 }
+// blockLeft is how long r's address stays locked out; 0 when it is not.
+func (a *Auth) blockLeft(r *http.Request) time.Duration { return a.blockedFor(authIP(r), a.now()) }
+
+// allowAddress takes one request from the bucket of r's address, for the sites' cookie,
+// which has no Require; it returns how long to wait when the bucket is empty, else 0.
+func (a *Auth) allowAddress(r *http.Request) time.Duration {
+	perMin := float64(a.limits.IPRequestsPerMinute)
+	a.rateMu.Lock()
+	defer a.rateMu.Unlock()
+	b := a.ipBucket(authIP(r), a.now(), perMin)
+	if wait := b.wait(perMin); wait > 0 {
+		return wait
+	}
+	b.tokens--
+	return 0
+}
+
+// addressLimitMessage tells a client its address is over limits.ip_requests_per_minute.
+func (a *Auth) addressLimitMessage(wait time.Duration) string {
+	return fmt.Sprintf("too many requests from your address: it is over the relay's limit of %d requests per minute, "+
+		"shared by every token used from it (limits.ip_requests_per_minute): retry in %d s", a.limits.IPRequestsPerMinute, retrySeconds(wait))
+}
 
 // failed counts a failed sign-in from r's address (for the sites' login form).
 func (a *Auth) failed(r *http.Request) { a.fail(authIP(r), a.now()) }
@@ -299,14 +337,16 @@ func writeBlocked(w http.ResponseWriter, d router.Dialect, left time.Duration) {
 		RetryAfter: retrySeconds(left), Message: fmt.Sprintf("too many failed attempts from your address: blocked, try again in %d s", retrySeconds(left))})
 }
 
-// allow takes one request from the token's bucket: its RPM (else RequestsPerMinute) of
-// burst, refilled evenly over the minute.
-func (a *Auth) allow(tok Token, now time.Time) (bool, time.Duration) {
+// allow takes one request from the token's bucket (its RPM, else RequestsPerMinute) and one
+// from the address's (IPRequestsPerMinute), or from neither: a request refused by one limit
+// does not spend the other. Each bucket holds a minute's worth and refills evenly over the
+// minute. It returns how long to wait for each bucket, 0 for both when the request may go.
+func (a *Auth) allow(tok Token, ip string, now time.Time) (tokenWait, ipWait time.Duration) {
 	perMin := float64(a.limits.RequestsPerMinute)
 	if tok.RPM > 0 {
 		perMin = float64(tok.RPM)
 	}
-	perSec := perMin / 60
+	ipPerMin := float64(a.limits.IPRequestsPerMinute)
 	a.rateMu.Lock()
 	defer a.rateMu.Unlock()
 	b := a.buckets[tok.ID]
@@ -314,20 +354,46 @@ func (a *Auth) allow(tok Token, now time.Time) (bool, time.Duration) {
 		b = &rateBucket{tokens: perMin, last: now}
 		a.buckets[tok.ID] = b
 	}
-	if dt := now.Sub(b.last).Seconds(); dt > 0 {
-		b.tokens, b.last = b.tokens+dt*perSec, now
-	}
-	b.tokens = min(perMin, b.tokens) // also when `hearth token set` lowered the token's rpm
-	if b.tokens >= 1 {
+	b.refill(now, perMin) // also caps it when `hearth token set` lowered the token's rpm
+	ib := a.ipBucket(ip, now, ipPerMin)
+	tokenWait, ipWait = b.wait(perMin), ib.wait(ipPerMin)
+	if tokenWait == 0 && ipWait == 0 {
 		b.tokens--
-		return true, 0
+		ib.tokens--
 	}
-	return false, time.Duration((1 - b.tokens) / perSec * float64(time.Second))
+	return tokenWait, ipWait
+}
+
+// ipBucket returns ip's bucket, refilled to now; a.rateMu must be held.
+func (a *Auth) ipBucket(ip string, now time.Time, perMin float64) *rateBucket {
+	b, ok := a.ipRates.Get(ip)
+	if !ok {
+		b = &rateBucket{tokens: perMin, last: now}
+		a.ipRates.Add(ip, b)
+	}
+	b.refill(now, perMin)
+	return b
+}
+
+// refill adds what the time since the last refill earned, up to a minute's worth.
+func (b *rateBucket) refill(now time.Time, perMin float64) {
+	if dt := now.Sub(b.last).Seconds(); dt > 0 {
+		b.tokens, b.last = b.tokens+dt*perMin/60, now
+	}
+	b.tokens = min(perMin, b.tokens)
+}
+
+// wait is how long until the bucket holds one whole request; 0 when it does.
+func (b *rateBucket) wait(perMin float64) time.Duration {
+	if b.tokens >= 1 {
+		return 0
+	}
+	return max(time.Nanosecond, time.Duration((1-b.tokens)/(perMin/60)*float64(time.Second)))
 }
 
 func retrySeconds(d time.Duration) int { return max(1, int(math.Ceil(d.Seconds()))) }
 
-// authIP is the address failures count against: the TCP peer (the relay is the edge; headers
+// authIP is the address failures and the address's rate limit count against: the TCP peer (the relay is the edge; headers
 // like X-Forwarded-For are the client's to forge), an IPv6 client by its /64.
 func authIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)

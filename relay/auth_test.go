@@ -483,7 +483,7 @@ func BenchmarkAuthRequire(b *testing.B) {
 	if _, _, err := st.Create(context.Background(), TokenSpec{Name: "laptop", OllamaKey: keyLine}); err != nil {
 		b.Fatal(err)
 	}
-	a := NewAuth(st, config.RelayLimits{RequestsPerMinute: 1 << 30}, testAdminKey, nil)
+	a := NewAuth(st, config.RelayLimits{RequestsPerMinute: 1 << 30, IPRequestsPerMinute: 1 << 30}, testAdminKey, nil)
 	h := a.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	signed := signLikeOllama(b, priv, "POST", "/api/chat", time.Now())
 	for _, bc := range []struct {

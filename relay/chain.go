@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"path"
 	"reflect"
 	"sort"
 	"strings"
@@ -136,7 +135,7 @@ func (c *Chain) links(model string) []link {
 	order(direct)
 	out := direct
 	for _, r := range st.routes {
-		if ok, _ := path.Match(r.Model, model); !ok && r.Model != model {
+		if !modelGlobMatch(r.Model, model) {
 			continue
 		}
 		for _, f := range r.Fallback {
@@ -316,12 +315,25 @@ func (e *errMoveOn) Unwrap() error { return e.error }
 // errKeyRefused is a vendor's 401: the key, not the channel, is at fault.
 var errKeyRefused = errors.New("answered 401 Unauthorized: the key is wrong or revoked")
 
+// attemptWait is how long an attempt may wait for its first byte, and the error that says
+// it waited in vain. A stream's first chunk comes soon after the model is loaded; a
+// non-streamed answer's headers only once the whole answer is generated (and home's after a
+// cold load from NFS), so it gets timeouts.answer for all of it.
+func attemptWait(t config.ChannelTimeouts, stream bool) (time.Duration, error) {
+	if stream {
+		return t.FirstByte, fmt.Errorf("no first byte within timeouts.first_byte %s", t.FirstByte)
+	}
+	return t.Answer, fmt.Errorf("no answer within timeouts.answer %s", t.Answer)
+}
+
 // attempt tries one link. done means the client got an answer (good or not): stop here.
 func (c *Chain) attempt(w http.ResponseWriter, r *http.Request, req *chatRequest, l link, k *channelKey, rec *UsageRecord, tried []string) (Usage, bool, error) {
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	// One timer: first byte, then the idle gap between chunks. It cancels the attempt.
-	timer := time.AfterFunc(l.ch.cfg.Timeouts.FirstByte, cancel)
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	// One timer cancels the attempt: the first byte's (or the whole answer's) wait, then for
+	// a stream the idle gap between chunks.
+	wait, errWait := attemptWait(l.ch.cfg.Timeouts, req.stream)
+	timer := time.AfterFunc(wait, func() { cancel(errWait) })
 	defer timer.Stop()
 	sent := time.Now()
 	call := c.upstreamCall(r, req, l)
@@ -333,15 +345,20 @@ func (c *Chain) attempt(w http.ResponseWriter, r *http.Request, req *chatRequest
 	if err == nil {
 		br = bufio.NewReaderSize(resp.Body, 32<<10)
 		if _, perr := br.Peek(1); perr != nil && !errors.Is(perr, io.EOF) {
-			err = fmt.Errorf("no first byte within %s: %w", l.ch.cfg.Timeouts.FirstByte, perr)
+			err = fmt.Errorf("reading the first byte: %w", perr)
 		}
+	}
+	if err != nil && r.Context().Err() == nil && errors.Is(context.Cause(ctx), errWait) {
+		err = errWait // the timer's, whatever the transport made of the cancellation
 	}
 	if err != nil {
 		if resp != nil {
 			resp.Body.Close()
 		}
 		var ce *clientError
-		if r.Context().Err() != nil {
+		if r.Context().Err() != nil || errors.Is(err, ErrAnthropicUnsupported) {
+			// The client left, or the request is one this kind of channel cannot take:
+			// neither is the channel's or the key's failure.
 			l.ch.brk.release()
 			if k != nil {
 				k.brk.release()
@@ -369,7 +386,10 @@ func (c *Chain) attempt(w http.ResponseWriter, r *http.Request, req *chatRequest
 	if k != nil {
 		rec.KeyID = k.id
 	}
-	body := &idleReader{r: br, timer: timer, idle: l.ch.cfg.Timeouts.Idle}
+	var body io.Reader = br // a whole answer stays within timeouts.answer
+	if req.stream {
+		body = &idleReader{r: br, timer: timer, idle: l.ch.cfg.Timeouts.Idle}
+	}
 	h := w.Header()
 	h.Set("X-Hearth-Channel", l.ch.cfg.Name)
 	h.Set("X-Hearth-Model", l.model)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/hearthlab/hearth/router"
 )
@@ -70,14 +71,16 @@ func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reade
 	if l.ch.cfg.Type == "anthropic" {
 		if resp.StatusCode != http.StatusOK {
 			b, _ := io.ReadAll(io.LimitReader(body, 1<<20))
+			if req.dialect == router.Ollama {
+				writeVendorError(w, resp.StatusCode, b)
+				return Usage{}
+			}
 			return writeRaw(w, resp.StatusCode, "application/json", AnthropicError(resp.StatusCode, b))
 		}
 		if req.stream {
 			s := NewAnthropicStream(io.NopCloser(body), report, true)
 			if req.dialect == router.Ollama {
-				flushHeader(w, "application/x-ndjson", true)
-				u, _ := OpenAIToOllama(w, s, req.path, req.model, true)
-				return orUsage(u, s.Usage())
+				return answerOllama(w, s, req, s.Usage)
 			}
 			translated := &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"text/event-stream"}}}
 			return orUsage(relayOpenAI(w, translated, s, req, report), s.Usage())
@@ -85,22 +88,102 @@ func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reade
 		b, _ := io.ReadAll(io.LimitReader(body, 64<<20))
 		out, u, err := AnthropicResponse(b, report)
 		if err != nil {
-			return writeRaw(w, http.StatusBadGateway, "application/json", []byte(`{"error":{"message":"the vendor's answer could not be translated","type":"server_error"}}`))
+			const msg = "the vendor's answer could not be translated"
+			if req.dialect == router.Ollama {
+				router.WriteError(w, router.Ollama, &router.APIError{Status: http.StatusBadGateway, Code: "bad_upstream_answer", Message: msg})
+				return Usage{}
+			}
+			return writeRaw(w, http.StatusBadGateway, "application/json", []byte(`{"error":{"message":"`+msg+`","type":"server_error"}}`))
 		}
 		if req.dialect == router.Ollama {
-			u2, _ := OpenAIToOllama(w, bytes.NewReader(out), req.path, req.model, false)
-			return orUsage(u2, u)
+			return answerOllama(w, bytes.NewReader(out), req, func() Usage { return u })
 		}
 		writeRaw(w, http.StatusOK, "application/json", out)
 		return u
 	}
 	// openai and ollama channels answer in OpenAI's format.
-	if req.dialect == router.Ollama && resp.StatusCode == http.StatusOK {
-		flushHeader(w, "application/x-ndjson", req.stream)
-		u, _ := OpenAIToOllama(w, body, req.path, req.model, req.stream)
-		return u
+	if req.dialect == router.Ollama {
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(io.LimitReader(body, 1<<20))
+			writeVendorError(w, resp.StatusCode, b)
+			u, text := openAIUsage(b)
+			return estimateIfMissing(u, req, text) // as relayOpenAI counts a /v1 error answer
+		}
+		return answerOllama(w, body, req, nil)
 	}
 	return relayOpenAI(w, resp, body, req, report)
+}
+
+// answerOllama writes the OpenAI answer in src as Ollama's NDJSON. It returns the usage
+// upstream reported in it, else what seen reports once src is read (nil: nothing), else an
+// estimate from the request and the answer's text, so that quotas do not undercount.
+func answerOllama(w http.ResponseWriter, src io.Reader, req *chatRequest, seen func() Usage) Usage {
+	a, err := newDialectAnswer(w, req.path, req.model, req.stream)
+	if err != nil { // readChat took the dialect from this path: not expected
+		router.WriteError(w, router.Ollama, &router.APIError{Status: http.StatusInternalServerError, Code: "internal", Message: "relay: " + err.Error()})
+		return Usage{}
+	}
+	flushHeader(w, "application/x-ndjson", req.stream)
+	_ = a.translate(src) // a failure reached the client as the answer's last line
+	u := a.usage
+	if seen != nil {
+		u = orUsage(u, seen())
+	}
+	u = estimateIfMissing(u, req, a.text.String())
+	if u.Estimated {
+		u.CompletionTokens += a.extraTokens
+	}
+	return u
+}
+
+// vendorErrorMax bounds the vendor's message shown to an Ollama client, in bytes.
+const vendorErrorMax = 1000
+
+// writeVendorError answers an Ollama client for a vendor's error answer b: Ollama's
+// {"error":"..."} with the vendor's message and status (502 for one that is not an error).
+func writeVendorError(w http.ResponseWriter, status int, b []byte) {
+	if status < http.StatusBadRequest {
+		status = http.StatusBadGateway
+	}
+	router.WriteError(w, router.Ollama, &router.APIError{Status: status, Code: "upstream_error", Message: vendorErrorMessage(status, b)})
+}
+
+// vendorErrorMessage reads the message of a vendor's error body: OpenAI's
+// {"error":{"message"}}, Anthropic's {"type":"error","error":{"message"}}, {"error":"..."} or
+// {"message":"..."}; else the body's start as text.
+func vendorErrorMessage(status int, b []byte) string {
+	var e struct {
+		Error   json.RawMessage `json:"error"`
+		Message string          `json:"message"`
+	}
+	var text string
+	if json.Unmarshal(b, &e) == nil {
+		var detail struct {
+			Message string `json:"message"`
+		}
+		switch {
+		case json.Unmarshal(e.Error, &text) == nil:
+		case json.Unmarshal(e.Error, &detail) == nil:
+			text = detail.Message
+		}
+		if strings.TrimSpace(text) == "" {
+			text = e.Message
+		}
+	}
+	if text = strings.TrimSpace(strings.ToValidUTF8(text, "")); text == "" {
+		text = strings.Join(strings.Fields(strings.ToValidUTF8(string(b), "")), " ") // HTML, say
+	}
+	if text == "" {
+		return fmt.Sprintf("the vendor answered %d %s", status, http.StatusText(status))
+	}
+	if len(text) > vendorErrorMax {
+		cut := vendorErrorMax
+		for cut > 0 && !utf8.RuneStart(text[cut]) {
+			cut--
+		}
+		text = text[:cut] + "…"
+	}
+	return text
 }
 
 func orUsage(a, b Usage) Usage {

@@ -193,6 +193,9 @@ func TestChainMovesOnBeforeTheFirstByte(t *testing.T) {
 			a, b := newVendor(t), newVendor(t)
 			a.mode.Store(mode)
 			chA := vendorChannel("a", a, 0, "m")
+			if mode == "hang" { // a whole answer may take minutes: the wait for it is timeouts.answer
+				chA.Timeouts = config.ChannelTimeouts{Connect: time.Second, FirstByte: 500 * time.Millisecond, Idle: 500 * time.Millisecond, Answer: 500 * time.Millisecond}
+			}
 			if mode == "refused" {
 				ln, _ := net.Listen("tcp", "127.0.0.1:0")
 				chA.BaseURL = "http://" + ln.Addr().String()

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,13 +52,14 @@ func newChannel(cfg config.Channel) *channel {
 	c := &channel{cfg: cfg, brk: newBreaker()}
 	if cfg.Type != "home" {
 		c.client = &http.Client{Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment, // vendors are on the internet: honour the VPS's proxy
-			DialContext:           (&net.Dialer{Timeout: cfg.Timeouts.Connect, KeepAlive: 30 * time.Second}).DialContext,
-			TLSHandshakeTimeout:   cfg.Timeouts.Connect,
-			ResponseHeaderTimeout: cfg.Timeouts.FirstByte,
-			MaxIdleConnsPerHost:   64,
-			IdleConnTimeout:       90 * time.Second,
-			ForceAttemptHTTP2:     true,
+			Proxy:               http.ProxyFromEnvironment, // vendors are on the internet: honour the VPS's proxy
+			DialContext:         (&net.Dialer{Timeout: cfg.Timeouts.Connect, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout: cfg.Timeouts.Connect,
+			// No ResponseHeaderTimeout: a non-streamed answer sends its headers only when it is
+			// whole, so each attempt bounds its own wait (timeouts.first_byte or .answer).
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     90 * time.Second,
+			ForceAttemptHTTP2:   true,
 		}}
 	}
 	for i, k := range cfg.Keys {
@@ -69,9 +71,13 @@ func newChannel(cfg config.Channel) *channel {
 	return c
 }
 
-// serves reports whether the channel serves model, and under which name upstream.
+// serves reports whether the channel serves model, and under which name upstream: the
+// mapped name, or the model as the client named it.
 func (c *channel) serves(model string) (string, bool) {
 	if m, ok := c.cfg.Map[model]; ok {
+		return m, true
+	}
+	if m, ok := c.mappedNormalized(model); ok {
 		return m, true
 	}
 	if c.cfg.Type == "home" {
@@ -84,13 +90,51 @@ func (c *channel) serves(model string) (string, bool) {
 	return model, matchAny(c.cfg.Models, model)
 }
 
+// mappedNormalized finds a map entry whose name is model's under router.NormalizeModel
+// ("qwen3" is "qwen3:latest"); the first in name order, should two normalise alike.
+func (c *channel) mappedNormalized(model string) (string, bool) {
+	n := router.NormalizeModel(model)
+	var keys []string
+	for k := range c.cfg.Map {
+		if router.NormalizeModel(k) == n {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return "", false
+	}
+	slices.Sort(keys)
+	return c.cfg.Map[keys[0]], true
+}
+
 func matchAny(globs []string, model string) bool {
 	for _, g := range globs {
-		if ok, _ := path.Match(g, model); ok || g == model {
+		if modelGlobMatch(g, model) {
 			return true
 		}
 	}
 	return false
+}
+
+// modelGlobMatch says whether a channel's or route's model glob matches model. Globs match
+// like path.Match, except that '*' also matches '/' ("hf.co/org/model:q4"), as Allows does
+// for tokens. The name matches as the client wrote it (vendor names such as
+// "Qwen/Qwen3-8B" keep their case) or as router.NormalizeModel reads it, against a glob
+// read the same way ("qwen3" is "qwen3:latest", so it matches "qwen3:*").
+func modelGlobMatch(glob, model string) bool {
+	if glob == model || slashGlobMatch(glob, model) {
+		return true
+	}
+	g := strings.ToLower(strings.TrimSpace(glob))
+	if !strings.ContainsAny(g, "*?[") {
+		g = router.NormalizeModel(g)
+	}
+	return slashGlobMatch(g, router.NormalizeModel(model))
+}
+
+func slashGlobMatch(glob, name string) bool {
+	ok, _ := path.Match(strings.ReplaceAll(glob, "/", "\x00"), strings.ReplaceAll(name, "/", "\x00"))
+	return ok
 }
 
 // pickKey takes the next usable key in turn (nil when every key is disabled or open).
@@ -151,6 +195,10 @@ func (c *channel) send(ctx context.Context, t *Tunnel, homeHost string, call *up
 		return t.Do(req, homeHost)
 	case "anthropic":
 		body, _, _, err := AnthropicRequest(call.body, call.model)
+		if errors.Is(err, ErrAnthropicUnsupported) {
+			// Not the client's mistake, nor the channel's: another kind of channel may take it.
+			return nil, &errMoveOn{fmt.Errorf("cannot take this request: %s: %w", strings.TrimPrefix(err.Error(), "relay: "), ErrAnthropicUnsupported)}
+		}
 		if err != nil {
 			return nil, &clientError{fmt.Errorf("cannot translate the request for Anthropic: %w", err)}
 		}

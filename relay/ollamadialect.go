@@ -121,30 +121,11 @@ func OllamaLoadResponse(path, model string) []byte {
 // (as the last line, or as the whole body) and the error is returned; the caller sets the
 // Content-Type (application/x-ndjson for a stream, application/json otherwise).
 func OpenAIToOllama(dst io.Writer, src io.Reader, path, model string, stream bool) (Usage, error) {
-	chat, err := ollamaDialectIsChat(path)
+	a, err := newDialectAnswer(dst, path, model, stream)
 	if err != nil {
 		return Usage{}, err
 	}
-	a := &dialectAnswer{w: dst, chat: chat, model: model, stream: stream, start: time.Now()}
-	switch f := dst.(type) {
-	case http.Flusher:
-		a.flush = f.Flush
-	case http.ResponseWriter: // a wrapper that may unwrap to a Flusher
-		rc := http.NewResponseController(f)
-		a.flush = func() { _ = rc.Flush() } // a failed flush fails the next write too
-	}
-	err = a.read(src)
-	if err == nil {
-		err = a.done()
-	}
-	var failed *dialectFailure
-	if errors.As(err, &failed) {
-		if werr := a.write(struct {
-			Error string `json:"error"`
-		}{failed.shown}); werr != nil {
-			err = errors.Join(err, werr)
-		}
-	}
+	err = a.translate(src)
 	return a.usage, err
 }
 

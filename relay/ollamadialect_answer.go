@@ -10,9 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"time"
 )
+
+// dialectMaxText bounds the answer text kept to estimate usage, in bytes; past it, only the
+// estimated tokens of each further piece are added up.
+const dialectMaxText = 1 << 20
 
 // dialectChunk is an OpenAI stream chunk, or a whole completion (choices carry message instead
 // of delta). Text fields stay raw: vendors differ in what they put there.
@@ -102,6 +107,60 @@ type dialectAnswer struct {
 	// Without stream the pieces are gathered into the one object.
 	content, thinking strings.Builder
 	toolCalls         []dialectToolCall
+
+	// text is what upstream generated (content, thinking, tool arguments), kept so that the
+	// caller can estimate usage when upstream reports none; extraTokens estimates what came
+	// past dialectMaxText.
+	text        strings.Builder
+	extraTokens int
+}
+
+// newDialectAnswer starts an answer to the Ollama route path, written to dst: flushed after
+// each line when dst is an http.Flusher or a ResponseWriter wrapping one.
+func newDialectAnswer(dst io.Writer, path, model string, stream bool) (*dialectAnswer, error) {
+	chat, err := ollamaDialectIsChat(path)
+	if err != nil {
+		return nil, err
+	}
+	a := &dialectAnswer{w: dst, chat: chat, model: model, stream: stream, start: time.Now()}
+	switch f := dst.(type) {
+	case http.Flusher:
+		a.flush = f.Flush
+	case http.ResponseWriter: // a wrapper that may unwrap to a Flusher
+		rc := http.NewResponseController(f)
+		a.flush = func() { _ = rc.Flush() } // a failed flush fails the next write too
+	}
+	return a, nil
+}
+
+// translate reads upstream's OpenAI answer from src and writes it, as OpenAIToOllama
+// documents; a failure ends the answer with Ollama's {"error":"..."} and is returned.
+func (a *dialectAnswer) translate(src io.Reader) error {
+	err := a.read(src)
+	if err == nil {
+		err = a.done()
+	}
+	var failed *dialectFailure
+	if errors.As(err, &failed) {
+		if werr := a.write(struct {
+			Error string `json:"error"`
+		}{failed.shown}); werr != nil {
+			err = errors.Join(err, werr)
+		}
+	}
+	return err
+}
+
+// keepText keeps generated text for the usage estimate, within dialectMaxText.
+func (a *dialectAnswer) keepText(s string) {
+	if s == "" {
+		return
+	}
+	if a.text.Len()+len(s) > dialectMaxText {
+		a.extraTokens += EstimateTokens(s)
+		return
+	}
+	a.text.WriteString(s)
 }
 
 // read takes SSE lines, or a whole JSON body when the first thing upstream sent is a '{'.
@@ -191,7 +250,11 @@ func (a *dialectAnswer) apply(c *dialectChunk, whole bool) error {
 				args = string(raw) // some vendors send the arguments as an object
 			}
 			a.addCallFragment(tc.Index, tc.ID, tc.Function.Name, args, whole)
+			a.keepText(tc.Function.Name)
+			a.keepText(args)
 		}
+		a.keepText(content)
+		a.keepText(thinking)
 		if a.first.IsZero() && (content != "" || thinking != "" || len(d.ToolCalls) > 0) {
 			a.first = time.Now()
 		}

@@ -86,7 +86,7 @@ func New(cfg config.Relay, path string, logger *slog.Logger) (*Relay, error) {
 		rl.closeEarly()
 		return nil, err
 	}
-	rl.home = &home{name: cfg.Tunnel.Home, tunnel: rl.tunnel, auth: rl.auth, log: logger}
+	rl.home = &home{name: cfg.Tunnel.Home, tunnel: rl.tunnel, auth: rl.auth, usage: rl.usage, log: logger}
 	rl.chain = NewChain(cfg, rl.tunnel, rl.auth, rl.usage, logger.With("component", "chain"))
 	rl.sites = &sites{tunnel: rl.tunnel, auth: rl.auth, store: rl.store, log: logger.With("component", "sites")}
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelDebug)

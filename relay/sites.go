@@ -2,10 +2,12 @@ package relay
 
 import (
 	"errors"
+	"fmt"
 	"html/template"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -47,11 +49,8 @@ func (s *sites) serve(w http.ResponseWriter, r *http.Request, site Site) {
 		})).ServeHTTP(w, r)
 		return
 	}
-	c, err := r.Cookie(siteCookie)
-	if err == nil {
-		if _, err = s.store.Check(c.Value); err == nil {
-			stripCookie(r, siteCookie)
-			s.tunnel.Forward(w, r, site.Host)
+	if c, err := r.Cookie(siteCookie); err == nil {
+		if s.serveCookie(w, r, site, c.Value) {
 			return
 		}
 	}
@@ -62,6 +61,46 @@ func (s *sites) serve(w http.ResponseWriter, r *http.Request, site Site) {
 	w.Header().Set("WWW-Authenticate", `Bearer realm="hearth"`)
 	http.Error(w, "This app needs a hearth token: send Authorization: Bearer <token>, or sign in at "+loginPath, http.StatusUnauthorized)
 }
+
+// serveCookie forwards r when its cookie holds a valid token, within the address's rate
+// limit, and answers a blocked address; it returns false, having answered nothing, when r
+// should be asked for a token. As on the login form, the token comes before the lockout (a
+// valid one passes from a blocked address) and only a guess counts as a failure, not a
+// token past its time.
+func (s *sites) serveCookie(w http.ResponseWriter, r *http.Request, site Site, secret string) (answered bool) {
+	_, err := s.store.Check(secret)
+	if err == nil {
+		if wait := s.auth.allowAddress(r); wait > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(wait)))
+			http.Error(w, fmt.Sprintf("Too many requests from your address: it is over the relay's limit of %d requests per minute "+
+				"(limits.ip_requests_per_minute). Retry in %d s.", s.auth.limits.IPRequestsPerMinute, retrySeconds(wait)), http.StatusTooManyRequests)
+			return true
+		}
+		stripCookie(r, siteCookie)
+		s.tunnel.Forward(w, r, site.Host)
+		return true
+	}
+	// The browser would send the bad cookie with every request of the page: drop it.
+	http.SetCookie(w, &http.Cookie{Name: siteCookie, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+	if left := s.auth.blockLeft(r); left > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(left)))
+		if wantsHTML(r) {
+			w.Header().Set("Cache-Control", "no-store")
+			s.renderLogin(w, r, safeNext(r.URL.RequestURI()), tooManyFailures, http.StatusTooManyRequests)
+			return true
+		}
+		http.Error(w, fmt.Sprintf("Too many failed attempts from your address: blocked, try again in %d s "+
+			"(a valid token still gets through: Authorization: Bearer <token>).", retrySeconds(left)), http.StatusTooManyRequests)
+		return true
+	}
+	if !errors.Is(err, ErrRevoked) && !errors.Is(err, ErrExpired) {
+		s.auth.failed(r)
+	}
+	return false
+}
+
+// tooManyFailures is the login page's answer to a blocked address.
+const tooManyFailures = "Too many failed attempts from your address: try again later."
 
 var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -87,8 +126,9 @@ func (s *sites) login(w http.ResponseWriter, r *http.Request) {
 	// (a household shares one), as in Auth.Require.
 	tok, err := s.store.Check(strings.TrimSpace(r.PostFormValue("token")))
 	if err != nil {
-		if s.auth.blocked(r) {
-			s.renderLogin(w, r, next, "Too many failed attempts from your address: try again later.", http.StatusTooManyRequests)
+		if left := s.auth.blockLeft(r); left > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(left)))
+			s.renderLogin(w, r, next, tooManyFailures, http.StatusTooManyRequests)
 			return
 		}
 		msg := "That token is not valid here."

@@ -68,9 +68,14 @@ type Channel struct {
 
 // ChannelTimeouts bound one upstream call.
 type ChannelTimeouts struct {
-	Connect   time.Duration `yaml:"connect"`
+	Connect time.Duration `yaml:"connect"`
+	// FirstByte bounds the wait for a stream's first chunk. Default 60s.
 	FirstByte time.Duration `yaml:"first_byte"`
-	Idle      time.Duration `yaml:"idle"`
+	// Idle bounds the wait between a stream's chunks. Default 60s.
+	Idle time.Duration `yaml:"idle"`
+	// Answer bounds a non-streamed answer, which arrives only once it is whole (after a
+	// cold load from NFS, perhaps, and the whole generation). Default 10m.
+	Answer time.Duration `yaml:"answer"`
 }
 
 // Route gives the fallbacks for models matching a glob.
@@ -143,6 +148,9 @@ type RelayLimits struct {
 	MaxBody ByteSize `yaml:"max_body"`
 	// RequestsPerMinute is each token's request rate limit. Default 120.
 	RequestsPerMinute int `yaml:"requests_per_minute"`
+	// IPRequestsPerMinute is each client address's request rate limit, whatever the tokens
+	// (an IPv6 /64 counts as one address). Default 600: a household shares one.
+	IPRequestsPerMinute int `yaml:"ip_requests_per_minute"`
 	// AuthFailures from one IP within AuthWindow block that IP for AuthBlock. Defaults 10,
 	// 1m, 15m.
 	AuthFailures int           `yaml:"auth_failures"`
@@ -161,7 +169,7 @@ func DefaultRelay() Relay {
 		ACME:     ACME{Storage: "/var/lib/hearth/certs", Challenges: []string{"http-01", "tls-alpn-01"}},
 		Tunnel:   RelayTunnel{Bind: ":7000", Home: "home"},
 		DB:       "/var/lib/hearth/relay.db",
-		Limits:   RelayLimits{MaxBody: 64 << 20, RequestsPerMinute: 120, AuthFailures: 10, AuthWindow: time.Minute, AuthBlock: 15 * time.Minute, ReadTimeout: 5 * time.Minute},
+		Limits:   RelayLimits{MaxBody: 64 << 20, RequestsPerMinute: 120, IPRequestsPerMinute: 600, AuthFailures: 10, AuthWindow: time.Minute, AuthBlock: 15 * time.Minute, ReadTimeout: 5 * time.Minute},
 		Channels: []Channel{{Name: "home", Type: "home", Weight: 1}},
 		Usage:    UsageConfig{FlushInterval: time.Second, Retention: 400 * 24 * time.Hour},
 		Domains:  nil,
@@ -204,6 +212,9 @@ func (c *Relay) Complete() {
 		}
 		if t.Idle == 0 {
 			t.Idle = 60 * time.Second
+		}
+		if t.Answer == 0 {
+			t.Answer = 10 * time.Minute
 		}
 		if ch.ProbeInterval == 0 {
 			ch.ProbeInterval = time.Minute
@@ -280,6 +291,9 @@ func (c *Relay) Validate() error {
 	if l.RequestsPerMinute < 1 {
 		add("limits.requests_per_minute must be at least 1")
 	}
+	if l.IPRequestsPerMinute < 1 {
+		add("limits.ip_requests_per_minute must be at least 1")
+	}
 	if l.AuthFailures < 1 || l.AuthWindow <= 0 || l.AuthBlock <= 0 {
 		add("limits.auth_failures, auth_window and auth_block must all be greater than 0")
 	}
@@ -336,7 +350,7 @@ func (c *Relay) validateChannels(add func(string, ...any)) {
 		if ch.Weight < 1 || ch.Priority < 0 {
 			add("%s (%s): weight must be 1 or more and priority 0 or more", at, ch.Name)
 		}
-		if ch.Timeouts.Connect < 0 || ch.Timeouts.FirstByte < 0 || ch.Timeouts.Idle < 0 || ch.ProbeInterval < 0 {
+		if ch.Timeouts.Connect < 0 || ch.Timeouts.FirstByte < 0 || ch.Timeouts.Idle < 0 || ch.Timeouts.Answer < 0 || ch.ProbeInterval < 0 {
 			add("%s (%s): timeouts and probe_interval must be positive", at, ch.Name)
 		}
 	}
