@@ -207,6 +207,9 @@ func writeRaw(w http.ResponseWriter, status int, contentType string, b []byte) U
 	return Usage{}
 }
 
+// maxWholeAnswer bounds a non-streamed answer the relay holds to rename its model.
+const maxWholeAnswer = 64 << 20
+
 // relayOpenAI copies an OpenAI chat answer: a stream event by event (dropping the usage
 // chunk hearth asked for when the client did not), or a body with the model the client
 // asked for. It returns the usage the upstream reported, or an estimate.
@@ -218,7 +221,17 @@ func relayOpenAI(w http.ResponseWriter, resp *http.Response, body io.Reader, req
 		}
 	}
 	if !req.stream || resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(body, 64<<20))
+		b, err := io.ReadAll(io.LimitReader(body, maxWholeAnswer+1))
+		if err == nil && len(b) > maxWholeAnswer {
+			err = fmt.Errorf("the answer is larger than %d MiB", maxWholeAnswer>>20)
+		}
+		if err != nil {
+			// Nothing went out yet: a broken answer is an error, not a short 200.
+			u, text := openAIUsage(b)
+			router.WriteError(w, req.dialect, &router.APIError{Status: http.StatusBadGateway, Code: "upstream_broken",
+				Message: fmt.Sprintf("the upstream broke off its answer part-way (%v); try again", err)})
+			return estimateIfMissing(u, req, text)
+		}
 		u, text := openAIUsage(b)
 		if resp.StatusCode == http.StatusOK {
 			if renamed, err := renameModel(b, report); err == nil {

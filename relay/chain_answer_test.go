@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -182,5 +183,34 @@ func TestDialectAnswerBoundsTheKeptText(t *testing.T) {
 	}
 	if n := strings.Count(out.String(), "\n"); n != pieces+1 {
 		t.Errorf("%d lines written, want %d", n, pieces+1)
+	}
+}
+
+// A whole (non-streamed) answer that the upstream breaks off part-way reaches the client as
+// a 502 in its dialect, not as a 200 with half a JSON body.
+func TestChainWholeAnswerBrokenOff(t *testing.T) {
+	cut := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, `{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assi`)
+		w.(http.Flusher).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(cut.Close)
+	ch := config.Channel{Name: "cut", Type: "openai", BaseURL: cut.URL, Keys: []string{"sk-cut"}, Models: []string{"m"}}
+	w := startChain(t, []config.Channel{ch}, nil)
+	resp, body := w.post(t, "/v1/chat/completions", chatBody)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, `"message":"the upstream broke off its answer part-way`) {
+		t.Fatalf("%d: %s", resp.StatusCode, body)
+	}
+	var e struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error.Code != "upstream_broken" {
+		t.Errorf("not an OpenAI error body: %s (%v)", body, err)
 	}
 }
