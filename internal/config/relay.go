@@ -69,7 +69,8 @@ type Channel struct {
 // ChannelTimeouts bound one upstream call.
 type ChannelTimeouts struct {
 	Connect time.Duration `yaml:"connect"`
-	// FirstByte bounds the wait for a stream's first chunk. Default 60s.
+	// FirstByte bounds the wait for a stream's first chunk. Default 60s; 10m for home, where
+	// it may wait for a cold model load from NFS.
 	FirstByte time.Duration `yaml:"first_byte"`
 	// Idle bounds the wait between a stream's chunks. Default 60s.
 	Idle time.Duration `yaml:"idle"`
@@ -209,6 +210,12 @@ func (c *Relay) Complete() {
 		}
 		if t.FirstByte == 0 {
 			t.FirstByte = 60 * time.Second
+			if ch.Type == "home" {
+				// Home's first byte may wait for a cold load from NFS, which the agent allows
+				// (ollama.first_byte_timeout): cutting it sooner would cancel the load and make a
+				// large model unreachable through the relay.
+				t.FirstByte = 10 * time.Minute
+			}
 		}
 		if t.Idle == 0 {
 			t.Idle = 60 * time.Second

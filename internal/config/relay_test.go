@@ -16,7 +16,8 @@ func TestRelayFiles(t *testing.T) {
 	}
 	if c.Domains[0] != "ai.example.com" || c.Tunnel.Token != "tunnel-0123456789abcdef" || c.Limits.AuthBlock != 15*time.Minute ||
 		len(c.ACME.Challenges) != 2 || c.Tunnel.Home != "home" || len(c.Channels) != 3 || c.Channels[1].Keys[0] != "sk-deepseek" ||
-		c.Channels[2].BaseURL != "https://api.anthropic.com" || c.Channels[2].Timeouts.FirstByte != time.Minute || len(c.Routes) != 2 {
+		c.Channels[2].BaseURL != "https://api.anthropic.com" || c.Channels[2].Timeouts.FirstByte != time.Minute || len(c.Routes) != 2 ||
+		c.Channels[0].Timeouts.FirstByte != 10*time.Minute || c.Channels[1].Timeouts.FirstByte != time.Minute || c.Channels[1].Timeouts.Answer != 10*time.Minute {
 		t.Errorf("configs/relay.yaml: %+v", c)
 	}
 	c, err = LoadRelay("testdata/relay-minimal.good.yaml")
