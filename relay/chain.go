@@ -214,12 +214,7 @@ func (c *Chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tok, _ := TokenFrom(r.Context())
 	settle, err := c.usage.Reserve(tok, req.model, EstimateTokens(string(req.body)))
 	if err != nil {
-		var le *LimitError
-		if errors.As(err, &le) {
-			router.WriteError(w, req.dialect, le.APIError())
-		} else {
-			router.WriteError(w, req.dialect, &router.APIError{Status: http.StatusTooManyRequests, Code: "quota_exceeded", Message: err.Error()})
-		}
+		router.WriteError(w, req.dialect, limitRefusal(err))
 		return
 	}
 	rec := UsageRecord{Time: start, TokenID: tok.ID, TokenName: tok.Name, RequestedModel: req.model, Stream: req.stream}

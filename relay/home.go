@@ -234,15 +234,6 @@ func (h *home) serveMetered(w http.ResponseWriter, r *http.Request, kind homeRou
 	h.usage.Record(rec)
 }
 
-// limitRefusal is the answer to a Reserve refusal, the same as on the chat routes.
-func limitRefusal(err error) *router.APIError {
-	var le *LimitError
-	if errors.As(err, &le) {
-		return le.APIError()
-	}
-	return &router.APIError{Status: http.StatusTooManyRequests, Code: "quota_exceeded", Message: err.Error()}
-}
-
 // maxMeteredLine bounds what homeMeter keeps of one line of a completion's answer (a whole
 // body when it does not stream); the text beyond it goes unestimated.
 const maxMeteredLine = 8 << 20

@@ -462,3 +462,12 @@ func formatCost(v float64) string {
 	}
 	return fmt.Sprintf("%.2f", v)
 }
+
+// limitRefusal is the answer to a Reserve refusal, on every metered route.
+func limitRefusal(err error) *router.APIError {
+	var le *LimitError
+	if errors.As(err, &le) {
+		return le.APIError()
+	}
+	return &router.APIError{Status: http.StatusTooManyRequests, Code: "quota_exceeded", Message: err.Error()}
+}
