@@ -393,8 +393,9 @@ func (b *rateBucket) wait(perMin float64) time.Duration {
 
 func retrySeconds(d time.Duration) int { return max(1, int(math.Ceil(d.Seconds()))) }
 
-// authIP is the address failures and the address's rate limit count against: the TCP peer (the relay is the edge; headers
-// like X-Forwarded-For are the client's to forge), an IPv6 client by its /64.
+// authIP is the address that failures and the address's rate limit count against: the TCP
+// peer (the relay is the edge; headers like X-Forwarded-For are the client's to forge), an
+// IPv6 client by its /64.
 func authIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
