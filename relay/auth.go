@@ -436,9 +436,9 @@ func Allows(tok Token, model string) bool {
 	if len(tok.Models) == 0 {
 		return true
 	}
-	name := strings.ReplaceAll(router.NormalizeModel(model), "/", "\x00")
+	name := router.NormalizeModel(model)
 	for _, g := range tok.Models {
-		if ok, _ := path.Match(strings.ReplaceAll(g, "/", "\x00"), name); ok {
+		if slashGlobMatch(g, name) {
 			return true
 		}
 	}

@@ -24,13 +24,8 @@ const blockedMessage = "too many failed attempts from your address: blocked, try
 // shut to the address, admin key or not: the block is what slows down guessing that key.
 func TestAuthBlockSparesValidCredentials(t *testing.T) {
 	f := newAuthFixture(t, blockLimits, nil)
-	good := "Bearer " + f.create(t, TokenSpec{Name: "phone", Models: []string{"qwen3:*"}})
-	revoked := "Bearer " + f.create(t, TokenSpec{Name: "old"})
-	if err := f.store.Revoke(context.Background(), "old"); err != nil {
-		t.Fatal(err)
-	}
-	expired := "Bearer " + f.create(t, TokenSpec{Name: "trial", Expires: time.Minute})
-	f.clock.Advance(2 * time.Minute)
+	good, revoked, expired := f.liveRevokedExpired(t, TokenSpec{Name: "phone", Models: []string{"qwen3:*"}})
+	good, revoked, expired = "Bearer "+good, "Bearer "+revoked, "Bearer "+expired
 	wrong := "Bearer hth_guessguessguess"
 	admin := "Bearer " + testAdminKey
 
@@ -139,13 +134,7 @@ func TestAuthBlockSharedAddress(t *testing.T) {
 // expired token is a real one past its time. A valid token signs in from a blocked address.
 func TestSiteLoginBlock(t *testing.T) {
 	f := newAuthFixture(t, blockLimits, nil)
-	good := f.create(t, TokenSpec{Name: "phone"})
-	revoked := f.create(t, TokenSpec{Name: "old"})
-	if err := f.store.Revoke(context.Background(), "old"); err != nil {
-		t.Fatal(err)
-	}
-	expired := f.create(t, TokenSpec{Name: "trial", Expires: time.Minute})
-	f.clock.Advance(2 * time.Minute)
+	good, revoked, expired := f.liveRevokedExpired(t, TokenSpec{Name: "phone"})
 	s := &sites{auth: f.auth, store: f.store, log: slog.New(slog.DiscardHandler)}
 	site := Site{Host: "chat.example.com", Name: "chat", Channel: "home", Auth: "token", Online: true}
 	const remote = "198.51.100.4:40000"
@@ -212,4 +201,18 @@ func TestSiteLoginBlock(t *testing.T) {
 	if w.Code != 429 || w.Header().Get("Retry-After") != "600" {
 		t.Errorf("a wrong key on the API from the address the form blocked: %d Retry-After %q", w.Code, w.Header().Get("Retry-After"))
 	}
+}
+
+// liveRevokedExpired creates a live token from spec, one revoked ("old") and one expired
+// ("trial", by moving the clock two minutes on), and returns their secrets.
+func (f *authFixture) liveRevokedExpired(t *testing.T, spec TokenSpec) (live, revoked, expired string) {
+	t.Helper()
+	live = f.create(t, spec)
+	revoked = f.create(t, TokenSpec{Name: "old"})
+	if err := f.store.Revoke(context.Background(), "old"); err != nil {
+		t.Fatal(err)
+	}
+	expired = f.create(t, TokenSpec{Name: "trial", Expires: time.Minute})
+	f.clock.Advance(2 * time.Minute)
+	return live, revoked, expired
 }

@@ -3,7 +3,6 @@ package relay
 // The per-address rate limit, and the sites' cookie under the lockout and that limit.
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -214,13 +213,7 @@ func newSiteFixture(t *testing.T, f *authFixture) func(remote, cookie, authz str
 // so that the browser does not send it with every request of the page.
 func TestSiteCookieBlock(t *testing.T) {
 	f := newAuthFixture(t, blockLimits, nil)
-	good := f.create(t, TokenSpec{Name: "phone"})
-	revoked := f.create(t, TokenSpec{Name: "old"})
-	if err := f.store.Revoke(context.Background(), "old"); err != nil {
-		t.Fatal(err)
-	}
-	expired := f.create(t, TokenSpec{Name: "trial", Expires: time.Minute})
-	f.clock.Advance(2 * time.Minute)
+	good, revoked, expired := f.liveRevokedExpired(t, TokenSpec{Name: "phone"})
 	do := newSiteFixture(t, f)
 	const (
 		remote     = "198.51.100.4:40000"

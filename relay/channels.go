@@ -132,6 +132,7 @@ func modelGlobMatch(glob, model string) bool {
 	return slashGlobMatch(g, router.NormalizeModel(model))
 }
 
+// slashGlobMatch is path.Match with '/' an ordinary character, so that '*' spans it.
 func slashGlobMatch(glob, name string) bool {
 	ok, _ := path.Match(strings.ReplaceAll(glob, "/", "\x00"), strings.ReplaceAll(name, "/", "\x00"))
 	return ok

@@ -88,13 +88,16 @@ func (h *home) offline(w http.ResponseWriter, d router.Dialect) bool {
 // relay must decide who may use it. The path is cleaned first: refusing a spelling the agent
 // would not route costs nothing, forwarding one it does would.
 func changesStore(p string) bool {
-	p = strings.ToLower(path.Clean("/" + p))
+	p = cleanRoute(p)
 	switch p {
 	case "/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs":
 		return true
 	}
 	return strings.HasPrefix(p, "/api/blobs/")
 }
+
+// cleanRoute is p as the routes above are matched: cleaned, lower case.
+func cleanRoute(p string) string { return strings.ToLower(path.Clean("/" + p)) }
 
 // allModels: the token may use every model, so nothing it could pull, copy or create
 // widens what it may use.
@@ -110,7 +113,7 @@ func (h *home) mayChangeStore(w http.ResponseWriter, r *http.Request) bool {
 	if ok && allModels(tok) {
 		return true
 	}
-	route := strings.TrimPrefix(strings.ToLower(path.Clean("/"+r.URL.Path)), "/api/")
+	route := strings.TrimPrefix(cleanRoute(r.URL.Path), "/api/")
 	if strings.HasPrefix(route, "blobs") {
 		route = "blobs"
 	}
@@ -185,7 +188,7 @@ const (
 // quotas and usage like a chat. The path is cleaned first, as in changesStore: metering a
 // spelling the agent would not route costs nothing, missing one it does would be free use.
 func meteredRoute(p string) homeRoute {
-	switch strings.ToLower(path.Clean("/" + p)) {
+	switch cleanRoute(p) {
 	case "/v1/completions":
 		return generates
 	case "/v1/embeddings", "/api/embed", "/api/embeddings":
@@ -345,19 +348,11 @@ func answerCounts(tail []byte) (Usage, bool) {
 	return Usage{}, false
 }
 
-// lastCount reads the non-negative integer after the last occurrence of key.
+// lastCount is router.LastInt for a token count: no more than an int32 holds.
 func lastCount(b []byte, key string) (int, bool) {
-	i := bytes.LastIndex(b, []byte(key))
-	if i < 0 {
+	n, ok := router.LastInt(b, key)
+	if !ok || n > math.MaxInt32 {
 		return 0, false
 	}
-	rest := bytes.TrimLeft(b[i+len(key):], " ")
-	n, end := 0, 0
-	for ; end < len(rest) && rest[end] >= '0' && rest[end] <= '9'; end++ {
-		if n > (math.MaxInt32-9)/10 {
-			return 0, false
-		}
-		n = n*10 + int(rest[end]-'0')
-	}
-	return n, end > 0
+	return int(n), true
 }

@@ -228,6 +228,16 @@ func (w *world) homeOnline(t *testing.T) bool {
 
 func (w *world) do(t *testing.T, method, path, body, auth string) (*http.Response, string) {
 	t.Helper()
+	resp := w.open(t, method, path, body, auth)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// open sends a request and returns the answer with its body unread (a stream, say); the
+// caller closes it.
+func (w *world) open(t *testing.T, method, path, body, auth string) *http.Response {
+	t.Helper()
 	req, err := http.NewRequest(method, "https://"+relayDomain+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -239,9 +249,7 @@ func (w *world) do(t *testing.T, method, path, body, auth string) (*http.Respons
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
+	return resp
 }
 
 func eventually(t *testing.T, what string, limit time.Duration, cond func() bool) {
@@ -263,13 +271,7 @@ func TestRelayEndToEnd(t *testing.T) {
 			w := startWorld(t, challenge)
 
 			release := w.gate.hold()
-			req, _ := http.NewRequest(http.MethodPost, "https://"+relayDomain+"/v1/chat/completions",
-				strings.NewReader(`{"model":"tiny","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
-			req.Header.Set("Authorization", "Bearer "+w.token)
-			resp, err := w.client.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
+			resp := w.open(t, http.MethodPost, "/v1/chat/completions", `{"model":"tiny","stream":true,"messages":[{"role":"user","content":"hi"}]}`, "Bearer "+w.token)
 			defer resp.Body.Close()
 			if resp.StatusCode != 200 || resp.Header.Get("X-Hearth-Node") != "home-node" {
 				b, _ := io.ReadAll(resp.Body)
@@ -518,13 +520,7 @@ func TestRelayStopRecordsAStreamCutAtShutdown(t *testing.T) {
 	})
 	relay.SetShutdownGrace(w.relay, 300*time.Millisecond)
 
-	req, _ := http.NewRequest(http.MethodPost, "https://"+relayDomain+"/v1/chat/completions",
-		strings.NewReader(`{"model":"vendor-model","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
-	req.Header.Set("Authorization", "Bearer "+w.token)
-	resp, err := w.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := w.open(t, http.MethodPost, "/v1/chat/completions", `{"model":"vendor-model","stream":true,"messages":[{"role":"user","content":"hi"}]}`, "Bearer "+w.token)
 	defer resp.Body.Close()
 	if first, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil || !strings.HasPrefix(first, "data: ") {
 		t.Fatalf("status %d, first line %q: %v", resp.StatusCode, first, err)
@@ -556,16 +552,8 @@ func TestRelayStopRecordsAStreamCutAtShutdown(t *testing.T) {
 // is on: only the vendor path refuses it.
 func TestRelayHomeTakesWhatAVendorCannot(t *testing.T) {
 	w := startWorld(t, "http-01")
-	req, _ := http.NewRequest(http.MethodPost, "https://"+relayDomain+"/api/generate",
-		strings.NewReader(`{"model":"tiny","prompt":"def f(","suffix":"return 1","stream":false}`))
-	req.Header.Set("Authorization", "Bearer "+w.token)
-	resp, err := w.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || resp.Header.Get("X-Hearth-Node") != "home-node" || !strings.Contains(string(body), `"done":true`) {
+	resp, body := w.do(t, http.MethodPost, "/api/generate", `{"model":"tiny","prompt":"def f(","suffix":"return 1","stream":false}`, "Bearer "+w.token)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Hearth-Node") != "home-node" || !strings.Contains(body, `"done":true`) {
 		t.Fatalf("%d from %q: %s", resp.StatusCode, resp.Header.Get("X-Hearth-Node"), body)
 	}
 }
@@ -590,13 +578,7 @@ func TestRelayCutsAStalledSender(t *testing.T) {
 
 	// A stream held longer than read_timeout still arrives whole.
 	release := w.gate.hold()
-	req, _ := http.NewRequest(http.MethodPost, "https://"+relayDomain+"/v1/chat/completions",
-		strings.NewReader(`{"model":"tiny","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
-	req.Header.Set("Authorization", "Bearer "+w.token)
-	resp, err := w.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := w.open(t, http.MethodPost, "/v1/chat/completions", `{"model":"tiny","stream":true,"messages":[{"role":"user","content":"hi"}]}`, "Bearer "+w.token)
 	defer resp.Body.Close()
 	time.AfterFunc(2*time.Second, func() { close(release) })
 	body, err := io.ReadAll(resp.Body)

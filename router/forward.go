@@ -251,21 +251,21 @@ func usage(tail []byte) (tokens int64, evalTime time.Duration, ok bool) {
 // TokenCounts reads prompt and generated token counts from the end of a response: Ollama's
 // final chunk (prompt_eval_count, eval_count, eval_duration) or OpenAI usage.
 func TokenCounts(tail []byte) (prompt, generated int64, evalTime time.Duration, ok bool) {
-	if n, ok := lastInt(tail, `"eval_count":`); ok {
-		p, _ := lastInt(tail, `"prompt_eval_count":`)
-		d, _ := lastInt(tail, `"eval_duration":`)
+	if n, ok := LastInt(tail, `"eval_count":`); ok {
+		p, _ := LastInt(tail, `"prompt_eval_count":`)
+		d, _ := LastInt(tail, `"eval_duration":`)
 		return p, n, time.Duration(d), true
 	}
-	if n, ok := lastInt(tail, `"completion_tokens":`); ok {
-		p, _ := lastInt(tail, `"prompt_tokens":`)
+	if n, ok := LastInt(tail, `"completion_tokens":`); ok {
+		p, _ := LastInt(tail, `"prompt_tokens":`)
 		return p, n, 0, true
 	}
 	return 0, 0, 0, false
 }
 
-// lastInt reads the non-negative integer after the last occurrence of key; false when there
+// LastInt reads the non-negative integer after the last occurrence of key; false when there
 // is none or it does not fit in an int64.
-func lastInt(b []byte, key string) (int64, bool) {
+func LastInt(b []byte, key string) (int64, bool) {
 	i := bytes.LastIndex(b, []byte(key))
 	if i < 0 {
 		return 0, false

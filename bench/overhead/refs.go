@@ -145,7 +145,8 @@ func freePort() (int, error) {
 // treeCPU is the user+system CPU of pid and its children (nginx's master and workers), read
 // from /proc in clock ticks of 10 ms: over runs of seconds that is fine enough.
 func treeCPU(pid int) time.Duration {
-	total := procCPU(strconv.Itoa(pid))
+	var total time.Duration
+	self := strconv.Itoa(pid)
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
@@ -155,26 +156,13 @@ func treeCPU(pid int) time.Duration {
 		if err != nil {
 			continue
 		}
-		if f := statFields(stat); len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			total += procCPU(e.Name())
+		if f := statFields(stat); len(f) > 12 && (e.Name() == self || f[1] == self) {
+			ut, _ := strconv.ParseInt(f[11], 10, 64)
+			st, _ := strconv.ParseInt(f[12], 10, 64)
+			total += time.Duration(ut+st) * 10 * time.Millisecond
 		}
 	}
 	return total
-}
-
-// procCPU is one process's utime+stime.
-func procCPU(pid string) time.Duration {
-	stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
-	if err != nil {
-		return 0
-	}
-	f := statFields(stat)
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // statFields are the fields of /proc/PID/stat after the command name (which may hold
