@@ -1,0 +1,294 @@
+package rag
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hearthlab/hearth/rag/ragtest"
+)
+
+var errCrash = errors.New("simulated crash")
+
+// folder copies the readable and unreadable testdata files into a fresh folder.
+func folder(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, name := range []string{"report.pdf", "locked.pdf", "photo.pdf", "broken.pdf", "notes.md", "page.html", "bills.csv", "heating-zh.txt", "heating-ru.txt"} {
+		if err := os.WriteFile(filepath.Join(dir, name), readTestdata(t, name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(t, os.MkdirAll(filepath.Join(dir, "office", "tmp"), 0o755))
+	must(t, os.WriteFile(filepath.Join(dir, "office", "lease.docx"), ragtest.DOCX([]ragtest.Para{
+		{Style: "Heading1", Text: "Lease agreement"}, {Text: "The deposit is three months of rent, paid to the landlord."}}), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "office", "bomb.docx"), ragtest.ZipBombDOCX(2<<20), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "office", "tmp", "draft.md"), []byte("# Draft\n\nexcluded text about boilers"), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "big.txt"), []byte(strings.Repeat("large file ", 20000)), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "empty.txt"), nil, 0o644))
+	return dir
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func openStore(t *testing.T, dir string, emb Embedder, model string, cols ...CollectionConfig) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), Config{Dir: dir, EmbedModel: model, MaxFileSize: 100 << 10,
+		Chunk: ChunkOptions{Size: 400, Overlap: 60}, Embed: EmbedOptions{Batch: 4, Concurrency: 2}, Collections: cols}, emb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func TestSyncIngestsFolderAndSkipsWithReasons(t *testing.T) {
+	docs := folder(t)
+	emb := &ragtest.HashEmbedder{Dims: 64}
+	s := openStore(t, t.TempDir(), emb, "nomic-embed-text", CollectionConfig{Name: "docs", Paths: []string{docs}, Exclude: []string{"**/tmp/**"}})
+	var lines []Progress
+	rep, err := s.Sync(context.Background(), "docs", func(p Progress) {
+		if p.File != "" {
+			lines = append(lines, p)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Files != 13 || rep.Indexed != 7 || rep.Skipped != 6 || rep.Failed != 0 {
+		t.Fatalf("report: files %d indexed %d skipped %d failed %d, want 13/7/6/0: %+v", rep.Files, rep.Indexed, rep.Skipped, rep.Failed, rep.Items)
+	}
+	if len(lines) != 13 {
+		t.Errorf("%d progress lines, want one per file (13)", len(lines))
+	}
+	reasons := map[string]string{}
+	for _, it := range rep.Items {
+		if it.Outcome == Skipped {
+			reasons[it.Source] = it.Reason
+		}
+	}
+	for src, want := range map[string]string{
+		"locked.pdf":       "password-protected",
+		"photo.pdf":        "JPEG",
+		"broken.pdf":       "damaged",
+		"office/bomb.docx": "zip bomb",
+		"big.txt":          "over rag.max_file_size (102400 bytes)",
+		"empty.txt":        "the file is empty",
+	} {
+		if !strings.Contains(reasons[src], want) {
+			t.Errorf("%s skipped for %q, want a reason saying %q", src, reasons[src], want)
+		}
+	}
+	c, _ := s.Collection("docs")
+	for _, tc := range []struct{ mode, q, want string }{
+		{ModeKeyword, "warranty years", "report.pdf"},
+		{ModeKeyword, "radiators noise attic", "notes.md"},
+		{ModeKeyword, "锅炉压力", "heating-zh.txt"},
+		{ModeKeyword, "давление котла", "heating-ru.txt"},
+		{ModeVector, "deposit rent landlord", "office/lease.docx"},
+		{ModeHybrid, "batteries supermarket", "page.html"},
+	} {
+		ans, err := c.Search(context.Background(), Query{Text: tc.q, Mode: tc.mode, TopK: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ans.Results) == 0 || ans.Results[0].Source != tc.want {
+			t.Errorf("%s %q: top = %+v, want %s", tc.mode, tc.q, ans.Results, tc.want)
+		}
+	}
+	ans, _ := c.Search(context.Background(), Query{Text: "boiler", Mode: ModeKeyword, TopK: 10})
+	for _, r := range ans.Results {
+		if strings.Contains(r.Source, "tmp/") {
+			t.Errorf("excluded file found: %s", r.Source)
+		}
+	}
+	if ans.Results[0].Page == 0 || ans.Results[0].Title != "Boiler manual" {
+		t.Errorf("PDF chunk lost its page or title: %+v", ans.Results[0])
+	}
+	ans, _ = c.Search(context.Background(), Query{Text: "boiler", TopK: 10, Source: "*.txt"})
+	for _, r := range ans.Results {
+		if !strings.HasSuffix(r.Source, ".txt") {
+			t.Errorf("source filter *.txt let %s through", r.Source)
+		}
+	}
+}
+
+func TestSyncIsIncremental(t *testing.T) {
+	docs := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(docs, "a.md"), []byte("# A\n\nThe spare key is under the blue pot."), 0o644))
+	must(t, os.WriteFile(filepath.Join(docs, "b.md"), []byte("# B\n\nThe wifi password is on the router."), 0o644))
+	emb := &ragtest.HashEmbedder{Dims: 64}
+	s := openStore(t, t.TempDir(), emb, "m", CollectionConfig{Name: "docs", Paths: []string{docs}})
+	ctx := context.Background()
+	if rep, err := s.Sync(ctx, "docs", nil); err != nil || rep.Indexed != 2 {
+		t.Fatalf("first sync: %+v %v", rep, err)
+	}
+	calls := emb.Texts.Load()
+	rep, err := s.Sync(ctx, "docs", nil)
+	if err != nil || rep.Unchanged != 2 || rep.Indexed != 0 || emb.Texts.Load() != calls {
+		t.Fatalf("second sync: %+v %v, embedded %d more", rep, err, emb.Texts.Load()-calls)
+	}
+	must(t, os.WriteFile(filepath.Join(docs, "a.md"), []byte("# A\n\nThe spare key is now in the garage drawer."), 0o644))
+	must(t, os.Remove(filepath.Join(docs, "b.md")))
+	rep, err = s.Sync(ctx, "docs", nil)
+	if err != nil || rep.Indexed != 1 || rep.Removed != 1 {
+		t.Fatalf("third sync: %+v %v", rep, err)
+	}
+	c, _ := s.Collection("docs")
+	for q, want := range map[string]int{"blue pot": 0, "garage drawer": 1, "wifi router": 0} {
+		ans, _ := c.Search(ctx, Query{Text: q, Mode: ModeKeyword})
+		if len(ans.Results) != want {
+			t.Errorf("%q: %d results, want %d", q, len(ans.Results), want)
+		}
+	}
+	if n, _ := c.kw.Count(); n != 1 || c.vec.Count() != 1 {
+		t.Errorf("indexes hold %d keyword and %d vector chunks, want 1 each", n, c.vec.Count())
+	}
+}
+
+func TestCrashLeavesOldOrNewDocument(t *testing.T) {
+	for _, step := range []string{"vectors", "keyword", "manifest"} {
+		t.Run(step, func(t *testing.T) {
+			dir := t.TempDir()
+			emb := &ragtest.HashEmbedder{Dims: 32}
+			ctx := context.Background()
+			s := openStore(t, dir, emb, "m", CollectionConfig{Name: "docs"})
+			c, _ := s.Collection("docs")
+			if _, err := c.Put(ctx, "n.md", "", []byte("old content about apples"), nil); err != nil {
+				t.Fatal(err)
+			}
+			c.crash = func(s string) error {
+				if s == step {
+					return errCrash
+				}
+				return nil
+			}
+			if _, err := c.Put(ctx, "n.md", "", []byte("new content about pears"), nil); !errors.Is(err, errCrash) {
+				t.Fatalf("err = %v, want the simulated crash", err)
+			}
+			s.Close()
+			s2 := openStore(t, dir, emb, "m")
+			c2, _ := s2.Collection("docs")
+			want := map[string]int{"apples": 1, "pears": 0}
+			if step == "manifest" {
+				want = map[string]int{"apples": 0, "pears": 1}
+			}
+			for q, n := range want {
+				for _, mode := range []string{ModeKeyword, ModeVector} {
+					ans, err := c2.Search(ctx, Query{Text: q, Mode: mode, TopK: 5})
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := 0
+					for _, r := range ans.Results {
+						if strings.Contains(r.Text, q) {
+							got++
+						}
+					}
+					if got != n {
+						t.Errorf("after a crash at %s, %s search %q finds %d, want %d", step, mode, q, got, n)
+					}
+				}
+			}
+			kwn, _ := c2.kw.Count()
+			if kwn != 1 || c2.vec.Count() != 1 {
+				t.Errorf("after the crash: %d keyword and %d vector chunks, want 1 and 1", kwn, c2.vec.Count())
+			}
+		})
+	}
+}
+
+func TestEmbedModelChangeNeedsReindex(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	emb := &ragtest.HashEmbedder{Dims: 32}
+	s := openStore(t, dir, emb, "old-model", CollectionConfig{Name: "docs"})
+	c, _ := s.Collection("docs")
+	if _, err := c.Put(ctx, "x.txt", "", []byte("the fuse box is in the cellar"), nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s2 := openStore(t, dir, emb, "new-model")
+	c2, _ := s2.Collection("docs")
+	if why := c2.Info().NeedsReindex; !strings.Contains(why, "hearth rag reindex docs") {
+		t.Fatalf("needs_reindex = %q", why)
+	}
+	if _, err := c2.Search(ctx, Query{Text: "fuse", Mode: ModeVector}); !errors.Is(err, ErrNeedsReindex) {
+		t.Errorf("vector search with mixed models: err = %v, want ErrNeedsReindex", err)
+	}
+	ans, err := c2.Search(ctx, Query{Text: "fuse box"})
+	if err != nil || ans.Mode != ModeKeyword || len(ans.Results) != 1 || !strings.Contains(ans.Warning, "reindex") {
+		t.Errorf("hybrid before reindex: %+v %v, want keyword results with a warning", ans, err)
+	}
+	before := emb.Texts.Load()
+	rep, err := s2.Reindex(ctx, "docs", nil)
+	if err != nil || rep.Indexed != 1 {
+		t.Fatalf("reindex: %+v %v", rep, err)
+	}
+	if emb.Texts.Load() == before {
+		t.Error("reindex embedded nothing")
+	}
+	if c2.Info().NeedsReindex != "" {
+		t.Error("still needs reindex after reindex")
+	}
+	if ans, err := c2.Search(ctx, Query{Text: "fuse box cellar", Mode: ModeVector}); err != nil || len(ans.Results) != 1 {
+		t.Errorf("vector search after reindex: %+v %v", ans, err)
+	}
+}
+
+func TestSyncCancels(t *testing.T) {
+	docs := t.TempDir()
+	for i := range 20 {
+		must(t, os.WriteFile(filepath.Join(docs, string(rune('a'+i))+".txt"), []byte(strings.Repeat("word ", 50+i)), 0o644))
+	}
+	s := openStore(t, t.TempDir(), &ragtest.HashEmbedder{Dims: 16}, "m", CollectionConfig{Name: "docs", Paths: []string{docs}})
+	ctx, cancel := context.WithCancel(context.Background())
+	rep, err := s.Sync(ctx, "docs", func(p Progress) {
+		if p.Index == 3 && p.Outcome != "" {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) || !rep.Canceled || rep.Indexed != 3 {
+		t.Fatalf("canceled sync: indexed %d canceled %v err %v, want 3 files then context.Canceled", rep.Indexed, rep.Canceled, err)
+	}
+	rep, err = s.Sync(context.Background(), "docs", nil)
+	if err != nil || rep.Indexed != 17 || rep.Unchanged != 3 {
+		t.Fatalf("the next sync finishes the job: %+v %v", rep, err)
+	}
+}
+
+func TestEmbedModelMissingStopsSync(t *testing.T) {
+	docs := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(docs, "a.txt"), []byte("hello there"), 0o644))
+	emb := &ragtest.HashEmbedder{Models: []string{"other"}, Missing: ErrEmbedModel}
+	s := openStore(t, t.TempDir(), emb, "nomic-embed-text", CollectionConfig{Name: "docs", Paths: []string{docs}})
+	_, err := s.Sync(context.Background(), "docs", nil)
+	if !errors.Is(err, ErrEmbedModel) || !strings.Contains(err.Error(), "ollama pull nomic-embed-text") {
+		t.Fatalf("err = %v, want ErrEmbedModel naming ollama pull", err)
+	}
+}
+
+func TestUploadNames(t *testing.T) {
+	s := openStore(t, t.TempDir(), &ragtest.HashEmbedder{Dims: 16}, "m", CollectionConfig{Name: "docs"})
+	ctx := context.Background()
+	for name, want := range map[string]error{"../etc/passwd": ErrBadName, "a/b.txt": ErrBadName, "": ErrBadName, "ok.txt": nil} {
+		_, err := s.Upload(ctx, "docs", name, []byte("some text"))
+		if !errors.Is(err, want) && !(want == nil && err == nil) {
+			t.Errorf("upload %q: err = %v, want %v", name, err, want)
+		}
+	}
+	if _, err := s.Upload(ctx, "docs", "huge.txt", make([]byte, 200<<10)); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("oversized upload: err = %v, want ErrTooLarge", err)
+	}
+	if _, err := s.Upload(ctx, "nope", "a.txt", []byte("x")); !errors.Is(err, ErrNoCollection) {
+		t.Errorf("unknown collection: err = %v", err)
+	}
+}
