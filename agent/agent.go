@@ -35,6 +35,7 @@ type Agent struct {
 	backend *Backend      // nil on a router-only node
 	cluster *clusterParts // nil when cluster.bind is empty
 	tunnel  *Tunnel       // nil when tunnel.relay is empty
+	rag     *ragParts
 	fwd     *router.Forwarder
 	srv     *http.Server
 }
@@ -90,11 +91,22 @@ func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) 
 		mounts[cluster.InventoryPath] = a.cluster.membership.InventoryHandler()
 	}
 
+	a.rag, err = newRAG(cfg, loopbackAddr(a.ln.Addr()), logger.With("component", "rag"))
+	if err != nil {
+		a.ln.Close()
+		if a.cluster != nil {
+			_ = a.cluster.membership.Close()
+		}
+		return nil, err
+	}
+	keys = append(slices.Clip(keys), a.rag.key)
+
 	var tunnelView func() *router.TunnelView
 	if cfg.Tunnel.Relay != "" {
 		a.tunnel, err = NewTunnel(cfg.Tunnel, loopbackAddr(a.ln.Addr()), logger.With("component", "tunnel"))
 		if err != nil {
 			a.ln.Close()
+			a.rag.close()
 			if a.cluster != nil {
 				_ = a.cluster.membership.Close()
 			}
@@ -118,6 +130,9 @@ func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) 
 		Local:   local,
 		Mounts:  mounts,
 		Tunnel:  tunnelView,
+
+		Virtual:   a.rag.virtual,
+		APIMounts: map[string]http.Handler{"/rag/v1": a.rag.api},
 	}, picker, a.fwd, metrics, logger.With("component", "api"))
 	a.srv = &http.Server{
 		Handler:           api,
@@ -146,6 +161,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.backend != nil {
 		wg.Go(func() { _ = a.backend.Run(ctx) })
 	}
+	wg.Go(func() { a.rag.run(ctx) })
 	if a.tunnel != nil {
 		wg.Go(func() {
 			if err := a.tunnel.Run(ctx); err != nil {
@@ -182,6 +198,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.cluster.picker.Close()
 	}
 	a.fwd.Close()
+	a.rag.close()
 	a.log.Info("hearth agent stopped")
 	return err
 }

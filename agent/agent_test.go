@@ -51,6 +51,7 @@ func startAgent(t *testing.T, ollamaURL string, mutate func(*config.Agent)) (str
 	cfg.Node.Listen = "127.0.0.1:0"
 	cfg.Ollama.URL = ollamaURL
 	cfg.Ollama.PollInterval = 200 * time.Millisecond
+	cfg.Node.DataDir = t.TempDir()
 	if mutate != nil {
 		mutate(&cfg)
 	}

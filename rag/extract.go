@@ -92,6 +92,8 @@ func (x *Extractor) Extract(name string, data []byte) (Extracted, error) {
 			}
 			doc, err = extractCSV(data, rows)
 		}
+	case "":
+		return Extracted{}, unreadable("files without an extension are not read (supported: %s)", strings.Join(Extensions, " "))
 	default:
 		return Extracted{}, unreadable("%s files are not read (supported: %s)", ext, strings.Join(Extensions, " "))
 	}

@@ -199,4 +199,3 @@ func indexText(c Chunk) string {
 	}
 	return s + "\n" + c.Text
 }
-

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -73,11 +74,9 @@ type Store struct {
 // Open opens every collection under cfg.Dir and creates the configured ones.
 func Open(ctx context.Context, cfg Config, emb Embedder, logger *slog.Logger) (*Store, error) {
 	s := &Store{cfg: cfg, log: logging.OrDiscard(logger), emb: emb, x: &Extractor{}, cols: map[string]*Collection{}}
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("rag: rag.dir %s: %w", cfg.Dir, err)
-	}
+	// rag.dir is made with the first collection: an agent without RAG leaves no trace.
 	entries, err := os.ReadDir(cfg.Dir)
-	if err != nil {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("rag: rag.dir %s: %w", cfg.Dir, err)
 	}
 	bound := map[string]CollectionConfig{}

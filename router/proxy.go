@@ -47,6 +47,9 @@ func (s *Server) modelRoute(route string) http.HandlerFunc {
 			req.Session = sess
 		}
 		req.Origin = r.Header.Get(ForwardedHeader)
+		if s.serveVirtual(w, r, d, route, req.Model, body) {
+			return
+		}
 		picker := s.pickerFor(r)
 		t, err := picker.Pick(r.Context(), req)
 		if err != nil {

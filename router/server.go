@@ -34,6 +34,11 @@ type ServerConfig struct {
 	// Mounts are extra GET handlers by path that do their own authentication (the cluster's
 	// inventory exchange).
 	Mounts map[string]http.Handler
+	// Virtual serves the rag:<collection> models (nil: none).
+	Virtual VirtualModels
+	// APIMounts are handlers for every method under a path prefix, behind the API key check
+	// (the RAG API on /rag/v1).
+	APIMounts map[string]http.Handler
 }
 
 // Server is the Ollama- and OpenAI-compatible API in front of a Picker.
@@ -89,6 +94,9 @@ func (s *Server) routes() http.Handler {
 			r.Post(path, s.modelRoute(route))
 		}
 		r.Get("/hearth/v1/cluster", s.cluster)
+		for prefix, h := range s.cfg.APIMounts {
+			r.Mount(prefix, h)
+		}
 		r.Get("/v1/models", s.openAIModels)
 		r.Get("/v1/models/*", s.openAIModel)
 		r.Get("/api/tags", s.tags)

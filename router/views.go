@@ -102,7 +102,11 @@ func (s *Server) ollamaList(w http.ResponseWriter, r *http.Request, route string
 		return
 	}
 	raws := make([]json.RawMessage, 0)
-	for _, m := range union(nodes, pick) {
+	models := union(nodes, pick)
+	if route == "tags" {
+		models = s.withVirtual(models)
+	}
+	for _, m := range models {
 		raws = append(raws, m.Raw)
 	}
 	writeJSON(w, struct {
@@ -134,7 +138,7 @@ func (s *Server) openAIModels(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data := make([]openAIModel, 0)
-	for _, m := range union(nodes, onDisk) {
+	for _, m := range s.withVirtual(union(nodes, onDisk)) {
 		data = append(data, toOpenAI(m))
 	}
 	writeJSON(w, struct {
@@ -152,7 +156,7 @@ func (s *Server) openAIModel(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, OpenAI, "models", "", apiErr)
 		return
 	}
-	for _, m := range union(nodes, onDisk) {
+	for _, m := range s.withVirtual(union(nodes, onDisk)) {
 		if NormalizeModel(m.Name) == want {
 			writeJSON(w, toOpenAI(m))
 			s.metrics.requests.WithLabelValues("models", "", "200").Inc()

@@ -25,6 +25,7 @@ type Agent struct {
 	Cluster Cluster `yaml:"cluster"`
 	Router  Router  `yaml:"router"`
 	Tunnel  Tunnel  `yaml:"tunnel"`
+	Rag     Rag     `yaml:"rag"`
 }
 
 // Tunnel connects this agent to the relay on the VPS (an frp client), so that phones reach
@@ -172,6 +173,7 @@ func DefaultAgent() Agent {
 		Cluster: Cluster{Timings: "lan"},
 		Router:  Router{MaxQueue: 512, QueueTimeout: 2 * time.Minute},
 		Tunnel:  Tunnel{Name: "home"},
+		Rag:     defaultRag(),
 	}
 }
 
@@ -249,6 +251,7 @@ func (c *Agent) Validate() error {
 	}
 	c.validateCluster(add)
 	c.validateTunnel(add)
+	c.validateRag(add)
 	if c.Router.MaxQueue < 0 {
 		add("router.max_queue %d must be 0 or more", c.Router.MaxQueue)
 	}

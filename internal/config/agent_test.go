@@ -75,7 +75,7 @@ func TestAgentBadFiles(t *testing.T) {
 		want string
 	}{
 		{"unknown-key", `testdata/unknown-key.bad.yaml:3: unknown key "lisen" in node (known keys: api_keys, data_dir, listen, max_body, name, trusted_networks)`},
-		{"unknown-section", `testdata/unknown-section.bad.yaml:3: unknown key "olama" (known keys: cluster, node, ollama, router, tunnel)`},
+		{"unknown-section", `testdata/unknown-section.bad.yaml:3: unknown key "olama" (known keys: cluster, node, ollama, rag, router, tunnel)`},
 		{"cluster-nosecret", "testdata/cluster-nosecret.bad.yaml: cluster.secret is empty: gossip must be encrypted; set it to the output of `openssl rand -base64 32` on every node, or set cluster.insecure: true"},
 		{"cluster-secret", "testdata/cluster-secret.bad.yaml: cluster.secret decodes to 5 bytes: it must be 16, 24 or 32 (`openssl rand -base64 32`)"},
 		{"cluster-join-nobind", `testdata/cluster-join-nobind.bad.yaml: cluster.join is set but cluster.bind is empty: set cluster.bind (e.g. "0.0.0.0:7946") to join a cluster`},
