@@ -100,6 +100,9 @@ func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) 
 		return nil, err
 	}
 	keys = append(slices.Clip(keys), a.rag.key)
+	if a.cluster != nil {
+		a.rag.joinCluster(a.cluster.membership, cfg.Node.Name, a.cluster.credential)
+	}
 
 	var tunnelView func() *router.TunnelView
 	if cfg.Tunnel.Relay != "" {

@@ -49,6 +49,7 @@ func startMember(t *testing.T, spec memberSpec, join string) *member {
 	cfg.Node.Listen = "127.0.0.1:0"
 	cfg.Ollama.URL = ""
 	cfg.Ollama.PollInterval = 100 * time.Millisecond
+	cfg.Node.DataDir = t.TempDir()
 	if spec.parallel > 0 {
 		cfg.Ollama.Parallel = spec.parallel
 	}

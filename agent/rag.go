@@ -12,6 +12,8 @@ import (
 
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/rag"
+	"github.com/hearthlab/hearth/router"
+	"github.com/hearthlab/hearth/router/cluster"
 )
 
 // ragParts is the RAG store of this agent, its API on /rag/v1 and the rag:<collection>
@@ -63,12 +65,22 @@ func newRAG(cfg config.Agent, apiAddr string, logger *slog.Logger) (*ragParts, e
 	answerer := &rag.Answerer{Store: store, Chat: client, Model: r.ChatModel, NumCtx: r.NumCtx, TopK: r.TopK}
 	return &ragParts{
 		store:   store,
-		virtual: &clusterVirtual{local: &rag.Virtual{Answerer: answerer}},
+		virtual: &clusterVirtual{local: &rag.Virtual{Answerer: answerer}, client: client.HTTP},
 		api:     (&rag.API{Store: store, Answerer: answerer}).Handler(),
 		key:     key,
 		rescan:  r.RescanInterval,
 		log:     logger,
 	}, nil
+}
+
+// joinCluster lets rag:<collection> reach the collections of other agents.
+func (p *ragParts) joinCluster(m *cluster.Membership, self, credential string) {
+	header := http.Header{router.ForwardedHeader: {self}}
+	if credential != "" {
+		header.Set("Authorization", "Bearer "+credential)
+	}
+	p.virtual.peers = m.Peers
+	p.virtual.header = header
 }
 
 // run keeps folder-bound collections in sync until ctx ends.

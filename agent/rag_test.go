@@ -206,3 +206,31 @@ func TestRAGRefusesHugeUploadWithoutReadingIt(t *testing.T) {
 		t.Errorf("2 GB upload: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestRAGAcrossTheCluster: a chat to rag:docs sent to an agent that does not hold the
+// collection is answered by the one that does.
+func TestRAGAcrossTheCluster(t *testing.T) {
+	ms := startCluster(t,
+		memberSpec{name: "nas", models: []string{"qwen3:8b", "nomic-embed-text"}}, // the rag defaults
+		memberSpec{name: "laptop"})
+	nas, laptop := ms[0], ms[1]
+	if resp, body := do(t, http.MethodPost, nas.base+"/rag/v1/collections", `{"name":"docs"}`); resp.StatusCode != 201 {
+		t.Fatalf("create: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := upload(t, nas.base+"/rag/v1/collections/docs/documents", "house.md", []byte("# House\n\nThe spare key is under the blue pot.")); resp.StatusCode != 200 {
+		t.Fatalf("upload: %d %s", resp.StatusCode, body)
+	}
+	eventually(t, "laptop lists rag:docs", func() bool {
+		_, body := do(t, http.MethodGet, laptop.base+"/v1/models", "")
+		return strings.Contains(body, `"rag:docs"`)
+	})
+	resp, body := do(t, http.MethodPost, laptop.base+"/v1/chat/completions",
+		`{"model":"rag:docs","stream":true,"messages":[{"role":"user","content":"spare key"}]}`)
+	if resp.StatusCode != 200 || !strings.Contains(body, `"source":"upload/house.md"`) || !strings.HasSuffix(body, "data: [DONE]\n\n") {
+		t.Errorf("chat through the laptop: %d %s", resp.StatusCode, body)
+	}
+	resp, body = do(t, http.MethodPost, laptop.base+"/api/chat", `{"model":"rag:other","messages":[{"role":"user","content":"x"}]}`)
+	if resp.StatusCode != 404 {
+		t.Errorf("unknown collection through the laptop: %d %s", resp.StatusCode, body)
+	}
+}
