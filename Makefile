@@ -24,6 +24,7 @@ bench:
 	go run ./bench/overhead
 	go run ./bench/cluster
 	go run ./bench/relay
+	go run ./bench/rag
 
 lint:
 	go vet ./...

@@ -75,11 +75,8 @@ func openCollection(ctx context.Context, dir string, meta collectionMeta, emb Em
 	if c.meta.Chunk == (ChunkOptions{}) {
 		c.meta.Chunk = meta.Chunk
 	}
-	if _, err := readJSON(filepath.Join(dir, "manifest.json"), &c.man); err != nil {
+	if c.man, err = loadManifest(filepath.Join(dir, "manifest")); err != nil {
 		return nil, fmt.Errorf("rag: collection %s: %w", meta.Name, err)
-	}
-	if c.man.Docs == nil {
-		c.man.Docs = map[string]*DocEntry{}
 	}
 	if c.kw, err = OpenKeyword(filepath.Join(dir, "keyword")); err != nil {
 		return nil, err
@@ -237,7 +234,7 @@ func (c *Collection) commit(ctx context.Context, entry, old *DocEntry, chunks []
 	for _, ch := range chunks {
 		c.chunks[ch.ID] = ch
 	}
-	err := writeJSON(c.manifestPath(), c.man)
+	err := c.man.save(entry)
 	c.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("rag: manifest: %w", err)
@@ -267,7 +264,7 @@ func (c *Collection) Delete(ctx context.Context, source string) (bool, error) {
 		return false, fmt.Errorf("rag: journal: %w", err)
 	}
 	delete(c.man.Docs, source)
-	err := writeJSON(c.manifestPath(), c.man)
+	err := c.man.remove(old)
 	c.mu.Unlock()
 	if err != nil {
 		return false, fmt.Errorf("rag: manifest: %w", err)
@@ -294,8 +291,7 @@ func (c *Collection) dropChunks(old *DocEntry) {
 	_ = os.Remove(c.textPath(old.ID, old.Gen))
 }
 
-func (c *Collection) journalPath() string  { return filepath.Join(c.dir, "pending.json") }
-func (c *Collection) manifestPath() string { return filepath.Join(c.dir, "manifest.json") }
+func (c *Collection) journalPath() string { return filepath.Join(c.dir, "pending.json") }
 
 // recover undoes a half-done change and removes every indexed id the manifest does not list,
 // then loads the chunks of the manifest's documents. A document whose text or vectors are
@@ -340,7 +336,6 @@ func (c *Collection) recover(ctx context.Context) error {
 			return err
 		}
 	}
-	changed := false
 	for src, d := range c.man.Docs {
 		var chunks []Chunk
 		found, err := readJSON(c.textPath(d.ID, d.Gen), &chunks)
@@ -353,16 +348,13 @@ func (c *Collection) recover(ctx context.Context) error {
 			_ = c.kw.Delete(d.Chunks)
 			_ = c.vec.Delete(ctx, d.Chunks)
 			delete(c.man.Docs, src)
-			changed = true
+			if err := c.man.remove(d); err != nil {
+				return fmt.Errorf("rag: manifest: %w", err)
+			}
 			continue
 		}
 		for _, ch := range chunks {
 			c.chunks[ch.ID] = ch
-		}
-	}
-	if changed {
-		if err := writeJSON(c.manifestPath(), c.man); err != nil {
-			return fmt.Errorf("rag: manifest: %w", err)
 		}
 	}
 	_ = os.Remove(c.journalPath())

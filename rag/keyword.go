@@ -10,6 +10,7 @@ import (
 	"github.com/blevesearch/bleve/v2/analysis/lang/cjk"
 	"github.com/blevesearch/bleve/v2/analysis/lang/en"
 	"github.com/blevesearch/bleve/v2/analysis/lang/ru"
+	"github.com/blevesearch/bleve/v2/index/scorch"
 	"github.com/blevesearch/bleve/v2/mapping"
 	"github.com/blevesearch/bleve/v2/search/query"
 	index "github.com/blevesearch/bleve_index_api"
@@ -63,7 +64,9 @@ func keywordMapping() mapping.IndexMapping {
 // OpenKeyword opens the index at dir, creating it when missing; "" keeps it in memory.
 func OpenKeyword(dir string) (*Keyword, error) {
 	if dir == "" {
-		idx, err := bleve.NewMemOnly(keywordMapping())
+		// Scorch in memory (no path, no persister): bleve's NewMemOnly uses the older
+		// upsidedown index, which is slow to fill and has no BM25.
+		idx, err := bleve.NewUsing("", keywordMapping(), scorch.Name, scorch.Name, nil)
 		return &Keyword{idx: idx}, err
 	}
 	idx, err := bleve.Open(dir)

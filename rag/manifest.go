@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -28,10 +29,44 @@ type DocEntry struct {
 	Indexed          time.Time `json:"indexed"`
 }
 
-// manifest is what the collection holds: it is written after both indexes, so only what it
-// lists is searchable.
+// manifest is what the collection holds, one file per document (so a change costs one small
+// write however large the collection): a document's file is written after both indexes
+// hold its chunks, so only what the manifest lists is searchable.
 type manifest struct {
-	Docs map[string]*DocEntry `json:"docs"` // by Source
+	dir  string
+	Docs map[string]*DocEntry // by Source
+}
+
+func loadManifest(dir string) (manifest, error) {
+	m := manifest{dir: dir, Docs: map[string]*DocEntry{}}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return m, err
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return m, err
+	}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		var d DocEntry
+		if _, err := readJSON(filepath.Join(dir, e.Name()), &d); err != nil {
+			return m, err
+		}
+		m.Docs[d.Source] = &d
+	}
+	return m, nil
+}
+
+func (m manifest) save(d *DocEntry) error { return writeJSON(filepath.Join(m.dir, d.ID+".json"), d) }
+
+func (m manifest) remove(d *DocEntry) error {
+	err := os.Remove(filepath.Join(m.dir, d.ID+".json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 // collectionMeta is a collection's settings as its vectors were made.

@@ -52,10 +52,12 @@ func (h *HashEmbedder) Embed(ctx context.Context, model string, texts []string) 
 	return out, nil
 }
 
-// Vector is the hashed bag-of-words vector of text, normalised.
+// Vector is the hashed bag-of-words vector of text, normalised: stop words dropped, English
+// words cut to a crude stem (so "tires" and "tire" meet), each word's character trigrams
+// added at half weight (so "tyre" and "tire" come close).
 func Vector(text string, dims int) []float32 {
 	v := make([]float32, dims)
-	for _, tok := range Tokens(text) {
+	add := func(tok string, w float32) {
 		f := fnv.New64a()
 		f.Write([]byte(tok))
 		h := f.Sum64()
@@ -63,8 +65,42 @@ func Vector(text string, dims int) []float32 {
 		if h&1 == 1 {
 			sign = -1
 		}
-		v[(h>>1)%uint64(dims)] += sign
+		v[(h>>1)%uint64(dims)] += sign * w
 	}
+	for _, tok := range Tokens(text) {
+		if stopWords[tok] {
+			continue
+		}
+		tok = stem(tok)
+		add(tok, 1)
+		if rs := []rune("^" + tok + "$"); len(rs) > 4 {
+			for i := 0; i+3 <= len(rs); i++ {
+				add("#"+string(rs[i:i+3]), 0.5)
+			}
+		}
+	}
+	return normalize(v)
+}
+
+var stopWords = map[string]bool{}
+
+func init() {
+	for _, w := range strings.Fields("a an and are as at be by do does for from how in is it its of on or our should the to we what when where which who why with can much often long") {
+		stopWords[w] = true
+	}
+}
+
+// stem cuts common English endings.
+func stem(w string) string {
+	for _, suf := range []string{"ing", "ed", "es", "s", "ly"} {
+		if len(w) > len(suf)+3 && strings.HasSuffix(w, suf) {
+			return strings.TrimSuffix(w, suf)
+		}
+	}
+	return w
+}
+
+func normalize(v []float32) []float32 {
 	var n float64
 	for _, x := range v {
 		n += float64(x) * float64(x)
