@@ -48,7 +48,7 @@ func (v *clusterVirtual) Models() []router.ModelInfo {
 	out := v.local.Models()
 	for _, name := range v.remote(context.Background()) {
 		if !v.local.Serves(rag.ModelPrefix + name) {
-			out = append(out, rag.ModelEntry(name))
+			out = append(out, rag.ModelEntry(name, time.Time{}))
 		}
 	}
 	return out

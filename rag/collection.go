@@ -375,14 +375,15 @@ func (c *Collection) Documents() []DocEntry {
 
 // Info is a collection's summary for listings.
 type Info struct {
-	Name         string   `json:"name"`
-	Paths        []string `json:"paths,omitempty"`
-	Include      []string `json:"include,omitempty"`
-	Exclude      []string `json:"exclude,omitempty"`
-	EmbedModel   string   `json:"embed_model"`
-	Documents    int      `json:"documents"`
-	Chunks       int      `json:"chunks"`
-	NeedsReindex string   `json:"needs_reindex,omitempty"`
+	Name         string    `json:"name"`
+	Paths        []string  `json:"paths,omitempty"`
+	Include      []string  `json:"include,omitempty"`
+	Exclude      []string  `json:"exclude,omitempty"`
+	EmbedModel   string    `json:"embed_model"`
+	Documents    int       `json:"documents"`
+	Chunks       int       `json:"chunks"`
+	NeedsReindex string    `json:"needs_reindex,omitempty"`
+	Created      time.Time `json:"created"`
 }
 
 // Info summarises the collection.
@@ -391,5 +392,5 @@ func (c *Collection) Info() Info {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return Info{Name: c.meta.Name, Paths: c.meta.Paths, Include: c.meta.Include, Exclude: c.meta.Exclude,
-		EmbedModel: c.meta.EmbedModel, Documents: len(c.man.Docs), Chunks: len(c.chunks), NeedsReindex: why}
+		EmbedModel: c.meta.EmbedModel, Documents: len(c.man.Docs), Chunks: len(c.chunks), NeedsReindex: why, Created: c.meta.Created}
 }

@@ -3,6 +3,7 @@ package rag
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -29,20 +30,26 @@ var _ router.VirtualModels = (*Virtual)(nil)
 // Models lists one model per collection, as /api/tags entries.
 func (v *Virtual) Models() []router.ModelInfo {
 	var out []router.ModelInfo
-	for _, name := range v.Answerer.Store.Names() {
-		out = append(out, ModelEntry(name))
+	for _, info := range v.Answerer.Store.List() {
+		out = append(out, ModelEntry(info.Name, info.Created))
 	}
 	return out
 }
 
-// ModelEntry is the /api/tags entry of rag:<name>.
-func ModelEntry(name string) router.ModelInfo {
+// ModelEntry is the /api/tags entry of rag:<name>, made when the collection was (zero: now).
+// Its digest is a hash of the name: clients cut digests to 12 characters (the ollama CLI
+// panics on a shorter one).
+func ModelEntry(name string, created time.Time) router.ModelInfo {
 	model := ModelPrefix + name
+	if created.IsZero() {
+		created = time.Now().UTC()
+	}
+	sum := sha256.Sum256([]byte("hearth " + model))
 	raw, _ := json.Marshal(map[string]any{
-		"name": model, "model": model, "modified_at": time.Unix(0, 0).UTC(), "size": 0, "digest": "",
+		"name": model, "model": model, "modified_at": created, "size": 0, "digest": hex.EncodeToString(sum[:]),
 		"details": map[string]any{"format": "hearth-rag", "family": "rag", "families": []string{"rag"}, "parameter_size": "", "quantization_level": ""},
 	})
-	return router.ModelInfo{Name: model, Raw: raw}
+	return router.ModelInfo{Name: model, Modified: created, Raw: raw}
 }
 
 // Claims reports whether model is a rag: model.
@@ -122,7 +129,7 @@ func (v *Virtual) Serve(w http.ResponseWriter, r *http.Request, route string, bo
 	case "show":
 		writeJSONBody(w, http.StatusOK, map[string]any{
 			"modelfile":  "# hearth RAG collection " + CollectionOf(model) + ", answered by " + v.Answerer.Model,
-			"parameters": "", "template": "{{ .Prompt }}", "modified_at": time.Unix(0, 0).UTC(),
+			"parameters": "", "template": "{{ .Prompt }}", "modified_at": time.Now().UTC(),
 			"details":      map[string]any{"format": "hearth-rag", "family": "rag", "families": []string{"rag"}},
 			"model_info":   map[string]any{"general.architecture": "rag"},
 			"capabilities": []string{"completion"},
