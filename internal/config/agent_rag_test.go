@@ -24,6 +24,22 @@ func TestRagGood(t *testing.T) {
 	}
 }
 
+func TestRagExampleConfig(t *testing.T) {
+	t.Setenv("HEARTH_LAN_KEY", "example-lan-key-0123456789")
+	t.Setenv("HEARTH_CLUSTER_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+	t.Setenv("HEARTH_TUNNEL_TOKEN", "tunnel-0123456789abcdef")
+	c, err := LoadAgent("../../configs/agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := DefaultAgent().Rag
+	r := c.Rag
+	if r.EmbedModel != def.EmbedModel || r.ChatModel != def.ChatModel || r.NumCtx != def.NumCtx || r.MaxFileSize != def.MaxFileSize ||
+		r.ChunkSize != def.ChunkSize || r.RescanInterval != def.RescanInterval || len(r.Collections) != 1 || r.Collections[0].Name != "docs" {
+		t.Errorf("configs/agent.yaml rag section does not show the defaults: %+v", r)
+	}
+}
+
 func TestRagBad(t *testing.T) {
 	for file, want := range map[string]string{
 		"rag": `testdata/rag.bad.yaml: 8 problems:
