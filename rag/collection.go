@@ -32,7 +32,8 @@ type Collection struct {
 	kw  *Keyword
 	vec *Vectors
 
-	write sync.Mutex // one document change (or sync, or reindex) at a time
+	write   sync.Mutex // one document change (or reindex) at a time
+	syncing sync.Mutex // one sync at a time: a second waits, then finds the work done
 
 	mu     sync.RWMutex
 	meta   collectionMeta

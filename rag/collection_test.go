@@ -292,3 +292,36 @@ func TestUploadNames(t *testing.T) {
 		t.Errorf("unknown collection: err = %v", err)
 	}
 }
+
+// TestSearchDuringReindexAndSync: queries keep answering while the vectors are rebuilt and a
+// second sync waits for the first (run with -race).
+func TestSearchDuringReindexAndSync(t *testing.T) {
+	docs := t.TempDir()
+	for i := range 12 {
+		must(t, os.WriteFile(filepath.Join(docs, string(rune('a'+i))+".md"), []byte("# Note\n\nboiler pressure note number "+strings.Repeat("x", i)), 0o644))
+	}
+	s := openStore(t, t.TempDir(), &ragtest.HashEmbedder{Dims: 16}, "m", CollectionConfig{Name: "docs", Paths: []string{docs}})
+	ctx := context.Background()
+	if _, err := s.Sync(ctx, "docs", nil); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := s.Collection("docs")
+	done := make(chan error, 3)
+	go func() { _, err := s.Reindex(ctx, "docs", nil); done <- err }()
+	go func() { _, err := s.Sync(ctx, "docs", nil); done <- err }()
+	go func() { _, err := s.Sync(ctx, "docs", nil); done <- err }()
+	for i := 0; i < 50; i++ {
+		if _, err := c.Search(ctx, Query{Text: "boiler pressure"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	ans, err := c.Search(ctx, Query{Text: "boiler pressure", Mode: ModeVector, TopK: 20})
+	if err != nil || len(ans.Results) != 12 {
+		t.Fatalf("after the reindex: %d vector results, %v; want all 12", len(ans.Results), err)
+	}
+}

@@ -103,9 +103,12 @@ func (c *Collection) Search(ctx context.Context, q Query) (Answer, error) {
 		wg.Go(func() { kwHits, kwErr = c.kw.Search(q.Text, pool) })
 	}
 	if useVec {
+		c.mu.RLock()
+		model := c.meta.EmbedModel
+		c.mu.RUnlock()
 		wg.Go(func() {
 			var v [][]float32
-			if v, vecErr = c.emb.Embed(ctx, c.meta.EmbedModel, []string{q.Text}); vecErr == nil {
+			if v, vecErr = c.emb.Embed(ctx, model, []string{q.Text}); vecErr == nil {
 				if len(v) != 1 {
 					vecErr = fmt.Errorf("rag: embed model returned %d vectors for 1 query", len(v))
 					return

@@ -138,6 +138,8 @@ func (s *Store) Sync(ctx context.Context, name string, progress func(Progress)) 
 	if progress == nil {
 		progress = func(Progress) {}
 	}
+	c.syncing.Lock()
+	defer c.syncing.Unlock()
 	c.mu.RLock()
 	meta := c.meta
 	c.mu.RUnlock()

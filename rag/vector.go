@@ -77,8 +77,16 @@ func embedAll(ctx context.Context, e Embedder, model string, texts []string, o E
 // Embeddings are always computed by hearth and passed in; the embedding func given to
 // chromem-go (it would call OpenAI over the internet by default) uses the same Embedder.
 type Vectors struct {
-	db  *chromem.DB
+	db *chromem.DB
+
+	mu  sync.RWMutex // col is replaced by Reset
 	col *chromem.Collection
+}
+
+func (v *Vectors) collection() *chromem.Collection {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.col
 }
 
 // OpenVectors opens the store at dir ("" keeps it in memory).
@@ -111,7 +119,7 @@ func (v *Vectors) Add(ctx context.Context, docID, gen string, ids []string, vecs
 	for i, id := range ids {
 		docs[i] = chromem.Document{ID: id, Metadata: map[string]string{"doc": docID, "gen": gen}, Embedding: vecs[i]}
 	}
-	if err := v.col.AddDocuments(ctx, docs, 4); err != nil {
+	if err := v.collection().AddDocuments(ctx, docs, 4); err != nil {
 		return fmt.Errorf("rag: vector store: %w", err)
 	}
 	return nil
@@ -122,7 +130,7 @@ func (v *Vectors) Delete(ctx context.Context, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	if err := v.col.Delete(ctx, nil, nil, ids...); err != nil {
+	if err := v.collection().Delete(ctx, nil, nil, ids...); err != nil {
 		return fmt.Errorf("rag: vector store: %w", err)
 	}
 	return nil
@@ -130,7 +138,7 @@ func (v *Vectors) Delete(ctx context.Context, ids []string) error {
 
 // DeleteGeneration removes a document's chunks of one generation (a crashed write).
 func (v *Vectors) DeleteGeneration(ctx context.Context, docID, gen string) error {
-	if err := v.col.Delete(ctx, map[string]string{"doc": docID, "gen": gen}, nil); err != nil {
+	if err := v.collection().Delete(ctx, map[string]string{"doc": docID, "gen": gen}, nil); err != nil {
 		return fmt.Errorf("rag: vector store: %w", err)
 	}
 	return nil
@@ -138,11 +146,12 @@ func (v *Vectors) DeleteGeneration(ctx context.Context, docID, gen string) error
 
 // Search returns the n chunks nearest to q by cosine similarity.
 func (v *Vectors) Search(ctx context.Context, q []float32, n int) ([]Hit, error) {
-	n = min(n, v.col.Count())
+	col := v.collection()
+	n = min(n, col.Count())
 	if n <= 0 {
 		return nil, nil
 	}
-	res, err := v.col.QueryEmbedding(ctx, q, n, nil, nil)
+	res, err := col.QueryEmbedding(ctx, q, n, nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("rag: vector search: %w", err)
 	}
@@ -154,11 +163,11 @@ func (v *Vectors) Search(ctx context.Context, q []float32, n int) ([]Hit, error)
 }
 
 // Count is the number of vectors stored.
-func (v *Vectors) Count() int { return v.col.Count() }
+func (v *Vectors) Count() int { return v.collection().Count() }
 
 // Has reports whether chunk id has a vector.
 func (v *Vectors) Has(ctx context.Context, id string) bool {
-	_, err := v.col.GetByID(ctx, id)
+	_, err := v.collection().GetByID(ctx, id)
 	return err == nil
 }
 
@@ -171,7 +180,9 @@ func (v *Vectors) Reset(e Embedder, model string) error {
 	if err != nil {
 		return err
 	}
+	v.mu.Lock()
 	v.col = nv
+	v.mu.Unlock()
 	return nil
 }
 
