@@ -35,13 +35,14 @@ type Agent struct {
 	backend *Backend      // nil on a router-only node
 	cluster *clusterParts // nil when cluster.bind is empty
 	tunnel  *Tunnel       // nil when tunnel.relay is empty
+	node    *nodeParts    // the model store, a managed Ollama
 	fwd     *router.Forwarder
 	srv     *http.Server
 }
 
 // New builds the agent and binds its API listener, so that a port already in use fails here
 // with a clear message rather than later.
-func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) {
+func New(cfg config.Agent, logger *slog.Logger, version string, opts ...Option) (*Agent, error) {
 	logger = logging.OrDiscard(logger)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -62,6 +63,9 @@ func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) 
 	}
 
 	a := &Agent{cfg: cfg, log: logger}
+	if a.node, err = newNodeParts(cfg, collectOptions(opts), logger); err != nil {
+		return nil, err
+	}
 	var local router.Picker
 	if cfg.Ollama.URL != "" {
 		ollamaURL, err := url.Parse(cfg.Ollama.URL)
@@ -78,7 +82,7 @@ func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) 
 	picker, keys := local, cfg.Node.APIKeys
 	mounts := map[string]http.Handler{}
 	if cfg.Cluster.Bind != "" {
-		a.cluster, err = newCluster(cfg, a.backend, a.ln.Addr(), reg, logger)
+		a.cluster, err = newCluster(cfg, a.backend, a.node.store, a.ln.Addr(), reg, logger)
 		if err != nil {
 			a.ln.Close()
 			return nil, err
@@ -163,12 +167,18 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- a.srv.Serve(a.ln) }()
+	// The managed Ollama stops after the API, so that answers in flight finish.
+	nodeCtx, nodeStop := context.WithCancel(context.WithoutCancel(ctx))
+	defer nodeStop()
+	nodeErr := make(chan error, 1)
+	wg.Go(func() { nodeErr <- a.node.run(nodeCtx) })
 
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
 		err = fmt.Errorf("agent: API server stopped: %w", err)
+	case err = <-nodeErr:
 	}
 	cancel()
 	shutdownCtx, stop := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
@@ -177,6 +187,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("API shutdown", "err", serr)
 	}
 	_ = a.srv.Close()
+	nodeStop()
 	wg.Wait()
 	if a.cluster != nil {
 		a.cluster.picker.Close()
