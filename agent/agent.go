@@ -63,9 +63,6 @@ func New(cfg config.Agent, logger *slog.Logger, version string, opts ...Option) 
 	}
 
 	a := &Agent{cfg: cfg, log: logger}
-	if a.node, err = newNodeParts(cfg, collectOptions(opts), logger); err != nil {
-		return nil, err
-	}
 	var local router.Picker
 	if cfg.Ollama.URL != "" {
 		ollamaURL, err := url.Parse(cfg.Ollama.URL)
@@ -74,6 +71,9 @@ func New(cfg config.Agent, logger *slog.Logger, version string, opts ...Option) 
 		}
 		a.backend = NewBackend(cfg.Node.Name, ollamaURL, cfg.Ollama.ConnectTimeout, cfg.Ollama.PollInterval, logger.With("component", "backend"))
 		local = router.NewSingle(a.backend)
+	}
+	if a.node, err = newNodeParts(cfg, a.backend, collectOptions(opts), logger); err != nil {
+		return nil, err
 	}
 	a.ln, err = net.Listen("tcp", cfg.Node.Listen)
 	if err != nil {
@@ -92,6 +92,10 @@ func New(cfg config.Agent, logger *slog.Logger, version string, opts ...Option) 
 			keys = append(slices.Clip(keys), a.cluster.credential)
 		}
 		mounts[cluster.InventoryPath] = a.cluster.membership.InventoryHandler()
+	}
+	if picker, err = a.node.wrapPicker(picker, a.cluster, reg); err != nil {
+		a.close()
+		return nil, err
 	}
 
 	var tunnelView func() *router.TunnelView
@@ -216,4 +220,12 @@ func loopbackAddr(addr net.Addr) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// close releases what New bound when New fails after binding.
+func (a *Agent) close() {
+	a.ln.Close()
+	if a.cluster != nil {
+		_ = a.cluster.membership.Close()
+	}
 }

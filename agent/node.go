@@ -6,7 +6,10 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/router"
 )
 
 // nodeParts is what the agent runs for its machine besides the API: the model store's
@@ -16,10 +19,41 @@ type nodeParts struct {
 	log    *slog.Logger
 	store  *nodeStore  // nil without storage.models_dir
 	ollama *OllamaProc // nil unless ollama.manage
+	waker  *waker      // nil without wake: rules and a cluster
+	sleep  *sleepGuard // nil on a router-only node, or with idle.inhibit off and no idle.after
 }
 
-func newNodeParts(cfg config.Agent, o options, logger *slog.Logger) (*nodeParts, error) {
+// wrapPicker adds waking sleeping nodes (wake:) to the cluster's picker.
+func (n *nodeParts) wrapPicker(p router.Picker, c *clusterParts, reg prometheus.Registerer) (router.Picker, error) {
+	if len(n.cfg.Wake) == 0 {
+		return p, nil
+	}
+	if c == nil {
+		n.log.Warn("wake: rules are set but the cluster is off (cluster.bind): no node to wake for")
+		return p, nil
+	}
+	w, err := newWaker(p, n.cfg.Wake, c.membership.Peers, reg, n.log.With("component", "wake"))
+	if err != nil {
+		return nil, err
+	}
+	c.membership.OnChange(w.observe)
+	n.waker = w
+	return w, nil
+}
+
+func newNodeParts(cfg config.Agent, backend *Backend, o options, logger *slog.Logger) (*nodeParts, error) {
 	n := &nodeParts{cfg: cfg, log: logger, store: newNodeStore(cfg.Storage, o, logger.With("component", "storage"))}
+	if backend != nil && (cfg.Idle.Inhibit || cfg.Idle.After > 0) {
+		argv := o.inhibit
+		if argv == nil {
+			argv = defaultInhibit
+		}
+		if !cfg.Idle.Inhibit {
+			argv = nil
+		}
+		n.sleep = newSleepGuard(argv, cfg.Idle.After, cfg.Idle.Command, backend.InFlight, logger.With("component", "sleep"))
+		backend.OnLoad(n.sleep.changed)
+	}
 	if cfg.Ollama.Manage {
 		var err error
 		n.ollama, err = newOllamaProc(cfg, logger.With("component", "ollama"))
@@ -38,6 +72,9 @@ func (n *nodeParts) run(ctx context.Context) error {
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if n.sleep != nil {
+		wg.Go(func() { _ = n.sleep.Run(ctx) })
+	}
 	if n.store != nil {
 		wg.Go(func() { _ = n.store.probe.Run(ctx) })
 		if n.cfg.Storage.RequireMount || n.ollama != nil {
