@@ -126,6 +126,7 @@ func New(cfg config.Agent, logger *slog.Logger, version string, opts ...Option) 
 		Local:   local,
 		Mounts:  mounts,
 		Tunnel:  tunnelView,
+		Node:    a.node.nodeAPI(),
 	}, picker, a.fwd, metrics, logger.With("component", "api"))
 	a.srv = &http.Server{
 		Handler:           api,

@@ -25,6 +25,9 @@ type nodeParts struct {
 
 // wrapPicker adds waking sleeping nodes (wake:) to the cluster's picker.
 func (n *nodeParts) wrapPicker(p router.Picker, c *clusterParts, reg prometheus.Registerer) (router.Picker, error) {
+	if c == nil && n.store != nil {
+		p = singleStoreView{Picker: p, store: n.store}
+	}
 	if len(n.cfg.Wake) == 0 {
 		return p, nil
 	}
@@ -91,4 +94,30 @@ func (n *nodeParts) run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// singleStoreView adds this node's store to the cluster view of an agent without a cluster.
+type singleStoreView struct {
+	router.Picker
+	store *nodeStore
+}
+
+func (s singleStoreView) ClusterView() router.ClusterView {
+	cv, ok := s.Picker.(router.ClusterViewer)
+	if !ok {
+		return router.ClusterView{}
+	}
+	v := cv.ClusterView()
+	for i := range v.Nodes {
+		nv := &v.Nodes[i]
+		if !nv.Self {
+			continue
+		}
+		nv.API = "" // the single view's URL is Ollama's; callers use the agent they asked
+		nv.StorageOK, nv.Storage = s.store.ok(), s.store.view()
+		for _, m := range s.store.stored() {
+			nv.Stored = append(nv.Stored, router.ModelSize{Name: m.Name, Size: m.Size})
+		}
+	}
+	return v
 }

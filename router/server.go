@@ -34,6 +34,9 @@ type ServerConfig struct {
 	// Mounts are extra GET handlers by path that do their own authentication (the cluster's
 	// inventory exchange).
 	Mounts map[string]http.Handler
+	// Node serves the agent's node operations under /hearth/v1/node/ behind the API key
+	// (nil: 404).
+	Node http.Handler
 }
 
 // Server is the Ollama- and OpenAI-compatible API in front of a Picker.
@@ -89,6 +92,9 @@ func (s *Server) routes() http.Handler {
 			r.Post(path, s.modelRoute(route))
 		}
 		r.Get("/hearth/v1/cluster", s.cluster)
+		if s.cfg.Node != nil {
+			r.Mount("/hearth/v1/node", s.cfg.Node)
+		}
 		r.Get("/v1/models", s.openAIModels)
 		r.Get("/v1/models/*", s.openAIModel)
 		r.Get("/api/tags", s.tags)

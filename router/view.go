@@ -43,7 +43,7 @@ type NodeView struct {
 	Sizes map[string]int64 `json:"sizes,omitempty"`
 	// PruneOwner: its managed Ollama may prune blobs (storage.prune_owner).
 	PruneOwner bool `json:"prune_owner,omitempty"`
-	Slots   int    `json:"slots"`
+	Slots      int  `json:"slots"`
 	// InFlight is what the node reports serving; Mine is what this router sent it.
 	InFlight int      `json:"in_flight"`
 	Mine     int      `json:"mine"`
