@@ -63,6 +63,23 @@ func TestAgentGoodFiles(t *testing.T) {
 				t.Errorf("idle %+v", c.Idle)
 			}
 		}},
+		{"../../configs/home-cluster/nas.yaml", func(t *testing.T, c Agent) {
+			if c.Node.Name != "nas" || c.Ollama.URL != "" || c.Storage.ModelsDir != "/srv/ollama-models" || c.Storage.RequireMount ||
+				len(c.Wake) != 1 || c.Wake[0].Policy != "fallback" || c.Wake[0].Wait != 90*time.Second || c.Tunnel.Relay == "" {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{"../../configs/home-cluster/gpu-pc.yaml", func(t *testing.T, c Agent) {
+			if !c.Ollama.Manage || c.Ollama.Parallel != 4 || !c.Storage.RequireMount || !c.Storage.PruneOwner ||
+				len(c.Storage.FSTypes) != 2 || c.Idle.After != time.Hour || c.Idle.Command != "systemctl suspend" || c.Ollama.KeepAlive != "30m" {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{"../../configs/home-cluster/gpu-box.yaml", func(t *testing.T, c Agent) {
+			if !c.Ollama.Manage || c.Ollama.Binary != "ollama" || c.Storage.PruneOwner || !c.Storage.RequireMount || len(c.Storage.FSTypes) != 4 {
+				t.Errorf("got %+v", c)
+			}
+		}},
 		{"../../configs/agent.yaml", func(t *testing.T, c Agent) {
 			if c.Node.Name != "gpu-pc" || c.Node.Listen != "0.0.0.0:11500" || len(c.Node.TrustedNetworks) != 3 ||
 				c.Ollama.FirstByteTimeout != 10*time.Minute || c.Node.DataDir != "/var/lib/hearth" ||
