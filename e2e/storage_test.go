@@ -52,7 +52,7 @@ func TestSharedStore(t *testing.T) {
 		a, err := s.startAgent(agentSpec{
 			Name: spec.name, OllamaURL: fmt.Sprintf("http://127.0.0.1:%d", port), Parallel: 2, Gossip: spec.gossip, Join: spec.join,
 			OllamaYAML: fmt.Sprintf("  manage: true\n  binary: %q\n  keep_alive: 10m\n", s.ollamaBin),
-			YAML: fmt.Sprintf("storage:\n  models_dir: %q\n  prune_owner: %t\n  health_interval: 1s\nidle:\n  inhibit: false\n", store, spec.owner),
+			YAML:       fmt.Sprintf("storage:\n  models_dir: %q\n  prune_owner: %t\n  health_interval: 1s\nidle:\n  inhibit: false\n", store, spec.owner),
 		}, filepath.Join(dir, spec.name))
 		if a != nil {
 			t.Cleanup(a.stop)
