@@ -15,12 +15,13 @@ import (
 // nodeParts is what the agent runs for its machine besides the API: the model store's
 // probe and a managed Ollama.
 type nodeParts struct {
-	cfg    config.Agent
-	log    *slog.Logger
-	store  *nodeStore  // nil without storage.models_dir
-	ollama *OllamaProc // nil unless ollama.manage
-	waker  *waker      // nil without wake: rules and a cluster
-	sleep  *sleepGuard // nil on a router-only node, or with idle.inhibit off and no idle.after
+	cfg     config.Agent
+	log     *slog.Logger
+	backend *Backend    // nil on a router-only node
+	store   *nodeStore  // nil without storage.models_dir
+	ollama  *OllamaProc // nil unless ollama.manage
+	waker   *waker      // nil without wake: rules and a cluster
+	sleep   *sleepGuard // nil on a router-only node, or with idle.inhibit off and no idle.after
 }
 
 // wrapPicker adds waking sleeping nodes (wake:) to the cluster's picker.
@@ -45,7 +46,7 @@ func (n *nodeParts) wrapPicker(p router.Picker, c *clusterParts, reg prometheus.
 }
 
 func newNodeParts(cfg config.Agent, backend *Backend, o options, logger *slog.Logger) (*nodeParts, error) {
-	n := &nodeParts{cfg: cfg, log: logger, store: newNodeStore(cfg.Storage, o, logger.With("component", "storage"))}
+	n := &nodeParts{cfg: cfg, log: logger, backend: backend, store: newNodeStore(cfg.Storage, o, logger.With("component", "storage"))}
 	if backend != nil && (cfg.Idle.Inhibit || cfg.Idle.After > 0) {
 		argv := o.inhibit
 		if argv == nil {

@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/user"
@@ -34,6 +36,7 @@ func (n *nodeParts) nodeAPI() http.Handler {
 	r := chi.NewRouter()
 	r.Get("/storage", n.storageReport)
 	r.Post("/prewarm", n.prewarm)
+	r.Post("/load", n.load)
 	r.Post("/wake", n.wakeByHand)
 	return r
 }
@@ -191,4 +194,55 @@ func (n *nodeParts) wakeByHand(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	_ = json.NewEncoder(w).Encode(map[string]any{"node": req.Node, "sent": true, "by": n.cfg.Node.Name})
+}
+
+// loadTimeout bounds loading a model into this node's Ollama (a cold load from NFS).
+const loadTimeout = 10 * time.Minute
+
+// load is POST /load {"model": M, "keep_alive": "30m"}: this node's own Ollama loads M (a
+// generate with no prompt), whatever the router would pick.
+func (n *nodeParts) load(w http.ResponseWriter, r *http.Request) {
+	if n.backend == nil {
+		writeNodeError(w, http.StatusNotFound, "no_ollama", fmt.Sprintf("node %s has no Ollama (ollama.url is empty)", n.cfg.Node.Name))
+		return
+	}
+	var req struct {
+		Model     string `json:"model"`
+		KeepAlive string `json:"keep_alive,omitempty"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || req.Model == "" {
+		writeNodeError(w, http.StatusBadRequest, "bad_request", `send {"model": "NAME", "keep_alive": "30m"}`)
+		return
+	}
+	body, _ := json.Marshal(map[string]any{"model": req.Model, "keep_alive": req.KeepAlive, "stream": false})
+	ctx, cancel := context.WithTimeout(r.Context(), loadTimeout)
+	defer cancel()
+	u := n.backend.State().URL.JoinPath("/api/generate")
+	greq, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+	if err != nil {
+		writeNodeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	greq.Header.Set("Content-Type", "application/json")
+	start := time.Now()
+	resp, err := http.DefaultTransport.RoundTrip(greq)
+	if err != nil {
+		writeNodeError(w, http.StatusBadGateway, "backend_unavailable", fmt.Sprintf("node %s's Ollama: %v", n.cfg.Node.Name, err))
+		return
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(answer, &e)
+		writeNodeError(w, http.StatusBadGateway, "load_failed", fmt.Sprintf("node %s's Ollama could not load %s: %s %s", n.cfg.Node.Name, req.Model, resp.Status, e.Error))
+		return
+	}
+	took := time.Since(start)
+	n.log.Info("loaded a model ahead of need", "model", req.Model, "took", took.Round(time.Millisecond).String())
+	_ = n.backend.Refresh(ctx)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	_ = json.NewEncoder(w).Encode(map[string]any{"node": n.cfg.Node.Name, "model": req.Model, "loaded": true, "seconds": took.Seconds()})
 }

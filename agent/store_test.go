@@ -144,3 +144,29 @@ func TestStoreMountTimeout(t *testing.T) {
 		t.Errorf("log does not say what it waits for:\n%s", logs)
 	}
 }
+
+// TestTwoPruneOwners: two nodes with storage.prune_owner in one cluster are reported loudly.
+func TestTwoPruneOwners(t *testing.T) {
+	dir, mounts := testStore(t, "nfs4", "tiny")
+	owner := func(c *config.Agent) {
+		withStore(dir, false)(c)
+		c.Storage.PruneOwner = true
+	}
+	ms := startCluster(t,
+		memberSpec{name: "a", models: []string{"tiny"}, mutate: owner, opts: []Option{WithMountInfo(mounts)}},
+		memberSpec{name: "b", models: []string{"tiny"}, mutate: owner, opts: []Option{WithMountInfo(mounts)}},
+	)
+	for _, m := range ms {
+		eventually(t, m.name+" reports two prune owners", func() bool {
+			return strings.Contains(m.logs.String(), "MORE THAN ONE NODE HAS storage.prune_owner: true") &&
+				strings.Contains(m.logs.String(), `"prune_owners":["a","b"]`)
+		})
+	}
+	if n := strings.Count(ms[0].logs.String(), "MORE THAN ONE NODE"); n != 1 {
+		t.Errorf("reported %d times, want once while the set stays the same", n)
+	}
+	nv, _ := nodeNamed(clusterView(t, ms[0]), "b")
+	if !nv.PruneOwner {
+		t.Errorf("the view does not show b as a prune owner: %+v", nv)
+	}
+}

@@ -47,7 +47,8 @@ func nodeAPI(n router.NodeView, fallback string) string {
 
 func newModelsPrewarmCmd() *cobra.Command {
 	var f agentFlags
-	var node string
+	var node, keepAlive string
+	var load bool
 	cmd := &cobra.Command{
 		Use:   "prewarm MODEL",
 		Short: "Read a model's blobs from the store into each node's page cache, so that its first load does not wait on NFS",
@@ -77,6 +78,11 @@ func newModelsPrewarmCmd() *cobra.Command {
 				if err := prewarmOn(cmd.Context(), cmd.OutOrStdout(), nodeAPI(n, f.url), f.apiKey(), n.Name, args[0], isTerminal(cmd.OutOrStdout())); err != nil {
 					return err
 				}
+				if load {
+					if err := loadOn(cmd.Context(), cmd.OutOrStdout(), nodeAPI(n, f.url), f.apiKey(), n.Name, args[0], keepAlive); err != nil {
+						return err
+					}
+				}
 				done++
 			}
 			if done == 0 {
@@ -87,7 +93,25 @@ func newModelsPrewarmCmd() *cobra.Command {
 	}
 	f.add(cmd)
 	cmd.Flags().StringVar(&node, "node", "", "only this node (default: every serving node whose store holds the model)")
+	cmd.Flags().BoolVar(&load, "load", false, "then load it into each node's Ollama too")
+	cmd.Flags().StringVar(&keepAlive, "keep-alive", "30m", "with --load: how long Ollama keeps it loaded")
 	return cmd
+}
+
+func loadOn(ctx context.Context, w io.Writer, api, key, node, model, keepAlive string) error {
+	resp, err := call(ctx, http.MethodPost, api, agent.NodePath+"/load", key, map[string]string{"model": model, "keep_alive": keepAlive})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Seconds float64 `json:"seconds"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out); err != nil {
+		return fmt.Errorf("%s: unexpected answer to the load: %w", node, err)
+	}
+	fmt.Fprintf(w, "%s: %s loaded in %.1fs (kept %s)\n", node, model, out.Seconds, keepAlive)
+	return nil
 }
 
 func prewarmOn(ctx context.Context, w io.Writer, api, key, node, model string, tty bool) error {

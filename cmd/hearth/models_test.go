@@ -78,9 +78,12 @@ func TestModelsCommands(t *testing.T) {
 		t.Errorf("doctor: %v\n%s", err, out)
 	}
 
-	out, err = run("models", "prewarm", "tiny", "--agent", base)
-	if err != nil || !strings.Contains(out, "gpu-pc: tiny:latest in the page cache (3.1 MB at ") {
+	out, err = run("models", "prewarm", "tiny", "--agent", base, "--load")
+	if err != nil || !strings.Contains(out, "gpu-pc: tiny:latest in the page cache (3.1 MB at ") || !strings.Contains(out, "gpu-pc: tiny loaded in ") {
 		t.Errorf("prewarm: %v\n%s", err, out)
+	}
+	if out, _ := run("models", "ls", "--agent", base); strings.Count(out, "gpu-pc") != 3 {
+		t.Errorf("after prewarm --load, tiny is not loaded on gpu-pc:\n%s", out)
 	}
 	if _, err = run("models", "prewarm", "nope", "--agent", base); err == nil || !strings.Contains(err.Error(), "no serving node's store holds nope") {
 		t.Errorf("prewarm of a missing model: %v", err)
