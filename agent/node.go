@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -27,7 +28,7 @@ type nodeParts struct {
 // wrapPicker adds waking sleeping nodes (wake:) to the cluster's picker.
 func (n *nodeParts) wrapPicker(p router.Picker, c *clusterParts, reg prometheus.Registerer) (router.Picker, error) {
 	if c == nil && n.store != nil {
-		p = singleStoreView{Picker: p, store: n.store}
+		p = singleStoreView{Picker: p, store: n.store, backend: n.backend}
 	}
 	if len(n.cfg.Wake) == 0 {
 		return p, nil
@@ -97,10 +98,24 @@ func (n *nodeParts) run(ctx context.Context) error {
 	return nil
 }
 
-// singleStoreView adds this node's store to the cluster view of an agent without a cluster.
+// singleStoreView is what the store adds to an agent without a cluster: its health and
+// models in the cluster view, no cold loads while it hangs, and a model only the store holds
+// (Ollama stopped) unavailable rather than unknown.
 type singleStoreView struct {
 	router.Picker
-	store *nodeStore
+	store   *nodeStore
+	backend *Backend // nil on a router-only node
+}
+
+func (s singleStoreView) Pick(ctx context.Context, req router.PickRequest) (*router.Target, error) {
+	if s.backend != nil && !s.store.ok() && !s.backend.State().Inventory.Warm(req.Model) {
+		return nil, fmt.Errorf("%w: this node's model storage is not answering (%s)", router.ErrNoCandidate, s.store.probe.Health().Error)
+	}
+	t, err := s.Picker.Pick(ctx, req)
+	if errors.Is(err, router.ErrUnknownModel) && (router.Inventory{Stored: s.store.stored()}).OnStore(req.Model) {
+		return nil, fmt.Errorf("%w: %s is on this node's model store, but its Ollama does not serve it now", router.ErrNoCandidate, req.Model)
+	}
+	return t, err
 }
 
 func (s singleStoreView) ClusterView() router.ClusterView {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -169,4 +170,55 @@ func TestTwoPruneOwners(t *testing.T) {
 	if !nv.PruneOwner {
 		t.Errorf("the view does not show b as a prune owner: %+v", nv)
 	}
+}
+
+// TestSingleNodeStore: without a cluster, a hung store stops cold loads and a model only on
+// the store is unavailable, not unknown.
+func TestSingleNodeStore(t *testing.T) {
+	dir, mounts := testStore(t, "nfs4", "tiny", "big", "onlystore")
+	var hang atomic.Bool
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	stat := func(dir string) error {
+		if hang.Load() {
+			<-release
+		}
+		return nil
+	}
+	sim := startSim(t, "tiny", "big")
+	cfg := config.DefaultAgent()
+	cfg.Node.Name, cfg.Node.Listen, cfg.Ollama.URL = "gpu", "127.0.0.1:0", sim.URL()
+	cfg.Ollama.PollInterval = 100 * time.Millisecond
+	withStore(dir, true)(&cfg)
+	base, _ := startAgentWith(t, cfg, WithMountInfo(mounts), WithStoreStat(stat))
+	eventually(t, "tiny loads", func() bool {
+		resp, _ := do(t, http.MethodPost, base+"/api/generate", `{"model":"tiny","prompt":"hi","stream":false}`)
+		return resp.StatusCode == 200
+	})
+	resp, body := do(t, http.MethodPost, base+"/api/generate", `{"model":"onlystore","prompt":"hi","stream":false}`)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "on this node's model store") {
+		t.Errorf("a model only on the store: %d %s", resp.StatusCode, body)
+	}
+	hang.Store(true)
+	eventually(t, "the store is reported hung", func() bool {
+		v := clusterViewAt(t, base)
+		return len(v.Nodes) == 1 && v.Nodes[0].Storage != nil && !v.Nodes[0].Storage.Healthy
+	})
+	resp, body = do(t, http.MethodPost, base+"/api/generate", `{"model":"big","prompt":"hi","stream":false}`)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "model storage is not answering") {
+		t.Errorf("a cold load on a hung store: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := do(t, http.MethodPost, base+"/api/generate", `{"model":"tiny","prompt":"hi","stream":false}`); resp.StatusCode != 200 {
+		t.Errorf("a loaded model on a hung store: %d %s", resp.StatusCode, body)
+	}
+}
+
+func clusterViewAt(t *testing.T, base string) router.ClusterView {
+	t.Helper()
+	resp, body := do(t, http.MethodGet, base+"/hearth/v1/cluster", "")
+	var v router.ClusterView
+	if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &v) != nil {
+		t.Fatalf("cluster view: %d %s", resp.StatusCode, body)
+	}
+	return v
 }
