@@ -229,8 +229,8 @@ func (l *lineLog) emit(line string) {
 		level = slog.LevelError
 	case strings.Contains(line, "level=WARN"):
 		level = slog.LevelWarn
-	case strings.Contains(line, "level=DEBUG"):
-		level = slog.LevelDebug
+	case strings.Contains(line, "level=DEBUG"), strings.HasPrefix(line, "[GIN]"):
+		level = slog.LevelDebug // [GIN] is one line per request
 	}
 	l.log.Log(context.Background(), level, "ollama: "+line)
 }

@@ -13,7 +13,7 @@ import (
 )
 
 // defaultInhibit holds a logind sleep lock for as long as the child runs.
-var defaultInhibit = []string{"systemd-inhibit", "--what=sleep", "--who=hearth", "--why=hearth is answering requests on this machine's Ollama", "--mode=block", "sleep", "infinity"}
+var defaultInhibit = []string{"systemd-inhibit", "--what=sleep:idle", "--who=hearth", "--why=hearth is answering requests on this machine's Ollama", "--mode=block", "sleep", "infinity"}
 
 // idleCommandTimeout bounds idle.command (a suspend returns when the machine wakes).
 const idleCommandTimeout = 2 * time.Minute

@@ -122,6 +122,8 @@ func (c *Agent) validateNode(add func(string, ...any)) {
 	if o.Manage {
 		if o.URL == "" {
 			add("ollama.manage needs ollama.url: the address the managed Ollama listens on (OLLAMA_HOST)")
+		} else if strings.HasPrefix(o.URL, "https://") {
+			add("ollama.manage: Ollama serves plain HTTP; give ollama.url as http://HOST:PORT")
 		}
 		if strings.TrimSpace(o.Binary) == "" {
 			add("ollama.binary is empty: give the ollama program's path or name, e.g. \"/usr/local/bin/ollama\"")
