@@ -69,8 +69,9 @@ func newNodeParts(cfg config.Agent, backend *Backend, o options, logger *slog.Lo
 	return n, nil
 }
 
-// run checks the store and, once it is ready, runs the managed Ollama, until ctx ends. It
-// returns an error when the agent cannot do its job: the store did not become ready within
+// run checks the store and runs the managed Ollama until ctx ends; with
+// storage.require_mount, Ollama starts only once the store is mounted and answers. It returns
+// an error when the agent cannot do its job: the store did not become ready within
 // storage.mount_timeout, or Ollama cannot be started.
 func (n *nodeParts) run(ctx context.Context) error {
 	var wg sync.WaitGroup
@@ -82,7 +83,7 @@ func (n *nodeParts) run(ctx context.Context) error {
 	}
 	if n.store != nil {
 		wg.Go(func() { _ = n.store.probe.Run(ctx) })
-		if n.cfg.Storage.RequireMount || n.ollama != nil {
+		if n.cfg.Storage.RequireMount {
 			if err := n.store.waitReady(ctx, n.log); err != nil {
 				if ctx.Err() != nil {
 					return nil

@@ -87,6 +87,8 @@ func (g *sleepGuard) Run(ctx context.Context) error {
 			idle = nil
 			if g.inFlight() == 0 {
 				g.runIdle(ctx)
+				// Woken again (Wake-on-LAN) and still idle: the same wait, then again.
+				resetIdle()
 			}
 		}
 	}
