@@ -37,7 +37,7 @@ func (n *nodeParts) wrapPicker(p router.Picker, c *clusterParts, reg prometheus.
 		n.log.Warn("wake: rules are set but the cluster is off (cluster.bind): no node to wake for")
 		return p, nil
 	}
-	w, err := newWaker(p, n.cfg.Wake, c.membership.Peers, reg, n.log.With("component", "wake"))
+	w, err := newWaker(p, n.cfg.Wake, c.membership.Peers, n.cfg.Node.DataDir, reg, n.log.With("component", "wake"))
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -39,6 +40,7 @@ type waker struct {
 	peers func() []cluster.Peer
 	send  func(context.Context, config.WakeRule) error
 	log   *slog.Logger
+	dir   string // node.data_dir, where lastSeen is kept; "" = not kept
 
 	packets    *prometheus.CounterVec
 	firstToken *prometheus.HistogramVec
@@ -49,9 +51,9 @@ type waker struct {
 	lastSeen map[string][]string  // node -> its models when it was last alive
 }
 
-func newWaker(inner router.Picker, rules []config.WakeRule, peers func() []cluster.Peer, reg prometheus.Registerer, logger *slog.Logger) (*waker, error) {
+func newWaker(inner router.Picker, rules []config.WakeRule, peers func() []cluster.Peer, dataDir string, reg prometheus.Registerer, logger *slog.Logger) (*waker, error) {
 	w := &waker{
-		Picker: inner, rules: map[string]config.WakeRule{}, peers: peers, send: SendWake, log: logger,
+		Picker: inner, rules: map[string]config.WakeRule{}, peers: peers, send: SendWake, log: logger, dir: dataDir,
 		lastSent: map[string]time.Time{}, woken: map[string]time.Time{}, lastSeen: map[string][]string{},
 		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hearth_wake_packets_total", Help: "Wake-on-LAN magic packets sent, by node.",
@@ -63,6 +65,17 @@ func newWaker(inner router.Picker, rules []config.WakeRule, peers func() []clust
 	}
 	for _, r := range rules {
 		w.rules[r.Node] = r
+	}
+	if dataDir != "" {
+		seen, err := loadSeen(dataDir)
+		if err != nil {
+			logger.Warn("cannot read what the sleeping nodes had", "err", err)
+		}
+		for node, models := range seen {
+			if _, ok := w.rules[node]; ok {
+				w.lastSeen[node] = models
+			}
+		}
 	}
 	for _, c := range []prometheus.Collector{w.packets, w.firstToken} {
 		if err := reg.Register(c); err != nil {
@@ -80,20 +93,30 @@ func (w *waker) ClusterView() router.ClusterView {
 	return router.ClusterView{}
 }
 
-// observe remembers what each alive node has; call it when the cluster changes.
+// observe remembers what each alive node has, in memory and in node.data_dir; call it when
+// the cluster changes.
 func (w *waker) observe() {
 	peers := w.peers()
 	w.mu.Lock()
-	defer w.mu.Unlock()
+	before := maps.Clone(w.lastSeen)
 	for _, pr := range peers {
-		if _, ok := w.rules[pr.Name]; !ok || pr.Meta.Role != cluster.RoleServe {
+		if _, ok := w.rules[pr.Name]; !ok || pr.Meta.Role != cluster.RoleServe || !pr.Meta.BackendOK {
 			continue
 		}
-		var names []string
+		names := []string{}
 		for _, m := range pr.Inventory.Models {
 			names = append(names, router.NormalizeModel(m.Name))
 		}
+		slices.Sort(names)
 		w.lastSeen[pr.Name] = names
+	}
+	changed := !sameSeen(before, w.lastSeen)
+	seen := maps.Clone(w.lastSeen)
+	w.mu.Unlock()
+	if changed && w.dir != "" {
+		if err := saveSeen(w.dir, seen); err != nil {
+			w.log.Warn("cannot keep what the sleeping nodes had", "err", err)
+		}
 	}
 }
 

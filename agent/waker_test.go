@@ -2,12 +2,19 @@ package agent
 
 import (
 	"bytes"
+	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/router"
+	"github.com/hearthlab/hearth/router/cluster"
 )
 
 // TestWakeSleepingNode: the NAS holds the store; the GPU node sleeps (its agent and Ollama
@@ -20,6 +27,7 @@ func TestWakeSleepingNode(t *testing.T) {
 			dir, mounts := testStore(t, "nfs4", "tiny")
 			nas := startMember(t, memberSpec{name: "nas", opts: []Option{WithMountInfo(mounts)}, mutate: func(c *config.Agent) {
 				withStore(dir, true)(c)
+				c.Node.DataDir = t.TempDir()
 				c.Wake = []config.WakeRule{{Node: "gpu", MAC: "aa:bb:cc:dd:ee:ff", Broadcast: addr, Wait: 20 * time.Second, Policy: policy}}
 			}}, "")
 			eventually(t, "the NAS advertises its store", func() bool {
@@ -84,5 +92,34 @@ func TestWakeSleepingNode(t *testing.T) {
 				t.Errorf("no wake-to-first-token log line")
 			}
 		})
+	}
+}
+
+// TestWakeRemembersWhatANodeHad: a restarted agent still knows what the sleeping node had.
+func TestWakeRemembersWhatANodeHad(t *testing.T) {
+	dir := t.TempDir()
+	rules := []config.WakeRule{{Node: "gpu", MAC: "aa:bb:cc:dd:ee:ff", Broadcast: "127.0.0.1:9", Wait: time.Second, Policy: "hold"}}
+	gpu := cluster.Peer{Name: "gpu", Meta: cluster.Meta{Role: cluster.RoleServe, BackendOK: true}}
+	gpu.Inventory.Models = []router.ModelInfo{{Name: "qwen3:14b"}, {Name: "tiny"}}
+	peers := []cluster.Peer{gpu}
+	w, err := newWaker(nil, rules, func() []cluster.Peer { return peers }, dir, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.observe()
+	data, err := os.ReadFile(filepath.Join(dir, seenFile))
+	if err != nil || string(data) != `{"gpu":["qwen3:14b","tiny:latest"]}` {
+		t.Fatalf("saved %q, %v", data, err)
+	}
+	peers = nil // the node sleeps; the agent restarts
+	w2, err := newWaker(nil, rules, func() []cluster.Peer { return peers }, dir, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := w2.ruleFor("tiny:latest"); !ok || r.Node != "gpu" {
+		t.Errorf("after a restart, tiny is not known to be on gpu: %v %v", r, ok)
+	}
+	if _, ok := w2.ruleFor("other:latest"); ok {
+		t.Errorf("a model gpu never had wakes it")
 	}
 }
