@@ -36,13 +36,14 @@ type Agent struct {
 	cluster *clusterParts // nil when cluster.bind is empty
 	tunnel  *Tunnel       // nil when tunnel.relay is empty
 	rag     *ragParts
+	node    *nodeParts    // the model store, a managed Ollama
 	fwd     *router.Forwarder
 	srv     *http.Server
 }
 
 // New builds the agent and binds its API listener, so that a port already in use fails here
 // with a clear message rather than later.
-func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) {
+func New(cfg config.Agent, logger *slog.Logger, version string, opts ...Option) (*Agent, error) {
 	logger = logging.OrDiscard(logger)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -72,6 +73,9 @@ func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) 
 		a.backend = NewBackend(cfg.Node.Name, ollamaURL, cfg.Ollama.ConnectTimeout, cfg.Ollama.PollInterval, logger.With("component", "backend"))
 		local = router.NewSingle(a.backend)
 	}
+	if a.node, err = newNodeParts(cfg, a.backend, collectOptions(opts), logger); err != nil {
+		return nil, err
+	}
 	a.ln, err = net.Listen("tcp", cfg.Node.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("agent: cannot listen on node.listen %s: %w (is another hearth or program using the port?)", cfg.Node.Listen, err)
@@ -79,7 +83,7 @@ func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) 
 	picker, keys := local, cfg.Node.APIKeys
 	mounts := map[string]http.Handler{}
 	if cfg.Cluster.Bind != "" {
-		a.cluster, err = newCluster(cfg, a.backend, a.ln.Addr(), reg, logger)
+		a.cluster, err = newCluster(cfg, a.backend, a.node.store, a.ln.Addr(), reg, logger)
 		if err != nil {
 			a.ln.Close()
 			return nil, err
@@ -90,13 +94,14 @@ func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) 
 		}
 		mounts[cluster.InventoryPath] = a.cluster.membership.InventoryHandler()
 	}
+	if picker, err = a.node.wrapPicker(picker, a.cluster, reg); err != nil {
+		a.close()
+		return nil, err
+	}
 
 	a.rag, err = newRAG(cfg, loopbackAddr(a.ln.Addr()), logger.With("component", "rag"))
 	if err != nil {
-		a.ln.Close()
-		if a.cluster != nil {
-			_ = a.cluster.membership.Close()
-		}
+		a.close()
 		return nil, err
 	}
 	keys = append(slices.Clip(keys), a.rag.key)
@@ -108,11 +113,7 @@ func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) 
 	if cfg.Tunnel.Relay != "" {
 		a.tunnel, err = NewTunnel(cfg.Tunnel, loopbackAddr(a.ln.Addr()), logger.With("component", "tunnel"))
 		if err != nil {
-			a.ln.Close()
-			a.rag.close()
-			if a.cluster != nil {
-				_ = a.cluster.membership.Close()
-			}
+			a.close()
 			return nil, err
 		}
 		tunnelView = func() *router.TunnelView {
@@ -136,6 +137,7 @@ func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) 
 
 		Virtual:   a.rag.virtual,
 		APIMounts: map[string]http.Handler{"/rag/v1": a.rag.api},
+		Node:    a.node.nodeAPI(),
 	}, picker, a.fwd, metrics, logger.With("component", "api"))
 	a.srv = &http.Server{
 		Handler:           api,
@@ -182,12 +184,18 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- a.srv.Serve(a.ln) }()
+	// The managed Ollama stops after the API, so that answers in flight finish.
+	nodeCtx, nodeStop := context.WithCancel(context.WithoutCancel(ctx))
+	defer nodeStop()
+	nodeErr := make(chan error, 1)
+	wg.Go(func() { nodeErr <- a.node.run(nodeCtx) })
 
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
 		err = fmt.Errorf("agent: API server stopped: %w", err)
+	case err = <-nodeErr:
 	}
 	cancel()
 	shutdownCtx, stop := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
@@ -196,6 +204,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("API shutdown", "err", serr)
 	}
 	_ = a.srv.Close()
+	nodeStop()
 	wg.Wait()
 	if a.cluster != nil {
 		a.cluster.picker.Close()
@@ -225,4 +234,15 @@ func loopbackAddr(addr net.Addr) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// close releases what New bound when New fails after binding.
+func (a *Agent) close() {
+	a.ln.Close()
+	if a.rag != nil {
+		a.rag.close()
+	}
+	if a.cluster != nil {
+		_ = a.cluster.membership.Close()
+	}
 }

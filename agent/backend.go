@@ -40,6 +40,7 @@ type Backend struct {
 	refreshMu sync.Mutex // one read of Ollama at a time
 	inFlight  atomic.Int64
 	onChange  func() // health, inventory or load changed
+	onLoad    func() // requests in flight changed (the sleep guard)
 
 	viaMu   sync.Mutex
 	via     map[string]int // requests in flight by the router that picked this node for them
@@ -65,6 +66,7 @@ func NewBackend(name string, u *url.URL, connectTimeout, interval time.Duration,
 		interval: interval,
 		state:    router.NodeState{Name: name, URL: u, Problem: "not checked yet"},
 		onChange: func() {},
+		onLoad:   func() {},
 		recheck:  make(chan struct{}, 1),
 	}
 }
@@ -82,6 +84,10 @@ func (b *Backend) Unreachable(error) {
 // changed. Set it before Run.
 func (b *Backend) OnChange(fn func()) { b.onChange = fn }
 
+// OnLoad registers fn, called after the number of requests in flight changed. Set it
+// before Run.
+func (b *Backend) OnLoad(fn func()) { b.onLoad = fn }
+
 // Begin counts a request sent to this Ollama until end is called (router.LoadCounter);
 // origin is the router that picked this node for it.
 func (b *Backend) Begin(origin string) (end func()) {
@@ -93,6 +99,7 @@ func (b *Backend) Begin(origin string) (end func()) {
 	b.inFlight.Add(1)
 	b.viaMu.Unlock()
 	b.onChange()
+	b.onLoad()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -103,6 +110,7 @@ func (b *Backend) Begin(origin string) (end func()) {
 			b.inFlight.Add(-1)
 			b.viaMu.Unlock()
 			b.onChange()
+			b.onLoad()
 		})
 	}
 }

@@ -19,7 +19,9 @@ import (
 
 // localNode is this agent as the cluster sees it: its role, API, load and inventory.
 type localNode struct {
-	backend *Backend // nil on a router-only node
+	backend *Backend   // nil on a router-only node
+	store   *nodeStore // nil without storage.models_dir
+	prune   bool       // storage.prune_owner
 	api     string
 	slots   int
 	holds   int // ollama.max_loaded
@@ -28,7 +30,7 @@ type localNode struct {
 
 // Meta is read by the membership layer whenever it gossips.
 func (l *localNode) Meta() cluster.Meta {
-	m := cluster.Meta{Role: cluster.RoleRouter, API: l.api, StorageOK: true}
+	m := cluster.Meta{Role: cluster.RoleRouter, API: l.api, StorageOK: l.store.ok(), PruneOwner: l.prune}
 	if p := l.picker.Load(); p != nil {
 		m.Queued = uint16(min(p.Queued(), 65535))
 	}
@@ -47,12 +49,14 @@ func (l *localNode) Meta() cluster.Meta {
 	return m
 }
 
-// Inventory is this node's models, from its Ollama.
+// Inventory is this node's models, from its Ollama, and its store's.
 func (l *localNode) Inventory() router.Inventory {
-	if l.backend == nil {
-		return router.Inventory{}
+	var inv router.Inventory
+	if l.backend != nil {
+		inv = l.backend.State().Inventory
 	}
-	return l.backend.State().Inventory
+	inv.Stored, inv.Storage = l.store.stored(), l.store.view()
+	return inv
 }
 
 // clusterCredential is the key agents present to each other for forwarded requests. It is
@@ -75,7 +79,7 @@ type clusterParts struct {
 
 // newCluster starts gossip for this node and the picker over it. apiAddr is the bound API
 // listener, whose port other agents use when cluster.api is not set.
-func newCluster(cfg config.Agent, backend *Backend, apiAddr net.Addr, reg prometheus.Registerer, logger *slog.Logger) (*clusterParts, error) {
+func newCluster(cfg config.Agent, backend *Backend, store *nodeStore, apiAddr net.Addr, reg prometheus.Registerer, logger *slog.Logger) (*clusterParts, error) {
 	key, err := cfg.Cluster.Key()
 	if err != nil {
 		return nil, err
@@ -89,7 +93,7 @@ func newCluster(cfg config.Agent, backend *Backend, apiAddr net.Addr, reg promet
 	}
 	// With cluster.api given, the meta is complete before gossip starts, so an over-long URL
 	// fails here; otherwise the URL needs the gossip address and is set just below.
-	local := &localNode{backend: backend, slots: cfg.Ollama.Parallel, holds: cfg.Ollama.MaxLoaded, api: cfg.Cluster.API}
+	local := &localNode{backend: backend, store: store, prune: cfg.Storage.PruneOwner, slots: cfg.Ollama.Parallel, holds: cfg.Ollama.MaxLoaded, api: cfg.Cluster.API}
 	m, err := cluster.NewMembership(cluster.Config{
 		Name: cfg.Node.Name, Bind: cfg.Cluster.Bind, Advertise: cfg.Cluster.Advertise,
 		Join: cfg.Cluster.Join, Secret: key, Profile: profile,
@@ -127,6 +131,11 @@ func newCluster(cfg config.Agent, backend *Backend, apiAddr net.Addr, reg promet
 	if backend != nil {
 		backend.OnChange(m.LocalChanged)
 	}
+	if store != nil {
+		store.probe.OnChange(m.LocalChanged)
+	}
+	prune := &pruneWatch{log: logger}
+	m.OnChange(func() { prune.check(m.Peers()) })
 	logger.Info("cluster gossip ready", "gossip", m.Addr(), "api", local.api, "join", cfg.Cluster.Join, "encrypted", len(key) > 0)
 	return &clusterParts{membership: m, picker: p, credential: credential}, nil
 }

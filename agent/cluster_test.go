@@ -38,6 +38,8 @@ type memberSpec struct {
 	parallel int
 	sim      ollamasim.Config
 	secret   string
+	mutate   func(*config.Agent) // after the defaults above
+	opts     []Option
 }
 
 // startMember runs one clustered agent; join is a gossip address ("" for the seed).
@@ -77,7 +79,10 @@ func startMember(t *testing.T, spec memberSpec, join string) *member {
 	if join != "" {
 		cfg.Cluster.Join = []string{join}
 	}
-	a, err := New(cfg, slog.New(slog.NewJSONHandler(m.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), "test")
+	if spec.mutate != nil {
+		spec.mutate(&cfg)
+	}
+	a, err := New(cfg, slog.New(slog.NewJSONHandler(m.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), "test", spec.opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

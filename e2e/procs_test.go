@@ -97,6 +97,8 @@ type agentSpec struct {
 	Gossip    int    // cluster.bind port on 127.0.0.1; 0 = no cluster
 	Join      []int  // gossip ports of the peers to join
 	Tunnel    *agentTunnel
+	// OllamaYAML is more of the ollama: section ("  manage: true\n"); YAML more sections.
+	OllamaYAML, YAML string
 }
 
 // agentTunnel is an agent's tunnel: section, to a relay on 127.0.0.1.
@@ -118,6 +120,7 @@ func (a agentSpec) yaml(listen int, dataDir string) string {
 	if a.Parallel > 0 {
 		fmt.Fprintf(&b, "  parallel: %d\n", a.Parallel)
 	}
+	b.WriteString(a.OllamaYAML)
 	if a.Gossip > 0 {
 		fmt.Fprintf(&b, "cluster:\n  bind: \"127.0.0.1:%d\"\n  secret: %q\n  timings: fast\n", a.Gossip, clusterSecret)
 		if len(a.Join) > 0 {
@@ -131,6 +134,7 @@ func (a agentSpec) yaml(listen int, dataDir string) string {
 		fmt.Fprintf(&b, "tunnel:\n  relay: %q\n  token: %q\n  name: %q\n  ca: %q\n  server_name: %q\n",
 			t.Relay, t.Token, t.Name, t.CA, t.ServerName)
 	}
+	b.WriteString(a.YAML)
 	return b.String()
 }
 

@@ -46,7 +46,15 @@ type ModelInfo struct {
 type Inventory struct {
 	Models []ModelInfo
 	Loaded []ModelInfo
+	// Stored is what the node's model store (storage.models_dir) holds, read from Ollama's
+	// manifests on disk: known even while its Ollama is stopped or the machine sleeps.
+	Stored []ModelInfo
+	// Storage is the store's health; nil without storage.models_dir.
+	Storage *StorageView
 }
+
+// OnStore reports whether the normalised model name is on the node's model store.
+func (inv Inventory) OnStore(model string) bool { return find(inv.Stored, model) }
 
 // Has reports whether the normalised model name is on disk.
 func (inv Inventory) Has(model string) bool { return find(inv.Models, model) }

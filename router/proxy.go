@@ -295,6 +295,10 @@ func jsonError(err error) *APIError {
 
 // pickError chooses the answer for a Picker error.
 func pickError(err error, model string) *APIError {
+	var chosen *APIError
+	if errors.As(err, &chosen) { // a picker that chose its answer (a node being woken)
+		return chosen
+	}
 	switch {
 	case errors.Is(err, ErrUnknownModel):
 		return &APIError{Status: http.StatusNotFound, Code: "model_not_found",

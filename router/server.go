@@ -39,6 +39,9 @@ type ServerConfig struct {
 	// APIMounts are handlers for every method under a path prefix, behind the API key check
 	// (the RAG API on /rag/v1).
 	APIMounts map[string]http.Handler
+	// Node serves the agent's node operations under /hearth/v1/node/ behind the API key
+	// (nil: 404).
+	Node http.Handler
 }
 
 // Server is the Ollama- and OpenAI-compatible API in front of a Picker.
@@ -96,6 +99,9 @@ func (s *Server) routes() http.Handler {
 		r.Get("/hearth/v1/cluster", s.cluster)
 		for prefix, h := range s.cfg.APIMounts {
 			r.Mount(prefix, h)
+		}
+		if s.cfg.Node != nil {
+			r.Mount("/hearth/v1/node", s.cfg.Node)
 		}
 		r.Get("/v1/models", s.openAIModels)
 		r.Get("/v1/models/*", s.openAIModel)

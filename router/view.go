@@ -31,17 +31,42 @@ type NodeView struct {
 	Role string `json:"role"`
 	API  string `json:"api,omitempty"`
 	Self bool   `json:"self,omitempty"`
-	// Backend and Storage say whether the node's Ollama and model store answer.
-	Backend bool   `json:"backend"`
-	Storage bool   `json:"storage"`
-	Problem string `json:"problem,omitempty"`
-	Slots   int    `json:"slots"`
+	// Backend and StorageOK say whether the node's Ollama and model store answer.
+	Backend   bool   `json:"backend"`
+	StorageOK bool   `json:"storage_ok"`
+	Problem   string `json:"problem,omitempty"`
+	// Storage is the node's model store (storage.models_dir); nil without one.
+	Storage *StorageView `json:"storage,omitempty"`
+	// Stored is what its store holds, with sizes, from the manifests on disk.
+	Stored []ModelSize `json:"stored,omitempty"`
+	// Sizes are the sizes of Models, as its Ollama reports them.
+	Sizes map[string]int64 `json:"sizes,omitempty"`
+	// PruneOwner: its managed Ollama may prune blobs (storage.prune_owner).
+	PruneOwner bool `json:"prune_owner,omitempty"`
+	Slots      int  `json:"slots"`
 	// InFlight is what the node reports serving; Mine is what this router sent it.
 	InFlight int      `json:"in_flight"`
 	Mine     int      `json:"mine"`
 	Queued   int      `json:"queued"`
 	Warm     []string `json:"warm"`
 	Models   []string `json:"models"`
+}
+
+// StorageView is a node's model store as GET /hearth/v1/cluster shows it.
+type StorageView struct {
+	Dir       string    `json:"dir" msgpack:"d"`
+	Required  bool      `json:"required" msgpack:"r"`
+	Mounted   bool      `json:"mounted" msgpack:"m"`
+	FSType    string    `json:"fs_type" msgpack:"t"`
+	Healthy   bool      `json:"healthy" msgpack:"h"`
+	Error     string    `json:"error" msgpack:"e"`
+	CheckedAt time.Time `json:"checked_at" msgpack:"c"`
+}
+
+// ModelSize is a model's name and size in bytes.
+type ModelSize struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
 }
 
 // ClusterViewer is the optional capability of a Picker to describe the cluster.
@@ -52,7 +77,7 @@ type ClusterViewer interface {
 // ClusterView describes the one node.
 func (s *Single) ClusterView() ClusterView {
 	st := s.node.State()
-	v := NodeView{Name: st.Name, Role: "serve", API: st.URL.String(), Self: true, Backend: st.Healthy, Storage: true,
+	v := NodeView{Name: st.Name, Role: "serve", API: st.URL.String(), Self: true, Backend: st.Healthy, StorageOK: true,
 		Problem: st.Problem, Slots: 0, Warm: names(st.Inventory.Loaded), Models: names(st.Inventory.Models)}
 	return ClusterView{Self: st.Name, Nodes: []NodeView{v}}
 }

@@ -16,7 +16,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/hearthlab/hearth/rag"
 )
@@ -257,11 +256,6 @@ func (c *ragClient) stream(cmd *cobra.Command, path string) error {
 		return fmt.Errorf("the progress stream broke: %w", err)
 	}
 	return errors.New("the agent ended the progress stream without a report")
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 func renderReport(w io.Writer, rep rag.Report) {

@@ -49,7 +49,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "json, text, or auto (json when stderr is not a terminal)")
 	root.AddCommand(newAgentCmd(g), newRelayCmd(g), newStatusCmd(), newTokenCmd(g), newUsageCmd(g), newChannelCmd(g),
-		newConfigCmd(), newVersionCmd())
+		newConfigCmd(), newVersionCmd(), newModelsCmd(), newWakeCmd())
 	root.AddCommand(newRagCmd())
 	return root
 }

@@ -108,7 +108,7 @@ func renderCluster(w io.Writer, v router.ClusterView) {
 		}
 		backend, storage, slots, load := "-", "-", "-", "-"
 		if n.Role == "serve" {
-			backend, storage = okWord(n.Backend), okWord(n.Storage)
+			backend, storage = okWord(n.Backend), okWord(n.StorageOK)
 			slots = fmt.Sprint(n.Slots)
 			load = fmt.Sprint(n.InFlight)
 			if n.Mine > n.InFlight {

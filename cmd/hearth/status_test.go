@@ -17,9 +17,9 @@ var update = flag.Bool("update", false, "rewrite golden files")
 
 var sampleView = router.ClusterView{Self: "nas", Queued: 2, Tunnel: &router.TunnelView{Relay: "relay.example.com:7000",
 	LastError: "the relay refused the login: token mismatch (check tunnel.token)"}, Nodes: []router.NodeView{
-	{Name: "gpu-pc", Role: "serve", API: "http://192.168.1.10:11500", Backend: true, Storage: true, Slots: 4, InFlight: 3, Mine: 1,
+	{Name: "gpu-pc", Role: "serve", API: "http://192.168.1.10:11500", Backend: true, StorageOK: true, Slots: 4, InFlight: 3, Mine: 1,
 		Warm: []string{"qwen3:14b"}, Models: []string{"qwen3:14b", "nomic-embed-text:latest"}},
-	{Name: "gpu2", Role: "serve", Backend: false, Storage: true, Slots: 2, Problem: "its Ollama is not answering", Models: []string{"tiny:latest"}},
+	{Name: "gpu2", Role: "serve", Backend: false, StorageOK: true, Slots: 2, Problem: "its Ollama is not answering", Models: []string{"tiny:latest"}},
 	{Name: "nas", Role: "router", Self: true},
 }}
 

@@ -26,6 +26,11 @@ type Agent struct {
 	Router  Router  `yaml:"router"`
 	Tunnel  Tunnel  `yaml:"tunnel"`
 	Rag     Rag     `yaml:"rag"`
+
+	// Storage, Wake and Idle: the node's model store, waking sleeping nodes, and sleep.
+	Storage Storage    `yaml:"storage"`
+	Wake    []WakeRule `yaml:"wake"`
+	Idle    Idle       `yaml:"idle"`
 }
 
 // Tunnel connects this agent to the relay on the VPS (an frp client), so that phones reach
@@ -132,6 +137,20 @@ type Ollama struct {
 	FirstByteTimeout time.Duration `yaml:"first_byte_timeout"`
 	// PollInterval is how often the agent re-reads Ollama's models and health. Default 5s.
 	PollInterval time.Duration `yaml:"poll_interval"`
+
+	// Manage makes the agent run `ollama serve` itself, once the store is mounted, with
+	// OLLAMA_HOST, OLLAMA_MODELS, OLLAMA_NUM_PARALLEL, OLLAMA_MAX_LOADED_MODELS and
+	// OLLAMA_KEEP_ALIVE from this config; it restarts it with backoff when it dies and
+	// stops it (SIGTERM, then SIGKILL after 10s) when the agent stops. Default false.
+	Manage bool `yaml:"manage"`
+	// Binary is the ollama program a managed Ollama runs. Default "ollama" (found in PATH).
+	Binary string `yaml:"binary"`
+	// Env adds environment variables to a managed Ollama ({OLLAMA_FLASH_ATTENTION: "1"}).
+	// Default none.
+	Env map[string]string `yaml:"env"`
+	// KeepAlive is a managed Ollama's OLLAMA_KEEP_ALIVE: how long a model stays loaded after
+	// its last request ("30m", seconds, "-1" = for ever). Default "" = Ollama's own (5m).
+	KeepAlive string `yaml:"keep_alive"`
 }
 
 // ByteSize is a size in bytes written as "64MiB", "1GB" or a plain number.
@@ -169,11 +188,13 @@ func DefaultAgent() Agent {
 			FirstByteTimeout: 10 * time.Minute,
 			Parallel:         1,
 			PollInterval:     5 * time.Second,
+			Binary:           "ollama",
 		},
 		Cluster: Cluster{Timings: "lan"},
 		Router:  Router{MaxQueue: 512, QueueTimeout: 2 * time.Minute},
 		Tunnel:  Tunnel{Name: "home"},
 		Rag:     defaultRag(),
+		Storage: defaultStorage(), Idle: Idle{Inhibit: true},
 	}
 }
 
@@ -207,6 +228,7 @@ func (c *Agent) Complete() {
 			c.Tunnel.Expose[i].Auth = "token"
 		}
 	}
+	c.completeNode()
 }
 
 // Validate checks values without side effects and names the key to fix in every message.
@@ -252,6 +274,7 @@ func (c *Agent) Validate() error {
 	c.validateCluster(add)
 	c.validateTunnel(add)
 	c.validateRag(add)
+	c.validateNode(add)
 	if c.Router.MaxQueue < 0 {
 		add("router.max_queue %d must be 0 or more", c.Router.MaxQueue)
 	}

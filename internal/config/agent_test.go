@@ -46,6 +46,40 @@ func TestAgentGoodFiles(t *testing.T) {
 				t.Errorf("got %+v", c.Tunnel)
 			}
 		}},
+		{"testdata/node.good.yaml", func(t *testing.T, c Agent) {
+			s, w := c.Storage, c.Wake
+			if s.ModelsDir != "/mnt/nas/ollama-models" || !s.RequireMount || s.MountTimeout != 2*time.Minute || !s.PruneOwner ||
+				len(s.FSTypes) != 4 || s.HealthInterval != 10*time.Second || s.HealthTimeout != 5*time.Second {
+				t.Errorf("storage %+v", s)
+			}
+			if !c.Ollama.Manage || c.Ollama.Binary != "/usr/local/bin/ollama" || c.Ollama.KeepAlive != "30m" || c.Ollama.Env["OLLAMA_FLASH_ATTENTION"] != "1" {
+				t.Errorf("ollama %+v", c.Ollama)
+			}
+			if len(w) != 2 || w[0].Broadcast != DefaultWakeBroadcast || w[0].Wait != DefaultWakeWait || w[0].Policy != "hold" ||
+				w[1].Broadcast != "192.168.1.255:7" || w[1].Wait != 2*time.Minute || w[1].Policy != "fallback" {
+				t.Errorf("wake %+v", w)
+			}
+			if !c.Idle.Inhibit || c.Idle.After != 45*time.Minute || c.Idle.Command != "systemctl suspend" {
+				t.Errorf("idle %+v", c.Idle)
+			}
+		}},
+		{"../../configs/home-cluster/nas.yaml", func(t *testing.T, c Agent) {
+			if c.Node.Name != "nas" || c.Ollama.URL != "" || c.Storage.ModelsDir != "/srv/ollama-models" || c.Storage.RequireMount ||
+				len(c.Wake) != 1 || c.Wake[0].Policy != "fallback" || c.Wake[0].Wait != 90*time.Second || c.Tunnel.Relay == "" {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{"../../configs/home-cluster/gpu-pc.yaml", func(t *testing.T, c Agent) {
+			if !c.Ollama.Manage || c.Ollama.Parallel != 4 || !c.Storage.RequireMount || !c.Storage.PruneOwner ||
+				len(c.Storage.FSTypes) != 2 || c.Idle.After != time.Hour || c.Idle.Command != "systemctl suspend" || c.Ollama.KeepAlive != "30m" {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{"../../configs/home-cluster/gpu-box.yaml", func(t *testing.T, c Agent) {
+			if !c.Ollama.Manage || c.Ollama.Binary != "ollama" || c.Storage.PruneOwner || !c.Storage.RequireMount || len(c.Storage.FSTypes) != 4 {
+				t.Errorf("got %+v", c)
+			}
+		}},
 		{"../../configs/agent.yaml", func(t *testing.T, c Agent) {
 			if c.Node.Name != "gpu-pc" || c.Node.Listen != "0.0.0.0:11500" || len(c.Node.TrustedNetworks) != 3 ||
 				c.Ollama.FirstByteTimeout != 10*time.Minute || c.Node.DataDir != "/var/lib/hearth" ||
@@ -75,7 +109,7 @@ func TestAgentBadFiles(t *testing.T) {
 		want string
 	}{
 		{"unknown-key", `testdata/unknown-key.bad.yaml:3: unknown key "lisen" in node (known keys: api_keys, data_dir, listen, max_body, name, trusted_networks)`},
-		{"unknown-section", `testdata/unknown-section.bad.yaml:3: unknown key "olama" (known keys: cluster, node, ollama, rag, router, tunnel)`},
+		{"unknown-section", `testdata/unknown-section.bad.yaml:3: unknown key "olama" (known keys: cluster, idle, node, ollama, rag, router, storage, tunnel, wake)`},
 		{"cluster-nosecret", "testdata/cluster-nosecret.bad.yaml: cluster.secret is empty: gossip must be encrypted; set it to the output of `openssl rand -base64 32` on every node, or set cluster.insecure: true"},
 		{"cluster-secret", "testdata/cluster-secret.bad.yaml: cluster.secret decodes to 5 bytes: it must be 16, 24 or 32 (`openssl rand -base64 32`)"},
 		{"cluster-join-nobind", `testdata/cluster-join-nobind.bad.yaml: cluster.join is set but cluster.bind is empty: set cluster.bind (e.g. "0.0.0.0:7946") to join a cluster`},
@@ -94,6 +128,23 @@ func TestAgentBadFiles(t *testing.T) {
 		{"short-key", "testdata/short-key.bad.yaml: node.api_keys[0] is 6 characters long: use at least 16 (e.g. from `openssl rand -hex 16`)"},
 		{"list", `testdata/list.bad.yaml:2: "10.0.0.0/8" is not a list`},
 		{"max-loaded", "testdata/max-loaded.bad.yaml: ollama.max_loaded -1: give how many models Ollama keeps loaded at once (OLLAMA_MAX_LOADED_MODELS), between 1 and 255, or 0 to learn it"},
+		{"storage", `testdata/storage.bad.yaml: 3 problems:
+  storage.models_dir "ollama-models" must be an absolute path, e.g. "/mnt/nas/ollama-models"
+  storage.fs_types is empty: list the filesystem types that count as mounted, e.g. [nfs, nfs4]
+  storage.health_timeout must be greater than 0 (got 0s)`},
+		{"storage-nodir", "testdata/storage-nodir.bad.yaml: storage.require_mount and storage.prune_owner need storage.models_dir: set it to the store's path"},
+		{"wake", `testdata/wake.bad.yaml: 5 problems:
+  wake[0].mac "aa:bb:cc:dd:ee" is not a MAC address such as "aa:bb:cc:dd:ee:ff"
+  wake[0].broadcast "[::1]:9": give the LAN's IPv4 broadcast address, e.g. "192.168.1.255:9"
+  wake[0].policy "wait": use "hold" (wait for the node) or "fallback" (503 at once)
+  wake[1].node "gpu-pc": name the sleeping node (its node.name), once
+  wake[1].broadcast "192.168.1.255": not host:port (for example "192.168.1.255:9")`},
+		{"managed", `testdata/managed.bad.yaml: 5 problems:
+  ollama.binary is empty: give the ollama program's path or name, e.g. "/usr/local/bin/ollama"
+  ollama.env "1BAD" is not a variable name
+  ollama.env.OLLAMA_MODELS is set by hearth from its own keys (ollama.url, storage.models_dir, ollama.parallel, ollama.max_loaded, ollama.keep_alive, storage.prune_owner): remove it
+  ollama.keep_alive "soon": give a duration such as "30m", seconds, or "-1" to keep models loaded
+  idle.after and idle.command go together: set both (e.g. after: 30m, command: "systemctl suspend") or neither`},
 		{"many", `testdata/many.bad.yaml: 3 problems:
   node.name is empty: give this machine a name such as "gpu-pc"
   node.max_body 10 B is too small: requests carry whole conversations; use at least "1MiB"

@@ -336,7 +336,7 @@ func (m *Membership) publish() {
 // refreshLocal reads the local state and makes it what gossip serves.
 func (m *Membership) refreshLocal() (metaChanged, invChanged bool, err error) {
 	inv := m.local.Inventory()
-	inv.Models, inv.Loaded = slices.Clone(inv.Models), slices.Clone(inv.Loaded)
+	inv.Models, inv.Loaded, inv.Stored = slices.Clone(inv.Models), slices.Clone(inv.Loaded), slices.Clone(inv.Stored)
 	meta := m.local.Meta()
 	hash := InventoryHash(inv)
 	meta.InvHash = hash

@@ -168,7 +168,7 @@ func TestMembershipInventoryFetch(t *testing.T) {
 func TestMembershipMetaBound(t *testing.T) {
 	longAPI := "http://" + strings.Repeat("a", 380) + ".lan:11500"
 	local := &memberLocal{
-		meta: Meta{Role: RoleServe, API: longAPI, Slots: 65535, InFlight: 65535, Queued: 65535, BackendOK: true, StorageOK: true},
+		meta: Meta{Role: RoleServe, API: longAPI, Slots: 65535, InFlight: 65535, Queued: 65535, BackendOK: true, StorageOK: true, PruneOwner: true},
 		inv:  testInventory(200, 100),
 	}
 	routers := map[string]int{}

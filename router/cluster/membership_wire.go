@@ -60,6 +60,9 @@ type wireInventory struct {
 	Version int64       `msgpack:"v"`
 	Models  []wireModel `msgpack:"m"`
 	Loaded  []wireModel `msgpack:"l"`
+	// Stored and Storage are the node's model store: its models and health.
+	Stored  []wireModel         `msgpack:"s,omitempty"`
+	Storage *router.StorageView `msgpack:"st,omitempty"`
 }
 
 // wireNotice announces an inventory too large for one gossip packet.
@@ -89,7 +92,7 @@ func decodeMeta(b []byte) (Meta, error) {
 
 func encodeInventory(node string, hash uint64, version int64, inv router.Inventory) ([]byte, error) {
 	w := wireInventory{Node: node, Hash: hash, Version: version,
-		Models: toWire(inv.Models), Loaded: toWire(inv.Loaded)}
+		Models: toWire(inv.Models), Loaded: toWire(inv.Loaded), Stored: toWire(inv.Stored), Storage: inv.Storage}
 	b, err := msgpack.Marshal(&w)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: encode inventory: %w", err)
@@ -125,7 +128,7 @@ func toWire(models []router.ModelInfo) []wireModel {
 }
 
 func (w *wireInventory) inventory() router.Inventory {
-	return router.Inventory{Models: fromWire(w.Models), Loaded: fromWire(w.Loaded)}
+	return router.Inventory{Models: fromWire(w.Models), Loaded: fromWire(w.Loaded), Stored: fromWire(w.Stored), Storage: w.Storage}
 }
 
 func fromWire(models []wireModel) []router.ModelInfo {
@@ -142,8 +145,8 @@ func fromWire(models []wireModel) []router.ModelInfo {
 	return out
 }
 
-// InventoryHash identifies an inventory by its models' names and sizes and the names of the
-// loaded models, in any order. Raw entries and times do not count: /api/ps moves expires_at
+// InventoryHash identifies an inventory by its models' names and sizes, the names of the
+// loaded models and the store's models and health, in any order. Raw entries and times do not count: /api/ps moves expires_at
 // on every request, which is no reason to gossip. Never 0, which means "none".
 func InventoryHash(inv router.Inventory) uint64 {
 	entries := make([]string, 0, len(inv.Models)+len(inv.Loaded))
@@ -152,6 +155,12 @@ func InventoryHash(inv router.Inventory) uint64 {
 	}
 	for _, mi := range inv.Loaded {
 		entries = append(entries, "l "+mi.Name)
+	}
+	for _, mi := range inv.Stored {
+		entries = append(entries, "s "+mi.Name+" "+strconv.FormatInt(mi.Size, 10))
+	}
+	if st := inv.Storage; st != nil { // its health, not when it was checked
+		entries = append(entries, fmt.Sprintf("storage %q %t %t %q %t %q", st.Dir, st.Required, st.Mounted, st.FSType, st.Healthy, st.Error))
 	}
 	slices.Sort(entries)
 	h := fnv.New64a()

@@ -143,13 +143,14 @@ func (p *Picker) ClusterView() router.ClusterView {
 	for _, pr := range peers {
 		nv := router.NodeView{
 			Name: pr.Name, Role: "serve", API: pr.Meta.API, Self: pr.Self,
-			Backend: pr.Meta.BackendOK, Storage: pr.Meta.StorageOK, Slots: int(pr.Meta.Slots),
+			Backend: pr.Meta.BackendOK, StorageOK: pr.Meta.StorageOK, Slots: int(pr.Meta.Slots),
 			InFlight: int(pr.Meta.InFlight), Mine: p.mine[pr.Name], Queued: int(pr.Meta.Queued),
 			Warm: modelNames(pr.Inventory.Loaded), Models: modelNames(pr.Inventory.Models),
 		}
 		if pr.Meta.Role == RoleRouter {
 			nv.Role = "router"
 		}
+		storeView(&nv, pr)
 		if pr.Self && p.local != nil {
 			nv.Problem = p.local.State().Problem
 		}

@@ -139,7 +139,7 @@ func (p *Picker) candidates(req router.PickRequest, now time.Time) ([]candidate,
 			why = append(why, pr.Name+" failed this request already")
 		case !pr.Meta.BackendOK:
 			why = append(why, pr.Name+"'s Ollama is not answering")
-		case !pr.Meta.StorageOK:
+		case !pr.Meta.StorageOK && !pr.Inventory.Warm(req.Model): // loaded models serve from memory
 			why = append(why, pr.Name+"'s model storage is not answering")
 		case now.Before(p.suspect[pr.Name]):
 			why = append(why, pr.Name+" could not serve moments ago (no connection, or its Ollama did not answer)")
@@ -153,6 +153,9 @@ func (p *Picker) candidates(req router.PickRequest, now time.Time) ([]candidate,
 	}
 	if known {
 		return nil, fmt.Errorf("%w: %s", router.ErrNoCandidate, strings.Join(why, "; "))
+	}
+	if stores := storedOn(peers, req.Model); len(stores) > 0 {
+		return nil, storedError(req.Model, stores)
 	}
 	if node, ok := p.everHad[req.Model]; ok {
 		return nil, fmt.Errorf("%w: node %s, which had it, has left the cluster", router.ErrNoCandidate, node)

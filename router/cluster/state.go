@@ -52,6 +52,9 @@ type Meta struct {
 	StorageOK bool `msgpack:"st"`
 	// InvHash identifies the current inventory.
 	InvHash uint64 `msgpack:"h"`
+	// PruneOwner: its managed Ollama may prune blobs of the shared store (storage.prune_owner);
+	// two in one cluster is a mistake the agents report.
+	PruneOwner bool `msgpack:"po,omitempty"`
 }
 
 // MaxVia bounds Meta.Via: a home cluster has a handful of routers, and the meta must stay

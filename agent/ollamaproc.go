@@ -1,0 +1,264 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hearthlab/hearth/internal/config"
+)
+
+// OllamaProc runs `ollama serve` for the agent (ollama.manage): configured from agent.yaml,
+// its output in the agent's log, restarted with backoff when it dies, stopped with SIGTERM
+// and, after a grace, SIGKILL.
+type OllamaProc struct {
+	binary string
+	env    []string // added to the agent's environment
+	log    *slog.Logger
+
+	grace       time.Duration // SIGTERM to SIGKILL
+	backoffMin  time.Duration
+	backoffMax  time.Duration
+	stableAfter time.Duration // a run this long resets the backoff
+
+	starts atomic.Int64
+	mu     sync.Mutex
+	pid    int // 0 while not running
+}
+
+// newOllamaProc builds the managed Ollama's command from the config.
+func newOllamaProc(cfg config.Agent, logger *slog.Logger) (*OllamaProc, error) {
+	host, err := cfg.Ollama.OllamaHost()
+	if err != nil {
+		return nil, fmt.Errorf("agent: managed Ollama: %w", err)
+	}
+	return &OllamaProc{
+		binary: cfg.Ollama.Binary, env: ollamaEnv(cfg, host), log: logger,
+		grace: 10 * time.Second, backoffMin: time.Second, backoffMax: 30 * time.Second, stableAfter: time.Minute,
+	}, nil
+}
+
+// ollamaEnv is what a managed Ollama gets on top of the agent's environment.
+func ollamaEnv(cfg config.Agent, host string) []string {
+	env := []string{"OLLAMA_HOST=" + host, "OLLAMA_NUM_PARALLEL=" + strconv.Itoa(cfg.Ollama.Parallel)}
+	if cfg.Storage.ModelsDir != "" {
+		env = append(env, "OLLAMA_MODELS="+cfg.Storage.ModelsDir)
+		if !cfg.Storage.PruneOwner {
+			// A shared store: only the prune owner may delete blobs it finds unused, which
+			// may be another node's download in progress.
+			env = append(env, "OLLAMA_NOPRUNE=1")
+		}
+	}
+	if cfg.Ollama.MaxLoaded > 0 {
+		env = append(env, "OLLAMA_MAX_LOADED_MODELS="+strconv.Itoa(cfg.Ollama.MaxLoaded))
+	}
+	if cfg.Ollama.KeepAlive != "" {
+		env = append(env, "OLLAMA_KEEP_ALIVE="+cfg.Ollama.KeepAlive)
+	}
+	for _, k := range sortedKeys(cfg.Ollama.Env) {
+		env = append(env, k+"="+cfg.Ollama.Env[k])
+	}
+	return env
+}
+
+// PID is the running Ollama's process id, 0 between runs.
+func (p *OllamaProc) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pid
+}
+
+// Starts counts how often Ollama was started.
+func (p *OllamaProc) Starts() int { return int(p.starts.Load()) }
+
+// Run keeps Ollama running until ctx ends, then stops it. It fails only when the binary
+// cannot be started at all.
+func (p *OllamaProc) Run(ctx context.Context) error {
+	backoff := p.backoffMin
+	for {
+		start := time.Now()
+		err := p.runOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var notStarted *startError
+		if errors.As(err, &notStarted) {
+			return fmt.Errorf("agent: cannot start the managed Ollama (ollama.binary %q): %w", p.binary, err)
+		}
+		if time.Since(start) >= p.stableAfter {
+			backoff = p.backoffMin
+		}
+		p.log.Error(fmt.Sprintf("managed Ollama exited; restarting in %s", backoff), "err", err, "ran", time.Since(start).Round(time.Millisecond).String())
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, p.backoffMax)
+	}
+}
+
+// runOnce runs one `ollama serve` until it exits or ctx ends.
+func (p *OllamaProc) runOnce(ctx context.Context) error {
+	cmd := exec.Command(p.binary, "serve")
+	cmd.Env = append(os.Environ(), p.env...)
+	// Its own process group, so that its runners are stopped with it; and it dies with the
+	// agent, so that a crashed agent leaves no Ollama holding the port.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	out := &lineLog{log: p.log}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return &startError{err}
+	}
+	p.starts.Add(1)
+	pid := cmd.Process.Pid
+	p.mu.Lock()
+	p.pid = pid
+	p.mu.Unlock()
+	p.log.Info("managed Ollama started", "pid", pid, "binary", p.binary, "env", envNames(p.env))
+	defer func() {
+		p.mu.Lock()
+		p.pid = 0
+		p.mu.Unlock()
+		out.flush()
+	}()
+
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		_ = syscall.Kill(-pid, syscall.SIGKILL) // runners it left behind
+		return exitError(err)
+	case <-ctx.Done():
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(p.grace)
+	defer t.Stop()
+	select {
+	case err := <-exited:
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		p.log.Info("managed Ollama stopped", "pid", pid, "status", exitStatus(err))
+	case <-t.C:
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-exited
+		p.log.Warn(fmt.Sprintf("managed Ollama did not stop within %s of SIGTERM; killed it", p.grace), "pid", pid)
+	}
+	return nil
+}
+
+// startError: the binary could not be started at all (missing, not executable); retrying
+// will not help.
+type startError struct{ err error }
+
+func (e *startError) Error() string { return e.err.Error() }
+func (e *startError) Unwrap() error { return e.err }
+
+func exitError(err error) error {
+	if err == nil {
+		return errors.New("exit status 0")
+	}
+	return err
+}
+
+func exitStatus(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}
+
+// lineLog writes a child's output into the agent's log, one record per line. Ollama's own
+// lines carry "level=WARN" and the like, which sets the record's level.
+type lineLog struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	buf []byte
+}
+
+// maxLine bounds one logged line; longer output is cut into pieces.
+const maxLine = 8 << 10
+
+func (l *lineLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 && len(l.buf) < maxLine {
+			return len(p), nil
+		}
+		if i < 0 {
+			i = maxLine
+		}
+		l.emit(string(l.buf[:i]))
+		l.buf = l.buf[min(i+1, len(l.buf)):]
+	}
+}
+
+func (l *lineLog) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.buf) > 0 {
+		l.emit(string(l.buf))
+		l.buf = nil
+	}
+}
+
+func (l *lineLog) emit(line string) {
+	line = strings.TrimRight(line, "\r")
+	if line == "" {
+		return
+	}
+	level := slog.LevelInfo
+	switch {
+	case strings.Contains(line, "level=ERROR"):
+		level = slog.LevelError
+	case strings.Contains(line, "level=WARN"):
+		level = slog.LevelWarn
+	case strings.Contains(line, "level=DEBUG"), strings.HasPrefix(line, "[GIN]"):
+		level = slog.LevelDebug // [GIN] is one line per request
+	}
+	l.log.Log(context.Background(), level, "ollama: "+line)
+}
+
+var _ io.Writer = (*lineLog)(nil)
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// envNames lists the variables set, with the values of hearth's own (ollama.env's values may
+// be secrets, such as a proxy's password).
+func envNames(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		if slices.Contains(managedVars, k) {
+			out = append(out, kv)
+		} else {
+			out = append(out, k+"="+strings.Repeat("*", min(len(v), 3)))
+		}
+	}
+	return out
+}
+
+var managedVars = []string{"OLLAMA_HOST", "OLLAMA_MODELS", "OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_LOADED_MODELS", "OLLAMA_KEEP_ALIVE", "OLLAMA_NOPRUNE"}

@@ -1,0 +1,163 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hearthlab/hearth/internal/config"
+)
+
+// fakeOllama writes a shell script that stands in for `ollama serve`: it prints its
+// environment, records each start, exits with status 3 on its first `fails` starts, and then
+// runs until signalled (ignoring SIGTERM when stubborn).
+func fakeOllama(t *testing.T, fails int, stubborn bool) (binary, startsFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	startsFile = filepath.Join(dir, "starts")
+	trap := `trap 'echo "level=WARN got TERM"; exit 0' TERM`
+	if stubborn {
+		trap = `trap '' TERM`
+	}
+	script := `#!/bin/sh
+[ "$1" = serve ] || { echo "want serve, got $1"; exit 64; }
+echo "$$" >> "` + startsFile + `"
+n=$(wc -l < "` + startsFile + `")
+echo "start $n host=$OLLAMA_HOST models=$OLLAMA_MODELS parallel=$OLLAMA_NUM_PARALLEL loaded=$OLLAMA_MAX_LOADED_MODELS keep=$OLLAMA_KEEP_ALIVE noprune=${OLLAMA_NOPRUNE:-unset} fa=$OLLAMA_FLASH_ATTENTION"
+if [ "$n" -le ` + strconv.Itoa(fails) + ` ]; then echo "level=ERROR dying" >&2; exit 3; fi
+` + trap + `
+while :; do sleep 0.05; done
+`
+	binary = filepath.Join(dir, "ollama")
+	if err := os.WriteFile(binary, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return binary, startsFile
+}
+
+func startProc(t *testing.T, cfg config.Agent) (*OllamaProc, *syncBuffer, context.CancelFunc, chan error) {
+	t.Helper()
+	logs := &syncBuffer{}
+	p, err := newOllamaProc(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.backoffMin, p.backoffMax, p.grace = 10*time.Millisecond, 40*time.Millisecond, 200*time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("the supervisor did not return")
+		}
+	})
+	return p, logs, cancel, done
+}
+
+func procConfig(binary string) config.Agent {
+	cfg := config.DefaultAgent()
+	cfg.Ollama.Manage, cfg.Ollama.Binary = true, binary
+	cfg.Ollama.URL = "http://127.0.0.1:11999"
+	cfg.Ollama.Parallel, cfg.Ollama.MaxLoaded, cfg.Ollama.KeepAlive = 3, 2, "30m"
+	cfg.Ollama.Env = map[string]string{"OLLAMA_FLASH_ATTENTION": "1"}
+	cfg.Storage.ModelsDir = "/mnt/nas/ollama-models"
+	return cfg
+}
+
+func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+func pids(t *testing.T, file string) []int {
+	data, _ := os.ReadFile(file)
+	var out []int
+	for _, f := range strings.Fields(string(data)) {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+func TestOllamaProcRestartsWithBackoffAndStops(t *testing.T) {
+	binary, starts := fakeOllama(t, 2, false)
+	p, logs, cancel, done := startProc(t, procConfig(binary))
+	eventually(t, "the third start stays up", func() bool { return p.Starts() == 3 && p.PID() != 0 })
+	out := logs.String()
+	for _, want := range []string{
+		"start 1 host=127.0.0.1:11999 models=/mnt/nas/ollama-models parallel=3 loaded=2 keep=30m noprune=1 fa=1",
+		"level=ERROR msg=\"ollama: level=ERROR dying\"",
+		"managed Ollama exited; restarting in 10ms", "managed Ollama exited; restarting in 20ms", "exit status 3",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "restarting in 40ms") {
+		t.Errorf("restarted more than twice:\n%s", out)
+	}
+	last := p.PID()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	done <- nil // for the cleanup
+	if got := pids(t, starts); len(got) != 3 || got[2] != last {
+		t.Errorf("started pids %v, last %d", got, last)
+	}
+	if alive(last) {
+		t.Errorf("Ollama %d still runs after stop", last)
+	}
+	if out := logs.String(); !strings.Contains(out, "got TERM") || !strings.Contains(out, "managed Ollama stopped") {
+		t.Errorf("no clean SIGTERM stop in the log:\n%s", out)
+	}
+}
+
+func TestOllamaProcKillsAfterGrace(t *testing.T) {
+	binary, _ := fakeOllama(t, 0, true)
+	p, logs, cancel, done := startProc(t, procConfig(binary))
+	eventually(t, "Ollama runs", func() bool { return p.PID() != 0 && strings.Contains(logs.String(), "start 1") })
+	pid := p.PID()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	done <- nil
+	if alive(pid) {
+		t.Errorf("Ollama %d still runs", pid)
+	}
+	if !strings.Contains(logs.String(), "did not stop within 200ms of SIGTERM; killed it") {
+		t.Errorf("log:\n%s", logs.String())
+	}
+}
+
+func TestOllamaProcPruneOwnerAndMissingBinary(t *testing.T) {
+	cfg := procConfig("/nonexistent/ollama")
+	cfg.Storage.PruneOwner = true
+	host, _ := cfg.Ollama.OllamaHost()
+	for _, kv := range ollamaEnv(cfg, host) {
+		if strings.HasPrefix(kv, "OLLAMA_NOPRUNE") {
+			t.Errorf("the prune owner got %s", kv)
+		}
+	}
+	logs := &syncBuffer{}
+	p, err := newOllamaProc(cfg, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = p.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), `cannot start the managed Ollama (ollama.binary "/nonexistent/ollama")`) {
+		t.Fatalf("got %v", err)
+	}
+}

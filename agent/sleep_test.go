@@ -1,0 +1,110 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/ollamasim"
+)
+
+func TestSleepInhibitorWhileRequestsRun(t *testing.T) {
+	dir := t.TempDir()
+	pidFile, idleFile := filepath.Join(dir, "inhibitor.pid"), filepath.Join(dir, "idle")
+	inhibitor := filepath.Join(dir, "inhibit")
+	script := "#!/bin/sh\necho \"$$ $*\" >> " + pidFile + "\nexec sleep 60\n"
+	if err := os.WriteFile(inhibitor, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sim := ollamasim.New(ollamasim.Config{Models: []ollamasim.Model{{Name: "tiny"}}, TokenDelay: 40 * time.Millisecond, Tokens: 10, Parallel: 2})
+	if err := sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	cfg := config.DefaultAgent()
+	cfg.Node.Name, cfg.Node.Listen, cfg.Ollama.URL = "gpu", "127.0.0.1:0", sim.URL()
+	cfg.Ollama.PollInterval = 100 * time.Millisecond
+	cfg.Idle.After, cfg.Idle.Command = 300*time.Millisecond, "echo idle >> "+idleFile
+	base, logs := startAgentWith(t, cfg, WithInhibitCommand(inhibitor, "--what=sleep"))
+	eventually(t, "the agent sees tiny", func() bool {
+		resp, body := do(t, http.MethodGet, base+"/api/tags", "")
+		return resp.StatusCode == 200 && strings.Contains(body, "tiny")
+	})
+
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			resp, body := do(t, http.MethodPost, base+"/api/generate", `{"model":"tiny","prompt":"hi"}`)
+			if resp.StatusCode != 200 {
+				t.Errorf("generate: %d %s", resp.StatusCode, body)
+			}
+		})
+	}
+	var pid int
+	eventually(t, "the inhibitor runs during the requests", func() bool {
+		data, _ := os.ReadFile(pidFile)
+		f := strings.Fields(string(data))
+		if len(f) < 2 {
+			return false
+		}
+		pid, _ = strconv.Atoi(f[0])
+		return f[1] == "--what=sleep" && alive(pid)
+	})
+	wg.Wait()
+	eventually(t, "the inhibitor is released after the requests", func() bool { return !alive(pid) })
+	if data, _ := os.ReadFile(pidFile); strings.Count(string(data), "\n") != 1 {
+		t.Errorf("one inhibitor for two overlapping requests, got:\n%s", data)
+	}
+	eventually(t, "idle.command runs after idle.after", func() bool {
+		data, _ := os.ReadFile(idleFile)
+		return strings.HasPrefix(string(data), "idle\n")
+	})
+	if !strings.Contains(logs.String(), "running idle.command") {
+		t.Errorf("log:\n%s", logs)
+	}
+}
+
+func TestSleepInhibitorMissing(t *testing.T) {
+	sim := startSim(t, "tiny")
+	cfg := config.DefaultAgent()
+	cfg.Node.Name, cfg.Node.Listen, cfg.Ollama.URL = "gpu", "127.0.0.1:0", sim.URL()
+	base, logs := startAgentWith(t, cfg, WithInhibitCommand("/nonexistent/systemd-inhibit"))
+	for range 3 {
+		eventually(t, "generate", func() bool {
+			resp, _ := do(t, http.MethodPost, base+"/api/generate", `{"model":"tiny","prompt":"hi","stream":false}`)
+			return resp.StatusCode == 200
+		})
+	}
+	eventually(t, "the missing inhibitor is reported", func() bool { return strings.Contains(logs.String(), "no sleep inhibitor") })
+	if n := strings.Count(logs.String(), "no sleep inhibitor"); n != 1 {
+		t.Errorf("reported %d times, want once", n)
+	}
+}
+
+// startAgentWith runs an agent with cfg and options; it returns its base URL and log.
+func startAgentWith(t *testing.T, cfg config.Agent, opts ...Option) (string, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
+	a, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), "test", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent Run: %v", err)
+		}
+	})
+	return "http://" + a.Addr().String(), logs
+}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hearthlab/hearth/agent"
+	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/ollamasim"
+	"github.com/hearthlab/hearth/internal/storage"
+	"github.com/hearthlab/hearth/internal/storage/storetest"
+)
+
+// startStoreAgent runs an agent whose Ollama is a sim and whose store is a directory with
+// tiny in it.
+func startStoreAgent(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if _, err := storetest.Model(dir, "tiny", 3<<20); err != nil {
+		t.Fatal(err)
+	}
+	sim := ollamasim.New(ollamasim.Config{Models: []ollamasim.Model{{Name: "tiny", Size: 3 << 20}}})
+	if err := sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	cfg := config.DefaultAgent()
+	cfg.Node.Name, cfg.Node.Listen, cfg.Ollama.URL = "gpu-pc", "127.0.0.1:0", sim.URL()
+	cfg.Ollama.PollInterval = 100 * time.Millisecond
+	cfg.Storage.ModelsDir, cfg.Storage.HealthInterval = dir, 50*time.Millisecond
+	cfg.Idle.Inhibit = false
+	a, err := agent.New(cfg, slog.New(slog.DiscardHandler), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	base := "http://" + a.Addr().String()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, err := run("models", "ls", "--agent", base)
+		if err == nil && strings.Contains(out, "tiny:latest") && strings.Count(out, "gpu-pc") == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent does not list its store: %v\n%s", err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return base
+}
+
+func TestModelsCommands(t *testing.T) {
+	base := startStoreAgent(t)
+	out, err := run("models", "ls", "--agent", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "MODEL") || !strings.Contains(lines[1], "3.1 MB") || strings.Count(lines[1], "gpu-pc") != 2 {
+		t.Errorf("ls:\n%s", out)
+	}
+
+	out, err = run("models", "doctor", "--agent", base, "--read-mb", "1")
+	if err != nil || !strings.Contains(out, "gpu-pc: ") || !strings.Contains(out, "read speed: ") || !strings.Contains(out, "COLD LOAD") ||
+		!strings.Contains(out, "tiny:latest") || !strings.Contains(out, "all 1 store(s) look fine") {
+		t.Errorf("doctor: %v\n%s", err, out)
+	}
+
+	out, err = run("models", "prewarm", "tiny", "--agent", base, "--load")
+	if err != nil || !strings.Contains(out, "gpu-pc: tiny:latest in the page cache (3.1 MB at ") || !strings.Contains(out, "gpu-pc: tiny loaded in ") {
+		t.Errorf("prewarm: %v\n%s", err, out)
+	}
+	if out, _ := run("models", "ls", "--agent", base); strings.Count(out, "gpu-pc") != 3 {
+		t.Errorf("after prewarm --load, tiny is not loaded on gpu-pc:\n%s", out)
+	}
+	if _, err = run("models", "prewarm", "nope", "--agent", base); err == nil || !strings.Contains(err.Error(), "no serving node's store holds nope") {
+		t.Errorf("prewarm of a missing model: %v", err)
+	}
+
+	out, err = run("models", "pull", "tiny", "--agent", base, "--node", "gpu-pc")
+	if err != nil || !strings.Contains(out, "pulling manifest\n") || !strings.Contains(out, "100% (3.1 MB of 3.1 MB)") || !strings.HasSuffix(out, "success\n") {
+		t.Errorf("pull: %v\n%s", err, out)
+	}
+	if _, err = run("models", "pull", "nope", "--agent", base); err == nil || !strings.Contains(err.Error(), "file does not exist") {
+		t.Errorf("pull of a missing model: %v", err)
+	}
+	out, err = run("models", "rm", "tiny", "--agent", base)
+	if err != nil || out != "deleted tiny\n" {
+		t.Errorf("rm: %v\n%s", err, out)
+	}
+	if _, err = run("wake", "gpu2", "--agent", base); err == nil || !strings.Contains(err.Error(), "has no wake: rules") {
+		t.Errorf("wake without rules: %v", err)
+	}
+}
+
+func TestShowPullTerminal(t *testing.T) {
+	in := `{"status":"pulling manifest"}
+{"status":"pulling abc","digest":"sha256:abc","total":1000,"completed":500}
+{"status":"pulling abc","digest":"sha256:abc","total":1000,"completed":1000}
+{"status":"success"}
+`
+	var out bytes.Buffer
+	if err := showPull(&out, strings.NewReader(in), true); err != nil {
+		t.Fatal(err)
+	}
+	want := "pulling manifest\n\rpulling abc [###############---------------]  50% 500 B/1.0 kB\rpulling abc [##############################] 100% 1.0 kB/1.0 kB\nsuccess\n"
+	if out.String() != want {
+		t.Errorf("got %q\nwant %q", out.String(), want)
+	}
+	err := showPull(&out, strings.NewReader(`{"status":"pulling manifest"}`+"\n"+`{"error":"pull model manifest: file does not exist"}`+"\n"), false)
+	if err == nil || err.Error() != "pull failed: pull model manifest: file does not exist" {
+		t.Errorf("error line: %v", err)
+	}
+}
+
+func TestDoctorComparesUIDs(t *testing.T) {
+	report := func(node string, uid uint32) storage.Report {
+		return storage.Report{Node: node, Dir: "/mnt/nas/ollama-models",
+			Health:     storage.Health{Dir: "/mnt/nas/ollama-models", Required: true, Mounted: true, FSType: "nfs4", Healthy: true},
+			OllamaUser: storage.User{Name: "ollama", UID: uid, GIDs: []uint32{uid}}}
+	}
+	var out bytes.Buffer
+	n := renderDoctor(&out, []storage.Report{report("nas", 997), report("gpu-pc", 998)}, nil)
+	if n != 1 || !strings.Contains(out.String(), "PROBLEM: Ollama's UID differs: 997 on nas, 998 on gpu-pc") {
+		t.Errorf("%d problems:\n%s", n, out.String())
+	}
+}

@@ -1,0 +1,71 @@
+package storage
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/hearthlab/hearth/internal/storage/storetest"
+)
+
+func TestCheckAccess(t *testing.T) {
+	root, err := os.MkdirTemp("", "hearth-access-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	store := filepath.Join(root, "share", "ollama")
+	if _, err := storetest.Model(store, "tiny", 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(root, "share"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(filepath.Join(root, "share"), 0o755) })
+	const other = 54321 // a user that owns nothing here
+	var blocked []string
+	for _, a := range CheckAccess(store, other, []uint32{other}) {
+		if !a.OK {
+			blocked = append(blocked, a.Path)
+		}
+	}
+	// share has no x for others; the store itself (0755) is not writable by them.
+	if len(blocked) < 2 || blocked[0] != filepath.Join(root, "share") || blocked[1] != store {
+		t.Fatalf("blocked %v", blocked)
+	}
+	uid := uint32(os.Getuid())
+	for _, a := range CheckAccess(store, uid, nil) {
+		if !a.OK {
+			t.Errorf("the owner is refused at %s: %s", a.Path, a.Problem)
+		}
+	}
+}
+
+func TestReadSpeedAndPrewarm(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := storetest.Model(dir, "tiny", 9<<20); err != nil {
+		t.Fatal(err)
+	}
+	models, err := ReadModels(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := models[0]
+	r, err := ReadSpeed(context.Background(), BlobPath(dir, m.Largest().Digest), 5<<20, true, nil)
+	if err != nil || r.Bytes != 5<<20 || r.BytesPerSecond() <= 0 {
+		t.Fatalf("ReadSpeed: %+v %v", r, err)
+	}
+	var last, total int64
+	sum, err := Prewarm(context.Background(), dir, m, func(done, t int64) { last, total = done, t })
+	if err != nil || sum.Bytes != m.Size || last != m.Size || total != m.Size {
+		t.Fatalf("Prewarm read %d of %d (progress %d/%d): %v", sum.Bytes, m.Size, last, total, err)
+	}
+	sp, err := FreeSpace(dir)
+	if err != nil || sp.Total <= 0 || sp.Free > sp.Total {
+		t.Fatalf("FreeSpace %+v %v", sp, err)
+	}
+}

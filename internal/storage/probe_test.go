@@ -1,0 +1,114 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hearthlab/hearth/internal/storage/storetest"
+)
+
+// fakeMounts writes a mountinfo where dir is on fsType.
+func fakeMounts(t *testing.T, dir, fsType string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "mountinfo")
+	body := fmt.Sprintf("27 1 253:0 / / rw - ext4 /dev/root rw\n40 27 0:45 / %s rw - %s nas:/export rw\n", dir, fsType)
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestProbeHungStat(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := storetest.Model(dir, "tiny", 10); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var hang atomic.Bool
+	var changes atomic.Int32
+	p := NewProbe(ProbeConfig{
+		Dir: dir, RequireMount: true, Timeout: 50 * time.Millisecond, MountInfo: fakeMounts(t, dir, "nfs4"),
+		Stat: func(dir string) error {
+			if hang.Load() {
+				<-release
+			}
+			return readOne(dir)
+		},
+	}, nil)
+	p.OnChange(func() { changes.Add(1) })
+	t.Cleanup(func() {
+		if hang.Load() {
+			close(release)
+		}
+	})
+	ctx := context.Background()
+
+	p.Check(ctx)
+	h := p.Health()
+	if !h.Ready() || !h.Mounted || h.FSType != "nfs4" || len(p.Models()) != 1 || p.Models()[0].Name != "tiny:latest" {
+		t.Fatalf("healthy store: %+v, models %v", h, p.Models())
+	}
+
+	hang.Store(true)
+	p.Check(ctx) // returns although the stat hangs
+	h = p.Health()
+	if h.Healthy || !strings.Contains(h.Error, "did not answer within 50ms (storage.health_timeout)") {
+		t.Fatalf("hung stat: %+v", h)
+	}
+	if len(p.Models()) != 1 {
+		t.Errorf("the last known models are kept while the store hangs: %v", p.Models())
+	}
+	p.Check(ctx) // no second stat while the first hangs
+	if h := p.Health(); h.Healthy || !strings.Contains(h.Error, "has not answered since an earlier check") {
+		t.Fatalf("second check while hung: %+v", h)
+	}
+
+	hang.Store(false)
+	close(release)
+	for i := 0; i < 200 && p.pending.Load(); i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.Check(ctx)
+	if h := p.Health(); !h.Ready() || h.Error != "" {
+		t.Fatalf("recovered store: %+v", h)
+	}
+	if n := changes.Load(); n != 4 {
+		t.Errorf("%d change notices, want 4 (ready, hung, still hung, recovered)", n)
+	}
+}
+
+func TestProbeRequireMount(t *testing.T) {
+	dir := t.TempDir()
+	p := NewProbe(ProbeConfig{Dir: dir, RequireMount: true, Timeout: time.Second, MountInfo: fakeMounts(t, dir, "ext4")}, nil)
+	p.Check(context.Background())
+	h := p.Health()
+	if h.Ready() || h.Mounted || h.FSType != "ext4" || !strings.Contains(h.Error, "is not on a mounted network filesystem") {
+		t.Fatalf("unmounted store: %+v", h)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	err := p.WaitReady(ctx, 30*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "still not ready after 30ms (storage.mount_timeout): a mount of type [nfs nfs4 cifs smb3]") {
+		t.Fatalf("WaitReady: %v", err)
+	}
+	cancel()
+	<-done
+
+	// Without require_mount a local directory is fine.
+	p = NewProbe(ProbeConfig{Dir: dir, Timeout: time.Second, MountInfo: fakeMounts(t, dir, "ext4")}, nil)
+	p.Check(context.Background())
+	if h := p.Health(); !h.Ready() || h.Mounted {
+		t.Fatalf("local store: %+v", h)
+	}
+	if err := p.WaitReady(context.Background(), time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
