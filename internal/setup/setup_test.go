@@ -240,13 +240,13 @@ func TestWriteAgent(t *testing.T) {
 
 func TestOllamaFromEnv(t *testing.T) {
 	for in, want := range map[string]string{
-		"":                          "http://127.0.0.1:11434",
-		"0.0.0.0":                   "http://127.0.0.1:11434",
-		":11435":                    "http://127.0.0.1:11435",
-		"gpu.lan:11434":             "http://gpu.lan:11434",
-		"https://ollama.lan":        "https://ollama.lan:443",
-		"http://[::]:11434/":        "http://127.0.0.1:11434",
-		"http://192.168.1.5:8080":   "http://192.168.1.5:8080",
+		"":                         "http://127.0.0.1:11434",
+		"0.0.0.0":                  "http://127.0.0.1:11434",
+		":11435":                   "http://127.0.0.1:11435",
+		"gpu.lan:11434":            "http://gpu.lan:11434",
+		"https://ollama.lan":       "https://ollama.lan:443",
+		"http://[::]:11434/":       "http://127.0.0.1:11434",
+		"http://192.168.1.5:8080":  "http://192.168.1.5:8080",
 		" http://127.0.0.1:11434 ": "http://127.0.0.1:11434",
 	} {
 		if got := setup.OllamaFromEnv(in); got != want {
