@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
 	"math/big"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/hearthlab/hearth/agent"
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/doctor"
 	"github.com/hearthlab/hearth/internal/ollamasim"
 	"github.com/hearthlab/hearth/internal/setup"
 	"github.com/hearthlab/hearth/relay"
@@ -100,6 +102,7 @@ func TestInitConfigsConnectAndChat(t *testing.T) {
 	certFile, keyFile := writeCert(t, tmp, "relay.test")
 	vps, home := filepath.Join(tmp, "vps"), filepath.Join(tmp, "home")
 
+	var err error
 	out := runInitCmd(t, d, "relay", "--domain", "relay.test", "--cert", certFile, "--key", keyFile,
 		"--dir", vps, "--state-dir", filepath.Join(vps, "state"), "--systemd")
 	paste := pastedLine(t, out)
@@ -188,6 +191,42 @@ func TestInitConfigsConnectAndChat(t *testing.T) {
 	}
 	if status != http.StatusOK || json.Unmarshal(body, &answer) != nil || len(answer.Choices) != 1 || !strings.HasPrefix(answer.Choices[0].Message.Content, "tok0 ") {
 		t.Fatalf("chat through the tunnel: %d %s", status, body)
+	}
+
+	// `hearth doctor` on both machines finds nothing wrong: DNS and port ownership are
+	// answered by seams (relay.test does not resolve; the ports' holder is this test binary).
+	env := doctor.Env{
+		LookupHost: func(context.Context, string) ([]string, error) { return []string{"127.0.0.1"}, nil },
+		PortHolder: func(int) string { return "hearth (pid 1)" },
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if addr == "relay.test:443" {
+				addr = rl.HTTPSAddr().String()
+			}
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}
+	rcfg.Listen.HTTPS, rcfg.Tunnel.Bind = rl.HTTPSAddr().String(), rl.TunnelAddr().String()
+	acfg.Node.Listen, acfg.Cluster.Bind = a.Addr().String(), a.GossipAddr()
+	for _, report := range []doctor.Report{doctor.Relay(context.Background(), rcfg, env), doctor.Agent(context.Background(), acfg, env)} {
+		var b strings.Builder
+		report.Write(&b)
+		if !report.OK() || !strings.Contains(b.String(), "checks passed") {
+			t.Errorf("doctor on the %s:\n%s", report.Role, b.String())
+		}
+		t.Logf("doctor on the %s:\n%s", report.Role, b.String())
+	}
+
+	// The command itself, on the written agent.yaml (its env file beside it): the agent is not
+	// running on 0.0.0.0:11500, so doctor fails and says so.
+	for _, k := range []string{"HEARTH_CLUSTER_KEY", "HEARTH_TUNNEL_TOKEN"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	out, err = run("doctor", "--config", filepath.Join(home, "agent.yaml"))
+	var silent silentError
+	if !errors.As(err, &silent) || !strings.Contains(out, "ok   config       "+filepath.Join(home, "agent.yaml")+" loads.") ||
+		!strings.Contains(out, "FAIL agent        the agent does not answer on 0.0.0.0:11500") {
+		t.Errorf("doctor on a stopped agent: %v\n%s", err, out)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hearthlab/hearth/agent"
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/doctor"
 	"github.com/hearthlab/hearth/internal/logging"
 	"github.com/hearthlab/hearth/relay"
 )
@@ -51,7 +52,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "json, text, or auto (json when stderr is not a terminal)")
 	root.AddCommand(newAgentCmd(g), newRelayCmd(g), newStatusCmd(), newTokenCmd(g), newUsageCmd(g), newChannelCmd(g),
 		newConfigCmd(), newVersionCmd())
-	root.AddCommand(newInitCmd(defaultInitDeps()))
+	root.AddCommand(newInitCmd(defaultInitDeps()), newDoctorCmd(g, doctor.Env{}))
 	root.PersistentFlags().StringVar(&g.envFile, "env-file", "", "VAR=value file for the config's ${VAR}s (default: ROLE.env beside the config, as `hearth init` writes it)")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return loadEnvFiles(g.envFile, g.config) }
 	return root
