@@ -76,7 +76,7 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.Run(cmd.Context())
+			return runNotified(cmd.Context(), log, systemdNotifier(), a.Run)
 		},
 	}
 }
@@ -142,7 +142,7 @@ func newRelayCmd(g *globalFlags) *cobra.Command {
 					}
 				}
 			}()
-			return r.Run(cmd.Context())
+			return runNotified(cmd.Context(), log, systemdNotifier(), r.Run)
 		},
 	}
 }

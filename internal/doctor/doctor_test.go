@@ -9,8 +9,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -78,7 +78,9 @@ func TestDNSCheck(t *testing.T) {
 		true, "points at this machine (198.51.100.7)")
 	want(t, Env{LookupHost: resolves("198.51.100.7"), InterfaceAddrs: addrs("203.0.113.5")}.complete().dnsCheck(ctx, "ai.example.com"),
 		false, "ai.example.com resolves to 198.51.100.7, which is not an address of this machine (203.0.113.5): point its A/AAAA record here")
-	nx := func(context.Context, string) ([]string, error) { return nil, &net.DNSError{Err: "no such host", Name: "ai.example.com", IsNotFound: true} }
+	nx := func(context.Context, string) ([]string, error) {
+		return nil, &net.DNSError{Err: "no such host", Name: "ai.example.com", IsNotFound: true}
+	}
 	want(t, Env{LookupHost: nx, InterfaceAddrs: addrs("203.0.113.5")}.complete().dnsCheck(ctx, "ai.example.com"),
 		false, "ai.example.com does not resolve (lookup ai.example.com: no such host): create an A (and AAAA) record")
 }
@@ -89,13 +91,17 @@ func TestPortCheck(t *testing.T) {
 	free.Close()
 	want(t, Env{}.complete().portCheck("listen.https", freeAddr), true, freeAddr+" (listen.https) is free")
 
-	busy := func(string, string) (net.Listener, error) { return nil, errors.New("listen tcp :443: bind: address already in use") }
+	busy := func(string, string) (net.Listener, error) {
+		return nil, errors.New("listen tcp :443: bind: address already in use")
+	}
 	holder := func(name string) func(int) string { return func(int) string { return name } }
 	want(t, Env{Listen: busy, PortHolder: holder("hearth (pid 812)")}.complete().portCheck("listen.https", ":443"), true, ":443 (listen.https) is held by hearth (pid 812).")
 	want(t, Env{Listen: busy, PortHolder: holder("nginx (pid 90)")}.complete().portCheck("listen.https", ":443"), false,
 		":443 (listen.https) is held by nginx (pid 90), not hearth: stop that program or change listen.https.")
 	want(t, Env{Listen: busy, PortHolder: holder("")}.complete().portCheck("tunnel.bind", ":7000"), false, "run `sudo hearth doctor` to name it")
-	denied := func(string, string) (net.Listener, error) { return nil, errors.New("listen tcp :80: bind: permission denied") }
+	denied := func(string, string) (net.Listener, error) {
+		return nil, errors.New("listen tcp :80: bind: permission denied")
+	}
 	want(t, Env{Listen: denied, PortHolder: holder("")}.complete().portCheck("listen.http", ":80"), false, "may not bind ports below 1024")
 }
 
