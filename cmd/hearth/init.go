@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -37,8 +39,15 @@ type initCommon struct {
 }
 
 func (c *initCommon) flags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&c.dir, "dir", "/etc/hearth", "where the config and its env file (secrets) go")
-	cmd.Flags().StringVar(&c.stateDir, "state-dir", "/var/lib/hearth", "the service's state (certificates, database, agent data)")
+	dir, state := "/etc/hearth", "/var/lib/hearth"
+	if runtime.GOOS == "darwin" { // the launchd plist's paths; the agent runs as the user
+		dir = "/usr/local/etc/hearth"
+		if home, err := os.UserHomeDir(); err == nil {
+			state = filepath.Join(home, "Library", "Application Support", "hearth")
+		}
+	}
+	cmd.Flags().StringVar(&c.dir, "dir", dir, "where the config and its env file (secrets) go")
+	cmd.Flags().StringVar(&c.stateDir, "state-dir", state, "the service's state (certificates, database, agent data)")
 	cmd.Flags().BoolVar(&c.force, "force", false, "replace existing files (their secrets change)")
 	cmd.Flags().BoolVar(&c.unit, "systemd", false, "also install and enable the systemd unit (creates the hearth user when missing)")
 }

@@ -52,7 +52,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "json, text, or auto (json when stderr is not a terminal)")
 	root.AddCommand(newAgentCmd(g), newRelayCmd(g), newStatusCmd(), newTokenCmd(g), newUsageCmd(g), newChannelCmd(g),
 		newConfigCmd(), newVersionCmd())
-	root.AddCommand(newInitCmd(defaultInitDeps()), newDoctorCmd(g, doctor.Env{}))
+	root.AddCommand(newInitCmd(defaultInitDeps()), newDoctorCmd(g, doctor.Env{}), newHealthCmd())
 	root.PersistentFlags().StringVar(&g.envFile, "env-file", "", "VAR=value file for the config's ${VAR}s (default: ROLE.env beside the config, as `hearth init` writes it)")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return loadEnvFiles(g.envFile, g.config) }
 	return root
