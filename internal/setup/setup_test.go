@@ -85,7 +85,7 @@ func TestWriteRelay(t *testing.T) {
 			}
 			golden(t, tt.name+".yaml", readFile(t, w.Config), dir, "DIR")
 			golden(t, tt.name+".env", readFile(t, w.EnvFile), dir, "DIR")
-			golden(t, tt.name+".out", []byte(strings.Join(w.Next, "\n")+"\n"), dir, "DIR")
+			golden(t, tt.name+".next.txt", []byte(strings.Join(w.Next, "\n")+"\n"), dir, "DIR")
 			if lines := bytes.Count(readFile(t, w.Config), []byte("\n")); lines > 15 {
 				t.Errorf("relay.yaml has %d lines, want at most 15", lines)
 			}
@@ -225,7 +225,7 @@ func TestWriteAgent(t *testing.T) {
 			if found.Err != nil { // the dial error's wording is the OS's
 				out = strings.Replace(out, found.Err.Error(), "ERROR", 1)
 			}
-			golden(t, tt.name+".out", []byte(out), r...)
+			golden(t, tt.name+".next.txt", []byte(out), r...)
 			env2, _ := config.ReadEnvFile(w.EnvFile)
 			cfg, err := config.LoadAgentWith(w.Config, config.EnvLookup(env2))
 			if err != nil {
