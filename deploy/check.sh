@@ -2,6 +2,7 @@
 # check.sh — what CI checks in deploy/: install.sh passes shellcheck and installs into a
 # temporary root (DESTDIR) what it should; the installed units pass `systemd-analyze verify`
 # and score at most 2.0 on `systemd-analyze security --offline=yes`.
+# When dist/ holds .deb packages (make dist), their contents and scripts are checked too.
 #   sh deploy/check.sh [HEARTH-BINARY]     (default: builds one with go build)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,7 +16,7 @@ if [ -z "$bin" ]; then
 	(cd "$here/.." && CGO_ENABLED=0 go build -o "$bin" ./cmd/hearth)
 fi
 
-shellcheck "$here/install.sh" "$here/check.sh" "$here/packaging/postinstall.sh" "$here/packaging/preremove.sh"
+shellcheck "$here/install.sh" "$here/check.sh" "$here/dist.sh" "$here/packaging/postinstall.sh" "$here/packaging/preremove.sh"
 echo "shellcheck: ok"
 
 root="$tmp/root"
@@ -48,3 +49,20 @@ for role in agent relay; do
 		fail "hearth-$role.service scores $score on systemd-analyze security, above 2.0"
 	echo "hearth-$role.service: verify ok, security exposure $score (at most 2.0)"
 done
+
+for deb in "$here"/../dist/hearth_*.deb; do
+	[ -f "$deb" ] || continue
+	dpkg-deb -c "$deb" >"$tmp/deb.list"
+	for f in ./usr/bin/hearth ./usr/lib/systemd/system/hearth-agent.service ./usr/lib/systemd/system/hearth-relay.service; do
+		grep -q " $f\$" "$tmp/deb.list" || fail "$(basename "$deb") lacks $f"
+	done
+	mkdir -p "$tmp/control"
+	dpkg-deb -e "$deb" "$tmp/control"
+	grep -q "useradd --system" "$tmp/control/postinst" || fail "$(basename "$deb") does not create the hearth user"
+	echo "$(basename "$deb"): binary, units and the hearth user: ok"
+done
+
+if [ -f "$here/../dist/SHA256SUMS" ]; then
+	(cd "$here/../dist" && sha256sum --quiet -c SHA256SUMS) || fail "dist/SHA256SUMS does not match dist/"
+	echo "dist/SHA256SUMS: ok"
+fi
