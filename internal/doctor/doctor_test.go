@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/certmagic"
+
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/ollamasim"
 )
@@ -141,11 +143,12 @@ func TestCertCheck(t *testing.T) {
 	storage := t.TempDir()
 	acme := config.Relay{ACME: config.ACME{Storage: storage}}
 	want(t, certCheck(acme, "ai.example.com", env), false, "no certificate for ai.example.com in "+storage+" yet")
-	d := filepath.Join(storage, "certificates", "acme-v02.api.letsencrypt.org-directory", "ai.example.com")
-	os.MkdirAll(d, 0o700)
+	site := filepath.Join(storage, certmagic.StorageKeys.SiteCert("acme-v02.api.letsencrypt.org-directory", "ai.example.com"))
+	os.MkdirAll(filepath.Dir(site), 0o700)
 	data, _ := os.ReadFile(good)
-	os.WriteFile(filepath.Join(d, "ai.example.com.crt"), data, 0o600)
+	os.WriteFile(site, data, 0o600)
 	want(t, certCheck(acme, "ai.example.com", env), true, "valid until")
+	want(t, certCheck(acme, "AI.Example.com", env), true, "valid until") // certmagic keeps names lower-cased
 }
 
 // tlsServer serves h over HTTPS with a certificate for name, trusted through the returned file.

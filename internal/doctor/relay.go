@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddyserver/certmagic"
+
 	"github.com/hearthlab/hearth/internal/config"
 )
 
@@ -95,7 +97,9 @@ func certCheck(cfg config.Relay, domain string, env Env) Check {
 		files = []string{cfg.TLS.Cert}
 	} else {
 		source = "acme.storage"
-		files, _ = filepath.Glob(filepath.Join(cfg.ACME.Storage, "certificates", "*", domain, domain+".crt"))
+		// certmagic's layout: certificates/<issuer>/<name>/<name>.crt, names made safe alike.
+		safe := certmagic.StorageKeys.Safe(domain)
+		files, _ = filepath.Glob(filepath.Join(cfg.ACME.Storage, "certificates", "*", safe, safe+".crt"))
 	}
 	if len(files) == 0 {
 		c.Say = fmt.Sprintf("no certificate for %s in %s yet: the relay obtains one when it starts, once DNS points here and ports 80/443 are reachable from the internet.", domain, cfg.ACME.Storage)
