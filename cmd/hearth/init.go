@@ -103,6 +103,7 @@ func newInitAgentCmd(d initDeps) *cobra.Command {
 	cmd.Flags().StringSliceVar(&o.Join, "join", nil, "an agent already in the cluster, HOST:7946 (repeatable)")
 	cmd.Flags().StringVar(&o.ClusterSecret, "cluster-secret", "", "the cluster's HEARTH_CLUSTER_KEY, with --join (default: a fresh one)")
 	cmd.Flags().StringVar(&o.OllamaURL, "ollama", "", "the local Ollama's URL (default $OLLAMA_HOST, else http://127.0.0.1:11434)")
+	cmd.Flags().BoolVar(&o.NoOllama, "no-ollama", false, "this machine has no Ollama (a NAS): it joins the cluster and routes")
 	cmd.Flags().StringVar(&o.ModelsDir, "models-dir", "", "Ollama's models directory on shared storage (NFS): the unit waits for its mount")
 	c.flags(cmd)
 	return cmd

@@ -29,6 +29,8 @@ type Agent struct {
 	ClusterSecret string
 	// OllamaURL is the local Ollama. Default $OLLAMA_HOST, else http://127.0.0.1:11434.
 	OllamaURL string
+	// NoOllama is a machine without one (a NAS): it joins the cluster and routes.
+	NoOllama bool
 	// ModelsDir is Ollama's models directory on shared storage (storage.models_dir); the
 	// systemd unit then waits for its mount.
 	ModelsDir string
@@ -75,7 +77,12 @@ func WriteAgent(ctx context.Context, o Agent, env Env) (Written, Ollama, error) 
 			return Written{}, Ollama{}, err
 		}
 	}
-	found := FindOllama(ctx, env.HTTP, o.OllamaURL)
+	found := Ollama{URL: ""}
+	if o.NoOllama {
+		o.OllamaURL = ""
+	} else {
+		found = FindOllama(ctx, env.HTTP, o.OllamaURL)
+	}
 	cfgPath, envPath := filepath.Join(o.Dir, "agent.yaml"), filepath.Join(o.Dir, "agent.env")
 	vars := [][2]string{{"HEARTH_CLUSTER_KEY", secret}}
 	if o.Relay != "" {
@@ -97,10 +104,13 @@ func WriteAgent(ctx context.Context, o Agent, env Env) (Written, Ollama, error) 
 		return Written{}, found, err
 	}
 	next := []string{"wrote " + cfgPath + " and " + envPath + " (secrets, mode 0600)"}
-	if found.Err != nil {
+	switch {
+	case o.NoOllama:
+		next = append(next, "", "No Ollama here: this agent joins the cluster and routes requests to the machines that have one.")
+	case found.Err != nil:
 		next = append(next, "", "Ollama did not answer at "+found.URL+": "+found.Err.Error(),
 			"Start Ollama (or pass --ollama URL and run init again with --force); the agent waits for it and serves its models once it answers.")
-	} else {
+	default:
 		next = append(next, "", fmt.Sprintf("Ollama at %s has %d model(s)%s", found.URL, len(found.Models), listSuffix(found.Models)))
 	}
 	next = append(next, "",
@@ -214,9 +224,12 @@ func RenderAgent(o Agent, found Ollama, envPath string) []byte {
 	fmt.Fprintf(&b, "# hearth agent on %s, written by `hearth init agent`. ${VAR}s come from %s.\n", o.Name, envPath)
 	b.WriteString("# Check: hearth config check --role agent FILE. Every key, annotated: configs/agent.yaml.\n")
 	fmt.Fprintf(&b, "node: { name: %s, listen: \"0.0.0.0:11500\", data_dir: %s }\n", quote(o.Name), quote(o.StateDir))
-	if found.Err != nil {
+	switch {
+	case o.NoOllama:
+		b.WriteString("# No Ollama on this machine: it routes for the others.\n")
+	case found.Err != nil:
 		fmt.Fprintf(&b, "# Ollama did not answer at %s when this was written.\n", safeComment(found.URL))
-	} else {
+	default:
 		fmt.Fprintf(&b, "# Ollama had %d model(s)%s\n", len(found.Models), safeComment(listSuffix(found.Models)))
 	}
 	fmt.Fprintf(&b, "ollama: { url: %s }\n", quote(o.OllamaURL))

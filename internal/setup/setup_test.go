@@ -198,7 +198,8 @@ func TestWriteAgent(t *testing.T) {
 		ollama string // from OLLAMA_HOST
 	}{
 		{"agent-tunnel", setup.Agent{Name: "gpu-pc", Relay: "ai.example.com:7000", Token: "0123456789abcdef0123456789abcdef"}, sim.URL()},
-		{"agent-join", setup.Agent{Name: "nas", Join: []string{"gpu-pc.lan:7946"}, ClusterSecret: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}, down.URL},
+		{"agent-join", setup.Agent{Name: "pc2", Join: []string{"gpu-pc.lan:7946"}, ClusterSecret: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}, down.URL},
+		{"agent-nas", setup.Agent{Name: "nas", NoOllama: true, Join: []string{"gpu-pc.lan:7946"}, ClusterSecret: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -218,7 +219,10 @@ func TestWriteAgent(t *testing.T) {
 			if found.URL != tt.ollama {
 				t.Errorf("Ollama URL %q from OLLAMA_HOST, want %q", found.URL, tt.ollama)
 			}
-			r := []string{dir, "DIR", tt.ollama, "OLLAMA"}
+			r := []string{dir, "DIR"}
+			if tt.ollama != "" {
+				r = append(r, tt.ollama, "OLLAMA")
+			}
 			golden(t, tt.name+".yaml", readFile(t, w.Config), r...)
 			golden(t, tt.name+".env", readFile(t, w.EnvFile), r...)
 			out := strings.Join(w.Next, "\n") + "\n"
@@ -252,5 +256,15 @@ func TestOllamaFromEnv(t *testing.T) {
 		if got := setup.OllamaFromEnv(in); got != want {
 			t.Errorf("OLLAMA_HOST %q: %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The models directory goes into agent.yaml as storage.models_dir (whose loader is the
+// storage work's: this checks the rendering only) and into the unit's drop-in (systemd_test.go).
+func TestRenderAgentModelsDir(t *testing.T) {
+	got := string(setup.RenderAgent(setup.Agent{Name: "nas", OllamaURL: "http://127.0.0.1:11434", ModelsDir: "/mnt/nas/ollama-models"},
+		setup.Ollama{URL: "http://127.0.0.1:11434", Models: []string{}}, "/etc/hearth/agent.env"))
+	if !strings.Contains(got, "storage: { models_dir: \"/mnt/nas/ollama-models\", require_mount: true }\n") {
+		t.Errorf("agent.yaml lacks the storage line:\n%s", got)
 	}
 }
