@@ -5,9 +5,12 @@ package e2e
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -51,5 +54,72 @@ func TestInitAndDoctorWithRealOllama(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("doctor output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestAgentTellsSystemdItIsReady: the built `hearth agent`, started as systemd starts a
+// Type=notify unit (NOTIFY_SOCKET, WATCHDOG_USEC), sends READY=1 once it is built, WATCHDOG=1
+// while it runs and STOPPING=1 on SIGTERM, then exits 0.
+func TestAgentTellsSystemdItIsReady(t *testing.T) {
+	s := use(t)
+	s.agentOnly(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "agent.yaml")
+	spec := agentSpec{Name: "notified", OllamaURL: s.ollamaURL}
+	if err := os.WriteFile(cfg, []byte(spec.yaml(port, filepath.Join(dir, "data"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(s.hearthBin, "agent", "--config", cfg)
+	var log lockedBuffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	cmd.Env = append(os.Environ(), "HOME="+s.home(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() { ended <- cmd.Wait() }()
+	t.Cleanup(func() { killGroup(cmd.Process.Pid, 5*time.Second) })
+	read := func() string {
+		t.Helper()
+		buf := make([]byte, 256)
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("notify socket: %v\nagent log:\n%s", err, log.String())
+		}
+		return string(buf[:n])
+	}
+	if got := read(); got != "READY=1" {
+		t.Fatalf("first notification %q, want READY=1", got)
+	}
+	if got := read(); got != "WATCHDOG=1" {
+		t.Fatalf("second notification %q, want WATCHDOG=1", got)
+	}
+	if err := syscall.Kill(cmd.Process.Pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for got := read(); got != "STOPPING=1"; got = read() {
+		if got != "WATCHDOG=1" {
+			t.Fatalf("notification %q, want STOPPING=1", got)
+		}
+	}
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Errorf("agent exited with %v after SIGTERM\n%s", err, log.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("agent still running 30s after SIGTERM")
 	}
 }
