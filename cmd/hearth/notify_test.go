@@ -5,8 +5,11 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,11 +36,17 @@ func TestRunNotified(t *testing.T) {
 		}
 		return string(buf[:k])
 	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
 	stop := errors.New("role stopped")
 	done := make(chan error, 1)
 	release := make(chan struct{})
 	go func() {
-		done <- runNotified(context.Background(), slog.New(slog.DiscardHandler), n, func(context.Context) error { <-release; return stop })
+		done <- runNotified(context.Background(), slog.New(slog.DiscardHandler), n, func(context.Context) error { <-release; return stop }, healthzAlive(srv.Listener.Addr()))
 	}()
 	if got := read(); got != "READY=1" {
 		t.Fatalf("first message %q", got)
@@ -53,5 +62,24 @@ func TestRunNotified(t *testing.T) {
 		if got != "WATCHDOG=1" {
 			t.Fatalf("message %q, want STOPPING=1", got)
 		}
+	}
+}
+
+func TestHealthzAlive(t *testing.T) {
+	status := http.StatusOK
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) }))
+	defer srv.Close()
+	alive := healthzAlive(srv.Listener.Addr())
+	if err := alive(context.Background()); err != nil {
+		t.Errorf("healthy: %v", err)
+	}
+	status = http.StatusServiceUnavailable
+	if err := alive(context.Background()); err == nil || err.Error() != "GET "+srv.URL+"/healthz: 503 Service Unavailable" {
+		t.Errorf("unhealthy: %v", err)
+	}
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	srv.Close()
+	if err := healthzAlive(&net.TCPAddr{IP: net.IPv4zero, Port: port})(context.Background()); err == nil || !strings.Contains(err.Error(), "127.0.0.1:") {
+		t.Errorf("an API on 0.0.0.0 is asked on loopback: %v", err)
 	}
 }

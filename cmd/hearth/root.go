@@ -76,7 +76,7 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runNotified(cmd.Context(), log, systemdNotifier(), a.Run)
+			return runNotified(cmd.Context(), log, systemdNotifier(), a.Run, healthzAlive(a.Addr()))
 		},
 	}
 }
@@ -142,7 +142,7 @@ func newRelayCmd(g *globalFlags) *cobra.Command {
 					}
 				}
 			}()
-			return runNotified(cmd.Context(), log, systemdNotifier(), r.Run)
+			return runNotified(cmd.Context(), log, systemdNotifier(), r.Run, nil)
 		},
 	}
 }

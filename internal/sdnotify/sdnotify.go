@@ -70,12 +70,18 @@ func (n *Notifier) Ready() error { return n.Notify("READY=1") }
 // Stopping tells systemd the service is shutting down.
 func (n *Notifier) Stopping() error { return n.Notify("STOPPING=1") }
 
-// RunWatchdog sends WATCHDOG=1 every half WatchdogSec until ctx ends; it returns at once when
-// the unit has no watchdog or no socket. A send that fails is reported to onError and retried
-// at the next tick.
-func (n *Notifier) RunWatchdog(ctx context.Context, onError func(error)) {
+// RunWatchdog sends WATCHDOG=1 every half WatchdogSec until ctx ends, each time alive (nil:
+// always) says the service works, so that systemd restarts one that hangs; it returns at once
+// when the unit has no watchdog or no socket. A failed check or send goes to onError, and the
+// next tick tries again.
+func (n *Notifier) RunWatchdog(ctx context.Context, alive func(context.Context) error, onError func(error)) {
 	if n.socket == "" || n.watchdog <= 0 {
 		return
+	}
+	report := func(err error) {
+		if err != nil && onError != nil {
+			onError(err)
+		}
 	}
 	t := time.NewTicker(n.watchdog / 2)
 	defer t.Stop()
@@ -84,9 +90,16 @@ func (n *Notifier) RunWatchdog(ctx context.Context, onError func(error)) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := n.Notify("WATCHDOG=1"); err != nil && onError != nil {
-				onError(err)
+			if alive != nil {
+				actx, cancel := context.WithTimeout(ctx, n.watchdog/2)
+				err := alive(actx)
+				cancel()
+				if err != nil {
+					report(fmt.Errorf("sdnotify: not feeding the watchdog: %w", err))
+					continue
+				}
 			}
+			report(n.Notify("WATCHDOG=1"))
 		}
 	}
 }

@@ -2,6 +2,7 @@ package sdnotify
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -82,7 +83,7 @@ func TestNotifyOutsideSystemdDoesNothing(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	n.RunWatchdog(ctx, nil) // returns at once: no socket
+	n.RunWatchdog(ctx, nil, nil) // returns at once: no socket
 }
 
 func TestNotifyErrorNamesTheSocket(t *testing.T) {
@@ -103,8 +104,33 @@ func TestWatchdog(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { n.RunWatchdog(ctx, func(err error) { t.Error(err) }) })
+	// alive is answered by the test, round by round, so the order of events is fixed.
+	calls := make(chan chan error)
+	alive := func(ctx context.Context) error {
+		answer := make(chan error)
+		select {
+		case calls <- answer:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return <-answer
+	}
+	failures := make(chan error, 1)
+	wg.Go(func() { n.RunWatchdog(ctx, alive, func(err error) { failures <- err }) })
+	(<-calls) <- nil
 	receive(t, got, "WATCHDOG=1")
+	// An unhealthy round pings nothing and says why: the next message is the test's MARK,
+	// sent once the watchdog is in its following round.
+	(<-calls) <- errors.New("the API does not answer")
+	if err := <-failures; err.Error() != "sdnotify: not feeding the watchdog: the API does not answer" {
+		t.Errorf("failure %q", err)
+	}
+	next := <-calls
+	if err := n.Notify("MARK"); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, got, "MARK")
+	next <- nil
 	receive(t, got, "WATCHDOG=1")
 	cancel()
 	wg.Wait()
