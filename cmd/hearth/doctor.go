@@ -88,20 +88,25 @@ func runDoctor(cmd *cobra.Command, out io.Writer, role, path string, env doctor.
 		path = defaultConfigPath(role)
 	}
 	var report doctor.Report
+	var err error
 	if role == "relay" {
-		cfg, err := config.LoadRelay(path)
-		if err != nil {
-			fmt.Fprintf(out, "FAIL %-12s %v\n", "config", err)
-			return false
+		var cfg config.Relay
+		if cfg, err = config.LoadRelay(path); err == nil {
+			report = doctor.Relay(cmd.Context(), cfg, env)
 		}
-		report = doctor.Relay(cmd.Context(), cfg, env)
 	} else {
-		cfg, err := config.LoadAgent(path)
-		if err != nil {
-			fmt.Fprintf(out, "FAIL %-12s %v\n", "config", err)
-			return false
+		var cfg config.Agent
+		if cfg, err = config.LoadAgent(path); err == nil {
+			report = doctor.Agent(cmd.Context(), cfg, env)
 		}
-		report = doctor.Agent(cmd.Context(), cfg, env)
+	}
+	if err != nil {
+		hint := ""
+		if strings.Contains(err.Error(), "environment variable") && os.Geteuid() != 0 {
+			hint = " (the secrets are in " + strings.TrimSuffix(path, filepath.Ext(path)) + ".env, readable by root and hearth only: run `sudo hearth doctor`)"
+		}
+		fmt.Fprintf(out, "FAIL %-12s %v%s\n", "config", err, hint)
+		return false
 	}
 	report.Checks = append([]doctor.Check{{Name: "config", OK: true, Say: path + " loads."}}, report.Checks...)
 	report.Write(out)

@@ -301,3 +301,17 @@ func TestEnvFileFillsTheEnvironment(t *testing.T) {
 		t.Errorf("a missing env file beside the config is no error: %v", err)
 	}
 }
+
+func TestDoctorConfigProblems(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "relay.yaml")
+	os.WriteFile(bad, []byte("domains: [ai.example.com]\ntunnel: { token: \"${HEARTH_TEST_UNSET_TOKEN}\" }\n"), 0o644)
+	out, err := run("doctor", "--config", bad)
+	var silent silentError
+	if !errors.As(err, &silent) || !strings.HasPrefix(out, "FAIL config       "+bad+":2: environment variable HEARTH_TEST_UNSET_TOKEN is not set") {
+		t.Errorf("doctor on a config that does not load: %v\n%s", err, out)
+	}
+	if _, err := run("doctor", "--role", "nas"); err == nil || err.Error() != `--role "nas": use agent or relay` {
+		t.Errorf("--role nas: %v", err)
+	}
+}
