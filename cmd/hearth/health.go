@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -15,7 +18,7 @@ import (
 // newHealthCmd is `hearth health`: one GET of a health URL, exit status 0 on 200. It is the
 // Docker image's HEALTHCHECK (the image has no shell or curl).
 func newHealthCmd() *cobra.Command {
-	var url, connect string
+	var url, connect, caFile string
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "health",
@@ -25,23 +28,38 @@ on 200. For the relay, name its domain so its certificate verifies and connect l
   hearth health --url https://ai.example.com/healthz --connect 127.0.0.1:443`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return checkHealth(cmd.Context(), cmd.OutOrStdout(), url, connect, timeout)
+			return checkHealth(cmd.Context(), cmd.OutOrStdout(), url, connect, caFile, timeout)
 		},
 	}
 	cmd.Flags().StringVar(&url, "url", "http://127.0.0.1:11500/healthz", "the health URL")
 	cmd.Flags().StringVar(&connect, "connect", "", "host:port to connect to instead of the URL's host (TLS still verifies the URL's name)")
+	cmd.Flags().StringVar(&caFile, "ca", "", "PEM file of roots to trust besides the system's (a brought certificate from a private CA)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for the answer")
 	return cmd
 }
 
-func checkHealth(ctx context.Context, out io.Writer, url, connect string, timeout time.Duration) error {
+func checkHealth(ctx context.Context, out io.Writer, url, connect, caFile string, timeout time.Duration) error {
 	if connect != "" {
 		if _, _, err := net.SplitHostPort(connect); err != nil {
 			return fmt.Errorf("--connect %q: give host:port, e.g. 127.0.0.1:443", connect)
 		}
 	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return fmt.Errorf("--ca: %w", err)
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--ca %s: no PEM certificate in it", caFile)
+		}
+	}
 	dialer := &net.Dialer{Timeout: timeout}
 	client := &http.Client{Timeout: timeout, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots},
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if connect != "" {
 				addr = connect

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -37,5 +38,25 @@ func TestHealth(t *testing.T) {
 	}
 	if _, err := run("health", "--connect", "nowhere"); err == nil || !strings.Contains(err.Error(), `--connect "nowhere": give host:port`) {
 		t.Errorf("bad --connect: %v", err)
+	}
+}
+
+func TestHealthTLSWithBroughtCA(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := writeCert(t, dir, "relay.test")
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) }))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	srv.StartTLS()
+	defer srv.Close()
+	addr := srv.Listener.Addr().String()
+	if _, err := run("health", "--url", "https://relay.test/healthz", "--connect", addr); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("without --ca: %v", err)
+	}
+	if out, err := run("health", "--url", "https://relay.test/healthz", "--connect", addr, "--ca", certFile); err != nil || !strings.HasPrefix(out, "healthy:") {
+		t.Errorf("with --ca: %q %v", out, err)
 	}
 }
