@@ -4,7 +4,7 @@ COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
-.PHONY: build run test e2e bench lint
+.PHONY: build run test e2e bench lint dist dist-bin
 
 build:
 	go build -ldflags "$(LDFLAGS)" -o bin/hearth ./cmd/hearth
@@ -29,3 +29,10 @@ bench:
 lint:
 	go vet ./...
 	go run $(STATICCHECK) ./...
+
+# Release builds into dist/: static binaries (linux amd64/arm64/armv7, darwin arm64), .deb/.rpm
+# (nfpm via go run) and SHA256SUMS. dist-bin skips the packages.
+dist:
+	VERSION=$(VERSION) COMMIT=$(COMMIT) sh deploy/dist.sh
+dist-bin:
+	VERSION=$(VERSION) COMMIT=$(COMMIT) DIST_PACKAGES=0 sh deploy/dist.sh

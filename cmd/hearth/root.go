@@ -15,6 +15,7 @@ import (
 
 	"github.com/hearthlab/hearth/agent"
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/doctor"
 	"github.com/hearthlab/hearth/internal/logging"
 	"github.com/hearthlab/hearth/relay"
 )
@@ -27,6 +28,7 @@ var (
 
 type globalFlags struct {
 	config    string
+	envFile   string
 	logLevel  string
 	logFormat string
 }
@@ -51,6 +53,9 @@ func newRoot() *cobra.Command {
 	root.AddCommand(newAgentCmd(g), newRelayCmd(g), newStatusCmd(), newTokenCmd(g), newUsageCmd(g), newChannelCmd(g),
 		newConfigCmd(), newVersionCmd(), newModelsCmd(), newWakeCmd())
 	root.AddCommand(newRagCmd())
+	root.AddCommand(newInitCmd(defaultInitDeps()), newDoctorCmd(g, doctor.Env{}), newHealthCmd())
+	root.PersistentFlags().StringVar(&g.envFile, "env-file", "", "VAR=value file for the config's ${VAR}s (default: ROLE.env beside the config, as `hearth init` writes it)")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return loadEnvFiles(g.envFile, g.config) }
 	return root
 }
 
@@ -72,7 +77,7 @@ func newAgentCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.Run(cmd.Context())
+			return runNotified(cmd.Context(), log, systemdNotifier(), a.Run, healthzAlive(a.Addr()))
 		},
 	}
 }
@@ -138,7 +143,7 @@ func newRelayCmd(g *globalFlags) *cobra.Command {
 					}
 				}
 			}()
-			return r.Run(cmd.Context())
+			return runNotified(cmd.Context(), log, systemdNotifier(), r.Run, nil)
 		},
 	}
 }

@@ -1,0 +1,88 @@
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+)
+
+var envNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// ReadEnvFile reads the VAR=value lines of an environment file in systemd's EnvironmentFile
+// and docker compose's env_file format: blank lines and lines starting with # are skipped,
+// a value may be wrapped in single or double quotes. It is where `hearth init` keeps secrets
+// that relay.yaml and agent.yaml name as ${VAR}.
+func ReadEnvFile(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	env := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		key, val, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		key = strings.TrimSpace(key)
+		if !ok || !envNameRe.MatchString(key) {
+			return nil, fmt.Errorf("%s:%d: not VAR=value (names are letters, digits and _)", path, n)
+		}
+		val = strings.TrimSpace(val)
+		if len(val) >= 2 && (val[0] == '"' || val[0] == '\'') && val[len(val)-1] == val[0] {
+			val = val[1 : len(val)-1]
+		}
+		env[key] = val
+	}
+	return env, sc.Err()
+}
+
+// EnvLookup looks a variable up in env first and then in the process environment, the way
+// systemd's EnvironmentFile fills the service's environment.
+func EnvLookup(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		if v, ok := env[k]; ok {
+			return v, true
+		}
+		return os.LookupEnv(k)
+	}
+}
+
+// LoadRelayWith is LoadRelay with ${VAR} looked up by lookup instead of the process
+// environment: `hearth init` validates what it wrote against the env file it wrote beside it.
+func LoadRelayWith(path string, lookup func(string) (string, bool)) (Relay, error) {
+	cfg := DefaultRelay()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	if err := decode(path, data, &cfg, lookup); err != nil {
+		return cfg, err
+	}
+	cfg.Complete()
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// LoadAgentWith is LoadAgent with ${VAR} looked up by lookup.
+func LoadAgentWith(path string, lookup func(string) (string, bool)) (Agent, error) {
+	cfg := DefaultAgent()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	if err := decode(path, data, &cfg, lookup); err != nil {
+		return cfg, err
+	}
+	cfg.Complete()
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}

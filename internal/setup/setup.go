@@ -1,0 +1,204 @@
+// Package setup writes a new machine's hearth config: `hearth init relay` and `hearth init
+// agent` render short config files with fresh secrets kept in an env file beside them,
+// validate what they wrote with internal/config's loaders, and can install the systemd unit.
+// Only cmd/hearth imports it.
+package setup
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ServiceUser is the fixed user the units run as (not DynamicUser: its random UIDs break the
+// ownership of files on NFS).
+const ServiceUser = "hearth"
+
+// Env is what setup takes from the machine; tests replace each part.
+type Env struct {
+	// Random is the source of secrets. Default crypto/rand.
+	Random io.Reader
+	// Chown gives a written secrets file to the service user. Default: when running as root
+	// and the user "hearth" exists, chown to it; otherwise leave it to the caller's user.
+	Chown func(path string) error
+	// HTTP asks the local Ollama for its models. Default a client with a 3s timeout.
+	HTTP *http.Client
+	// Getenv reads OLLAMA_HOST. Default os.Getenv.
+	Getenv func(string) string
+}
+
+func (e Env) complete() Env {
+	if e.Random == nil {
+		e.Random = rand.Reader
+	}
+	if e.Chown == nil {
+		e.Chown = chownToServiceUser
+	}
+	if e.HTTP == nil {
+		e.HTTP = &http.Client{Timeout: 3 * time.Second}
+	}
+	if e.Getenv == nil {
+		e.Getenv = os.Getenv
+	}
+	return e
+}
+
+func chownToServiceUser(path string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	u, err := user.Lookup(ServiceUser)
+	if err != nil {
+		return nil // no service user yet (install.sh and the packages create it): root keeps it
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return os.Chown(path, uid, gid)
+}
+
+// Written says what an init wrote and what the person does next.
+type Written struct {
+	// Config and EnvFile are the paths written.
+	Config, EnvFile string
+	// Next are the lines to print: the next steps, with the command to paste elsewhere.
+	Next []string
+}
+
+// secretHex is n random bytes in hex: a tunnel token or admin key.
+func secretHex(r io.Reader, n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", fmt.Errorf("setup: no randomness for a secret: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// secretBase64 is n random bytes in base64: a cluster gossip key.
+func secretBase64(r io.Reader, n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", fmt.Errorf("setup: no randomness for a secret: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(b), nil
+}
+
+// quote writes s as a YAML double-quoted scalar that the config loader reads back as s: JSON
+// string syntax is YAML's, and "$" is doubled so that it is not taken for ${VAR}.
+func quote(s string) string {
+	b, _ := json.Marshal(strings.ReplaceAll(s, "$", "$$"))
+	return string(b)
+}
+
+// file is one file to write with its mode; secret files go to the service user.
+type file struct {
+	path   string
+	mode   fs.FileMode
+	data   []byte
+	secret bool
+}
+
+// writeFiles refuses to replace an existing file unless force, writes every file beside its
+// final path, lets validate check the config at its temporary path, and only then renames
+// them into place: a failed init leaves what was there before.
+func writeFiles(files []file, force bool, env Env, validate func(tmp map[string]string) error) error {
+	for _, f := range files {
+		if _, err := os.Lstat(f.path); err == nil && !force {
+			return fmt.Errorf("%s exists: pass --force to replace it (its secrets will change), or --dir DIR to write elsewhere", f.path)
+		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("setup: %w", err)
+		}
+		if err := os.MkdirAll(filepath.Dir(f.path), 0o755); err != nil {
+			return fmt.Errorf("setup: cannot create %s: %w (run as root, or pass --dir DIR)", filepath.Dir(f.path), err)
+		}
+	}
+	tmp := map[string]string{}
+	cleanup := func() {
+		for _, p := range tmp {
+			os.Remove(p)
+		}
+	}
+	for _, f := range files {
+		p, err := writeTemp(f, env)
+		if err != nil {
+			cleanup()
+			return err
+		}
+		tmp[f.path] = p
+	}
+	if err := validate(tmp); err != nil {
+		cleanup()
+		return err
+	}
+	for _, f := range files {
+		if err := os.Rename(tmp[f.path], f.path); err != nil {
+			cleanup()
+			return fmt.Errorf("setup: %w", err)
+		}
+	}
+	return nil
+}
+
+func writeTemp(f file, env Env) (string, error) {
+	t, err := os.CreateTemp(filepath.Dir(f.path), "."+filepath.Base(f.path)+".*")
+	if err != nil {
+		return "", fmt.Errorf("setup: cannot write in %s: %w (run as root, or pass --dir DIR)", filepath.Dir(f.path), err)
+	}
+	name := t.Name()
+	_, werr := t.Write(f.data)
+	cerr := t.Close()
+	err = errors.Join(werr, cerr, os.Chmod(name, f.mode))
+	if err == nil && f.secret {
+		if cerr := env.Chown(name); cerr != nil {
+			err = fmt.Errorf("give %s to user %s: %w", f.path, ServiceUser, cerr)
+		}
+	}
+	if err != nil {
+		os.Remove(name)
+		return "", fmt.Errorf("setup: %w", err)
+	}
+	return name, nil
+}
+
+// envFile renders VAR=value lines under a header.
+func envFile(header string, vars [][2]string) []byte {
+	var b strings.Builder
+	b.WriteString(header)
+	for _, kv := range vars {
+		b.WriteString(kv[0] + "=" + kv[1] + "\n")
+	}
+	return []byte(b.String())
+}
+
+// lookupIn resolves ${VAR} from the env file being written, never the caller's environment,
+// so that validation proves the pair of files works on its own.
+func lookupIn(vars [][2]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		for _, kv := range vars {
+			if kv[0] == k {
+				return kv[1], true
+			}
+		}
+		return "", false
+	}
+}
+
+// renamedError shows the final path in a validation message about the temporary file.
+func renamedError(err error, tmp map[string]string) error {
+	msg := err.Error()
+	for final, t := range tmp {
+		msg = strings.ReplaceAll(msg, t, final)
+	}
+	return errors.New(msg)
+}
