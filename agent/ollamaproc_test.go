@@ -32,6 +32,7 @@ n=$(wc -l < "` + startsFile + `")
 echo "start $n host=$OLLAMA_HOST models=$OLLAMA_MODELS parallel=$OLLAMA_NUM_PARALLEL loaded=$OLLAMA_MAX_LOADED_MODELS keep=$OLLAMA_KEEP_ALIVE noprune=${OLLAMA_NOPRUNE:-unset} fa=$OLLAMA_FLASH_ATTENTION"
 if [ "$n" -le ` + strconv.Itoa(fails) + ` ]; then echo "level=ERROR dying" >&2; exit 3; fi
 ` + trap + `
+echo "level=INFO signals set"
 while :; do sleep 0.05; done
 `
 	binary = filepath.Join(dir, "ollama")
@@ -91,7 +92,9 @@ func pids(t *testing.T, file string) []int {
 func TestOllamaProcRestartsWithBackoffAndStops(t *testing.T) {
 	binary, starts := fakeOllama(t, 2, false)
 	p, logs, cancel, done := startProc(t, procConfig(binary))
-	eventually(t, "the third start stays up", func() bool { return p.Starts() == 3 && p.PID() != 0 })
+	eventually(t, "the third start stays up", func() bool {
+		return p.Starts() == 3 && p.PID() != 0 && strings.Contains(logs.String(), "signals set")
+	})
 	out := logs.String()
 	for _, want := range []string{
 		"start 1 host=127.0.0.1:11999 models=/mnt/nas/ollama-models parallel=3 loaded=2 keep=30m noprune=1 fa=1",
@@ -125,7 +128,7 @@ func TestOllamaProcRestartsWithBackoffAndStops(t *testing.T) {
 func TestOllamaProcKillsAfterGrace(t *testing.T) {
 	binary, _ := fakeOllama(t, 0, true)
 	p, logs, cancel, done := startProc(t, procConfig(binary))
-	eventually(t, "Ollama runs", func() bool { return p.PID() != 0 && strings.Contains(logs.String(), "start 1") })
+	eventually(t, "Ollama runs", func() bool { return p.PID() != 0 && strings.Contains(logs.String(), "signals set") })
 	pid := p.PID()
 	cancel()
 	if err := <-done; err != nil {
