@@ -275,6 +275,26 @@ func (c *Certs) Run(ctx context.Context) error {
 	return nil
 }
 
+// Close releases what NewCerts started (certmagic's cache goroutine, the placeholder
+// listener) for a relay that fails before it runs. After Run it does nothing: Run releases
+// them when it returns; and Run after Close fails.
+func (c *Certs) Close() {
+	c.mu.Lock()
+	if c.ran {
+		c.mu.Unlock()
+		return
+	}
+	c.ran, c.stopped = true, true
+	c.mu.Unlock()
+	c.stop()
+	if c.cache != nil {
+		c.cache.Stop()
+	}
+	if c.solverPlaceholder != nil {
+		_ = c.solverPlaceholder.Close()
+	}
+}
+
 // drainPlaceholder closes the connections certmagic makes to check that the placeholder is
 // taken, so they do not pile up in the kernel's backlog.
 func (c *Certs) drainPlaceholder(done chan<- struct{}) {

@@ -58,33 +58,42 @@ func New(cfg config.Relay, path string, logger *slog.Logger) (*Relay, error) {
 		return nil, err
 	}
 	rl := &Relay{cfg: cfg, log: logger, path: path, grace: shutdownGrace}
+	// What New started, undone in reverse when a later step fails (Caddy's cleanup after a
+	// partial start): certmagic's cache goroutine, the database, the listeners.
+	var undo []func()
+	fail := func(err error) (*Relay, error) {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return nil, err
+	}
 	var err error
 	if rl.certs, err = NewCerts(cfg, logger.With("component", "certs")); err != nil {
 		return nil, err
 	}
+	undo = append(undo, rl.certs.Close)
 	if rl.store, err = OpenStore(cfg.DB, logger.With("component", "tokens")); err != nil {
-		return nil, err
+		return fail(err)
 	}
+	undo = append(undo, func() { rl.store.Close() })
 	rl.auth = NewAuth(rl.store, cfg.Limits, cfg.AdminKey, logger.With("component", "auth"))
 	if rl.usage, err = NewUsageLog(rl.store, cfg.Usage, cfg.Prices, logger.With("component", "usage")); err != nil {
-		rl.store.Close()
-		return nil, err
+		return fail(err)
 	}
 	if rl.httpsLn, err = net.Listen("tcp", cfg.Listen.HTTPS); err != nil {
-		rl.closeEarly()
-		return nil, fmt.Errorf("relay: cannot listen on listen.https %s: %w", cfg.Listen.HTTPS, err)
+		return fail(fmt.Errorf("relay: cannot listen on listen.https %s: %w", cfg.Listen.HTTPS, err))
 	}
+	undo = append(undo, func() { rl.httpsLn.Close() })
 	if cfg.Listen.HTTP != "" {
 		if rl.httpLn, err = net.Listen("tcp", cfg.Listen.HTTP); err != nil {
-			rl.closeEarly()
-			return nil, fmt.Errorf("relay: cannot listen on listen.http %s: %w", cfg.Listen.HTTP, err)
+			return fail(fmt.Errorf("relay: cannot listen on listen.http %s: %w", cfg.Listen.HTTP, err))
 		}
+		undo = append(undo, func() { rl.httpLn.Close() })
 	}
 	// The tunnel comes last: it binds and starts frps, and nothing after it can fail.
 	if rl.tunnel, err = NewTunnel(TunnelConfig{Bind: cfg.Tunnel.Bind, Token: cfg.Tunnel.Token, TLS: rl.certs.TLSConfig()},
 		logger.With("component", "tunnel")); err != nil {
-		rl.closeEarly()
-		return nil, err
+		return fail(err)
 	}
 	rl.home = &home{name: cfg.Tunnel.Home, tunnel: rl.tunnel, auth: rl.auth, usage: rl.usage, log: logger}
 	rl.chain = NewChain(cfg, rl.tunnel, rl.auth, rl.usage, logger.With("component", "chain"))
@@ -97,15 +106,6 @@ func New(cfg config.Relay, path string, logger *slog.Logger) (*Relay, error) {
 	rl.httpSrv = &http.Server{Handler: rl.certs.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: cfg.Limits.ReadTimeout,
 		IdleTimeout: time.Minute, ErrorLog: errLog}
 	return rl, nil
-}
-
-func (rl *Relay) closeEarly() {
-	for _, ln := range []net.Listener{rl.httpsLn, rl.httpLn} {
-		if ln != nil {
-			ln.Close()
-		}
-	}
-	rl.store.Close()
 }
 
 // HTTPSAddr, HTTPAddr and TunnelAddr are the bound listeners (tests ask for port 0).
