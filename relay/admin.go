@@ -8,7 +8,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/hearthlab/hearth/router"
+	"github.com/hearthlab/hearth/internal/apierror"
 )
 
 // listTokens is GET /admin/v1/tokens: every token, never a secret.
@@ -87,5 +87,5 @@ func (rl *Relay) revokeToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func adminError(w http.ResponseWriter, status int, msg string) {
-	router.WriteError(w, router.OpenAI, &router.APIError{Status: status, Code: http.StatusText(status), Message: msg})
+	apierror.Write(w, apierror.OpenAI, &apierror.Error{Status: status, Code: http.StatusText(status), Message: msg})
 }

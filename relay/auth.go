@@ -10,17 +10,16 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"path"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 
+	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
-	"github.com/hearthlab/hearth/router"
+	"github.com/hearthlab/hearth/internal/modelname"
 )
 
 // maxTrackedIPs bounds the memory of the failure lockout, and that of the per-address rate
@@ -108,7 +107,7 @@ func TokenFrom(ctx context.Context) (Token, bool) {
 func (a *Auth) Require(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := a.now()
-		d := router.DialectOf(r.URL.Path)
+		d := apierror.DialectOf(r.URL.Path)
 		ip := authIP(r)
 		tok, viaOllama, err := a.identify(r, now)
 		if err != nil {
@@ -122,7 +121,7 @@ func (a *Auth) Require(next http.Handler) http.Handler {
 		if tokenWait, ipWait := a.allow(tok, ip, now); tokenWait > 0 || ipWait > 0 {
 			if ipWait > tokenWait {
 				a.log.Debug("auth: address rate limit", "auth_name", tok.Name, "auth_id", tok.ID, "ip", ip)
-				router.WriteError(w, d, &router.APIError{Status: http.StatusTooManyRequests, Code: "rate_limit_exceeded",
+				apierror.Write(w, d, &apierror.Error{Status: http.StatusTooManyRequests, Code: "rate_limit_exceeded",
 					RetryAfter: retrySeconds(ipWait), Message: a.addressLimitMessage(ipWait)})
 				return
 			}
@@ -131,7 +130,7 @@ func (a *Auth) Require(next http.Handler) http.Handler {
 			if tok.RPM > 0 {
 				limit, where = tok.RPM, "the token's rpm"
 			}
-			router.WriteError(w, d, &router.APIError{Status: http.StatusTooManyRequests, Code: "rate_limit_exceeded",
+			apierror.Write(w, d, &apierror.Error{Status: http.StatusTooManyRequests, Code: "rate_limit_exceeded",
 				RetryAfter: retrySeconds(tokenWait), Message: fmt.Sprintf("token %q is over its limit of %d requests per minute (%s): retry in %d s",
 					tok.Name, limit, where, retrySeconds(tokenWait))})
 			return
@@ -163,8 +162,8 @@ const createHint = "create one with `hearth token create --name NAME`"
 
 // refuse answers a failed identification; only what looks like guessing counts toward the
 // lockout (a wrong secret, a forged signature), not an expired token that a phone retries.
-func (a *Auth) refuse(w http.ResponseWriter, d router.Dialect, ip string, tok Token, viaOllama bool, err error, now time.Time) {
-	e := &router.APIError{Status: http.StatusUnauthorized, Code: "invalid_api_key"}
+func (a *Auth) refuse(w http.ResponseWriter, d apierror.Dialect, ip string, tok Token, viaOllama bool, err error, now time.Time) {
+	e := &apierror.Error{Status: http.StatusUnauthorized, Code: "invalid_api_key"}
 	guess := false
 	switch {
 	case errors.Is(err, ErrNoToken):
@@ -199,7 +198,7 @@ func (a *Auth) refuse(w http.ResponseWriter, d router.Dialect, ip string, tok To
 	} else {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="hearth"`)
 	}
-	router.WriteError(w, d, e)
+	apierror.Write(w, d, e)
 }
 
 // authReason is a log-safe word for err: the sentinel, never the credential.
@@ -218,7 +217,7 @@ func authReason(err error) string {
 func (a *Auth) Admin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := a.now()
-		d := router.DialectOf(r.URL.Path)
+		d := apierror.DialectOf(r.URL.Path)
 		ip := authIP(r)
 		if left := a.blockedFor(ip, now); left > 0 {
 			writeBlocked(w, d, left)
@@ -233,7 +232,7 @@ func (a *Auth) Admin(next http.Handler) http.Handler {
 		tok, _, err := a.identify(r, now)
 		if err == nil || errors.Is(err, ErrRevoked) || errors.Is(err, ErrExpired) {
 			a.log.Debug("auth: client token on an admin route", "ip", ip, "auth_name", tok.Name, "auth_id", tok.ID)
-			router.WriteError(w, d, &router.APIError{Status: http.StatusForbidden, Code: "admin_key_required",
+			apierror.Write(w, d, &apierror.Error{Status: http.StatusForbidden, Code: "admin_key_required",
 				Message: "this route needs the admin key"})
 			return
 		}
@@ -242,7 +241,7 @@ func (a *Auth) Admin(next http.Handler) http.Handler {
 		}
 		a.log.Debug("auth: admin refused", "ip", ip, "why", authReason(err))
 		w.Header().Set("WWW-Authenticate", `Bearer realm="hearth admin"`)
-		router.WriteError(w, d, &router.APIError{Status: http.StatusUnauthorized, Code: "invalid_api_key",
+		apierror.Write(w, d, &apierror.Error{Status: http.StatusUnauthorized, Code: "invalid_api_key",
 			Message: "this route needs the admin key: send Authorization: Bearer <admin_key> (admin_key in relay.yaml)"})
 	})
 }
@@ -254,17 +253,17 @@ func (a *Auth) isAdminKey(key string) bool {
 
 // CheckModel answers 403 and returns false when the request's token may not use model.
 func (a *Auth) CheckModel(w http.ResponseWriter, r *http.Request, model string) bool {
-	d := router.DialectOf(r.URL.Path)
+	d := apierror.DialectOf(r.URL.Path)
 	tok, ok := TokenFrom(r.Context())
 	if !ok {
-		router.WriteError(w, d, &router.APIError{Status: http.StatusUnauthorized, Code: "missing_api_key",
+		apierror.Write(w, d, &apierror.Error{Status: http.StatusUnauthorized, Code: "missing_api_key",
 			Message: "no token: send Authorization: Bearer <token>; " + createHint})
 		return false
 	}
 	if Allows(tok, model) {
 		return true
 	}
-	router.WriteError(w, d, &router.APIError{Status: http.StatusForbidden, Code: "model_not_allowed",
+	apierror.Write(w, d, &apierror.Error{Status: http.StatusForbidden, Code: "model_not_allowed",
 		Message: fmt.Sprintf("token %q may not use model %q: it allows %s", tok.Name, model, strings.Join(tok.Models, ", "))})
 	return false
 }
@@ -332,8 +331,8 @@ func (a *Auth) fail(ip string, now time.Time) {
 	}
 }
 
-func writeBlocked(w http.ResponseWriter, d router.Dialect, left time.Duration) {
-	router.WriteError(w, d, &router.APIError{Status: http.StatusTooManyRequests, Code: "too_many_auth_failures",
+func writeBlocked(w http.ResponseWriter, d apierror.Dialect, left time.Duration) {
+	apierror.Write(w, d, &apierror.Error{Status: http.StatusTooManyRequests, Code: "too_many_auth_failures",
 		RetryAfter: retrySeconds(left), Message: fmt.Sprintf("too many failed attempts from your address: blocked, try again in %d s", retrySeconds(left))})
 }
 
@@ -408,37 +407,15 @@ func authIP(r *http.Request) string {
 	return (&net.IPNet{IP: ip.Mask(net.CIDRMask(64, 128)), Mask: net.CIDRMask(64, 128)}).String()
 }
 
-// normalizeGlobs lower-cases model globs and gives a bare name the ":latest" tag, as
-// router.NormalizeModel does for the model a request names.
-func normalizeGlobs(in []string) ([]string, error) {
-	out := []string{}
-	for _, g := range in {
-		g = strings.ToLower(strings.TrimSpace(g))
-		if g == "" {
-			continue
-		}
-		if _, err := path.Match(g, ""); err != nil {
-			return nil, fmt.Errorf("model glob %q: %v (use * and ? as in \"qwen3:*\")", g, err)
-		}
-		if !strings.ContainsAny(g, "*?[") {
-			g = router.NormalizeModel(g)
-		}
-		if !slices.Contains(out, g) {
-			out = append(out, g)
-		}
-	}
-	return out, nil
-}
-
 // Allows says whether tok may use model. Globs match like path.Match, except that '*' also
 // matches '/' (model names such as "hf.co/org/model:q4" contain slashes).
 func Allows(tok Token, model string) bool {
 	if len(tok.Models) == 0 {
 		return true
 	}
-	name := router.NormalizeModel(model)
+	name := modelname.Normalize(model)
 	for _, g := range tok.Models {
-		if slashGlobMatch(g, name) {
+		if modelname.SlashMatch(g, name) {
 			return true
 		}
 	}

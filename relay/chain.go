@@ -16,8 +16,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/config"
-	"github.com/hearthlab/hearth/router"
+	"github.com/hearthlab/hearth/internal/modelname"
 )
 
 // Chain serves a chat request from the first channel that can: the channels that serve the
@@ -135,7 +136,7 @@ func (c *Chain) links(model string) []link {
 	order(direct)
 	out := direct
 	for _, r := range st.routes {
-		if !modelGlobMatch(r.Model, model) {
+		if !modelname.Match(r.Model, model) {
 			continue
 		}
 		for _, f := range r.Fallback {
@@ -187,7 +188,7 @@ func order(ls []link) {
 
 // chatRequest is what the chain reads from the client's request.
 type chatRequest struct {
-	dialect      router.Dialect
+	dialect      apierror.Dialect
 	path         string
 	body         []byte // as the client sent it
 	openai       []byte // its OpenAI chat form, for vendors
@@ -205,7 +206,7 @@ func (c *Chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	req, apiErr := readChat(r)
 	if apiErr != nil {
-		router.WriteError(w, router.DialectOf(r.URL.Path), apiErr)
+		apierror.Write(w, apierror.DialectOf(r.URL.Path), apiErr)
 		return
 	}
 	if !c.auth.CheckModel(w, r, req.model) {
@@ -214,7 +215,7 @@ func (c *Chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tok, _ := TokenFrom(r.Context())
 	settle, err := c.usage.Reserve(tok, req.model, EstimateTokens(string(req.body)))
 	if err != nil {
-		router.WriteError(w, req.dialect, limitRefusal(err))
+		apierror.Write(w, req.dialect, limitRefusal(err))
 		return
 	}
 	rec := UsageRecord{Time: start, TokenID: tok.ID, TokenName: tok.Name, RequestedModel: req.model, Stream: req.stream}
@@ -291,7 +292,7 @@ func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, 
 		msg += ": " + strings.Join(why, "; ")
 	}
 	rec.Status = status
-	router.WriteError(w, req.dialect, &router.APIError{Status: status, Code: code, RetryAfter: retryAfter(status), Message: msg})
+	apierror.Write(w, req.dialect, &apierror.Error{Status: status, Code: code, RetryAfter: retryAfter(status), Message: msg})
 	return Usage{}
 }
 
@@ -363,7 +364,7 @@ func (c *Chain) attempt(w http.ResponseWriter, r *http.Request, req *chatRequest
 		if errors.As(err, &ce) {
 			l.ch.brk.release()
 			rec.Status = http.StatusBadRequest
-			router.WriteError(w, req.dialect, &router.APIError{Status: http.StatusBadRequest, Code: "invalid_request", Message: ce.Error()})
+			apierror.Write(w, req.dialect, &apierror.Error{Status: http.StatusBadRequest, Code: "invalid_request", Message: ce.Error()})
 			return Usage{}, true, nil
 		}
 		c.fail(l, k, err)

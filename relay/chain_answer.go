@@ -11,26 +11,27 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/hearthlab/hearth/router"
+	"github.com/hearthlab/hearth/internal/apierror"
+	"github.com/hearthlab/hearth/internal/streamtail"
 )
 
 // readChat reads the client's chat request (the body within the relay's limit).
-func readChat(r *http.Request) (*chatRequest, *router.APIError) {
-	d := router.DialectOf(r.URL.Path)
+func readChat(r *http.Request) (*chatRequest, *apierror.Error) {
+	d := apierror.DialectOf(r.URL.Path)
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return nil, &router.APIError{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large",
+			return nil, &apierror.Error{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large",
 				Message: fmt.Sprintf("request body is larger than %d bytes (limits.max_body on the relay): send less", tooLarge.Limit)}
 		}
-		return nil, &router.APIError{Status: http.StatusBadRequest, Code: "bad_body", Message: "could not read the request body: " + err.Error()}
+		return nil, &apierror.Error{Status: http.StatusBadRequest, Code: "bad_body", Message: "could not read the request body: " + err.Error()}
 	}
 	req := &chatRequest{dialect: d, path: r.URL.Path, body: body, realModel: r.Header.Get("X-Hearth-Real-Model") != ""}
-	bad := func(err error) *router.APIError {
-		return &router.APIError{Status: http.StatusBadRequest, Code: "invalid_json", Message: "request body: " + err.Error()}
+	bad := func(err error) *apierror.Error {
+		return &apierror.Error{Status: http.StatusBadRequest, Code: "invalid_json", Message: "request body: " + err.Error()}
 	}
-	if d == router.OpenAI {
+	if d == apierror.OpenAI {
 		var meta struct {
 			Model         string `json:"model"`
 			Stream        bool   `json:"stream"`
@@ -51,7 +52,7 @@ func readChat(r *http.Request) (*chatRequest, *router.APIError) {
 		req.model, req.stream, req.openai, req.vendorErr = model, stream, oai, err
 	}
 	if strings.TrimSpace(req.model) == "" {
-		return nil, &router.APIError{Status: http.StatusBadRequest, Code: "missing_model", Message: `model is required: name it in the "model" field`}
+		return nil, &apierror.Error{Status: http.StatusBadRequest, Code: "missing_model", Message: `model is required: name it in the "model" field`}
 	}
 	return req, nil
 }
@@ -63,7 +64,7 @@ func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reade
 		report = l.model
 	}
 	if l.ch.cfg.Type == "home" {
-		if req.dialect == router.OpenAI {
+		if req.dialect == apierror.OpenAI {
 			return relayOpenAI(w, resp, body, req, report)
 		}
 		return relayRaw(w, resp, body)
@@ -71,7 +72,7 @@ func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reade
 	if l.ch.cfg.Type == "anthropic" {
 		if resp.StatusCode != http.StatusOK {
 			b, _ := io.ReadAll(io.LimitReader(body, 1<<20))
-			if req.dialect == router.Ollama {
+			if req.dialect == apierror.Ollama {
 				writeVendorError(w, resp.StatusCode, b)
 				return Usage{}
 			}
@@ -79,7 +80,7 @@ func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reade
 		}
 		if req.stream {
 			s := NewAnthropicStream(io.NopCloser(body), report, true)
-			if req.dialect == router.Ollama {
+			if req.dialect == apierror.Ollama {
 				return answerOllama(w, s, req, s.Usage)
 			}
 			translated := &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"text/event-stream"}}}
@@ -89,20 +90,20 @@ func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reade
 		out, u, err := AnthropicResponse(b, report)
 		if err != nil {
 			const msg = "the vendor's answer could not be translated"
-			if req.dialect == router.Ollama {
-				router.WriteError(w, router.Ollama, &router.APIError{Status: http.StatusBadGateway, Code: "bad_upstream_answer", Message: msg})
+			if req.dialect == apierror.Ollama {
+				apierror.Write(w, apierror.Ollama, &apierror.Error{Status: http.StatusBadGateway, Code: "bad_upstream_answer", Message: msg})
 				return Usage{}
 			}
 			return writeRaw(w, http.StatusBadGateway, "application/json", []byte(`{"error":{"message":"`+msg+`","type":"server_error"}}`))
 		}
-		if req.dialect == router.Ollama {
+		if req.dialect == apierror.Ollama {
 			return answerOllama(w, bytes.NewReader(out), req, func() Usage { return u })
 		}
 		writeRaw(w, http.StatusOK, "application/json", out)
 		return u
 	}
 	// openai and ollama channels answer in OpenAI's format.
-	if req.dialect == router.Ollama {
+	if req.dialect == apierror.Ollama {
 		if resp.StatusCode != http.StatusOK {
 			b, _ := io.ReadAll(io.LimitReader(body, 1<<20))
 			writeVendorError(w, resp.StatusCode, b)
@@ -120,7 +121,7 @@ func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reade
 func answerOllama(w http.ResponseWriter, src io.Reader, req *chatRequest, seen func() Usage) Usage {
 	a, err := newDialectAnswer(w, req.path, req.model, req.stream)
 	if err != nil { // readChat took the dialect from this path: not expected
-		router.WriteError(w, router.Ollama, &router.APIError{Status: http.StatusInternalServerError, Code: "internal", Message: "relay: " + err.Error()})
+		apierror.Write(w, apierror.Ollama, &apierror.Error{Status: http.StatusInternalServerError, Code: "internal", Message: "relay: " + err.Error()})
 		return Usage{}
 	}
 	flushHeader(w, "application/x-ndjson", req.stream)
@@ -145,7 +146,7 @@ func writeVendorError(w http.ResponseWriter, status int, b []byte) {
 	if status < http.StatusBadRequest {
 		status = http.StatusBadGateway
 	}
-	router.WriteError(w, router.Ollama, &router.APIError{Status: status, Code: "upstream_error", Message: vendorErrorMessage(status, b)})
+	apierror.Write(w, apierror.Ollama, &apierror.Error{Status: status, Code: "upstream_error", Message: vendorErrorMessage(status, b)})
 }
 
 // vendorErrorMessage reads the message of a vendor's error body: OpenAI's
@@ -228,7 +229,7 @@ func relayOpenAI(w http.ResponseWriter, resp *http.Response, body io.Reader, req
 		if err != nil {
 			// Nothing went out yet: a broken answer is an error, not a short 200.
 			u, text := openAIUsage(b)
-			router.WriteError(w, req.dialect, &router.APIError{Status: http.StatusBadGateway, Code: "upstream_broken",
+			apierror.Write(w, req.dialect, &apierror.Error{Status: http.StatusBadGateway, Code: "upstream_broken",
 				Message: fmt.Sprintf("the upstream broke off its answer part-way (%v); try again", err)})
 			return estimateIfMissing(u, req, text)
 		}
@@ -368,7 +369,7 @@ func relayRaw(w http.ResponseWriter, resp *http.Response, body io.Reader) Usage 
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
-			tail = router.KeepTail(tail, buf[:n])
+			tail = streamtail.Keep(tail, buf[:n])
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				break
 			}
@@ -383,6 +384,6 @@ func relayRaw(w http.ResponseWriter, resp *http.Response, body io.Reader) Usage 
 			break
 		}
 	}
-	prompt, generated, _, _ := router.TokenCounts(tail)
+	prompt, generated, _, _ := streamtail.TokenCounts(tail)
 	return Usage{PromptTokens: int(prompt), CompletionTokens: int(generated)}
 }

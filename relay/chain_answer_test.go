@@ -16,8 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hearthlab/hearth/internal/config"
 	"github.com/ollama/ollama/api"
+
+	"github.com/hearthlab/hearth/internal/config"
 )
 
 // failingVendor answers every request with status and body.

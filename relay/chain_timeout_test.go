@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/modelname"
 )
 
 // newSlowVendor is a vendor that sends nothing, not even its headers, for delay: a model
@@ -114,8 +115,8 @@ func TestModelGlobMatch(t *testing.T) {
 		{"Qwen/*", "Qwen/Qwen3-8B", true},
 		{"Qwen/Qwen3-8B", "Qwen/Qwen3-8B", true},
 	} {
-		if got := modelGlobMatch(tc.glob, tc.model); got != tc.want {
-			t.Errorf("modelGlobMatch(%q, %q) = %v, want %v", tc.glob, tc.model, got, tc.want)
+		if got := modelname.Match(tc.glob, tc.model); got != tc.want {
+			t.Errorf("modelname.Match(%q, %q) = %v, want %v", tc.glob, tc.model, got, tc.want)
 		}
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,7 +17,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
-	"github.com/hearthlab/hearth/router"
+	"github.com/hearthlab/hearth/internal/modelname"
 )
 
 // channel is one upstream of the chain: home through the tunnel, or a vendor API.
@@ -81,22 +80,22 @@ func (c *channel) serves(model string) (string, bool) {
 		return m, true
 	}
 	if c.cfg.Type == "home" {
-		if len(c.cfg.Models) > 0 && !matchAny(c.cfg.Models, model) {
+		if len(c.cfg.Models) > 0 && !modelname.MatchAny(c.cfg.Models, model) {
 			return "", false
 		}
 		models := c.homeModels.Load()
-		return model, models != nil && (*models)[router.NormalizeModel(model)]
+		return model, models != nil && (*models)[modelname.Normalize(model)]
 	}
-	return model, matchAny(c.cfg.Models, model)
+	return model, modelname.MatchAny(c.cfg.Models, model)
 }
 
-// mappedNormalized finds a map entry whose name is model's under router.NormalizeModel
+// mappedNormalized finds a map entry whose name is model's under modelname.Normalize
 // ("qwen3" is "qwen3:latest"); the first in name order, should two normalise alike.
 func (c *channel) mappedNormalized(model string) (string, bool) {
-	n := router.NormalizeModel(model)
+	n := modelname.Normalize(model)
 	var keys []string
 	for k := range c.cfg.Map {
-		if router.NormalizeModel(k) == n {
+		if modelname.Normalize(k) == n {
 			keys = append(keys, k)
 		}
 	}
@@ -105,37 +104,6 @@ func (c *channel) mappedNormalized(model string) (string, bool) {
 	}
 	slices.Sort(keys)
 	return c.cfg.Map[keys[0]], true
-}
-
-func matchAny(globs []string, model string) bool {
-	for _, g := range globs {
-		if modelGlobMatch(g, model) {
-			return true
-		}
-	}
-	return false
-}
-
-// modelGlobMatch says whether a channel's or route's model glob matches model. Globs match
-// like path.Match, except that '*' also matches '/' ("hf.co/org/model:q4"), as Allows does
-// for tokens. The name matches as the client wrote it (vendor names such as
-// "Qwen/Qwen3-8B" keep their case) or as router.NormalizeModel reads it, against a glob
-// read the same way ("qwen3" is "qwen3:latest", so it matches "qwen3:*").
-func modelGlobMatch(glob, model string) bool {
-	if glob == model || slashGlobMatch(glob, model) {
-		return true
-	}
-	g := strings.ToLower(strings.TrimSpace(glob))
-	if !strings.ContainsAny(g, "*?[") {
-		g = router.NormalizeModel(g)
-	}
-	return slashGlobMatch(g, router.NormalizeModel(model))
-}
-
-// slashGlobMatch is path.Match with '/' an ordinary character, so that '*' spans it.
-func slashGlobMatch(glob, name string) bool {
-	ok, _ := path.Match(strings.ReplaceAll(glob, "/", "\x00"), strings.ReplaceAll(name, "/", "\x00"))
-	return ok
 }
 
 // pickKey takes the next usable key in turn (nil when every key is disabled or open).
@@ -295,7 +263,7 @@ func (c *channel) refreshHomeModels(ctx context.Context, t *Tunnel, homeHost str
 	}
 	models := map[string]bool{}
 	for _, m := range tags.Models {
-		models[router.NormalizeModel(m.Name)] = true
+		models[modelname.Normalize(m.Name)] = true
 	}
 	c.homeModels.Store(&models)
 	c.homeRead.Store(time.Now().UnixNano())

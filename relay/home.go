@@ -14,7 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hearthlab/hearth/router"
+	"github.com/hearthlab/hearth/internal/apierror"
+	"github.com/hearthlab/hearth/internal/streamtail"
 )
 
 // ErrHomeOffline: no agent holds the home channel's tunnel now.
@@ -34,7 +35,7 @@ type home struct {
 
 func (h *home) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	d := router.DialectOf(r.URL.Path)
+	d := apierror.DialectOf(r.URL.Path)
 	if changesStore(r.URL.Path) && !h.mayChangeStore(w, r) {
 		return
 	}
@@ -49,7 +50,7 @@ func (h *home) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeTooLarge(w, r, tooLarge.Limit)
 				return
 			}
-			router.WriteError(w, d, &router.APIError{Status: http.StatusBadRequest, Code: "bad_body",
+			apierror.Write(w, d, &apierror.Error{Status: http.StatusBadRequest, Code: "bad_body",
 				Message: fmt.Sprintf("could not read the request body: %v", err)})
 			return
 		}
@@ -73,11 +74,11 @@ func (h *home) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // offline answers 503 and returns true when no agent holds home's tunnel.
-func (h *home) offline(w http.ResponseWriter, d router.Dialect) bool {
+func (h *home) offline(w http.ResponseWriter, d apierror.Dialect) bool {
 	if h.tunnel.Channel(h.name) {
 		return false
 	}
-	router.WriteError(w, d, &router.APIError{Status: http.StatusServiceUnavailable, Code: "home_offline", RetryAfter: 10,
+	apierror.Write(w, d, &apierror.Error{Status: http.StatusServiceUnavailable, Code: "home_offline", RetryAfter: 10,
 		Message: fmt.Sprintf("home is offline: no agent holds the tunnel %q to this relay right now; check `hearth status` at home and the agent's tunnel settings", h.name)})
 	return true
 }
@@ -118,7 +119,7 @@ func (h *home) mayChangeStore(w http.ResponseWriter, r *http.Request) bool {
 		route = "blobs"
 	}
 	h.log.Debug("home: model store change refused", "auth_name", tok.Name, "auth_id", tok.ID, "route", route)
-	router.WriteError(w, router.DialectOf(r.URL.Path), &router.APIError{Status: http.StatusForbidden, Code: "model_store_not_allowed",
+	apierror.Write(w, apierror.DialectOf(r.URL.Path), &apierror.Error{Status: http.StatusForbidden, Code: "model_store_not_allowed",
 		Message: fmt.Sprintf("token %q may only use models %s, so it may not change the model store at home (%s): "+
 			"pull, create, copy and delete models with a token for all models (`hearth token create --name NAME` without --models), or at home",
 			tok.Name, strings.Join(tok.Models, ", "), route)})
@@ -168,7 +169,7 @@ func readHomeRequest(body []byte) homeRequest {
 }
 
 func writeTooLarge(w http.ResponseWriter, r *http.Request, limit int64) {
-	router.WriteError(w, router.DialectOf(r.URL.Path), &router.APIError{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large",
+	apierror.Write(w, apierror.DialectOf(r.URL.Path), &apierror.Error{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large",
 		Message: fmt.Sprintf("request body is larger than %d bytes (limits.max_body on the relay): send less", limit)})
 }
 
@@ -202,12 +203,12 @@ func meteredRoute(p string) homeRoute {
 // refuse with the chat routes' 429), then settle with the tokens home's answer reports (or
 // an estimate when it reports none) and record the request.
 func (h *home) serveMetered(w http.ResponseWriter, r *http.Request, kind homeRoute, body []byte, req homeRequest, start time.Time) {
-	d := router.DialectOf(r.URL.Path)
+	d := apierror.DialectOf(r.URL.Path)
 	tok, _ := TokenFrom(r.Context())
 	est := EstimateTokens(string(body))
 	settle, err := h.usage.Reserve(tok, req.model, est)
 	if err != nil {
-		router.WriteError(w, d, limitRefusal(err))
+		apierror.Write(w, d, limitRefusal(err))
 		return
 	}
 	rec := UsageRecord{Time: start, TokenID: tok.ID, TokenName: tok.Name, Channel: homeChannel,
@@ -266,7 +267,7 @@ func (m *homeMeter) Write(p []byte) (int, error) {
 	if m.status == 0 {
 		m.status, m.first = http.StatusOK, time.Now()
 	}
-	m.tail = router.KeepTail(m.tail, p)
+	m.tail = streamtail.Keep(m.tail, p)
 	if m.collectText {
 		m.collect(p)
 	}
@@ -348,9 +349,9 @@ func answerCounts(tail []byte) (Usage, bool) {
 	return Usage{}, false
 }
 
-// lastCount is router.LastInt for a token count: no more than an int32 holds.
+// lastCount is streamtail.LastInt for a token count: no more than an int32 holds.
 func lastCount(b []byte, key string) (int, bool) {
-	n, ok := router.LastInt(b, key)
+	n, ok := streamtail.LastInt(b, key)
 	if !ok || n > math.MaxInt32 {
 		return 0, false
 	}

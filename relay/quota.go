@@ -16,8 +16,9 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/config"
-	"github.com/hearthlab/hearth/router"
+	"github.com/hearthlab/hearth/internal/modelname"
 )
 
 // Errors of Reserve, inside a *LimitError whose message a person can act on; the caller
@@ -45,8 +46,8 @@ func (e *LimitError) Error() string { return e.Message }
 func (e *LimitError) Unwrap() error { return e.Kind }
 
 // APIError is the 429 to answer with, in the codes OpenAI uses for the same refusals.
-func (e *LimitError) APIError() *router.APIError {
-	ae := &router.APIError{Status: http.StatusTooManyRequests, Code: "rate_limit_exceeded", Message: e.Message}
+func (e *LimitError) APIError() *apierror.Error {
+	ae := &apierror.Error{Status: http.StatusTooManyRequests, Code: "rate_limit_exceeded", Message: e.Message}
 	if errors.Is(e.Kind, ErrQuota) {
 		ae.Code = "insufficient_quota"
 	}
@@ -438,7 +439,7 @@ func (pt *priceTable) find(model string) *price {
 		return v.(*price)
 	}
 	m := strings.ReplaceAll(model, "/", "\x00")
-	names := [...]string{m, router.NormalizeModel(m), strings.TrimSuffix(m, ":latest")}
+	names := [...]string{m, modelname.Normalize(m), strings.TrimSuffix(m, ":latest")}
 	var found *price
 search:
 	for i := range pt.list {
@@ -464,10 +465,10 @@ func formatCost(v float64) string {
 }
 
 // limitRefusal is the answer to a Reserve refusal, on every metered route.
-func limitRefusal(err error) *router.APIError {
+func limitRefusal(err error) *apierror.Error {
 	var le *LimitError
 	if errors.As(err, &le) {
 		return le.APIError()
 	}
-	return &router.APIError{Status: http.StatusTooManyRequests, Code: "quota_exceeded", Message: err.Error()}
+	return &apierror.Error{Status: http.StatusTooManyRequests, Code: "quota_exceeded", Message: err.Error()}
 }

@@ -18,9 +18,9 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
-	"github.com/hearthlab/hearth/router"
 )
 
 // shutdownGrace is how long streams in flight may finish when the relay stops.
@@ -248,7 +248,7 @@ func (rl *Relay) handler() http.Handler {
 func (rl *Relay) apiRoutes() http.Handler {
 	r := chi.NewRouter()
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		router.WriteError(w, router.DialectOf(r.URL.Path), &router.APIError{Status: http.StatusNotFound, Code: "not_found",
+		apierror.Write(w, apierror.DialectOf(r.URL.Path), &apierror.Error{Status: http.StatusNotFound, Code: "not_found",
 			Message: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })

@@ -20,6 +20,7 @@ import (
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver: pure Go, keeps the binary static
 
 	"github.com/hearthlab/hearth/internal/logging"
+	"github.com/hearthlab/hearth/internal/modelname"
 )
 
 // Errors of Check and CheckOllamaKey; the caller turns them into messages for the client.
@@ -273,7 +274,7 @@ func (s *Store) newToken(spec TokenSpec) (Token, error) {
 	if !tokenNameRe.MatchString(name) || strings.HasPrefix(name, "tok_") {
 		return Token{}, fmt.Errorf("token name %q: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit (and not \"tok_\", which starts ids)", spec.Name)
 	}
-	models, err := normalizeGlobs(spec.Models)
+	models, err := modelname.NormalizeGlobs(spec.Models)
 	if err != nil {
 		return Token{}, err
 	}

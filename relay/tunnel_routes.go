@@ -14,16 +14,19 @@ import (
 
 	"github.com/fatedier/frp/pkg/auth"
 	plugin "github.com/fatedier/frp/pkg/plugin/server"
+
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/tunnelmeta"
 )
 
-// What an agent's frp proxies say about themselves (metadatas), shared with agent.Tunnel.
+// What an agent's frp proxies say about themselves (metadatas): internal/tunnelmeta, which
+// agent.Tunnel writes.
 const (
-	frpMetaKind    = "hearth_kind"    // "home" or "site"
-	frpMetaChannel = "hearth_channel" // the agent's tunnel.name
-	frpMetaName    = "hearth_name"    // a site's tunnel.expose[].name
-	frpMetaHost    = "hearth_host"    // a site's tunnel.expose[].host
-	frpMetaAuth    = "hearth_auth"    // a site's tunnel.expose[].auth: "token" or "none"
+	frpMetaKind    = tunnelmeta.Kind    // "home" or "site"
+	frpMetaChannel = tunnelmeta.Channel // the agent's tunnel.name
+	frpMetaName    = tunnelmeta.Name    // a site's tunnel.expose[].name
+	frpMetaHost    = tunnelmeta.Host    // a site's tunnel.expose[].host
+	frpMetaAuth    = tunnelmeta.Auth    // a site's tunnel.expose[].auth: "token" or "none"
 )
 
 // homeDomain holds the internal names of home channels; ".invalid" never resolves.
