@@ -21,6 +21,7 @@ import (
 	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
+	"github.com/hearthlab/hearth/relay/certs"
 )
 
 // shutdownGrace is how long streams in flight may finish when the relay stops.
@@ -30,7 +31,7 @@ const shutdownGrace = 15 * time.Second
 type Relay struct {
 	cfg      config.Relay
 	log      *slog.Logger
-	certs    *Certs
+	certs    *certs.Certs
 	store    *Store
 	auth     *Auth
 	tunnel   *Tunnel
@@ -68,7 +69,7 @@ func New(cfg config.Relay, path string, logger *slog.Logger) (*Relay, error) {
 		return nil, err
 	}
 	var err error
-	if rl.certs, err = NewCerts(cfg, logger.With("component", "certs")); err != nil {
+	if rl.certs, err = certs.New(cfg, logger.With("component", "certs")); err != nil {
 		return nil, err
 	}
 	undo = append(undo, rl.certs.Close)

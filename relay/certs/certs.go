@@ -1,4 +1,8 @@
-package relay
+// Package certs keeps the relay's TLS certificates: obtained and renewed by ACME
+// (certmagic), with the relay's own listeners answering the HTTP-01 and TLS-ALPN-01
+// challenges, or a certificate the user brings (tls.cert / tls.key), re-read when its files
+// change. It uses nothing else of the relay; the relay root wires it.
+package certs
 
 import (
 	"context"
@@ -55,7 +59,7 @@ type Certs struct {
 
 // NewCerts prepares certificates from the relay config; nothing is obtained before Manage.
 // A nil logger discards; the caller names the component.
-func NewCerts(cfg config.Relay, logger *slog.Logger) (*Certs, error) {
+func New(cfg config.Relay, logger *slog.Logger) (*Certs, error) {
 	logger = logging.OrDiscard(logger)
 	c := &Certs{logger: logger, domains: make(map[string]bool), managed: make(map[string]bool)}
 	for _, d := range cfg.Domains {

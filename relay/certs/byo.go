@@ -1,4 +1,4 @@
-package relay
+package certs
 
 // Certificates the user brings (reloaded when their files change), and certmagic's log
 // routed into slog.

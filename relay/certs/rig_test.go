@@ -1,4 +1,4 @@
-package relay
+package certs
 
 // The certificate tests' rig: a relay's listeners with Certs behind them and a Pebble that
 // validates against them.
@@ -73,7 +73,7 @@ func startCertsRig(t *testing.T, challenges []string, caHTTPPort int) *certsRig 
 			t.Logf("relay log:\n%s", rig.logs.String())
 		}
 	})
-	rig.certs, err = NewCerts(cfg, rig.logs.logger())
+	rig.certs, err = New(cfg, rig.logs.logger())
 	if err != nil {
 		t.Fatal(err)
 	}

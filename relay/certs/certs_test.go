@@ -1,4 +1,4 @@
-package relay
+package certs
 
 import (
 	"context"
@@ -43,7 +43,7 @@ func TestCertsHTTP01(t *testing.T) {
 	// A restarted relay finds the certificate in acme.storage and asks the CA for nothing.
 	hits := rig.http01Hits.Load()
 	logs := &certsTestLog{}
-	again, err := NewCerts(rig.cfg, logs.logger())
+	again, err := New(rig.cfg, logs.logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestCertsUntrustedCAIsExplained(t *testing.T) {
 	cfg.Domains = []string{"relay.test"}
 	cfg.ACME = config.ACME{CA: ca.DirectoryURL, Storage: t.TempDir(), Challenges: []string{"tls-alpn-01"}}
 	logs := &certsTestLog{}
-	certs, err := NewCerts(cfg, logs.logger())
+	certs, err := New(cfg, logs.logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestCertsBringYourOwn(t *testing.T) {
 	cfg.Domains = []string{"relay.test"}
 	cfg.TLS = config.TLSFiles{Cert: certFile, Key: keyFile}
 	logs := &certsTestLog{}
-	certs, err := NewCerts(cfg, logs.logger())
+	certs, err := New(cfg, logs.logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +233,7 @@ func TestCertsBringYourOwnErrors(t *testing.T) {
 			cfg := config.DefaultRelay()
 			cfg.Domains = []string{"relay.test"}
 			cfg.TLS = config.TLSFiles{Cert: tc.cert, Key: tc.key}
-			_, err := NewCerts(cfg, nil)
+			_, err := New(cfg, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want one naming %q", err, tc.want)
 			}
@@ -248,7 +248,7 @@ func TestCertsHTTPHandler(t *testing.T) {
 	cfg.Domains = []string{"relay.test"}
 	cfg.ACME.CA = "https://127.0.0.1:1/dir" // never contacted: nothing is managed here
 	cfg.ACME.Storage = t.TempDir()
-	certs, err := NewCerts(cfg, nil)
+	certs, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
