@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
 // blockLimits block an address for 10 minutes after 3 guesses within a minute.
@@ -136,7 +137,7 @@ func TestSiteLoginBlock(t *testing.T) {
 	f := newAuthFixture(t, blockLimits, nil)
 	good, revoked, expired := f.liveRevokedExpired(t, TokenSpec{Name: "phone"})
 	s := &sites{auth: f.auth, store: f.store, log: slog.New(slog.DiscardHandler)}
-	site := Site{Host: "chat.example.com", Name: "chat", Channel: "home", Auth: "token", Online: true}
+	site := tunnel.Site{Host: "chat.example.com", Name: "chat", Channel: "home", Auth: "token", Online: true}
 	const remote = "198.51.100.4:40000"
 
 	login := func(token string) *http.Response {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
 // doFrom sends a GET to the fixture's handler from remote and reads the error message in the
@@ -179,12 +180,19 @@ type siteAnswer struct {
 	cookieDropped bool
 }
 
+// offlineTunnel answers as a tunnel.Server with no agent connected.
+type offlineTunnel struct{}
+
+func (offlineTunnel) Forward(w http.ResponseWriter, _ *http.Request, host string) {
+	http.Error(w, "tunnel: "+host+" is not connected", http.StatusServiceUnavailable)
+}
+
 // newSiteFixture serves one site with token auth whose home is not connected: a request that
 // passes the relay's checks gets the tunnel's 503.
 func newSiteFixture(t *testing.T, f *authFixture) func(remote, cookie, authz string, html bool) siteAnswer {
-	s := &sites{tunnel: &Tunnel{table: newTunnelTable("t", slog.New(slog.DiscardHandler))}, auth: f.auth, store: f.store,
+	s := &sites{tunnel: offlineTunnel{}, auth: f.auth, store: f.store,
 		log: slog.New(slog.DiscardHandler)}
-	site := Site{Host: "chat.example.com", Name: "chat", Channel: "home", Auth: "token", Online: true}
+	site := tunnel.Site{Host: "chat.example.com", Name: "chat", Channel: "home", Auth: "token", Online: true}
 	return func(remote, cookie, authz string, html bool) siteAnswer {
 		r := httptest.NewRequest("GET", "https://chat.example.com/chat?x=1", nil)
 		r.RemoteAddr = remote

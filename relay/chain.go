@@ -19,6 +19,7 @@ import (
 	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/modelname"
+	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
 // Chain serves a chat request from the first channel that can: the channels that serve the
@@ -28,7 +29,7 @@ import (
 // reached the client.
 type Chain struct {
 	state    atomic.Pointer[chainState]
-	tunnel   *Tunnel
+	tunnel   *tunnel.Server
 	homeHost string
 	auth     *Auth
 	usage    *UsageLog
@@ -47,8 +48,8 @@ type link struct {
 }
 
 // NewChain builds the chain from the relay config.
-func NewChain(cfg config.Relay, tunnel *Tunnel, auth *Auth, usage *UsageLog, logger *slog.Logger) *Chain {
-	c := &Chain{tunnel: tunnel, homeHost: HomeHost(cfg.Tunnel.Home), auth: auth, usage: usage, log: logger}
+func NewChain(cfg config.Relay, tun *tunnel.Server, auth *Auth, usage *UsageLog, logger *slog.Logger) *Chain {
+	c := &Chain{tunnel: tun, homeHost: tunnel.HomeHost(cfg.Tunnel.Home), auth: auth, usage: usage, log: logger}
 	c.state.Store(buildState(cfg, nil))
 	return c
 }

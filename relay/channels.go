@@ -18,6 +18,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/modelname"
+	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
 // channel is one upstream of the chain: home through the tunnel, or a vendor API.
@@ -151,7 +152,7 @@ type upstreamCall struct {
 }
 
 // send makes one attempt on this channel with key k (nil for home).
-func (c *channel) send(ctx context.Context, t *Tunnel, homeHost string, call *upstreamCall, k *channelKey) (*http.Response, error) {
+func (c *channel) send(ctx context.Context, t *tunnel.Server, homeHost string, call *upstreamCall, k *channelKey) (*http.Response, error) {
 	switch c.cfg.Type {
 	case "home":
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, call.path, bytes.NewReader(call.body))
@@ -237,7 +238,7 @@ func openAIBody(body []byte, model string, stream bool) ([]byte, error) {
 }
 
 // refreshHomeModels reads the home cluster's models through the tunnel.
-func (c *channel) refreshHomeModels(ctx context.Context, t *Tunnel, homeHost string) error {
+func (c *channel) refreshHomeModels(ctx context.Context, t *tunnel.Server, homeHost string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "/api/tags", nil)

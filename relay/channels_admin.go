@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
 // ChannelView is one channel in /admin/v1/channels and `hearth channel list`.
@@ -69,7 +70,7 @@ func (c *Chain) Channels() []ChannelView {
 	return out
 }
 
-func (c *Chain) homeName() string { return c.homeHost[:len(c.homeHost)-len(homeDomain)] }
+func (c *Chain) homeName() string { return strings.TrimSuffix(c.homeHost, tunnel.HomeHost("")) }
 
 // Run probes channels until ctx ends: home's model list through the tunnel, and vendors with
 // a probe_model by a cheap real call, each at its probe_interval.

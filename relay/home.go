@@ -16,6 +16,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/streamtail"
+	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
 // ErrHomeOffline: no agent holds the home channel's tunnel now.
@@ -25,7 +26,7 @@ var ErrHomeOffline = errors.New("home is offline")
 // through the channel Chain) through the tunnel to the home cluster.
 type home struct {
 	name   string
-	tunnel *Tunnel
+	tunnel *tunnel.Server
 	auth   *Auth
 	// usage meters the routes that generate or embed (completions, embeddings) against the
 	// token's quotas and records them, as the Chain does chats. nil meters nothing.
@@ -70,7 +71,7 @@ func (h *home) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.offline(w, d) {
 		return
 	}
-	h.tunnel.Forward(w, r, HomeHost(h.name))
+	h.tunnel.Forward(w, r, tunnel.HomeHost(h.name))
 }
 
 // offline answers 503 and returns true when no agent holds home's tunnel.
@@ -219,7 +220,7 @@ func (h *home) serveMetered(w http.ResponseWriter, r *http.Request, kind homeRou
 	} else {
 		m := &homeMeter{ResponseWriter: w, collectText: kind == generates}
 		sent := time.Now()
-		h.tunnel.Forward(m, r, HomeHost(h.name))
+		h.tunnel.Forward(m, r, tunnel.HomeHost(h.name))
 		rec.Status = m.status
 		switch {
 		case rec.Status == 0 && r.Context().Err() != nil:

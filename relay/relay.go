@@ -22,6 +22,7 @@ import (
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
 	"github.com/hearthlab/hearth/relay/certs"
+	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
 // shutdownGrace is how long streams in flight may finish when the relay stops.
@@ -34,7 +35,7 @@ type Relay struct {
 	certs    *certs.Certs
 	store    *Store
 	auth     *Auth
-	tunnel   *Tunnel
+	tunnel   *tunnel.Server
 	home     *home
 	chain    *Chain
 	usage    *UsageLog
@@ -92,7 +93,7 @@ func New(cfg config.Relay, path string, logger *slog.Logger) (*Relay, error) {
 		undo = append(undo, func() { rl.httpLn.Close() })
 	}
 	// The tunnel comes last: it binds and starts frps, and nothing after it can fail.
-	if rl.tunnel, err = NewTunnel(TunnelConfig{Bind: cfg.Tunnel.Bind, Token: cfg.Tunnel.Token, TLS: rl.certs.TLSConfig()},
+	if rl.tunnel, err = tunnel.New(tunnel.Config{Bind: cfg.Tunnel.Bind, Token: cfg.Tunnel.Token, TLS: rl.certs.TLSConfig()},
 		logger.With("component", "tunnel")); err != nil {
 		return fail(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
 // siteCookie holds a hearth token for one site host. The __Host- prefix makes browsers refuse
@@ -19,9 +21,16 @@ const siteCookie = "__Host-hearth_token"
 // loginPath is the relay's own page on every site host that asks for a token.
 const loginPath = "/.hearth/login"
 
+// siteForwarder is what the sites need of the tunnel: *tunnel.Server.
+type siteForwarder interface {
+	Forward(w http.ResponseWriter, r *http.Request, host string)
+}
+
+var _ siteForwarder = (*tunnel.Server)(nil)
+
 // sites serves the home web apps exposed through the tunnel, each on its own host name.
 type sites struct {
-	tunnel *Tunnel
+	tunnel siteForwarder
 	auth   *Auth
 	store  *Store
 	log    *slog.Logger
@@ -29,7 +38,7 @@ type sites struct {
 
 // serve forwards r to site, asking for a token first when the site wants one: Bearer for
 // API clients, a login page and a cookie for browsers.
-func (s *sites) serve(w http.ResponseWriter, r *http.Request, site Site) {
+func (s *sites) serve(w http.ResponseWriter, r *http.Request, site tunnel.Site) {
 	if !site.Online {
 		http.Error(w, "This app's home is offline: the agent that exposes "+site.Host+" is not connected to the relay.", http.StatusServiceUnavailable)
 		return
@@ -67,7 +76,7 @@ func (s *sites) serve(w http.ResponseWriter, r *http.Request, site Site) {
 // should be asked for a token. As on the login form, the token comes before the lockout (a
 // valid one passes from a blocked address) and only a guess counts as a failure, not a
 // token past its time.
-func (s *sites) serveCookie(w http.ResponseWriter, r *http.Request, site Site, secret string) (answered bool) {
+func (s *sites) serveCookie(w http.ResponseWriter, r *http.Request, site tunnel.Site, secret string) (answered bool) {
 	_, err := s.store.Check(secret)
 	if err == nil {
 		if wait := s.auth.allowAddress(r); wait > 0 {

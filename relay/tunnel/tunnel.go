@@ -1,4 +1,9 @@
-package relay
+// Package tunnel is the relay's end of the tunnel from home: an embedded frp server (frps)
+// that agents reach over TLS with the relay's certificate, the table of what each agent
+// registered (its home API and the web apps it exposes, from their frp metadatas, see
+// internal/tunnelmeta), and Forward/Do to reach them. It uses nothing else of the relay; the
+// relay root wires it, and the chain and the sites reach home through it.
+package tunnel
 
 import (
 	"context"
@@ -40,8 +45,8 @@ const (
 	tunnelWorkConnPool = 32
 )
 
-// TunnelConfig is the relay's side of the tunnel from home.
-type TunnelConfig struct {
+// Config is the relay's side of the tunnel from home.
+type Config struct {
 	// Bind is where agents connect, e.g. ":7000" (tunnel.bind).
 	Bind string
 	// Token authenticates agents (tunnel.token).
@@ -51,17 +56,17 @@ type TunnelConfig struct {
 	TLS *tls.Config
 }
 
-// Tunnel is the frp server that home agents connect to, embedded. frps serves agents on TLS
-// connections the Tunnel accepts itself (so that certificates renew without a restart).
+// Server is the frp server that home agents connect to, embedded. frps serves agents on TLS
+// connections the Server accepts itself (so that certificates renew without a restart).
 // Each home channel and site is an frp TCP proxy that frps listens for on a loopback port
-// the Tunnel chose; Forward speaks HTTP to that port, and frps splices the bytes through to
+// the Server chose; Forward speaks HTTP to that port, and frps splices the bytes through to
 // the agent, which dials the home service.
 //
 // (frp's HTTP vhost would route by host name itself, but it adds a reverse proxy in the
 // middle, rewrites X-Forwarded-Proto to "http", and counts traffic on its connections
 // without synchronisation: a client that goes away mid-stream is a data race in frps.)
-type Tunnel struct {
-	cfg     TunnelConfig
+type Server struct {
+	cfg     Config
 	log     *slog.Logger
 	ln      net.Listener // cfg.Bind, raw TCP
 	agents  *agentConns  // handshaken agent connections, handed to frps
@@ -75,9 +80,9 @@ type Tunnel struct {
 	wg      sync.WaitGroup
 }
 
-// NewTunnel binds cfg.Bind and builds the frp server; Run serves, and releases the ports
+// New binds cfg.Bind and builds the frp server; Run serves, and releases the ports
 // when it returns.
-func NewTunnel(cfg TunnelConfig, logger *slog.Logger) (*Tunnel, error) {
+func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	logger = logging.OrDiscard(logger)
 	switch {
 	case cfg.Bind == "":
@@ -89,7 +94,7 @@ func NewTunnel(cfg TunnelConfig, logger *slog.Logger) (*Tunnel, error) {
 	}
 	frplog.Install()
 
-	t := &Tunnel{cfg: cfg, log: logger, table: newTunnelTable(cfg.Token, logger),
+	t := &Server{cfg: cfg, log: logger, table: newTunnelTable(cfg.Token, logger),
 		errLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
 	// Idle connections to a route that went away would only fail.
 	t.table.onChange = func() { t.proxy.CloseIdleConnections() }
@@ -123,7 +128,7 @@ func NewTunnel(cfg TunnelConfig, logger *slog.Logger) (*Tunnel, error) {
 // port that nothing uses: Run hands frps the agents' TLS connections instead. frp needs a
 // concrete port, so a free one is picked; another process may take it first, hence the
 // retries.
-func (t *Tunnel) startFrps() error {
+func (t *Server) startFrps() error {
 	secret := make([]byte, 16)
 	if _, err := rand.Read(secret); err != nil {
 		return err
@@ -179,18 +184,18 @@ func freeLoopbackPort() (int, error) {
 }
 
 // Addr is where agents connect.
-func (t *Tunnel) Addr() net.Addr { return t.ln.Addr() }
+func (t *Server) Addr() net.Addr { return t.ln.Addr() }
 
 // Channel reports whether home channel name is connected now.
-func (t *Tunnel) Channel(name string) bool { return t.table.channel(name) }
+func (t *Server) Channel(name string) bool { return t.table.channel(name) }
 
 // Sites lists the home web apps agents exposed since Run started, sorted by host; Online
 // says which are connected now.
-func (t *Tunnel) Sites() []Site { return t.table.list() }
+func (t *Server) Sites() []Site { return t.table.list() }
 
 // Run serves agents until ctx ends, then closes frps, every agent connection and every
-// goroutine it started. A Tunnel runs once.
-func (t *Tunnel) Run(ctx context.Context) error {
+// goroutine it started. A Server runs once.
+func (t *Server) Run(ctx context.Context) error {
 	if !t.ran.CompareAndSwap(false, true) {
 		return errors.New("relay: tunnel: Run called twice")
 	}
@@ -222,7 +227,7 @@ func (t *Tunnel) Run(ctx context.Context) error {
 
 // accept takes agents' TCP connections and hands each to its own handshake, so that a
 // slow or silent client never holds up the others.
-func (t *Tunnel) accept() {
+func (t *Server) accept() {
 	var delay time.Duration
 	for {
 		raw, err := t.ln.Accept()
@@ -248,7 +253,7 @@ func (t *Tunnel) accept() {
 
 // handshake completes TLS and reads the first frp byte before frps sees the connection:
 // frps reads that byte in its accept loop, one connection at a time.
-func (t *Tunnel) handshake(c net.Conn) {
+func (t *Server) handshake(c net.Conn) {
 	tc := tls.Server(c, t.cfg.TLS)
 	_ = c.SetDeadline(time.Now().Add(tunnelHandshakeTimeout))
 	first := make([]byte, 1)
@@ -275,7 +280,7 @@ func (t *Tunnel) handshake(c net.Conn) {
 // a channel, or a site's host) and streams the answer back as it comes: every chunk is
 // flushed at once, and WebSocket upgrades pass through. A host that is not connected gets
 // 503; a home service that does not answer, 502.
-func (t *Tunnel) Forward(w http.ResponseWriter, r *http.Request, host string) {
+func (t *Server) Forward(w http.ResponseWriter, r *http.Request, host string) {
 	host = strings.ToLower(host)
 	addr := t.table.addr(host)
 	if addr == "" {
@@ -310,7 +315,7 @@ var ErrNotConnected = errors.New("tunnel: not connected")
 // answer unread, so that the caller can decide what to do before anything reaches its own
 // client (the channel chain moves on when home cannot serve). req's URL path and query are
 // kept; its scheme and host are the tunnel's.
-func (t *Tunnel) Do(req *http.Request, host string) (*http.Response, error) {
+func (t *Server) Do(req *http.Request, host string) (*http.Response, error) {
 	host = strings.ToLower(host)
 	addr := t.table.addr(host)
 	if addr == "" {

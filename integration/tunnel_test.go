@@ -1,4 +1,4 @@
-package relay_test
+package integration
 
 import (
 	"bufio"
@@ -31,7 +31,7 @@ import (
 
 	"github.com/hearthlab/hearth/agent"
 	"github.com/hearthlab/hearth/internal/config"
-	"github.com/hearthlab/hearth/relay"
+	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
 const testTunnelToken = "tunnel-token-0123456789abcdef"
@@ -173,10 +173,10 @@ func runTunnelPart(t *testing.T, what string, fn func(context.Context) error) tu
 	return tunnelPart{stop: stop}
 }
 
-func startRelayTunnel(t *testing.T, pki tunnelPKI, bind string) (*relay.Tunnel, tunnelPart, *tunnelLogSink) {
+func startRelayTunnel(t *testing.T, pki tunnelPKI, bind string) (*tunnel.Server, tunnelPart, *tunnelLogSink) {
 	t.Helper()
 	logger, sink := newTunnelLog(t, "relay")
-	tun, err := relay.NewTunnel(relay.TunnelConfig{Bind: bind, Token: testTunnelToken, TLS: pki.serverTLS}, logger)
+	tun, err := tunnel.New(tunnel.Config{Bind: bind, Token: testTunnelToken, TLS: pki.serverTLS}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func tunnelEventually(t *testing.T, limit time.Duration, what string, cond func(
 }
 
 // tunnelFront is the relay's public side in these tests: every request goes to host.
-func tunnelFront(t *testing.T, tun *relay.Tunnel, host string) *httptest.Server {
+func tunnelFront(t *testing.T, tun *tunnel.Server, host string) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tun.Forward(w, r, host)
@@ -265,7 +265,7 @@ func TestTunnelHomeChannelStreamsChunkByChunk(t *testing.T) {
 
 	// The relay's public side is HTTPS.
 	front := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rt.Forward(w, r, relay.HomeHost("home"))
+		rt.Forward(w, r, tunnel.HomeHost("home"))
 	}))
 	t.Cleanup(front.Close)
 	resp, err := front.Client().Post(front.URL+"/api/chat", "application/json", strings.NewReader(`{"model":"tiny"}`))
@@ -277,7 +277,7 @@ func TestTunnelHomeChannelStreamsChunkByChunk(t *testing.T) {
 		t.Fatalf("status %d, content type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 	r := <-seen
-	if r.Host != relay.HomeHost("home") || r.URL.Path != "/api/chat" || r.Header.Get("X-Forwarded-Proto") != "https" ||
+	if r.Host != tunnel.HomeHost("home") || r.URL.Path != "/api/chat" || r.Header.Get("X-Forwarded-Proto") != "https" ||
 		r.Header.Get("X-Forwarded-Host") != tunnelHostOf(front) || r.Header.Get("X-Forwarded-For") != "127.0.0.1" {
 		t.Errorf("home saw host %q, path %q, headers %v", r.Host, r.URL.Path, r.Header)
 	}
@@ -331,7 +331,7 @@ func TestTunnelRelayRestartReconnects(t *testing.T) {
 	if took > 5*time.Second {
 		t.Errorf("reconnection took %s, want under 5s", took)
 	}
-	resp, err := http.Get(tunnelFront(t, rt2, relay.HomeHost("home")).URL + "/")
+	resp, err := http.Get(tunnelFront(t, rt2, tunnel.HomeHost("home")).URL + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +361,7 @@ func TestTunnelAgentStoppedChannelGoesOffline(t *testing.T) {
 		t.Errorf("the relay took %s to notice, want under 2s", took)
 	}
 	rec := httptest.NewRecorder()
-	rt.Forward(rec, httptest.NewRequest("GET", "/v1/models", nil), relay.HomeHost("home"))
+	rt.Forward(rec, httptest.NewRequest("GET", "/v1/models", nil), tunnel.HomeHost("home"))
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("Forward to an offline channel: %d, want 503", rec.Code)
 	}
@@ -429,9 +429,9 @@ func TestTunnelSiteWebSocketEcho(t *testing.T) {
 	cfg.Expose = []config.Expose{{Name: "echo", Local: tunnelHostOf(echo), Host: "Echo.Example.test", Auth: "none"}}
 	startAgentTunnel(t, cfg, tunnelHostOf(api))
 
-	want := relay.Site{Host: "echo.example.test", Name: "echo", Channel: "home", Auth: "none", Online: true}
+	want := tunnel.Site{Host: "echo.example.test", Name: "echo", Channel: "home", Auth: "none", Online: true}
 	tunnelEventually(t, 10*time.Second, "site registered", func() bool {
-		return slices.Equal(rt.Sites(), []relay.Site{want})
+		return slices.Equal(rt.Sites(), []tunnel.Site{want})
 	})
 	front := tunnelFront(t, rt, "echo.example.test")
 	ws, err := websocket.Dial("ws://"+tunnelHostOf(front)+"/echo", "", front.URL)
@@ -464,7 +464,7 @@ func TestTunnelSeveralAgents(t *testing.T) {
 	startAgentTunnel(t, agentTunnelConfig(pki, rt.Addr(), "cabin"), serve("from cabin"))
 	tunnelEventually(t, 10*time.Second, "both channels registered", func() bool { return rt.Channel("home") && rt.Channel("cabin") })
 	for name, want := range map[string]string{"home": "from home", "cabin": "from cabin"} {
-		resp, err := http.Get(tunnelFront(t, rt, relay.HomeHost(name)).URL)
+		resp, err := http.Get(tunnelFront(t, rt, tunnel.HomeHost(name)).URL)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -484,7 +484,7 @@ func TestTunnelSeveralAgents(t *testing.T) {
 		t.Error("the duplicate agent reports connected")
 	}
 	rec := httptest.NewRecorder()
-	rt.Forward(rec, httptest.NewRequest("GET", "/", nil), relay.HomeHost("nobody"))
+	rt.Forward(rec, httptest.NewRequest("GET", "/", nil), tunnel.HomeHost("nobody"))
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("Forward to an unknown channel: %d, want 503", rec.Code)
 	}
