@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/hearthlab/hearth/relay/count"
 )
 
 type anthResponse struct {
@@ -30,8 +32,8 @@ type anthUsage struct {
 
 // relay counts cache writes and reads as prompt tokens: they are part of the prompt, which
 // Anthropic reports in three parts where OpenAI reports one.
-func (u anthUsage) relay() Usage {
-	return Usage{PromptTokens: u.InputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens, CompletionTokens: u.OutputTokens}
+func (u anthUsage) relay() count.Usage {
+	return count.Usage{PromptTokens: u.InputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens, CompletionTokens: u.OutputTokens}
 }
 
 func (u anthUsage) chat() *anthChatUsage {
@@ -95,20 +97,20 @@ func anthFinishReason(stop string) string {
 
 // AnthropicResponse translates a non-stream Messages response into an OpenAI chat.completion
 // body reporting `model` as the model.
-func AnthropicResponse(body []byte, model string) ([]byte, Usage, error) {
+func AnthropicResponse(body []byte, model string) ([]byte, count.Usage, error) {
 	return anthropicResponse(body, model, time.Now)
 }
 
-func anthropicResponse(body []byte, model string, now func() time.Time) ([]byte, Usage, error) {
+func anthropicResponse(body []byte, model string, now func() time.Time) ([]byte, count.Usage, error) {
 	var r anthResponse
 	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, Usage{}, fmt.Errorf("relay: anthropic response: decode: %w", err)
+		return nil, count.Usage{}, fmt.Errorf("relay: anthropic response: decode: %w", err)
 	}
 	if r.Type == "error" && r.Error != nil {
-		return nil, Usage{}, fmt.Errorf("relay: anthropic response: vendor error %s: %s", r.Error.Type, r.Error.Message)
+		return nil, count.Usage{}, fmt.Errorf("relay: anthropic response: vendor error %s: %s", r.Error.Type, r.Error.Message)
 	}
 	if r.Type != "message" || r.ID == "" {
-		return nil, Usage{}, fmt.Errorf("relay: anthropic response: type %q id %q: want a message", r.Type, r.ID)
+		return nil, count.Usage{}, fmt.Errorf("relay: anthropic response: type %q id %q: want a message", r.Type, r.ID)
 	}
 	var text strings.Builder
 	reply := anthChatReply{Role: "assistant"}
@@ -137,7 +139,7 @@ func anthropicResponse(body []byte, model string, now func() time.Time) ([]byte,
 	}
 	b, err := anthMarshal(out)
 	if err != nil {
-		return nil, Usage{}, fmt.Errorf("relay: anthropic response: encode: %w", err)
+		return nil, count.Usage{}, fmt.Errorf("relay: anthropic response: encode: %w", err)
 	}
 	return b, r.Usage.relay(), nil
 }

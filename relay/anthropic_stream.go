@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/hearthlab/hearth/relay/count"
 )
 
 // anthropicMaxLine bounds one SSE line from the vendor, so a broken upstream cannot make the
@@ -87,7 +89,7 @@ func (s *AnthropicStream) Close() error { return s.src.Close() }
 // Usage reports the tokens used. When the stream ended before message_delta the vendor's final
 // count never came: the completion is then estimated from the bytes streamed (about four per
 // token) and marked so.
-func (s *AnthropicStream) Usage() Usage {
+func (s *AnthropicStream) Usage() count.Usage {
 	u := s.usage.relay()
 	if !s.finalUsed {
 		u.Estimated = true

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/hearthlab/hearth/relay/count"
 )
 
 // anthropicUpdate reports -update: rewrite the golden files from what the code does now. Another
@@ -170,14 +172,14 @@ func TestAnthropicRequestGolden(t *testing.T) {
 func TestAnthropicResponseGolden(t *testing.T) {
 	cases := []struct {
 		name string
-		want Usage
+		want count.Usage
 	}{
-		{"end_turn", Usage{PromptTokens: 2121, CompletionTokens: 17}},
-		{"stop_sequence", Usage{PromptTokens: 12, CompletionTokens: 6}},
-		{"max_tokens", Usage{PromptTokens: 30, CompletionTokens: 10}},
-		{"refusal", Usage{PromptTokens: 40}},
-		{"tool_use", Usage{PromptTokens: 472, CompletionTokens: 91}},
-		{"tool_use_only", Usage{PromptTokens: 300, CompletionTokens: 20}},
+		{"end_turn", count.Usage{PromptTokens: 2121, CompletionTokens: 17}},
+		{"stop_sequence", count.Usage{PromptTokens: 12, CompletionTokens: 6}},
+		{"max_tokens", count.Usage{PromptTokens: 30, CompletionTokens: 10}},
+		{"refusal", count.Usage{PromptTokens: 40}},
+		{"tool_use", count.Usage{PromptTokens: 472, CompletionTokens: 91}},
+		{"tool_use_only", count.Usage{PromptTokens: 300, CompletionTokens: 20}},
 	}
 	names := map[string]bool{}
 	for _, c := range cases {
@@ -205,15 +207,15 @@ func TestAnthropicStreamGolden(t *testing.T) {
 	cases := []struct {
 		name, input  string
 		includeUsage bool
-		want         Usage
+		want         count.Usage
 		wantVendor   string // substring of Err(), "" for none
 	}{
-		{name: "text", input: "text", want: Usage{PromptTokens: 35, CompletionTokens: 15}},
-		{name: "text_usage", input: "text", includeUsage: true, want: Usage{PromptTokens: 35, CompletionTokens: 15}},
-		{name: "tool_use", input: "tool_use", includeUsage: true, want: Usage{PromptTokens: 472, CompletionTokens: 89}},
-		{name: "max_tokens", input: "max_tokens", want: Usage{PromptTokens: 30, CompletionTokens: 10}},
+		{name: "text", input: "text", want: count.Usage{PromptTokens: 35, CompletionTokens: 15}},
+		{name: "text_usage", input: "text", includeUsage: true, want: count.Usage{PromptTokens: 35, CompletionTokens: 15}},
+		{name: "tool_use", input: "tool_use", includeUsage: true, want: count.Usage{PromptTokens: 472, CompletionTokens: 89}},
+		{name: "max_tokens", input: "max_tokens", want: count.Usage{PromptTokens: 30, CompletionTokens: 10}},
 		// Cut by an error event: no final count, so 12 streamed bytes ≈ 3 tokens, estimated.
-		{name: "error", input: "error", includeUsage: true, want: Usage{PromptTokens: 8, CompletionTokens: 3, Estimated: true}, wantVendor: "overloaded_error: Overloaded"},
+		{name: "error", input: "error", includeUsage: true, want: count.Usage{PromptTokens: 8, CompletionTokens: 3, Estimated: true}, wantVendor: "overloaded_error: Overloaded"},
 	}
 	inputs := map[string]bool{}
 	for _, c := range cases {

@@ -19,6 +19,7 @@ import (
 	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/modelname"
+	"github.com/hearthlab/hearth/relay/count"
 	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
@@ -214,7 +215,7 @@ func (c *Chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok, _ := TokenFrom(r.Context())
-	settle, err := c.usage.Reserve(tok, req.model, EstimateTokens(string(req.body)))
+	settle, err := c.usage.Reserve(tok, req.model, count.Estimate(string(req.body)))
 	if err != nil {
 		apierror.Write(w, req.dialect, limitRefusal(err))
 		return
@@ -230,7 +231,7 @@ func (c *Chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serve walks the links; it fills rec and returns the usage of the answer given.
-func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, rec *UsageRecord) Usage {
+func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, rec *UsageRecord) count.Usage {
 	links := c.links(req.model)
 	if c.refreshHomeIfMissing(r.Context(), links) {
 		links = c.links(req.model)
@@ -245,7 +246,7 @@ func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, 
 				w.Header().Set("X-Hearth-Channel", l.ch.cfg.Name)
 				_, _ = w.Write(OllamaLoadResponse(req.path, req.model))
 				rec.Channel, rec.ServedModel, rec.Status = l.ch.cfg.Name, l.model, http.StatusOK
-				return Usage{}
+				return count.Usage{}
 			}
 			why = append(why, l.ch.cfg.Name+": "+strings.TrimPrefix(req.vendorErr.Error(), "relay: "))
 			continue
@@ -274,7 +275,7 @@ func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, 
 		}
 		if r.Context().Err() != nil {
 			rec.Status = 499
-			return Usage{}
+			return count.Usage{}
 		}
 		c.log.Info("channel could not serve; moving on", "channel", l.ch.cfg.Name, "model", l.model, "err", err)
 		tried = append(tried, l.ch.cfg.Name)
@@ -294,7 +295,7 @@ func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, 
 	}
 	rec.Status = status
 	apierror.Write(w, req.dialect, &apierror.Error{Status: status, Code: code, RetryAfter: retryAfter(status), Message: msg})
-	return Usage{}
+	return count.Usage{}
 }
 
 func retryAfter(status int) int {
@@ -324,7 +325,7 @@ func attemptWait(t config.ChannelTimeouts, stream bool) (time.Duration, error) {
 }
 
 // attempt tries one link. done means the client got an answer (good or not): stop here.
-func (c *Chain) attempt(w http.ResponseWriter, r *http.Request, req *chatRequest, l link, k *channelKey, rec *UsageRecord, tried []string) (Usage, bool, error) {
+func (c *Chain) attempt(w http.ResponseWriter, r *http.Request, req *chatRequest, l link, k *channelKey, rec *UsageRecord, tried []string) (count.Usage, bool, error) {
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
 	// One timer cancels the attempt: the first byte's (or the whole answer's) wait, then for
@@ -360,16 +361,16 @@ func (c *Chain) attempt(w http.ResponseWriter, r *http.Request, req *chatRequest
 			if k != nil {
 				k.brk.release()
 			}
-			return Usage{}, false, err
+			return count.Usage{}, false, err
 		}
 		if errors.As(err, &ce) {
 			l.ch.brk.release()
 			rec.Status = http.StatusBadRequest
 			apierror.Write(w, req.dialect, &apierror.Error{Status: http.StatusBadRequest, Code: "invalid_request", Message: ce.Error()})
-			return Usage{}, true, nil
+			return count.Usage{}, true, nil
 		}
 		c.fail(l, k, err)
-		return Usage{}, false, err
+		return count.Usage{}, false, err
 	}
 	defer resp.Body.Close()
 	ttft := time.Since(sent)

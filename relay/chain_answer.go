@@ -13,6 +13,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/streamtail"
+	"github.com/hearthlab/hearth/relay/count"
 )
 
 // readChat reads the client's chat request (the body within the relay's limit).
@@ -58,7 +59,7 @@ func readChat(r *http.Request) (*chatRequest, *apierror.Error) {
 }
 
 // answer writes resp to the client in its dialect and returns the usage seen.
-func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reader, req *chatRequest, l link) Usage {
+func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reader, req *chatRequest, l link) count.Usage {
 	report := req.model
 	if req.realModel {
 		report = l.model
@@ -74,7 +75,7 @@ func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reade
 			b, _ := io.ReadAll(io.LimitReader(body, 1<<20))
 			if req.dialect == apierror.Ollama {
 				writeVendorError(w, resp.StatusCode, b)
-				return Usage{}
+				return count.Usage{}
 			}
 			return writeRaw(w, resp.StatusCode, "application/json", AnthropicError(resp.StatusCode, b))
 		}
@@ -92,12 +93,12 @@ func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reade
 			const msg = "the vendor's answer could not be translated"
 			if req.dialect == apierror.Ollama {
 				apierror.Write(w, apierror.Ollama, &apierror.Error{Status: http.StatusBadGateway, Code: "bad_upstream_answer", Message: msg})
-				return Usage{}
+				return count.Usage{}
 			}
 			return writeRaw(w, http.StatusBadGateway, "application/json", []byte(`{"error":{"message":"`+msg+`","type":"server_error"}}`))
 		}
 		if req.dialect == apierror.Ollama {
-			return answerOllama(w, bytes.NewReader(out), req, func() Usage { return u })
+			return answerOllama(w, bytes.NewReader(out), req, func() count.Usage { return u })
 		}
 		writeRaw(w, http.StatusOK, "application/json", out)
 		return u
@@ -118,11 +119,11 @@ func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reade
 // answerOllama writes the OpenAI answer in src as Ollama's NDJSON. It returns the usage
 // upstream reported in it, else what seen reports once src is read (nil: nothing), else an
 // estimate from the request and the answer's text, so that quotas do not undercount.
-func answerOllama(w http.ResponseWriter, src io.Reader, req *chatRequest, seen func() Usage) Usage {
+func answerOllama(w http.ResponseWriter, src io.Reader, req *chatRequest, seen func() count.Usage) count.Usage {
 	a, err := newDialectAnswer(w, req.path, req.model, req.stream)
 	if err != nil { // readChat took the dialect from this path: not expected
 		apierror.Write(w, apierror.Ollama, &apierror.Error{Status: http.StatusInternalServerError, Code: "internal", Message: "relay: " + err.Error()})
-		return Usage{}
+		return count.Usage{}
 	}
 	flushHeader(w, "application/x-ndjson", req.stream)
 	_ = a.translate(src) // a failure reached the client as the answer's last line
@@ -187,7 +188,7 @@ func vendorErrorMessage(status int, b []byte) string {
 	return text
 }
 
-func orUsage(a, b Usage) Usage {
+func orUsage(a, b count.Usage) count.Usage {
 	if a.PromptTokens+a.CompletionTokens > 0 {
 		return a
 	}
@@ -201,11 +202,11 @@ func flushHeader(w http.ResponseWriter, contentType string, stream bool) {
 	w.Header().Set("Content-Type", contentType)
 }
 
-func writeRaw(w http.ResponseWriter, status int, contentType string, b []byte) Usage {
+func writeRaw(w http.ResponseWriter, status int, contentType string, b []byte) count.Usage {
 	w.Header().Set("Content-Type", contentType)
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
-	return Usage{}
+	return count.Usage{}
 }
 
 // maxWholeAnswer bounds a non-streamed answer the relay holds to rename its model.
@@ -214,7 +215,7 @@ const maxWholeAnswer = 64 << 20
 // relayOpenAI copies an OpenAI chat answer: a stream event by event (dropping the usage
 // chunk hearth asked for when the client did not), or a body with the model the client
 // asked for. It returns the usage the upstream reported, or an estimate.
-func relayOpenAI(w http.ResponseWriter, resp *http.Response, body io.Reader, req *chatRequest, report string) Usage {
+func relayOpenAI(w http.ResponseWriter, resp *http.Response, body io.Reader, req *chatRequest, report string) count.Usage {
 	h := w.Header()
 	for k, v := range resp.Header {
 		if k == "Content-Type" || k == "Cache-Control" || strings.HasPrefix(k, "X-Hearth-") && k != "X-Hearth-Channel" && k != "X-Hearth-Model" {
@@ -247,7 +248,7 @@ func relayOpenAI(w http.ResponseWriter, resp *http.Response, body io.Reader, req
 	w.WriteHeader(resp.StatusCode)
 	flusher, _ := w.(http.Flusher)
 	br := bufio.NewReader(body)
-	var usage Usage
+	var usage count.Usage
 	var text strings.Builder
 	dropBlank := false
 	// Line by line: an event's lines may arrive apart, and none may wait for the next.
@@ -298,7 +299,7 @@ func relayOpenAI(w http.ResponseWriter, resp *http.Response, body io.Reader, req
 
 // chunkInfo reads one stream chunk: its usage, its text, and whether it is the usage-only
 // chunk (no choices) that include_usage adds.
-func chunkInfo(data []byte) (Usage, string, bool) {
+func chunkInfo(data []byte) (count.Usage, string, bool) {
 	var ch struct {
 		Choices []struct {
 			Delta struct {
@@ -311,12 +312,12 @@ func chunkInfo(data []byte) (Usage, string, bool) {
 		} `json:"usage"`
 	}
 	if json.Unmarshal(data, &ch) != nil {
-		return Usage{}, "", false
+		return count.Usage{}, "", false
 	}
-	var u Usage
+	var u count.Usage
 	var text string
 	if ch.Usage != nil {
-		u = Usage{PromptTokens: ch.Usage.Prompt, CompletionTokens: ch.Usage.Completion}
+		u = count.Usage{PromptTokens: ch.Usage.Prompt, CompletionTokens: ch.Usage.Completion}
 	}
 	if len(ch.Choices) > 0 {
 		text = ch.Choices[0].Delta.Content
@@ -325,7 +326,7 @@ func chunkInfo(data []byte) (Usage, string, bool) {
 }
 
 // openAIUsage reads usage and the answer's text from a non-stream body.
-func openAIUsage(b []byte) (Usage, string) {
+func openAIUsage(b []byte) (count.Usage, string) {
 	var body struct {
 		Choices []struct {
 			Message struct {
@@ -338,25 +339,25 @@ func openAIUsage(b []byte) (Usage, string) {
 		} `json:"usage"`
 	}
 	if json.Unmarshal(b, &body) != nil {
-		return Usage{}, ""
+		return count.Usage{}, ""
 	}
 	text := ""
 	if len(body.Choices) > 0 {
 		text = body.Choices[0].Message.Content
 	}
-	return Usage{PromptTokens: body.Usage.Prompt, CompletionTokens: body.Usage.Completion}, text
+	return count.Usage{PromptTokens: body.Usage.Prompt, CompletionTokens: body.Usage.Completion}, text
 }
 
-func estimateIfMissing(u Usage, req *chatRequest, answer string) Usage {
+func estimateIfMissing(u count.Usage, req *chatRequest, answer string) count.Usage {
 	if u.PromptTokens+u.CompletionTokens > 0 {
 		return u
 	}
-	return Usage{PromptTokens: EstimateTokens(string(req.openai)), CompletionTokens: EstimateTokens(answer), Estimated: true}
+	return count.Usage{PromptTokens: count.Estimate(string(req.openai)), CompletionTokens: count.Estimate(answer), Estimated: true}
 }
 
 // relayRaw copies home's answer on the Ollama routes as it comes, flushing each read, and
 // reads the token counts from Ollama's final chunk.
-func relayRaw(w http.ResponseWriter, resp *http.Response, body io.Reader) Usage {
+func relayRaw(w http.ResponseWriter, resp *http.Response, body io.Reader) count.Usage {
 	for k, v := range resp.Header {
 		if k != "Content-Length" && k != "Connection" && k != "Transfer-Encoding" && k != "X-Hearth-Channel" && k != "X-Hearth-Model" {
 			w.Header()[k] = v
@@ -385,5 +386,5 @@ func relayRaw(w http.ResponseWriter, resp *http.Response, body io.Reader) Usage 
 		}
 	}
 	prompt, generated, _, _ := streamtail.TokenCounts(tail)
-	return Usage{PromptTokens: int(prompt), CompletionTokens: int(generated)}
+	return count.Usage{PromptTokens: int(prompt), CompletionTokens: int(generated)}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/ollama/ollama/api"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/relay/count"
 )
 
 // failingVendor answers every request with status and body.
@@ -179,7 +180,7 @@ func TestDialectAnswerBoundsTheKeptText(t *testing.T) {
 	if a.text.Len() > dialectMaxText {
 		t.Errorf("kept %d bytes of text, bound %d", a.text.Len(), dialectMaxText)
 	}
-	if got := EstimateTokens(a.text.String()) + a.extraTokens; got != pieces*1024 {
+	if got := count.Estimate(a.text.String()) + a.extraTokens; got != pieces*1024 {
 		t.Errorf("estimated %d completion tokens, want %d", got, pieces*1024)
 	}
 	if n := strings.Count(out.String(), "\n"); n != pieces+1 {

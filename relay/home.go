@@ -16,6 +16,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/streamtail"
+	"github.com/hearthlab/hearth/relay/count"
 	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
@@ -206,7 +207,7 @@ func meteredRoute(p string) homeRoute {
 func (h *home) serveMetered(w http.ResponseWriter, r *http.Request, kind homeRoute, body []byte, req homeRequest, start time.Time) {
 	d := apierror.DialectOf(r.URL.Path)
 	tok, _ := TokenFrom(r.Context())
-	est := EstimateTokens(string(body))
+	est := count.Estimate(string(body))
 	settle, err := h.usage.Reserve(tok, req.model, est)
 	if err != nil {
 		apierror.Write(w, d, limitRefusal(err))
@@ -214,7 +215,7 @@ func (h *home) serveMetered(w http.ResponseWriter, r *http.Request, kind homeRou
 	}
 	rec := UsageRecord{Time: start, TokenID: tok.ID, TokenName: tok.Name, Channel: homeChannel,
 		RequestedModel: req.model, ServedModel: req.model, Stream: kind == generates && req.stream}
-	var used Usage
+	var used count.Usage
 	if h.offline(w, d) {
 		rec.Status = http.StatusServiceUnavailable
 	} else {
@@ -320,9 +321,9 @@ func (m *homeMeter) addText(line []byte) {
 
 // usage is what the answer used: nothing when it was refused or failed, the counts at its
 // end when there are any, else estimated from the request (promptEstimate) and the text.
-func (m *homeMeter) usage(promptEstimate int) Usage {
+func (m *homeMeter) usage(promptEstimate int) count.Usage {
 	if m.status < 200 || m.status >= 300 {
-		return Usage{}
+		return count.Usage{}
 	}
 	if u, ok := answerCounts(m.tail); ok {
 		return u
@@ -331,7 +332,7 @@ func (m *homeMeter) usage(promptEstimate int) Usage {
 		m.addText(m.line) // a body without a final newline
 		m.line = m.line[:0]
 	}
-	return Usage{PromptTokens: promptEstimate, CompletionTokens: EstimateTokens(m.text.String()), Estimated: true}
+	return count.Usage{PromptTokens: promptEstimate, CompletionTokens: count.Estimate(m.text.String()), Estimated: true}
 }
 
 // answerCounts reads the token counts from the end of an answer: Ollama's prompt_eval_count
@@ -339,15 +340,15 @@ func (m *homeMeter) usage(promptEstimate int) Usage {
 // completion_tokens). The last of each counts: with include_usage, Ollama puts a zero usage
 // in every chunk of a stream before the real one. Keys inside the generated text are
 // escaped (\"eval_count\":), so they do not match.
-func answerCounts(tail []byte) (Usage, bool) {
+func answerCounts(tail []byte) (count.Usage, bool) {
 	for _, keys := range [...][2]string{{`"prompt_eval_count":`, `"eval_count":`}, {`"prompt_tokens":`, `"completion_tokens":`}} {
 		p, pok := lastCount(tail, keys[0])
 		c, cok := lastCount(tail, keys[1])
 		if pok || cok {
-			return Usage{PromptTokens: p, CompletionTokens: c}, p+c > 0
+			return count.Usage{PromptTokens: p, CompletionTokens: c}, p+c > 0
 		}
 	}
-	return Usage{}, false
+	return count.Usage{}, false
 }
 
 // lastCount is streamtail.LastInt for a token count: no more than an int32 holds.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/relay"
+	"github.com/hearthlab/hearth/relay/count"
 )
 
 // refusal is an error answer in either dialect: {"error":"..."} or {"error":{...}}.
@@ -87,7 +88,7 @@ func TestHomeUsageQuota(t *testing.T) {
 	want := func(reqBody string) string {
 		need := ""
 		if used < quota {
-			need = fmt.Sprintf(" and this request needs about %d", relay.EstimateTokens(reqBody))
+			need = fmt.Sprintf(" and this request needs about %d", count.Estimate(reqBody))
 		}
 		return fmt.Sprintf("token \"meter\" has used %d of its %d tokens this month%s (resets %s UTC); raise it with `hearth token set meter --quota-tokens N`",
 			used, quota, need, resets)
@@ -261,7 +262,7 @@ func TestHomeUsageRecorded(t *testing.T) {
 	if text == "" {
 		t.Fatalf("stream without text: %s", body)
 	}
-	want["stream"] = usageRow{Requests: 1, PromptTokens: int64(relay.EstimateTokens(stream)), CompletionTokens: int64(relay.EstimateTokens(text)), EstimatedShare: 1}
+	want["stream"] = usageRow{Requests: 1, PromptTokens: int64(count.Estimate(stream)), CompletionTokens: int64(count.Estimate(text)), EstimatedShare: 1}
 
 	// Embeddings: Ollama's prompt_eval_count, OpenAI's usage, none from the older route.
 	resp, body = post(t, "embed", "/api/embed", `{"model":"tiny","input":["a first text","a second one"]}`)
@@ -282,7 +283,7 @@ func TestHomeUsageRecorded(t *testing.T) {
 	const legacy = `{"model":"tiny","prompt":"a first text"}`
 	resp, body = post(t, "legacy-embed", "/api/embeddings", legacy)
 	ok(t, resp, body)
-	want["legacy-embed"] = usageRow{Requests: 1, PromptTokens: int64(relay.EstimateTokens(legacy)), EstimatedShare: 1}
+	want["legacy-embed"] = usageRow{Requests: 1, PromptTokens: int64(count.Estimate(legacy)), EstimatedShare: 1}
 
 	// Home's refusal is recorded with its status and no tokens.
 	if resp, body = post(t, "missing", "/api/embed", `{"model":"nope","input":"x"}`); resp.StatusCode != http.StatusNotFound {

@@ -16,6 +16,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/hearthlab/hearth/relay/count"
 )
 
 // ErrLoadOnly means the Ollama request only asks to load the model (/api/generate with an empty
@@ -120,10 +122,10 @@ func OllamaLoadResponse(path, model string) []byte {
 // fails (an error chunk, a broken or truncated stream) the client gets Ollama's {"error":"..."}
 // (as the last line, or as the whole body) and the error is returned; the caller sets the
 // Content-Type (application/x-ndjson for a stream, application/json otherwise).
-func OpenAIToOllama(dst io.Writer, src io.Reader, path, model string, stream bool) (Usage, error) {
+func OpenAIToOllama(dst io.Writer, src io.Reader, path, model string, stream bool) (count.Usage, error) {
 	a, err := newDialectAnswer(dst, path, model, stream)
 	if err != nil {
-		return Usage{}, err
+		return count.Usage{}, err
 	}
 	err = a.translate(src)
 	return a.usage, err

@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/hearthlab/hearth/relay/count"
 )
 
 // dialectMaxText bounds the answer text kept to estimate usage, in bytes; past it, only the
@@ -99,7 +101,7 @@ type dialectAnswer struct {
 	stream bool
 
 	start, first time.Time // first is when the first generated text or tool call arrived
-	usage        Usage
+	usage        count.Usage
 	finish       string // OpenAI's finish_reason, once seen
 	pending      []*dialectPending
 	calls        int // tool calls written so far, for their index
@@ -157,7 +159,7 @@ func (a *dialectAnswer) keepText(s string) {
 		return
 	}
 	if a.text.Len()+len(s) > dialectMaxText {
-		a.extraTokens += EstimateTokens(s)
+		a.extraTokens += count.Estimate(s)
 		return
 	}
 	a.text.WriteString(s)
@@ -229,7 +231,7 @@ func (a *dialectAnswer) apply(c *dialectChunk, whole bool) error {
 		return dialectFail("upstream error: "+msg, fmt.Errorf("upstream error: %s", msg))
 	}
 	if c.Usage != nil {
-		a.usage = Usage{PromptTokens: c.Usage.PromptTokens, CompletionTokens: c.Usage.CompletionTokens}
+		a.usage = count.Usage{PromptTokens: c.Usage.PromptTokens, CompletionTokens: c.Usage.CompletionTokens}
 	}
 	if len(c.Choices) == 0 {
 		return nil

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/ollama/ollama/api"
+
+	"github.com/hearthlab/hearth/relay/count"
 )
 
 var (
@@ -235,7 +237,7 @@ func TestOpenAIToOllama(t *testing.T) {
 		stream     bool
 		upstream   string
 		want       []string
-		wantUsage  Usage
+		wantUsage  count.Usage
 		wantErr    string
 	}{{
 		name: "chat stream", path: "/api/chat", stream: true, upstream: textStream,
@@ -243,14 +245,14 @@ func TestOpenAIToOllama(t *testing.T) {
 			`{"model":"m","message":{"role":"assistant","content":"Hel"},"done":false}`,
 			`{"model":"m","message":{"role":"assistant","content":"lo"},"done":false}`,
 			chatDone},
-		wantUsage: Usage{PromptTokens: 12, CompletionTokens: 3},
+		wantUsage: count.Usage{PromptTokens: 12, CompletionTokens: 3},
 	}, {
 		name: "generate stream", path: "/api/generate", stream: true, upstream: textStream,
 		want: []string{
 			`{"model":"m","response":"Hel","done":false}`,
 			`{"model":"m","response":"lo","done":false}`,
 			`{"model":"m","response":"","done":true,"done_reason":"stop","prompt_eval_count":12,"eval_count":3}`},
-		wantUsage: Usage{PromptTokens: 12, CompletionTokens: 3},
+		wantUsage: count.Usage{PromptTokens: 12, CompletionTokens: 3},
 	}, {
 		name: "chat stream of tool calls: whole calls on finish, done_reason stop", path: "/api/chat", stream: true,
 		upstream: dialectToolStream,
@@ -259,7 +261,7 @@ func TestOpenAIToOllama(t *testing.T) {
 				{"id":"call_1","function":{"index":0,"name":"weather","arguments":{"city":"Paris"}}},
 				{"id":"call_2","function":{"index":1,"name":"time","arguments":{"tz":"CET","h24":true}}}]},"done":false}`,
 			chatDone},
-		wantUsage: Usage{PromptTokens: 12, CompletionTokens: 3},
+		wantUsage: count.Usage{PromptTokens: 12, CompletionTokens: 3},
 	}, {
 		name: "stream cut at length, thinking, no usage, no [DONE]", path: "/api/chat", stream: true,
 		upstream: dialectSSE(dialectSSEDelta(`{"reasoning_content":"let me see"}`), dialectSSEDelta(`{"content":"Once upon"}`),
@@ -293,16 +295,16 @@ func TestOpenAIToOllama(t *testing.T) {
 		want: []string{`{"model":"m","message":{"role":"assistant","content":"Let me check.","tool_calls":[
 			{"id":"call_9","function":{"index":0,"name":"weather","arguments":{"city":"Oslo"}}}]},
 			"done":true,"done_reason":"stop","prompt_eval_count":20,"eval_count":9}`},
-		wantUsage: Usage{PromptTokens: 20, CompletionTokens: 9},
+		wantUsage: count.Usage{PromptTokens: 20, CompletionTokens: 9},
 	}, {
 		name: "generate without stream", path: "/api/generate",
 		upstream:  `{"choices":[{"index":0,"message":{"role":"assistant","content":"42"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1}}`,
 		want:      []string{`{"model":"m","response":"42","done":true,"done_reason":"stop","prompt_eval_count":5,"eval_count":1}`},
-		wantUsage: Usage{PromptTokens: 5, CompletionTokens: 1},
+		wantUsage: count.Usage{PromptTokens: 5, CompletionTokens: 1},
 	}, {
 		name: "no stream asked but upstream streamed: gathered", path: "/api/chat", upstream: textStream,
 		want:      []string{`{"model":"m","message":{"role":"assistant","content":"Hello"},"done":true,"done_reason":"stop","prompt_eval_count":12,"eval_count":3}`},
-		wantUsage: Usage{PromptTokens: 12, CompletionTokens: 3},
+		wantUsage: count.Usage{PromptTokens: 12, CompletionTokens: 3},
 	}, {
 		name: "stream asked but upstream answered whole", path: "/api/generate", stream: true,
 		upstream: `{"choices":[{"index":0,"message":{"role":"assistant","content":"42"},"finish_reason":"stop"}]}`,
@@ -396,7 +398,7 @@ func dialectFlushesEachChunk(t *testing.T, wrapped bool) {
 	pr, pw := io.Pipe()
 	rec := &dialectRecorder{header: http.Header{}, events: make(chan string, 64)}
 	type result struct {
-		usage Usage
+		usage count.Usage
 		err   error
 	}
 	res := make(chan result, 1)
@@ -445,7 +447,7 @@ func dialectFlushesEachChunk(t *testing.T, wrapped bool) {
 	io.WriteString(pw, "data: [DONE]\n\n")
 	expectLine(`"done":true`)
 	r := <-res
-	if r.err != nil || r.usage != (Usage{PromptTokens: 12, CompletionTokens: 3}) {
+	if r.err != nil || r.usage != (count.Usage{PromptTokens: 12, CompletionTokens: 3}) {
 		t.Errorf("usage, err = %+v, %v", r.usage, r.err)
 	}
 	if len(rec.events) != 0 {

@@ -19,6 +19,7 @@ import (
 	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/modelname"
+	"github.com/hearthlab/hearth/relay/count"
 )
 
 // Errors of Reserve, inside a *LimitError whose message a person can act on; the caller
@@ -252,12 +253,12 @@ func (tu *tokenUse) tpmWait(now time.Time, tpm, est int64) time.Duration {
 // the one that knows the model that served (a fallback from a free home model to a priced
 // vendor costs the vendor's price). Everything is in memory. Call settle once (later calls
 // do nothing), with a zero Usage when no upstream answered.
-func (u *UsageLog) Reserve(tok Token, model string, estimatedTokens int) (settle func(actual Usage), err error) {
+func (u *UsageLog) Reserve(tok Token, model string, estimatedTokens int) (settle func(actual count.Usage), err error) {
 	now := u.now()
 	est := int64(max(estimatedTokens, 0))
 	var estCost float64
 	if tok.MonthlyCost > 0 {
-		estCost = u.Cost(model, Usage{PromptTokens: int(est)})
+		estCost = u.Cost(model, count.Usage{PromptTokens: int(est)})
 	}
 	q := &u.quotas
 	q.mu.Lock()
@@ -274,7 +275,7 @@ func (u *UsageLog) Reserve(tok Token, model string, estimatedTokens int) (settle
 	tu.heldTokens += est
 	tu.heldCost += estCost
 	var once sync.Once
-	return func(actual Usage) {
+	return func(actual count.Usage) {
 		once.Do(func() { u.settle(tok.ID, id, actual) })
 	}, nil
 }
@@ -312,7 +313,7 @@ func (u *UsageLog) check(tok Token, tu *tokenUse, now time.Time, est int64, estC
 	return nil
 }
 
-func (u *UsageLog) settle(tokenID string, hold uint64, actual Usage) {
+func (u *UsageLog) settle(tokenID string, hold uint64, actual count.Usage) {
 	now := u.now()
 	n := int64(max(actual.PromptTokens, 0) + max(actual.CompletionTokens, 0))
 	q := &u.quotas
@@ -331,7 +332,7 @@ func (u *UsageLog) countCost(r *UsageRecord) {
 	if model == "" {
 		model = r.RequestedModel
 	}
-	cost := u.Cost(model, Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens})
+	cost := u.Cost(model, count.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens})
 	if cost == 0 {
 		return
 	}
@@ -422,7 +423,7 @@ func (u *UsageLog) SetPrices(prices []config.Price) error {
 // Cost is what usage of model costs by the first price whose glob matches it (per million
 // tokens), 0 when none does. Globs match like Allows: '*' also matches '/', and a model
 // "llama3" is also "llama3:latest".
-func (u *UsageLog) Cost(model string, usage Usage) float64 {
+func (u *UsageLog) Cost(model string, usage count.Usage) float64 {
 	m := strings.ToLower(strings.TrimSpace(model))
 	if m == "" {
 		return 0

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/relay/count"
 )
 
 // reserveErr is Reserve's refusal as the client would read it.
@@ -18,7 +19,7 @@ func reserveErr(t *testing.T, u *UsageLog, tok Token, model string, est int) *Li
 	t.Helper()
 	settle, err := u.Reserve(tok, model, est)
 	if err == nil {
-		settle(Usage{})
+		settle(count.Usage{})
 		return nil
 	}
 	var le *LimitError
@@ -36,7 +37,7 @@ func use(t *testing.T, u *UsageLog, tok Token, requested, served string, n, m in
 	if err != nil {
 		t.Fatalf("Reserve before using %d+%d: %v", n, m, err)
 	}
-	settle(Usage{PromptTokens: n, CompletionTokens: m})
+	settle(count.Usage{PromptTokens: n, CompletionTokens: m})
 	u.Record(UsageRecord{TokenID: tok.ID, TokenName: tok.Name, Channel: "test", RequestedModel: requested, ServedModel: served,
 		PromptTokens: n, CompletionTokens: m, Status: 200})
 }
@@ -102,8 +103,8 @@ func TestQuotaReservationsCountUntilSettledOrExpired(t *testing.T) {
 	if le == nil || le.Message != want {
 		t.Fatalf("a request under way holds its estimate: %+v", le)
 	}
-	settle1(Usage{PromptTokens: 100, CompletionTokens: 100}) // it used less than reserved
-	settle1(Usage{PromptTokens: 100, CompletionTokens: 100}) // a second settle does nothing
+	settle1(count.Usage{PromptTokens: 100, CompletionTokens: 100}) // it used less than reserved
+	settle1(count.Usage{PromptTokens: 100, CompletionTokens: 100}) // a second settle does nothing
 	if le := reserveErr(t, f.usage, tok, "qwen3:14b", 800); le != nil {
 		t.Fatalf("200 used + 800: %v", le)
 	}
@@ -126,7 +127,7 @@ func TestQuotaReservationsCountUntilSettledOrExpired(t *testing.T) {
 	}
 	f.clock.Advance(reservationTTL + time.Minute)
 	f.usage.expireHolds(f.clock.Now())
-	settle(Usage{PromptTokens: 10, CompletionTokens: 700})
+	settle(count.Usage{PromptTokens: 10, CompletionTokens: 700})
 	if le := reserveErr(t, f.usage, tok, "qwen3:14b", 100); le == nil || !strings.HasPrefix(le.Message, `token "phone" has used 910 of its 1,000`) {
 		t.Errorf("after a late settle: %+v", le)
 	}
@@ -202,7 +203,7 @@ func TestQuotaTokensPerMinute(t *testing.T) {
 	if le := reserveErr(t, f.usage, tok, "qwen3:14b", 1); le == nil {
 		t.Error("300 + 700 held + 1: allowed")
 	}
-	settle(Usage{PromptTokens: 600})
+	settle(count.Usage{PromptTokens: 600})
 	if le := reserveErr(t, f.usage, tok, "qwen3:14b", 100); le != nil {
 		t.Errorf("300 + 600 + 100 after the settle: %v", le)
 	}

@@ -13,10 +13,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
 
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
+	"github.com/hearthlab/hearth/relay/count"
 )
 
 // UsageRecord is one request through the relay, as the usage log keeps it.
@@ -264,7 +264,7 @@ func (u *UsageLog) flush(ctx context.Context) error {
 			if model == "" {
 				model = r.RequestedModel
 			}
-			cost := u.Cost(model, Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens})
+			cost := u.Cost(model, count.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens})
 			if _, err := stmt.ExecContext(ctx, r.Time.UnixMilli(), r.TokenID, r.TokenName, r.Channel, r.KeyID,
 				r.RequestedModel, r.ServedModel, r.PromptTokens, r.CompletionTokens, r.Estimated,
 				r.TTFT.Microseconds(), r.Duration.Microseconds(), r.Status, r.FellBackFrom, r.Stream, cost); err != nil {
@@ -315,29 +315,6 @@ func (u *UsageLog) prune(ctx context.Context, now time.Time) (int64, error) {
 			return total, err
 		}
 	}
-}
-
-// EstimateTokens guesses how many tokens text is, for a vendor that reports no usage. No
-// tokenizer vocabulary is available to hearth offline, so this is a heuristic close to the
-// common BPE vocabularies (cl100k/o200k, Qwen, DeepSeek, Llama 3): about 4 characters per
-// token for ASCII text, one token per CJK character (Han, kana, Hangul), 2 characters per
-// token for other letters (Cyrillic, Greek, Arabic...) and one per other symbol (emoji).
-// It rounds up: text that is not empty is at least one token.
-func EstimateTokens(text string) int {
-	quarters := 0
-	for _, r := range text {
-		switch {
-		case r < 0x80:
-			quarters++
-		case unicode.In(r, unicode.Han, unicode.Hiragana, unicode.Katakana, unicode.Hangul):
-			quarters += 4
-		case unicode.IsLetter(r) || unicode.IsMark(r):
-			quarters += 2
-		default:
-			quarters += 4
-		}
-	}
-	return (quarters + 3) / 4
 }
 
 // UsageRow is one line of a usage summary.

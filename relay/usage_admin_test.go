@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/relay/count"
 )
 
 func TestUsageAdminHandler(t *testing.T) {
@@ -74,7 +75,7 @@ func TestUsageParseSince(t *testing.T) {
 
 func TestUsageCostFromPrices(t *testing.T) {
 	f := newUsageFixture(t)
-	u := Usage{PromptTokens: 1_000_000, CompletionTokens: 500_000}
+	u := count.Usage{PromptTokens: 1_000_000, CompletionTokens: 500_000}
 	for _, tc := range []struct {
 		model string
 		want  float64
@@ -106,28 +107,6 @@ func TestUsageCostFromPrices(t *testing.T) {
 	}
 }
 
-func TestUsageEstimateTokens(t *testing.T) {
-	for _, tc := range []struct {
-		text string
-		want int
-	}{
-		{"", 0},
-		{"a", 1},
-		{"Hello, world!", 4}, // 13 characters
-		{"The quick brown fox jumps over the lazy dog.", 11},
-		{"你好世界", 4},
-		{"こんにちは", 5},
-		{"안녕하세요", 5},
-		{"Привет, мир", 5}, // 9 Cyrillic letters at 2 per token, 2 ASCII characters
-		{"ok 👍", 2},
-		{"混合 text", 4},
-	} {
-		if got := EstimateTokens(tc.text); got != tc.want {
-			t.Errorf("EstimateTokens(%q) = %d, want %d", tc.text, got, tc.want)
-		}
-	}
-}
-
 // The request path's share of the usage log, and the writer's cost per record off the path.
 func BenchmarkUsage(b *testing.B) {
 	open := func(b *testing.B, opts ...UsageOption) *UsageLog {
@@ -153,7 +132,7 @@ func BenchmarkUsage(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			settle(Usage{PromptTokens: 100, CompletionTokens: 200})
+			settle(count.Usage{PromptTokens: 100, CompletionTokens: 200})
 		}
 	})
 	b.Run("record", func(b *testing.B) {
