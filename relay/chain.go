@@ -20,6 +20,8 @@ import (
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/modelname"
 	"github.com/hearthlab/hearth/relay/count"
+	"github.com/hearthlab/hearth/relay/translate/anthropic"
+	"github.com/hearthlab/hearth/relay/translate/ollama"
 	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
@@ -199,7 +201,7 @@ type chatRequest struct {
 	includeUsage bool // the client asked for the usage chunk
 	realModel    bool // the client wants to see the model that served it
 	// vendorErr says why no vendor can take this Ollama request (a suffix, a format only
-	// Ollama knows, nothing to generate: ErrLoadOnly); home still can.
+	// Ollama knows, nothing to generate: ollama.ErrLoadOnly); home still can.
 	vendorErr error
 }
 
@@ -240,11 +242,11 @@ func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, 
 	homeOffline := false
 	for _, l := range links {
 		if l.ch.cfg.Type != "home" && req.vendorErr != nil {
-			if errors.Is(req.vendorErr, ErrLoadOnly) {
+			if errors.Is(req.vendorErr, ollama.ErrLoadOnly) {
 				// Nothing to generate: a vendor has nothing to load, and the model is served.
 				w.Header().Set("Content-Type", "application/json")
 				w.Header().Set("X-Hearth-Channel", l.ch.cfg.Name)
-				_, _ = w.Write(OllamaLoadResponse(req.path, req.model))
+				_, _ = w.Write(ollama.LoadResponse(req.path, req.model))
 				rec.Channel, rec.ServedModel, rec.Status = l.ch.cfg.Name, l.model, http.StatusOK
 				return count.Usage{}
 			}
@@ -354,7 +356,7 @@ func (c *Chain) attempt(w http.ResponseWriter, r *http.Request, req *chatRequest
 			resp.Body.Close()
 		}
 		var ce *clientError
-		if r.Context().Err() != nil || errors.Is(err, ErrAnthropicUnsupported) {
+		if r.Context().Err() != nil || errors.Is(err, anthropic.ErrUnsupported) {
 			// The client left, or the request is one this kind of channel cannot take:
 			// neither is the channel's or the key's failure.
 			l.ch.brk.release()

@@ -14,6 +14,8 @@ import (
 	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/streamtail"
 	"github.com/hearthlab/hearth/relay/count"
+	"github.com/hearthlab/hearth/relay/translate/anthropic"
+	"github.com/hearthlab/hearth/relay/translate/ollama"
 )
 
 // readChat reads the client's chat request (the body within the relay's limit).
@@ -45,7 +47,7 @@ func readChat(r *http.Request) (*chatRequest, *apierror.Error) {
 		}
 		req.model, req.stream, req.includeUsage, req.openai = meta.Model, meta.Stream, meta.StreamOptions.IncludeUsage, body
 	} else {
-		oai, model, stream, err := OllamaToOpenAI(r.URL.Path, body)
+		oai, model, stream, err := ollama.ToOpenAI(r.URL.Path, body)
 		if err != nil && model == "" {
 			return nil, bad(err) // not JSON, or no model: nobody can serve it
 		}
@@ -77,10 +79,10 @@ func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reade
 				writeVendorError(w, resp.StatusCode, b)
 				return count.Usage{}
 			}
-			return writeRaw(w, resp.StatusCode, "application/json", AnthropicError(resp.StatusCode, b))
+			return writeRaw(w, resp.StatusCode, "application/json", anthropic.ErrorBody(resp.StatusCode, b))
 		}
 		if req.stream {
-			s := NewAnthropicStream(io.NopCloser(body), report, true)
+			s := anthropic.NewStream(io.NopCloser(body), report, true)
 			if req.dialect == apierror.Ollama {
 				return answerOllama(w, s, req, s.Usage)
 			}
@@ -88,7 +90,7 @@ func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reade
 			return orUsage(relayOpenAI(w, translated, s, req, report), s.Usage())
 		}
 		b, _ := io.ReadAll(io.LimitReader(body, 64<<20))
-		out, u, err := AnthropicResponse(b, report)
+		out, u, err := anthropic.Response(b, report)
 		if err != nil {
 			const msg = "the vendor's answer could not be translated"
 			if req.dialect == apierror.Ollama {
@@ -120,20 +122,21 @@ func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reade
 // upstream reported in it, else what seen reports once src is read (nil: nothing), else an
 // estimate from the request and the answer's text, so that quotas do not undercount.
 func answerOllama(w http.ResponseWriter, src io.Reader, req *chatRequest, seen func() count.Usage) count.Usage {
-	a, err := newDialectAnswer(w, req.path, req.model, req.stream)
+	a, err := ollama.NewAnswer(w, req.path, req.model, req.stream)
 	if err != nil { // readChat took the dialect from this path: not expected
 		apierror.Write(w, apierror.Ollama, &apierror.Error{Status: http.StatusInternalServerError, Code: "internal", Message: "relay: " + err.Error()})
 		return count.Usage{}
 	}
 	flushHeader(w, "application/x-ndjson", req.stream)
-	_ = a.translate(src) // a failure reached the client as the answer's last line
-	u := a.usage
+	_ = a.Translate(src) // a failure reached the client as the answer's last line
+	u := a.Usage()
 	if seen != nil {
 		u = orUsage(u, seen())
 	}
-	u = estimateIfMissing(u, req, a.text.String())
+	text, extra := a.Estimate()
+	u = estimateIfMissing(u, req, text)
 	if u.Estimated {
-		u.CompletionTokens += a.extraTokens
+		u.CompletionTokens += extra
 	}
 	return u
 }

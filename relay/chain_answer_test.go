@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,7 +18,6 @@ import (
 	"github.com/ollama/ollama/api"
 
 	"github.com/hearthlab/hearth/internal/config"
-	"github.com/hearthlab/hearth/relay/count"
 )
 
 // failingVendor answers every request with status and body.
@@ -157,34 +155,6 @@ func TestChainOllamaDialectEstimatesMissingUsage(t *testing.T) {
 	// "hello there" (stream) and "hello there friend" (whole): 3 + 5 estimated tokens.
 	if g.Requests != 2 || g.PromptTokens < 2*4 || g.CompletionTokens < 8 || g.EstimatedShare <= 0 {
 		t.Errorf("estimated usage: %+v", g)
-	}
-}
-
-// The answer text kept for the estimate is bounded, and what came past the bound still counts.
-func TestDialectAnswerBoundsTheKeptText(t *testing.T) {
-	piece := strings.Repeat("abcd", 1024) // 4 KiB: 1024 estimated tokens
-	const pieces = 2 * dialectMaxText / 4096
-	var src strings.Builder
-	for range pieces {
-		fmt.Fprintf(&src, "data: {\"choices\":[{\"delta\":{\"content\":%q}}]}\n\n", piece)
-	}
-	src.WriteString("data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
-	var out strings.Builder
-	a, err := newDialectAnswer(&out, "/api/chat", "m", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.translate(strings.NewReader(src.String())); err != nil {
-		t.Fatal(err)
-	}
-	if a.text.Len() > dialectMaxText {
-		t.Errorf("kept %d bytes of text, bound %d", a.text.Len(), dialectMaxText)
-	}
-	if got := count.Estimate(a.text.String()) + a.extraTokens; got != pieces*1024 {
-		t.Errorf("estimated %d completion tokens, want %d", got, pieces*1024)
-	}
-	if n := strings.Count(out.String(), "\n"); n != pieces+1 {
-		t.Errorf("%d lines written, want %d", n, pieces+1)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/modelname"
+	"github.com/hearthlab/hearth/relay/translate/anthropic"
 	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
@@ -164,10 +165,10 @@ func (c *channel) send(ctx context.Context, t *tunnel.Server, homeHost string, c
 		req.ContentLength = int64(len(call.body))
 		return t.Do(req, homeHost)
 	case "anthropic":
-		body, _, _, err := AnthropicRequest(call.body, call.model)
-		if errors.Is(err, ErrAnthropicUnsupported) {
+		body, _, _, err := anthropic.Request(call.body, call.model)
+		if errors.Is(err, anthropic.ErrUnsupported) {
 			// Not the client's mistake, nor the channel's: another kind of channel may take it.
-			return nil, &errMoveOn{fmt.Errorf("cannot take this request: %s: %w", strings.TrimPrefix(err.Error(), "relay: "), ErrAnthropicUnsupported)}
+			return nil, &errMoveOn{fmt.Errorf("cannot take this request: %s: %w", strings.TrimPrefix(err.Error(), "relay: "), anthropic.ErrUnsupported)}
 		}
 		if err != nil {
 			return nil, &clientError{fmt.Errorf("cannot translate the request for Anthropic: %w", err)}

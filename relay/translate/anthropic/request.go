@@ -1,4 +1,8 @@
-package relay
+// Package anthropic translates between the OpenAI chat dialect that the relay's clients speak
+// and Anthropic's Messages API: requests (Request), whole answers (Response), streams
+// (Stream, SSE to SSE) and errors (ErrorBody), with the tokens counted. It uses nothing of the
+// relay but relay/count; the relay's chain calls it for channels of type anthropic.
+package anthropic
 
 // The anthropic channel: clients speak OpenAI chat completions, a Claude channel speaks
 // Anthropic's Messages API (POST {base}/v1/messages). This file translates requests;
@@ -16,10 +20,10 @@ import (
 // max_tokens and OpenAI clients usually omit it.
 const anthropicDefaultMaxTokens = 4096
 
-// ErrAnthropicUnsupported marks a request that uses something the Messages API cannot take
+// ErrUnsupported marks a request that uses something the Messages API cannot take
 // (audio input, a file by id, a non-function tool). It is not the client's mistake, so the chain
 // may try a channel of another kind instead of failing the request.
-var ErrAnthropicUnsupported = errors.New("not supported by Anthropic channels")
+var ErrUnsupported = errors.New("not supported by Anthropic channels")
 
 // anthChatRequest is the part of an OpenAI chat completions request that has a Messages API
 // counterpart. Everything else is dropped on purpose, because Anthropic has no equivalent:
@@ -144,10 +148,10 @@ type anthTurn struct {
 	blocks []anthBlock
 }
 
-// AnthropicRequest translates an OpenAI chat completions request body into a Messages API
+// Request translates an OpenAI chat completions request body into a Messages API
 // request body for the vendor's model name. stream/includeUsage report what the client asked.
-// Errors wrapping ErrAnthropicUnsupported are about the channel; others about the request.
-func AnthropicRequest(openai []byte, model string) (body []byte, stream, includeUsage bool, err error) {
+// Errors wrapping ErrUnsupported are about the channel; others about the request.
+func Request(openai []byte, model string) (body []byte, stream, includeUsage bool, err error) {
 	var in anthChatRequest
 	if err := json.Unmarshal(openai, &in); err != nil {
 		return nil, false, false, fmt.Errorf("relay: anthropic request: decode: %w", err)
@@ -287,7 +291,7 @@ func anthUserBlocks(raw json.RawMessage) ([]anthBlock, error) {
 		case "file":
 			b, err = anthDocument(p)
 		default:
-			err = fmt.Errorf("type %q: %w", p.Type, ErrAnthropicUnsupported)
+			err = fmt.Errorf("type %q: %w", p.Type, ErrUnsupported)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("content[%d]: %w", i, err)
@@ -329,14 +333,14 @@ func anthImage(raw json.RawMessage) (anthBlock, error) {
 // anthDocument translates a PDF sent inline as an OpenAI file part.
 func anthDocument(p anthChatPart) (anthBlock, error) {
 	if p.File == nil || p.File.FileData == "" {
-		return anthBlock{}, fmt.Errorf("file without file_data (file ids are OpenAI's): %w", ErrAnthropicUnsupported)
+		return anthBlock{}, fmt.Errorf("file without file_data (file ids are OpenAI's): %w", ErrUnsupported)
 	}
 	mediaType, data, err := anthDataURL(p.File.FileData)
 	if err != nil {
 		return anthBlock{}, fmt.Errorf("file: %w", err)
 	}
 	if mediaType != "application/pdf" {
-		return anthBlock{}, fmt.Errorf("file of type %q: %w", mediaType, ErrAnthropicUnsupported)
+		return anthBlock{}, fmt.Errorf("file of type %q: %w", mediaType, ErrUnsupported)
 	}
 	return anthBlock{Type: "document", Source: &anthSource{Type: "base64", MediaType: mediaType, Data: data}}, nil
 }
@@ -380,7 +384,7 @@ func anthAssistantBlocks(m anthChatMessage) ([]anthBlock, error) {
 	}
 	for i, tc := range m.ToolCalls {
 		if tc.Type != "" && tc.Type != "function" {
-			return nil, fmt.Errorf("tool_calls[%d]: type %q: %w", i, tc.Type, ErrAnthropicUnsupported)
+			return nil, fmt.Errorf("tool_calls[%d]: type %q: %w", i, tc.Type, ErrUnsupported)
 		}
 		if tc.ID == "" || tc.Function.Name == "" {
 			return nil, fmt.Errorf("tool_calls[%d]: id and function.name are required", i)
@@ -458,7 +462,7 @@ func anthParams(out *anthRequest, in *anthChatRequest) error {
 	}
 	for i, t := range in.Tools {
 		if t.Type != "" && t.Type != "function" {
-			return fmt.Errorf("tools[%d]: type %q: %w", i, t.Type, ErrAnthropicUnsupported)
+			return fmt.Errorf("tools[%d]: type %q: %w", i, t.Type, ErrUnsupported)
 		}
 		if t.Function.Name == "" {
 			return fmt.Errorf("tools[%d]: function.name is required", i)

@@ -1,4 +1,4 @@
-package relay
+package ollama
 
 import (
 	"bytes"
@@ -126,7 +126,7 @@ func TestOllamaToOpenAI(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, model, stream, err := OllamaToOpenAI(tt.path, []byte(tt.body))
+			got, model, stream, err := ToOpenAI(tt.path, []byte(tt.body))
 			if model != tt.wantModel || stream != tt.wantStream {
 				t.Errorf("model, stream = %q, %v; want %q, %v", model, stream, tt.wantModel, tt.wantStream)
 			}
@@ -149,13 +149,13 @@ func TestOllamaToOpenAI(t *testing.T) {
 
 func TestOllamaLoadResponse(t *testing.T) {
 	var chat api.ChatResponse
-	if err := json.Unmarshal(OllamaLoadResponse("/api/chat", "qwen3:8b"), &chat); err != nil {
+	if err := json.Unmarshal(LoadResponse("/api/chat", "qwen3:8b"), &chat); err != nil {
 		t.Fatal(err)
 	}
 	if !chat.Done || chat.DoneReason != "load" || chat.Model != "qwen3:8b" || chat.Message.Role != "assistant" || chat.CreatedAt.IsZero() {
 		t.Errorf("chat load response = %+v", chat)
 	}
-	b := OllamaLoadResponse("/api/generate", "m")
+	b := LoadResponse("/api/generate", "m")
 	var gen api.GenerateResponse
 	if err := json.Unmarshal(b, &gen); err != nil {
 		t.Fatal(err)
@@ -336,7 +336,7 @@ func TestOpenAIToOllama(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out bytes.Buffer
-			usage, err := OpenAIToOllama(&out, strings.NewReader(tt.upstream), tt.path, "m", tt.stream)
+			usage, err := FromOpenAI(&out, strings.NewReader(tt.upstream), tt.path, "m", tt.stream)
 			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Errorf("err = %v; want %q", err, tt.wantErr)
 			}
@@ -358,7 +358,7 @@ func TestOpenAIToOllama(t *testing.T) {
 }
 
 func dialectTruncated(t *testing.T) error {
-	_, err := OpenAIToOllama(io.Discard, strings.NewReader(dialectSSE(dialectSSEDelta(`{"content":"Hi"}`))), "/api/chat", "m", true)
+	_, err := FromOpenAI(io.Discard, strings.NewReader(dialectSSE(dialectSSEDelta(`{"content":"Hi"}`))), "/api/chat", "m", true)
 	return err
 }
 
@@ -407,7 +407,7 @@ func dialectFlushesEachChunk(t *testing.T, wrapped bool) {
 		dst = dialectWrapped{rec}
 	}
 	go func() {
-		u, err := OpenAIToOllama(dst, pr, "/api/chat", "m", true)
+		u, err := FromOpenAI(dst, pr, "/api/chat", "m", true)
 		res <- result{u, err}
 	}()
 	t.Cleanup(func() { pw.Close() })

@@ -1,4 +1,4 @@
-package relay
+package ollama
 
 // Ollama's own Go client against the dialect translation, and a client that goes away.
 
@@ -31,9 +31,9 @@ func TestOllamaDialectWithOllamaClient(t *testing.T) {
 	lastSent := func() string { mu.Lock(); defer mu.Unlock(); return sent }
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		oa, model, stream, err := OllamaToOpenAI(r.URL.Path, body)
+		oa, model, stream, err := ToOpenAI(r.URL.Path, body)
 		if errors.Is(err, ErrLoadOnly) {
-			w.Write(OllamaLoadResponse(r.URL.Path, model))
+			w.Write(LoadResponse(r.URL.Path, model))
 			return
 		}
 		if err != nil {
@@ -44,7 +44,7 @@ func TestOllamaDialectWithOllamaClient(t *testing.T) {
 		sent = string(oa)
 		answer := upstream
 		mu.Unlock()
-		if _, err := OpenAIToOllama(w, strings.NewReader(answer), r.URL.Path, model, stream); err != nil {
+		if _, err := FromOpenAI(w, strings.NewReader(answer), r.URL.Path, model, stream); err != nil {
 			t.Logf("answer: %v", err)
 		}
 	}))
@@ -154,7 +154,7 @@ func (w *dialectGoneWriter) Write([]byte) (int, error) {
 func TestOpenAIToOllamaClientGone(t *testing.T) {
 	w := &dialectGoneWriter{}
 	upstream := dialectSSE(dialectSSEDelta(`{"content":"a"}`), dialectSSEDelta(`{"content":"b"}`), dialectSSEFinish("stop"), "[DONE]")
-	_, err := OpenAIToOllama(w, strings.NewReader(upstream), "/api/chat", "m", true)
+	_, err := FromOpenAI(w, strings.NewReader(upstream), "/api/chat", "m", true)
 	if err == nil || !strings.Contains(err.Error(), "broken pipe") || w.writes != 1 {
 		t.Errorf("err = %v after %d writes; want broken pipe after 1", err, w.writes)
 	}

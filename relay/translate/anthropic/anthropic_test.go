@@ -1,4 +1,4 @@
-package relay
+package anthropic
 
 import (
 	"bytes"
@@ -31,7 +31,7 @@ var anthropicUpdate = func() func() bool {
 	}
 }()
 
-const anthropicTestdata = "testdata/anthropic"
+const anthropicTestdata = "testdata"
 
 func anthropicClock() time.Time { return time.Unix(1735689600, 0) }
 
@@ -156,7 +156,7 @@ func TestAnthropicRequestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			body, stream, incUsage, err := AnthropicRequest(in, "claude-sonnet-4-5")
+			body, stream, incUsage, err := Request(in, "claude-sonnet-4-5")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -287,15 +287,15 @@ func TestAnthropicRequestErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			body, _, _, err := AnthropicRequest([]byte(c.body), "claude-x")
+			body, _, _, err := Request([]byte(c.body), "claude-x")
 			if err == nil {
 				t.Fatalf("no error; body %s", body)
 			}
 			if !strings.HasPrefix(err.Error(), "relay: anthropic request: ") || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("error %q, want it to contain %q", err, c.want)
 			}
-			if got := errors.Is(err, ErrAnthropicUnsupported); got != c.unsupported {
-				t.Errorf("errors.Is(ErrAnthropicUnsupported) = %v, want %v (%v)", got, c.unsupported, err)
+			if got := errors.Is(err, ErrUnsupported); got != c.unsupported {
+				t.Errorf("errors.Is(ErrUnsupported) = %v, want %v (%v)", got, c.unsupported, err)
 			}
 		})
 	}
@@ -310,7 +310,7 @@ func TestAnthropicResponseErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, _, err := AnthropicResponse([]byte(c.body), "gpt-4o")
+			_, _, err := Response([]byte(c.body), "gpt-4o")
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("error %v, want it to contain %q", err, c.want)
 			}
@@ -346,7 +346,7 @@ func TestAnthropicError(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprint(c.status), func(t *testing.T) {
-			got := AnthropicError(c.status, []byte(c.body))
+			got := ErrorBody(c.status, []byte(c.body))
 			if err := anthropicJSONEqual([]byte(c.want), got); err != nil {
 				t.Error(err)
 			}

@@ -1,4 +1,4 @@
-package relay
+package anthropic
 
 // What an Anthropic channel answers when the client did not ask for a stream, and its errors,
 // translated into what OpenAI clients read.
@@ -95,9 +95,9 @@ func anthFinishReason(stop string) string {
 	}
 }
 
-// AnthropicResponse translates a non-stream Messages response into an OpenAI chat.completion
+// Response translates a non-stream Messages response into an OpenAI chat.completion
 // body reporting `model` as the model.
-func AnthropicResponse(body []byte, model string) ([]byte, count.Usage, error) {
+func Response(body []byte, model string) ([]byte, count.Usage, error) {
 	return anthropicResponse(body, model, time.Now)
 }
 
@@ -167,10 +167,10 @@ type anthChatError struct {
 	} `json:"error"`
 }
 
-// AnthropicError turns an Anthropic error body {"type":"error","error":{"type","message"}} into
+// ErrorBody turns an Anthropic error body {"type":"error","error":{"type","message"}} into
 // an OpenAI error body with the same meaning (for 4xx passed on to the client). A body that is
 // not Anthropic's (a proxy's HTML page) gets a message from the status alone.
-func AnthropicError(status int, body []byte) []byte {
+func ErrorBody(status int, body []byte) []byte {
 	var e struct {
 		Error *anthErrorDetail `json:"error"`
 	}

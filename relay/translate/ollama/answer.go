@@ -1,4 +1,4 @@
-package relay
+package ollama
 
 // The answer side of the Ollama dialect: an OpenAI answer (stream or whole) read and written
 // back as Ollama's NDJSON.
@@ -92,8 +92,8 @@ type dialectPending struct {
 	args     strings.Builder
 }
 
-// dialectAnswer is the state of one translated answer.
-type dialectAnswer struct {
+// Answer is the state of one answer translated from OpenAI's dialect to Ollama's.
+type Answer struct {
 	w      io.Writer
 	flush  func() // nil when dst cannot flush
 	chat   bool
@@ -117,14 +117,14 @@ type dialectAnswer struct {
 	extraTokens int
 }
 
-// newDialectAnswer starts an answer to the Ollama route path, written to dst: flushed after
+// NewAnswer starts an answer to the Ollama route path, written to dst: flushed after
 // each line when dst is an http.Flusher or a ResponseWriter wrapping one.
-func newDialectAnswer(dst io.Writer, path, model string, stream bool) (*dialectAnswer, error) {
+func NewAnswer(dst io.Writer, path, model string, stream bool) (*Answer, error) {
 	chat, err := ollamaDialectIsChat(path)
 	if err != nil {
 		return nil, err
 	}
-	a := &dialectAnswer{w: dst, chat: chat, model: model, stream: stream, start: time.Now()}
+	a := &Answer{w: dst, chat: chat, model: model, stream: stream, start: time.Now()}
 	switch f := dst.(type) {
 	case http.Flusher:
 		a.flush = f.Flush
@@ -135,9 +135,20 @@ func newDialectAnswer(dst io.Writer, path, model string, stream bool) (*dialectA
 	return a, nil
 }
 
-// translate reads upstream's OpenAI answer from src and writes it, as OpenAIToOllama
+// Usage is what upstream reported (zero when it sent none).
+func (a *Answer) Usage() count.Usage { return a.usage }
+
+// Estimate is the completion tokens estimated from the generated text, for an upstream that
+// reported none: the text kept (up to dialectMaxText) and what came past it.
+func (a *Answer) Estimate() (text string, extraTokens int) { return a.text.String(), a.extraTokens }
+
+// Translate reads upstream's OpenAI answer from src and writes it, as FromOpenAI documents;
+// a failure ends the answer with Ollama's {"error":"..."} and is returned.
+func (a *Answer) Translate(src io.Reader) error { return a.translate(src) }
+
+// translate reads upstream's OpenAI answer from src and writes it, as FromOpenAI
 // documents; a failure ends the answer with Ollama's {"error":"..."} and is returned.
-func (a *dialectAnswer) translate(src io.Reader) error {
+func (a *Answer) translate(src io.Reader) error {
 	err := a.read(src)
 	if err == nil {
 		err = a.done()
@@ -154,7 +165,7 @@ func (a *dialectAnswer) translate(src io.Reader) error {
 }
 
 // keepText keeps generated text for the usage estimate, within dialectMaxText.
-func (a *dialectAnswer) keepText(s string) {
+func (a *Answer) keepText(s string) {
 	if s == "" {
 		return
 	}
@@ -166,7 +177,7 @@ func (a *dialectAnswer) keepText(s string) {
 }
 
 // read takes SSE lines, or a whole JSON body when the first thing upstream sent is a '{'.
-func (a *dialectAnswer) read(src io.Reader) error {
+func (a *Answer) read(src io.Reader) error {
 	sc := bufio.NewScanner(src)
 	sc.Buffer(make([]byte, 0, 64<<10), dialectMaxAnswer)
 	var body []byte
@@ -225,7 +236,7 @@ func (a *dialectAnswer) read(src io.Reader) error {
 }
 
 // apply takes one chunk (or, when whole, a complete answer) and writes its line.
-func (a *dialectAnswer) apply(c *dialectChunk, whole bool) error {
+func (a *Answer) apply(c *dialectChunk, whole bool) error {
 	if len(c.Error) > 0 && string(c.Error) != "null" {
 		msg := dialectErrorMessage(c.Error)
 		return dialectFail("upstream error: "+msg, fmt.Errorf("upstream error: %s", msg))
@@ -276,7 +287,7 @@ func (a *dialectAnswer) apply(c *dialectChunk, whole bool) error {
 // whole, told apart by a new id, and so do some that send index 0 for every call (an index out
 // of order is taken as missing, so that upstream cannot make the relay allocate for it);
 // whole answers list each call once.
-func (a *dialectAnswer) addCallFragment(index *int, id, name, args string, whole bool) {
+func (a *Answer) addCallFragment(index *int, id, name, args string, whole bool) {
 	var p *dialectPending
 	switch {
 	case whole:
@@ -301,7 +312,7 @@ func (a *dialectAnswer) addCallFragment(index *int, id, name, args string, whole
 
 // takeCalls turns the gathered fragments into whole Ollama tool calls, whose arguments are an
 // object, not a string.
-func (a *dialectAnswer) takeCalls() ([]dialectToolCall, error) {
+func (a *Answer) takeCalls() ([]dialectToolCall, error) {
 	var out []dialectToolCall
 	for _, p := range a.pending {
 		args := bytes.TrimSpace([]byte(p.args.String()))
@@ -323,7 +334,7 @@ func (a *dialectAnswer) takeCalls() ([]dialectToolCall, error) {
 }
 
 // emit writes one line for a chunk that carries something for the client, or gathers it.
-func (a *dialectAnswer) emit(content, thinking string, calls []dialectToolCall) error {
+func (a *Answer) emit(content, thinking string, calls []dialectToolCall) error {
 	if content == "" && thinking == "" && len(calls) == 0 {
 		return nil
 	}
@@ -337,7 +348,7 @@ func (a *dialectAnswer) emit(content, thinking string, calls []dialectToolCall) 
 }
 
 // done writes the done:true object: the whole answer without stream, the metrics with it.
-func (a *dialectAnswer) done() error {
+func (a *Answer) done() error {
 	calls, err := a.takeCalls()
 	if err != nil {
 		return err
@@ -367,7 +378,7 @@ func (a *dialectAnswer) done() error {
 	return a.write(line)
 }
 
-func (a *dialectAnswer) line(content, thinking string, calls []dialectToolCall) dialectLine {
+func (a *Answer) line(content, thinking string, calls []dialectToolCall) dialectLine {
 	l := dialectLine{Model: a.model, CreatedAt: time.Now().UTC()}
 	if a.chat {
 		l.Message = &dialectOutMessage{Role: "assistant", Content: content, Thinking: thinking, ToolCalls: calls}
@@ -378,7 +389,7 @@ func (a *dialectAnswer) line(content, thinking string, calls []dialectToolCall) 
 }
 
 // write sends v as one line in one Write, flushed at once so that no two lines merge.
-func (a *dialectAnswer) write(v any) error {
+func (a *Answer) write(v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("relay: ollama answer: %w", err)

@@ -1,4 +1,4 @@
-package relay
+package anthropic
 
 // What an Anthropic channel streams back, translated into the chunks OpenAI clients read.
 
@@ -18,15 +18,15 @@ import (
 // relay buffer without end. Real events are a few hundred bytes.
 const anthropicMaxLine = 8 << 20
 
-// AnthropicStream reads an Anthropic SSE stream and yields OpenAI chat.completion.chunk SSE
+// Stream reads an Anthropic SSE stream and yields OpenAI chat.completion.chunk SSE
 // ("data: {...}\n\n" per chunk, then "data: [DONE]\n\n"): one output chunk per input event that
 // carries content, so chunks are never merged or delayed. Usage() is valid after EOF.
 //
 // Read returns io.EOF after message_stop, and after a vendor error event, which reaches the
 // client as an OpenAI error chunk (no [DONE]) and is reported by Err. A stream that ends or
 // breaks before either is an error from Read (wrapping io.ErrUnexpectedEOF when it just ended),
-// never a silent EOF. An AnthropicStream is not safe for concurrent use.
-type AnthropicStream struct {
+// never a silent EOF. An Stream is not safe for concurrent use.
+type Stream struct {
 	src          io.ReadCloser
 	lines        *bufio.Reader
 	model        string
@@ -52,14 +52,14 @@ type AnthropicStream struct {
 	vendor  error // the vendor's error event, for Err
 }
 
-// NewAnthropicStream translates r, a Messages API response body with stream: true, reporting
+// NewStream translates r, a Messages API response body with stream: true, reporting
 // model as the model. With includeUsage a usage chunk with empty choices precedes [DONE].
-func NewAnthropicStream(r io.ReadCloser, model string, includeUsage bool) *AnthropicStream {
+func NewStream(r io.ReadCloser, model string, includeUsage bool) *Stream {
 	return newAnthropicStream(r, model, includeUsage, time.Now)
 }
 
-func newAnthropicStream(r io.ReadCloser, model string, includeUsage bool, now func() time.Time) *AnthropicStream {
-	return &AnthropicStream{
+func newAnthropicStream(r io.ReadCloser, model string, includeUsage bool, now func() time.Time) *Stream {
+	return &Stream{
 		src: r, lines: bufio.NewReader(r), model: model, includeUsage: includeUsage, now: now,
 		tools: map[int]int{}, argsSeen: map[int]bool{},
 	}
@@ -67,7 +67,7 @@ func newAnthropicStream(r io.ReadCloser, model string, includeUsage bool, now fu
 
 // Read fills p with translated SSE. It reads the vendor only when no translated bytes are
 // pending, and returns as soon as one event has produced output.
-func (s *AnthropicStream) Read(p []byte) (int, error) {
+func (s *Stream) Read(p []byte) (int, error) {
 	for s.off == len(s.out) {
 		s.out, s.off = s.out[:0], 0
 		if s.done {
@@ -84,12 +84,12 @@ func (s *AnthropicStream) Read(p []byte) (int, error) {
 }
 
 // Close closes the vendor's body.
-func (s *AnthropicStream) Close() error { return s.src.Close() }
+func (s *Stream) Close() error { return s.src.Close() }
 
 // Usage reports the tokens used. When the stream ended before message_delta the vendor's final
 // count never came: the completion is then estimated from the bytes streamed (about four per
 // token) and marked so.
-func (s *AnthropicStream) Usage() count.Usage {
+func (s *Stream) Usage() count.Usage {
 	u := s.usage.relay()
 	if !s.finalUsed {
 		u.Estimated = true
@@ -99,9 +99,9 @@ func (s *AnthropicStream) Usage() count.Usage {
 }
 
 // Err reports the error event the vendor sent mid-stream, if any, once Read has returned io.EOF.
-func (s *AnthropicStream) Err() error { return s.vendor }
+func (s *Stream) Err() error { return s.vendor }
 
-func (s *AnthropicStream) step() {
+func (s *Stream) step() {
 	data, err := s.nextEvent()
 	if err != nil {
 		s.done = true
@@ -120,7 +120,7 @@ func (s *AnthropicStream) step() {
 
 // nextEvent returns the data of the next SSE event. The event: line is not needed (the JSON
 // repeats it as "type"); comments, id: and retry: lines are not used by Anthropic.
-func (s *AnthropicStream) nextEvent() ([]byte, error) {
+func (s *Stream) nextEvent() ([]byte, error) {
 	var data []byte
 	for {
 		line, err := s.readLine()
@@ -148,7 +148,7 @@ func (s *AnthropicStream) nextEvent() ([]byte, error) {
 }
 
 // readLine returns the next line without its line ending; it stays valid until the next call.
-func (s *AnthropicStream) readLine() ([]byte, error) {
+func (s *Stream) readLine() ([]byte, error) {
 	if s.readErr != nil {
 		return nil, s.readErr
 	}
@@ -194,7 +194,7 @@ type anthEventDelta struct {
 	StopReason  string `json:"stop_reason"`
 }
 
-func (s *AnthropicStream) handle(data []byte) error {
+func (s *Stream) handle(data []byte) error {
 	var ev anthEvent
 	if err := json.Unmarshal(data, &ev); err != nil {
 		return fmt.Errorf("decode event: %w", err)
@@ -259,7 +259,7 @@ func (s *AnthropicStream) handle(data []byte) error {
 	return nil
 }
 
-func (s *AnthropicStream) blockStart(ev anthEvent) error {
+func (s *Stream) blockStart(ev anthEvent) error {
 	b := ev.ContentBlock
 	if b == nil {
 		return errors.New("content_block_start without content_block")
@@ -280,7 +280,7 @@ func (s *AnthropicStream) blockStart(ev anthEvent) error {
 	return nil
 }
 
-func (s *AnthropicStream) blockDelta(ev anthEvent) error {
+func (s *Stream) blockDelta(ev anthEvent) error {
 	d := ev.Delta
 	if d == nil {
 		return errors.New("content_block_delta without delta")
@@ -306,13 +306,13 @@ func (s *AnthropicStream) blockDelta(ev anthEvent) error {
 	return nil
 }
 
-func (s *AnthropicStream) emitArgs(call int, args string) {
+func (s *Stream) emitArgs(call int, args string) {
 	tc := anthChatToolCall{Index: new(call)}
 	tc.Function.Arguments = args
 	s.emitDelta(anthChatReply{ToolCalls: []anthChatToolCall{tc}}, "")
 }
 
-func (s *AnthropicStream) chunk(choices []anthChatChoice, usage *anthChatUsage) anthChatCompletion {
+func (s *Stream) chunk(choices []anthChatChoice, usage *anthChatUsage) anthChatCompletion {
 	if choices == nil {
 		choices = []anthChatChoice{} // the usage chunk: "choices": [] as OpenAI sends it
 	}
@@ -322,7 +322,7 @@ func (s *AnthropicStream) chunk(choices []anthChatChoice, usage *anthChatUsage) 
 	}
 }
 
-func (s *AnthropicStream) emitDelta(d anthChatReply, finish string) {
+func (s *Stream) emitDelta(d anthChatReply, finish string) {
 	c := anthChatChoice{Delta: &d}
 	if finish != "" {
 		c.FinishReason = &finish
@@ -330,7 +330,7 @@ func (s *AnthropicStream) emitDelta(d anthChatReply, finish string) {
 	s.emit(s.chunk([]anthChatChoice{c}, nil))
 }
 
-func (s *AnthropicStream) emit(v any) {
+func (s *Stream) emit(v any) {
 	b, err := anthMarshal(v)
 	if err != nil { // not reachable with the types above; fail loudly rather than skip a chunk
 		s.done, s.err = true, fmt.Errorf("relay: anthropic stream: encode: %w", err)

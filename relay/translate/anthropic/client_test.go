@@ -1,4 +1,4 @@
-package relay
+package anthropic
 
 // go-openai against the Anthropic translation, and streams that break, stall or arrive in
 // pieces.
@@ -21,12 +21,12 @@ import (
 )
 
 // anthropicClient is a go-openai client for a fake OpenAI endpoint that translates with this
-// file's functions, as the relay will: the request from go-openai through AnthropicRequest, the
-// vendor's answer (a fixture) back through AnthropicResponse or AnthropicStream.
+// file's functions, as the relay will: the request from go-openai through Request, the
+// vendor's answer (a fixture) back through Response or Stream.
 func anthropicClient(t *testing.T, fixture string, check func(t *testing.T, anthReq map[string]any)) *openai.Client {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in, _ := io.ReadAll(r.Body)
-		body, stream, includeUsage, err := AnthropicRequest(in, "claude-sonnet-4-5")
+		body, stream, includeUsage, err := Request(in, "claude-sonnet-4-5")
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -44,7 +44,7 @@ func anthropicClient(t *testing.T, fixture string, check func(t *testing.T, anth
 		if !stream {
 			raw, _ := io.ReadAll(vendor)
 			vendor.Close()
-			out, _, err := AnthropicResponse(raw, "gpt-4o")
+			out, _, err := Response(raw, "gpt-4o")
 			if err != nil {
 				t.Error(err)
 			}
@@ -52,7 +52,7 @@ func anthropicClient(t *testing.T, fixture string, check func(t *testing.T, anth
 			w.Write(out)
 			return
 		}
-		s := NewAnthropicStream(vendor, "gpt-4o", includeUsage)
+		s := NewStream(vendor, "gpt-4o", includeUsage)
 		defer s.Close()
 		w.Header().Set("Content-Type", "text/event-stream")
 		if _, err := io.Copy(w, s); err != nil {
@@ -301,7 +301,7 @@ func TestAnthropicStreamBroken(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			s := NewAnthropicStream(io.NopCloser(c.src), "gpt-4o", false)
+			s := NewStream(io.NopCloser(c.src), "gpt-4o", false)
 			_, err := io.ReadAll(s)
 			if err == nil || !strings.Contains(err.Error(), c.sub) || c.want != nil && !errors.Is(err, c.want) {
 				t.Errorf("err %v, want %q (is %v)", err, c.sub, c.want)

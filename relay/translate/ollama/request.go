@@ -1,4 +1,9 @@
-package relay
+// Package ollama translates between Ollama's API dialect (/api/chat, /api/generate) and
+// OpenAI's chat dialect, for an Ollama client whose model the relay serves from a vendor:
+// requests (ToOpenAI), answers and streams (FromOpenAI, Answer, NDJSON out) and a load-only
+// request's answer (LoadResponse), with the tokens counted. It uses nothing of the relay but
+// relay/count; the relay's chain calls it.
+package ollama
 
 // The Ollama dialect on the vendor path: when no home node serves a model, phone apps that speak
 // Ollama's /api/chat and /api/generate are answered by OpenAI-compatible vendors. The request is
@@ -22,13 +27,13 @@ import (
 
 // ErrLoadOnly means the Ollama request only asks to load the model (/api/generate with an empty
 // prompt, /api/chat with no messages). Ollama answers that without generating anything, so the
-// caller answers with [OllamaLoadResponse] and calls no upstream.
+// caller answers with [LoadResponse] and calls no upstream.
 var ErrLoadOnly = errors.New("relay: ollama request only loads the model")
 
 // dialectMaxAnswer bounds a whole upstream answer, and so one SSE line of it, in bytes.
 const dialectMaxAnswer = 32 << 20
 
-// OllamaToOpenAI turns an Ollama /api/chat or /api/generate request body into an OpenAI chat
+// ToOpenAI turns an Ollama /api/chat or /api/generate request body into an OpenAI chat
 // completions request body (model unchanged). stream is Ollama's (default true); a streamed
 // request asks upstream for include_usage so that the final line can carry the token counts.
 // Any error other than [ErrLoadOnly] is the client's (answer 400).
@@ -37,7 +42,7 @@ const dialectMaxAnswer = 32 << 20
 // template (the prompt is sent as the user message as is) and context (the old conversational
 // memory: a vendor has nothing to replay it into, so a client relying on it loses its memory).
 // A non-empty suffix (fill-in-the-middle) is refused, since a chat model cannot honour it.
-func OllamaToOpenAI(path string, body []byte) (openai []byte, model string, stream bool, err error) {
+func ToOpenAI(path string, body []byte) (openai []byte, model string, stream bool, err error) {
 	chat, err := ollamaDialectIsChat(path)
 	if err != nil {
 		return nil, "", false, err
@@ -93,9 +98,9 @@ func OllamaToOpenAI(path string, body []byte) (openai []byte, model string, stre
 	return openai, in.Model, stream, nil
 }
 
-// OllamaLoadResponse is Ollama's answer to a load-only request (see [ErrLoadOnly]): one
+// LoadResponse is Ollama's answer to a load-only request (see [ErrLoadOnly]): one
 // done:true object with done_reason "load", sent whatever the stream flag, as Ollama does.
-func OllamaLoadResponse(path, model string) []byte {
+func LoadResponse(path, model string) []byte {
 	chat, _ := ollamaDialectIsChat(path)
 	line := dialectLine{Model: model, CreatedAt: time.Now().UTC(), Done: true, DoneReason: "load"}
 	if chat {
@@ -107,7 +112,7 @@ func OllamaLoadResponse(path, model string) []byte {
 	return append(b, '\n')
 }
 
-// OpenAIToOllama copies an OpenAI chat completions answer (SSE chunks when stream, one JSON
+// FromOpenAI copies an OpenAI chat completions answer (SSE chunks when stream, one JSON
 // body otherwise) from src to dst as Ollama's answer for path: NDJSON lines (one per chunk,
 // flushed at once when dst is an http.Flusher or a ResponseWriter wrapping one — never merged) ending with a done:true line, or
 // one JSON object. The final object carries done_reason and the Metrics fields
@@ -122,8 +127,8 @@ func OllamaLoadResponse(path, model string) []byte {
 // fails (an error chunk, a broken or truncated stream) the client gets Ollama's {"error":"..."}
 // (as the last line, or as the whole body) and the error is returned; the caller sets the
 // Content-Type (application/x-ndjson for a stream, application/json otherwise).
-func OpenAIToOllama(dst io.Writer, src io.Reader, path, model string, stream bool) (count.Usage, error) {
-	a, err := newDialectAnswer(dst, path, model, stream)
+func FromOpenAI(dst io.Writer, src io.Reader, path, model string, stream bool) (count.Usage, error) {
+	a, err := NewAnswer(dst, path, model, stream)
 	if err != nil {
 		return count.Usage{}, err
 	}
