@@ -19,7 +19,7 @@ import (
 	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
-	"github.com/hearthlab/hearth/internal/modelname"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 // maxTrackedIPs bounds the memory of the failure lockout, and that of the per-address rate
@@ -30,7 +30,7 @@ const maxTrackedIPs = 16384
 // per-token and a per-address request rate, the admin key for /admin, and a lockout of
 // addresses that keep failing. Every check is in memory. Logs name tokens by name and id only.
 type Auth struct {
-	store     *Store
+	store     *tokens.Store
 	limits    config.RelayLimits
 	adminHash [sha256.Size]byte
 	hasAdmin  bool
@@ -61,7 +61,7 @@ type rateBucket struct {
 
 // NewAuth builds the middleware. Zero limits take the defaults of config.DefaultRelay; an
 // empty adminKey refuses every admin request. A nil logger discards.
-func NewAuth(store *Store, limits config.RelayLimits, adminKey string, logger *slog.Logger) *Auth {
+func NewAuth(store *tokens.Store, limits config.RelayLimits, adminKey string, logger *slog.Logger) *Auth {
 	def := config.DefaultRelay().Limits
 	if limits.RequestsPerMinute <= 0 {
 		limits.RequestsPerMinute = def.RequestsPerMinute
@@ -81,15 +81,15 @@ func NewAuth(store *Store, limits config.RelayLimits, adminKey string, logger *s
 	ips, _ := simplelru.NewLRU[string, *ipRecord](maxTrackedIPs, nil) // fails only for size <= 0
 	ipRates, _ := simplelru.NewLRU[string, *rateBucket](maxTrackedIPs, nil)
 	return &Auth{store: store, limits: limits, adminHash: sha256.Sum256([]byte(adminKey)), hasAdmin: adminKey != "",
-		log: logging.OrDiscard(logger), now: time.Now, window: DefaultOllamaWindow, ips: ips, buckets: map[string]*rateBucket{},
+		log: logging.OrDiscard(logger), now: time.Now, window: tokens.DefaultOllamaWindow, ips: ips, buckets: map[string]*rateBucket{},
 		ipRates: ipRates}
 }
 
 type tokenCtxKey struct{}
 
 // TokenFrom returns the token Require put in the request's context.
-func TokenFrom(ctx context.Context) (Token, bool) {
-	t, ok := ctx.Value(tokenCtxKey{}).(Token)
+func TokenFrom(ctx context.Context) (tokens.Token, bool) {
+	t, ok := ctx.Value(tokenCtxKey{}).(tokens.Token)
 	return t, ok
 }
 
@@ -141,18 +141,18 @@ func (a *Auth) Require(next http.Handler) http.Handler {
 }
 
 // identify reads the credential: a Bearer token, or else an ollama CLI signature.
-func (a *Auth) identify(r *http.Request, now time.Time) (tok Token, viaOllama bool, err error) {
+func (a *Auth) identify(r *http.Request, now time.Time) (tok tokens.Token, viaOllama bool, err error) {
 	h := strings.TrimSpace(r.Header.Get("Authorization"))
 	if h == "" {
-		return Token{}, false, ErrNoToken
+		return tokens.Token{}, false, tokens.ErrNoToken
 	}
 	if scheme, secret, _ := strings.Cut(h, " "); strings.EqualFold(scheme, "Bearer") {
 		tok, err = a.store.Check(strings.TrimSpace(secret))
 		return tok, false, err
 	}
-	pub, err := VerifyOllamaSignature(r, now, a.window)
+	pub, err := tokens.VerifyOllamaSignature(r, now, a.window)
 	if err != nil {
-		return Token{}, true, err
+		return tokens.Token{}, true, err
 	}
 	tok, err = a.store.CheckOllamaKey(pub)
 	return tok, true, err
@@ -162,26 +162,26 @@ const createHint = "create one with `hearth token create --name NAME`"
 
 // refuse answers a failed identification; only what looks like guessing counts toward the
 // lockout (a wrong secret, a forged signature), not an expired token that a phone retries.
-func (a *Auth) refuse(w http.ResponseWriter, d apierror.Dialect, ip string, tok Token, viaOllama bool, err error, now time.Time) {
+func (a *Auth) refuse(w http.ResponseWriter, d apierror.Dialect, ip string, tok tokens.Token, viaOllama bool, err error, now time.Time) {
 	e := &apierror.Error{Status: http.StatusUnauthorized, Code: "invalid_api_key"}
 	guess := false
 	switch {
-	case errors.Is(err, ErrNoToken):
+	case errors.Is(err, tokens.ErrNoToken):
 		e.Code, e.Message = "missing_api_key", "no token: send Authorization: Bearer <token>; "+createHint
-	case errors.Is(err, ErrRevoked):
-		e.Code, e.Message = "token_revoked", "this token was revoked on "+formatWhen(*tok.RevokedAt)
-	case errors.Is(err, ErrExpired):
-		e.Code, e.Message = "token_expired", "this token expired on "+formatWhen(*tok.ExpiresAt)
-	case errors.Is(err, ErrUnknownToken) && viaOllama:
+	case errors.Is(err, tokens.ErrRevoked):
+		e.Code, e.Message = "token_revoked", "this token was revoked on "+tokens.FormatWhen(*tok.RevokedAt)
+	case errors.Is(err, tokens.ErrExpired):
+		e.Code, e.Message = "token_expired", "this token expired on "+tokens.FormatWhen(*tok.ExpiresAt)
+	case errors.Is(err, tokens.ErrUnknownToken) && viaOllama:
 		e.Message = "this ollama key is not registered on the relay: register it with " +
 			"`hearth token create --name NAME --ollama-key \"$(cat ~/.ollama/id_ed25519.pub)\"`"
-	case errors.Is(err, ErrUnknownToken):
+	case errors.Is(err, tokens.ErrUnknownToken):
 		guess = true
 		e.Message = "unknown token: check that it was copied whole, or " + createHint
-	case errors.Is(err, ErrStaleSignature):
-		e.Message = "the ollama signature is out of date: " + strings.TrimPrefix(err.Error(), ErrStaleSignature.Error()+": ") +
+	case errors.Is(err, tokens.ErrStaleSignature):
+		e.Message = "the ollama signature is out of date: " + strings.TrimPrefix(err.Error(), tokens.ErrStaleSignature.Error()+": ") +
 			": check this computer's clock"
-	case errors.Is(err, ErrBadSignature):
+	case errors.Is(err, tokens.ErrBadSignature):
 		guess = true
 		e.Message = "the ollama signature does not verify"
 	default:
@@ -191,7 +191,7 @@ func (a *Auth) refuse(w http.ResponseWriter, d apierror.Dialect, ip string, tok 
 	if guess {
 		a.fail(ip, now)
 	}
-	if viaOllama && !errors.Is(err, ErrMalformedSignature) {
+	if viaOllama && !errors.Is(err, tokens.ErrMalformedSignature) {
 		// The ollama CLI drops the body of a 401 (it prints "something went wrong" or offers an
 		// ollama.com sign-in) but prints the message of a 403: a signed request is refused so.
 		e.Status = http.StatusForbidden
@@ -203,7 +203,7 @@ func (a *Auth) refuse(w http.ResponseWriter, d apierror.Dialect, ip string, tok 
 
 // authReason is a log-safe word for err: the sentinel, never the credential.
 func authReason(err error) string {
-	for _, s := range []error{ErrNoToken, ErrUnknownToken, ErrRevoked, ErrExpired, ErrMalformedSignature, ErrBadSignature, ErrStaleSignature} {
+	for _, s := range []error{tokens.ErrNoToken, tokens.ErrUnknownToken, tokens.ErrRevoked, tokens.ErrExpired, tokens.ErrMalformedSignature, tokens.ErrBadSignature, tokens.ErrStaleSignature} {
 		if errors.Is(err, s) {
 			return s.Error()
 		}
@@ -230,13 +230,13 @@ func (a *Auth) Admin(next http.Handler) http.Handler {
 			return
 		}
 		tok, _, err := a.identify(r, now)
-		if err == nil || errors.Is(err, ErrRevoked) || errors.Is(err, ErrExpired) {
+		if err == nil || errors.Is(err, tokens.ErrRevoked) || errors.Is(err, tokens.ErrExpired) {
 			a.log.Debug("auth: client token on an admin route", "ip", ip, "auth_name", tok.Name, "auth_id", tok.ID)
 			apierror.Write(w, d, &apierror.Error{Status: http.StatusForbidden, Code: "admin_key_required",
 				Message: "this route needs the admin key"})
 			return
 		}
-		if errors.Is(err, ErrUnknownToken) || errors.Is(err, ErrBadSignature) {
+		if errors.Is(err, tokens.ErrUnknownToken) || errors.Is(err, tokens.ErrBadSignature) {
 			a.fail(ip, now)
 		}
 		a.log.Debug("auth: admin refused", "ip", ip, "why", authReason(err))
@@ -260,7 +260,7 @@ func (a *Auth) CheckModel(w http.ResponseWriter, r *http.Request, model string) 
 			Message: "no token: send Authorization: Bearer <token>; " + createHint})
 		return false
 	}
-	if Allows(tok, model) {
+	if tokens.Allows(tok, model) {
 		return true
 	}
 	apierror.Write(w, d, &apierror.Error{Status: http.StatusForbidden, Code: "model_not_allowed",
@@ -340,7 +340,7 @@ func writeBlocked(w http.ResponseWriter, d apierror.Dialect, left time.Duration)
 // from the address's (IPRequestsPerMinute), or from neither: a request refused by one limit
 // does not spend the other. Each bucket holds a minute's worth and refills evenly over the
 // minute. It returns how long to wait for each bucket, 0 for both when the request may go.
-func (a *Auth) allow(tok Token, ip string, now time.Time) (tokenWait, ipWait time.Duration) {
+func (a *Auth) allow(tok tokens.Token, ip string, now time.Time) (tokenWait, ipWait time.Duration) {
 	perMin := float64(a.limits.RequestsPerMinute)
 	if tok.RPM > 0 {
 		perMin = float64(tok.RPM)
@@ -405,19 +405,4 @@ func authIP(r *http.Request) string {
 		return host
 	}
 	return (&net.IPNet{IP: ip.Mask(net.CIDRMask(64, 128)), Mask: net.CIDRMask(64, 128)}).String()
-}
-
-// Allows says whether tok may use model. Globs match like path.Match, except that '*' also
-// matches '/' (model names such as "hf.co/org/model:q4" contain slashes).
-func Allows(tok Token, model string) bool {
-	if len(tok.Models) == 0 {
-		return true
-	}
-	name := modelname.Normalize(model)
-	for _, g := range tok.Models {
-		if modelname.SlashMatch(g, name) {
-			return true
-		}
-	}
-	return false
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
@@ -25,7 +26,7 @@ const blockedMessage = "too many failed attempts from your address: blocked, try
 // shut to the address, admin key or not: the block is what slows down guessing that key.
 func TestAuthBlockSparesValidCredentials(t *testing.T) {
 	f := newAuthFixture(t, blockLimits, nil)
-	good, revoked, expired := f.liveRevokedExpired(t, TokenSpec{Name: "phone", Models: []string{"qwen3:*"}})
+	good, revoked, expired := f.liveRevokedExpired(t, tokens.Spec{Name: "phone", Models: []string{"qwen3:*"}})
 	good, revoked, expired = "Bearer "+good, "Bearer "+revoked, "Bearer "+expired
 	wrong := "Bearer hth_guessguessguess"
 	admin := "Bearer " + testAdminKey
@@ -91,7 +92,7 @@ func TestAuthBlockSparesValidCredentials(t *testing.T) {
 // of one device passes while a neighbour's guesses keep the prefix blocked.
 func TestAuthBlockSharedAddress(t *testing.T) {
 	f := newAuthFixture(t, blockLimits, nil)
-	good := "Bearer " + f.create(t, TokenSpec{Name: "phone"})
+	good := "Bearer " + f.create(t, tokens.Spec{Name: "phone"})
 	wrong := "Bearer hth_guessguessguess"
 	h := f.srv.Config.Handler
 	do := func(remote, authz string) (int, string, string) {
@@ -135,7 +136,7 @@ func TestAuthBlockSharedAddress(t *testing.T) {
 // expired token is a real one past its time. A valid token signs in from a blocked address.
 func TestSiteLoginBlock(t *testing.T) {
 	f := newAuthFixture(t, blockLimits, nil)
-	good, revoked, expired := f.liveRevokedExpired(t, TokenSpec{Name: "phone"})
+	good, revoked, expired := f.liveRevokedExpired(t, tokens.Spec{Name: "phone"})
 	s := &sites{auth: f.auth, store: f.store, log: slog.New(slog.DiscardHandler)}
 	site := tunnel.Site{Host: "chat.example.com", Name: "chat", Channel: "home", Auth: "token", Online: true}
 	const remote = "198.51.100.4:40000"
@@ -206,14 +207,14 @@ func TestSiteLoginBlock(t *testing.T) {
 
 // liveRevokedExpired creates a live token from spec, one revoked ("old") and one expired
 // ("trial", by moving the clock two minutes on), and returns their secrets.
-func (f *authFixture) liveRevokedExpired(t *testing.T, spec TokenSpec) (live, revoked, expired string) {
+func (f *authFixture) liveRevokedExpired(t *testing.T, spec tokens.Spec) (live, revoked, expired string) {
 	t.Helper()
 	live = f.create(t, spec)
-	revoked = f.create(t, TokenSpec{Name: "old"})
+	revoked = f.create(t, tokens.Spec{Name: "old"})
 	if err := f.store.Revoke(context.Background(), "old"); err != nil {
 		t.Fatal(err)
 	}
-	expired = f.create(t, TokenSpec{Name: "trial", Expires: time.Minute})
+	expired = f.create(t, tokens.Spec{Name: "trial", Expires: time.Minute})
 	f.clock.Advance(2 * time.Minute)
 	return live, revoked, expired
 }

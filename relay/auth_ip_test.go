@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
@@ -58,8 +59,8 @@ func addressLimited(limit, retry int) string {
 // one address.
 func TestAuthAddressRateLimit(t *testing.T) {
 	f := newAuthFixture(t, config.RelayLimits{RequestsPerMinute: 100, IPRequestsPerMinute: 4}, nil)
-	phone := "Bearer " + f.create(t, TokenSpec{Name: "phone"})
-	laptop := "Bearer " + f.create(t, TokenSpec{Name: "laptop"})
+	phone := "Bearer " + f.create(t, tokens.Spec{Name: "phone"})
+	laptop := "Bearer " + f.create(t, tokens.Spec{Name: "laptop"})
 	const (
 		home      = "198.51.100.4:40000"
 		homeV6    = "[2001:db8:1:2::a]:50000"
@@ -110,9 +111,9 @@ func TestAuthAddressRateLimit(t *testing.T) {
 // household's valid ones.
 func TestAuthAddressRateLimitCountsOnlyWhatPasses(t *testing.T) {
 	f := newAuthFixture(t, config.RelayLimits{RequestsPerMinute: 2, IPRequestsPerMinute: 3}, nil)
-	phone := "Bearer " + f.create(t, TokenSpec{Name: "phone"})
-	laptop := "Bearer " + f.create(t, TokenSpec{Name: "laptop"})
-	expiring := "Bearer " + f.create(t, TokenSpec{Name: "trial", Expires: time.Minute})
+	phone := "Bearer " + f.create(t, tokens.Spec{Name: "phone"})
+	laptop := "Bearer " + f.create(t, tokens.Spec{Name: "laptop"})
+	expiring := "Bearer " + f.create(t, tokens.Spec{Name: "trial", Expires: time.Minute})
 	f.clock.Advance(2 * time.Minute)
 	const home = "198.51.100.4:40000"
 	tokenLimited := `token "phone" is over its limit of 2 requests per minute (limits.requests_per_minute): retry in 30 s`
@@ -149,7 +150,7 @@ func TestAuthAddressRateLimitDefaultAndBound(t *testing.T) {
 	if got, want := f.auth.limits.IPRequestsPerMinute, config.DefaultRelay().Limits.IPRequestsPerMinute; got != want || want != 600 {
 		t.Fatalf("IPRequestsPerMinute %d, want the default %d (600)", got, want)
 	}
-	phone := "Bearer " + f.create(t, TokenSpec{Name: "phone"})
+	phone := "Bearer " + f.create(t, tokens.Spec{Name: "phone"})
 	for i := 0; i < 600; i++ {
 		if got := f.doFrom(t, "192.0.2.1:1234", "/api/tags", phone); got.status != 200 {
 			t.Fatalf("request %d: %d %s", i+1, got.status, got.body)
@@ -221,7 +222,7 @@ func newSiteFixture(t *testing.T, f *authFixture) func(remote, cookie, authz str
 // so that the browser does not send it with every request of the page.
 func TestSiteCookieBlock(t *testing.T) {
 	f := newAuthFixture(t, blockLimits, nil)
-	good, revoked, expired := f.liveRevokedExpired(t, TokenSpec{Name: "phone"})
+	good, revoked, expired := f.liveRevokedExpired(t, tokens.Spec{Name: "phone"})
 	do := newSiteFixture(t, f)
 	const (
 		remote     = "198.51.100.4:40000"
@@ -287,7 +288,7 @@ func TestSiteCookieBlock(t *testing.T) {
 // A valid cookie spends the address's budget like a Bearer token through Require.
 func TestSiteCookieAddressRateLimit(t *testing.T) {
 	f := newAuthFixture(t, config.RelayLimits{IPRequestsPerMinute: 3}, nil)
-	good := f.create(t, TokenSpec{Name: "phone"})
+	good := f.create(t, tokens.Spec{Name: "phone"})
 	do := newSiteFixture(t, f)
 	const remote = "198.51.100.4:40000"
 	for i, authz := range []string{"", "Bearer " + good, ""} {

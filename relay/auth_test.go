@@ -19,14 +19,16 @@ import (
 	"github.com/ollama/ollama/api"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 const testAdminKey = "admin-0123456789abcdef"
 
 type authFixture struct {
 	auth  *Auth
-	store *Store
-	clock *testClock
+	store *tokens.Store
+	clock *hearthtest.Clock
 	srv   *httptest.Server
 }
 
@@ -34,8 +36,8 @@ type authFixture struct {
 // after CheckModel for a JSON body's model) and /admin/v1/ behind Admin, on 127.0.0.1.
 func newAuthFixture(t *testing.T, limits config.RelayLimits, logger *slog.Logger) *authFixture {
 	t.Helper()
-	clk := newTestClock()
-	st := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"), WithClock(clk.Now))
+	clk := hearthtest.NewClock()
+	st := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"), tokens.WithClock(clk.Now))
 	a := NewAuth(st, limits, testAdminKey, logger)
 	a.now = clk.Now
 	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -57,7 +59,7 @@ func newAuthFixture(t *testing.T, limits config.RelayLimits, logger *slog.Logger
 	return &authFixture{auth: a, store: st, clock: clk, srv: srv}
 }
 
-func (f *authFixture) create(t *testing.T, spec TokenSpec) string {
+func (f *authFixture) create(t *testing.T, spec tokens.Spec) string {
 	t.Helper()
 	secret, _, err := f.store.Create(context.Background(), spec)
 	if err != nil {
@@ -121,9 +123,9 @@ func send(t *testing.T, req *http.Request) answer {
 
 func TestAuthRefusalsInBothDialects(t *testing.T) {
 	f := newAuthFixture(t, config.RelayLimits{}, nil)
-	good := f.create(t, TokenSpec{Name: "phone", Models: []string{"qwen3:*", "rag:*"}})
-	revoked := f.create(t, TokenSpec{Name: "old"})
-	expiring := f.create(t, TokenSpec{Name: "trial", Expires: time.Hour})
+	good := f.create(t, tokens.Spec{Name: "phone", Models: []string{"qwen3:*", "rag:*"}})
+	revoked := f.create(t, tokens.Spec{Name: "old"})
+	expiring := f.create(t, tokens.Spec{Name: "trial", Expires: time.Hour})
 	f.clock.Advance(30 * time.Minute)
 	if err := f.store.Revoke(context.Background(), "old"); err != nil {
 		t.Fatal(err)
@@ -162,7 +164,7 @@ func TestAuthRefusalsInBothDialects(t *testing.T) {
 func TestAuthLockout(t *testing.T) {
 	limits := config.RelayLimits{AuthFailures: 3, AuthWindow: time.Minute, AuthBlock: 10 * time.Minute}
 	f := newAuthFixture(t, limits, nil)
-	good := "Bearer " + f.create(t, TokenSpec{Name: "phone"})
+	good := "Bearer " + f.create(t, tokens.Spec{Name: "phone"})
 	wrong := "Bearer hth_guess"
 
 	// Failures spread wider than the window do not add up.
@@ -217,8 +219,8 @@ func TestAuthLockout(t *testing.T) {
 
 func TestAuthRateLimit(t *testing.T) {
 	f := newAuthFixture(t, config.RelayLimits{RequestsPerMinute: 3}, nil)
-	phone := "Bearer " + f.create(t, TokenSpec{Name: "phone"})
-	laptop := "Bearer " + f.create(t, TokenSpec{Name: "laptop"})
+	phone := "Bearer " + f.create(t, tokens.Spec{Name: "phone"})
+	laptop := "Bearer " + f.create(t, tokens.Spec{Name: "laptop"})
 	for i := 0; i < 3; i++ {
 		if got := f.do(t, "GET", "/api/tags", phone, ""); got.status != 200 {
 			t.Fatalf("request %d: %d", i+1, got.status)
@@ -252,10 +254,10 @@ func TestAuthRateLimit(t *testing.T) {
 
 func TestAuthAdminRoutes(t *testing.T) {
 	f := newAuthFixture(t, config.RelayLimits{}, nil)
-	tok := f.create(t, TokenSpec{Name: "phone"})
-	priv, _, keyLine := testKey(t)
-	f.create(t, TokenSpec{Name: "laptop", OllamaKey: keyLine})
-	signed := signLikeOllama(t, priv, "GET", "/admin/v1/tokens", f.clock.Now())
+	tok := f.create(t, tokens.Spec{Name: "phone"})
+	priv, _, keyLine := hearthtest.OllamaKey(t)
+	f.create(t, tokens.Spec{Name: "laptop", OllamaKey: keyLine})
+	signed := hearthtest.SignLikeOllama(t, priv, "GET", "/admin/v1/tokens", f.clock.Now())
 
 	const needKey = "this route needs the admin key: send Authorization: Bearer <admin_key> (admin_key in relay.yaml)"
 	for _, tc := range []struct {
@@ -293,9 +295,9 @@ func TestAuthAdminRoutes(t *testing.T) {
 
 func TestAuthOllamaSignature(t *testing.T) {
 	f := newAuthFixture(t, config.RelayLimits{}, nil)
-	priv, _, keyLine := testKey(t)
-	f.create(t, TokenSpec{Name: "laptop", OllamaKey: keyLine, Models: []string{"qwen3:*"}})
-	stranger, _, _ := testKey(t)
+	priv, _, keyLine := hearthtest.OllamaKey(t)
+	f.create(t, tokens.Spec{Name: "laptop", OllamaKey: keyLine, Models: []string{"qwen3:*"}})
+	stranger, _, _ := hearthtest.OllamaKey(t)
 
 	for _, tc := range []struct {
 		name    string
@@ -313,7 +315,7 @@ func TestAuthOllamaSignature(t *testing.T) {
 		{"from the future", priv, 10 * time.Minute, "", 403, "the ollama signature is out of date: signed at 2026-03-01T10:10:00Z, 10m0s after the relay's time (allowed ±5m0s): check this computer's clock"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			signed := signLikeOllama(t, tc.key, "POST", "/api/chat", f.clock.Now().Add(tc.signAt))
+			signed := hearthtest.SignLikeOllama(t, tc.key, "POST", "/api/chat", f.clock.Now().Add(tc.signAt))
 			var body io.Reader
 			if tc.model != "" {
 				body = strings.NewReader(`{"model":"` + tc.model + `"}`)
@@ -349,7 +351,7 @@ func TestAuthOllamaClient(t *testing.T) {
 	base, _ := url.Parse(srv.URL)
 	t.Setenv("OLLAMA_AUTH", "1")
 
-	line := writeOllamaHome(t)
+	line := hearthtest.OllamaHome(t)
 	client := api.NewClient(base, srv.Client())
 	chat := func() (string, error) {
 		var reply string
@@ -365,7 +367,7 @@ func TestAuthOllamaClient(t *testing.T) {
 		t.Errorf("Chat with an unregistered key: %v", err)
 	}
 
-	if _, _, err := st.Create(context.Background(), TokenSpec{Name: "laptop", OllamaKey: line}); err != nil {
+	if _, _, err := st.Create(context.Background(), tokens.Spec{Name: "laptop", OllamaKey: line}); err != nil {
 		t.Fatal(err)
 	}
 	list, err := client.List(context.Background())
@@ -399,14 +401,14 @@ func TestAuthLogsNoSecrets(t *testing.T) {
 	var logs lockedBuffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f := newAuthFixture(t, config.RelayLimits{AuthFailures: 3, RequestsPerMinute: 2}, logger)
-	good := f.create(t, TokenSpec{Name: "phone", Models: []string{"qwen3:*"}})
-	revoked := f.create(t, TokenSpec{Name: "old"})
+	good := f.create(t, tokens.Spec{Name: "phone", Models: []string{"qwen3:*"}})
+	revoked := f.create(t, tokens.Spec{Name: "old"})
 	if err := f.store.Revoke(context.Background(), "old"); err != nil {
 		t.Fatal(err)
 	}
-	priv, _, keyLine := testKey(t)
-	f.create(t, TokenSpec{Name: "laptop", OllamaKey: keyLine})
-	signed := signLikeOllama(t, priv, "GET", "/api/tags", f.clock.Now())
+	priv, _, keyLine := hearthtest.OllamaKey(t)
+	f.create(t, tokens.Spec{Name: "laptop", OllamaKey: keyLine})
+	signed := hearthtest.SignLikeOllama(t, priv, "GET", "/api/tags", f.clock.Now())
 	sigHeader := signed.Header.Get("Authorization")
 	wrong := "hth_thisIsAWrongGuessThatMustNotBeLogged"
 
@@ -470,22 +472,22 @@ func TestAuthCheckModelWithoutRequire(t *testing.T) {
 // The cost of Require on the request path, for DESIGN's performance budget: a Bearer token
 // (hash + map + rate bucket) and an ollama signature (ed25519 verification on top).
 func BenchmarkAuthRequire(b *testing.B) {
-	st, err := OpenStore(filepath.Join(b.TempDir(), "relay.db"), nil)
+	st, err := tokens.Open(filepath.Join(b.TempDir(), "relay.db"), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	secret, _, err := st.Create(context.Background(), TokenSpec{Name: "bench", Models: []string{"qwen3:*"}})
+	secret, _, err := st.Create(context.Background(), tokens.Spec{Name: "bench", Models: []string{"qwen3:*"}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	priv, _, keyLine := testKey(b)
-	if _, _, err := st.Create(context.Background(), TokenSpec{Name: "laptop", OllamaKey: keyLine}); err != nil {
+	priv, _, keyLine := hearthtest.OllamaKey(b)
+	if _, _, err := st.Create(context.Background(), tokens.Spec{Name: "laptop", OllamaKey: keyLine}); err != nil {
 		b.Fatal(err)
 	}
 	a := NewAuth(st, config.RelayLimits{RequestsPerMinute: 1 << 30, IPRequestsPerMinute: 1 << 30}, testAdminKey, nil)
 	h := a.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	signed := signLikeOllama(b, priv, "POST", "/api/chat", time.Now())
+	signed := hearthtest.SignLikeOllama(b, priv, "POST", "/api/chat", time.Now())
 	for _, bc := range []struct {
 		name, authz string
 		req         *http.Request

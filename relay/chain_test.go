@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 // vendor is a fake OpenAI-compatible API whose behaviour a test sets.
@@ -96,7 +97,7 @@ func (v *vendor) serve(w http.ResponseWriter, r *http.Request) {
 type chainWorld struct {
 	chain  *Chain
 	usage  *UsageLog
-	store  *Store
+	store  *tokens.Store
 	url    string
 	token  string
 	cancel context.CancelFunc
@@ -117,7 +118,7 @@ func startChain(t *testing.T, channels []config.Channel, routes []config.Route) 
 		}
 	}
 	cfg.Complete()
-	store, err := OpenStore(filepath.Join(t.TempDir(), "relay.db"), nil)
+	store, err := tokens.Open(filepath.Join(t.TempDir(), "relay.db"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +134,7 @@ func startChain(t *testing.T, channels []config.Channel, routes []config.Route) 
 	mux := http.NewServeMux()
 	mux.Handle("/", auth.Require(chain))
 	srv := httptest.NewServer(mux)
-	secret, _, err := store.Create(context.Background(), TokenSpec{Name: "phone"})
+	secret, _, err := store.Create(context.Background(), tokens.Spec{Name: "phone"})
 	if err != nil {
 		t.Fatal(err)
 	}

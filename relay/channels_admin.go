@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
@@ -210,7 +211,7 @@ func (c *Chain) Models(w http.ResponseWriter, r *http.Request) {
 			names = append(names, name)
 		}
 		for _, n := range names {
-			if Allows(tok, n) {
+			if tokens.Allows(tok, n) {
 				add(n, ch.cfg.Name)
 			}
 		}

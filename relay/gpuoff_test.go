@@ -23,6 +23,7 @@ import (
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/ollamasim"
 	"github.com/hearthlab/hearth/relay"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 const clusterKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
@@ -125,7 +126,7 @@ func TestGPUPCOff(t *testing.T) {
 		},
 	}}
 	t.Cleanup(client.CloseIdleConnections)
-	token, _, err := rl.Store().Create(context.Background(), relay.TokenSpec{Name: "phone"})
+	token, _, err := rl.Store().Create(context.Background(), tokens.Spec{Name: "phone"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/streamtail"
 	"github.com/hearthlab/hearth/relay/count"
+	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
@@ -104,7 +105,7 @@ func cleanRoute(p string) string { return strings.ToLower(path.Clean("/" + p)) }
 
 // allModels: the token may use every model, so nothing it could pull, copy or create
 // widens what it may use.
-func allModels(tok Token) bool {
+func allModels(tok tokens.Token) bool {
 	return len(tok.Models) == 0 || slices.Contains(tok.Models, "*")
 }
 

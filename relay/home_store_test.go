@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hearthlab/hearth/relay"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 // TestHomeModelStore: the agent trusts whatever comes through the tunnel, so the relay alone
@@ -17,11 +17,11 @@ import (
 func TestHomeModelStore(t *testing.T) {
 	w := startWorld(t, "http-01")
 	ctx := context.Background()
-	limited, _, err := w.relay.Store().Create(ctx, relay.TokenSpec{Name: "kid", Models: []string{"tiny:*", "mine:*"}})
+	limited, _, err := w.relay.Store().Create(ctx, tokens.Spec{Name: "kid", Models: []string{"tiny:*", "mine:*"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	full := "Bearer " + w.token // TokenSpec without Models: all models
+	full := "Bearer " + w.token // tokens.Spec without Models: all models
 	kid := "Bearer " + limited
 
 	tags := func(t *testing.T) string {

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hearthlab/hearth/relay"
 	"github.com/hearthlab/hearth/relay/count"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 // refusal is an error answer in either dialect: {"error":"..."} or {"error":{...}}.
@@ -53,7 +53,7 @@ func readRefusal(t *testing.T, resp *http.Response, body string) refusal {
 func TestHomeUsageQuota(t *testing.T) {
 	w := startWorld(t, "http-01")
 	const quota = 40
-	secret, _, err := w.relay.Store().Create(context.Background(), relay.TokenSpec{Name: "meter", MonthlyTokens: quota})
+	secret, _, err := w.relay.Store().Create(context.Background(), tokens.Spec{Name: "meter", MonthlyTokens: quota})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestHomeUsageQuota(t *testing.T) {
 
 	// Tokens per minute: one request always fits; what home reported it used keeps the next
 	// one out for the minute.
-	fast, _, err := w.relay.Store().Create(context.Background(), relay.TokenSpec{Name: "fast", TPM: 5})
+	fast, _, err := w.relay.Store().Create(context.Background(), tokens.Spec{Name: "fast", TPM: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestHomeUsageRecorded(t *testing.T) {
 	ctx := context.Background()
 	post := func(t *testing.T, token, path, body string) (*http.Response, string) {
 		t.Helper()
-		secret, _, err := w.relay.Store().Create(ctx, relay.TokenSpec{Name: token})
+		secret, _, err := w.relay.Store().Create(ctx, tokens.Spec{Name: token})
 		if err != nil {
 			t.Fatal(err)
 		}

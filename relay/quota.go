@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"math"
@@ -20,6 +19,7 @@ import (
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/modelname"
 	"github.com/hearthlab/hearth/relay/count"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 // Errors of Reserve, inside a *LimitError whose message a person can act on; the caller
@@ -56,76 +56,6 @@ func (e *LimitError) APIError() *apierror.Error {
 		ae.RetryAfter = retrySeconds(e.RetryAfter)
 	}
 	return ae
-}
-
-// Limits returns the token's own limits.
-func (t Token) Limits() TokenLimits {
-	return TokenLimits{RPM: t.RPM, TPM: t.TPM, MonthlyTokens: t.MonthlyTokens, MonthlyCost: t.MonthlyCost}
-}
-
-// TokenLimits are the limits a token carries; see the fields of the same names on Token.
-type TokenLimits struct {
-	RPM           int
-	TPM           int
-	MonthlyTokens int64
-	MonthlyCost   float64
-}
-
-func (l TokenLimits) validate() error {
-	switch {
-	case l.RPM < 0:
-		return fmt.Errorf("rpm %d: give 0 (the relay's default) or more", l.RPM)
-	case l.TPM < 0:
-		return fmt.Errorf("tpm %d: give 0 (no limit) or more", l.TPM)
-	case l.MonthlyTokens < 0:
-		return fmt.Errorf("monthly token quota %d: give 0 (none) or more", l.MonthlyTokens)
-	case l.MonthlyCost < 0 || math.IsNaN(l.MonthlyCost) || math.IsInf(l.MonthlyCost, 0):
-		return fmt.Errorf("monthly cost quota %v: give 0 (none) or a positive number", l.MonthlyCost)
-	}
-	return nil
-}
-
-// SetLimits changes the limits of the live token with that id or name: update gets the
-// current ones and changes what it wants. It returns the token as it is now.
-func (s *Store) SetLimits(ctx context.Context, nameOrID string, update func(*TokenLimits)) (Token, error) {
-	key := strings.TrimSpace(nameOrID)
-	var id string
-	var invalid error
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		var l TokenLimits
-		err := tx.QueryRowContext(ctx, `SELECT id, rpm, tpm, quota_tokens, quota_cost FROM tokens WHERE (id = ? OR name = ?)
-			AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?) ORDER BY created_at DESC LIMIT 1`,
-			key, key, s.now().UTC().UnixMilli()).Scan(&id, &l.RPM, &l.TPM, &l.MonthlyTokens, &l.MonthlyCost)
-		if errors.Is(err, sql.ErrNoRows) {
-			return storeError(ErrNotFound, "no live token named %s (`hearth token list` shows them)", key)
-		} else if err != nil {
-			return err
-		}
-		update(&l)
-		if invalid = l.validate(); invalid != nil {
-			return invalid
-		}
-		_, err = tx.ExecContext(ctx, `UPDATE tokens SET rpm = ?, tpm = ?, quota_tokens = ?, quota_cost = ? WHERE id = ?`,
-			l.RPM, l.TPM, l.MonthlyTokens, l.MonthlyCost, id)
-		return err
-	})
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return Token{}, err
-	case invalid != nil:
-		return Token{}, fmt.Errorf("token %s: %w", key, invalid)
-	case err != nil:
-		return Token{}, fmt.Errorf("relay: set limits of token %q: %w", key, err)
-	}
-	if err := s.reload(ctx); err != nil {
-		s.log.Warn("token store: reread after setting limits failed", "err", err)
-	}
-	for _, t := range s.idx.Load().byHash {
-		if t.ID == id {
-			return t.Token, nil
-		}
-	}
-	return Token{}, storeError(ErrNotFound, "token %s vanished while its limits were set", key)
 }
 
 // quotas are the per-token counts that Reserve checks, all in memory: this month's tokens
@@ -253,7 +183,7 @@ func (tu *tokenUse) tpmWait(now time.Time, tpm, est int64) time.Duration {
 // the one that knows the model that served (a fallback from a free home model to a priced
 // vendor costs the vendor's price). Everything is in memory. Call settle once (later calls
 // do nothing), with a zero Usage when no upstream answered.
-func (u *UsageLog) Reserve(tok Token, model string, estimatedTokens int) (settle func(actual count.Usage), err error) {
+func (u *UsageLog) Reserve(tok tokens.Token, model string, estimatedTokens int) (settle func(actual count.Usage), err error) {
 	now := u.now()
 	est := int64(max(estimatedTokens, 0))
 	var estCost float64
@@ -280,7 +210,7 @@ func (u *UsageLog) Reserve(tok Token, model string, estimatedTokens int) (settle
 	}, nil
 }
 
-func (u *UsageLog) check(tok Token, tu *tokenUse, now time.Time, est int64, estCost float64) error {
+func (u *UsageLog) check(tok tokens.Token, tu *tokenUse, now time.Time, est int64, estCost float64) error {
 	resets := func() string { return u.quotas.monthEnd.Format("2006-01-02") + " UTC" }
 	if q := tok.MonthlyTokens; q > 0 {
 		used := tu.monthTokens + tu.heldTokens

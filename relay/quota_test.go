@@ -2,20 +2,20 @@ package relay
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/relay/count"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 // reserveErr is Reserve's refusal as the client would read it.
-func reserveErr(t *testing.T, u *UsageLog, tok Token, model string, est int) *LimitError {
+func reserveErr(t *testing.T, u *UsageLog, tok tokens.Token, model string, est int) *LimitError {
 	t.Helper()
 	settle, err := u.Reserve(tok, model, est)
 	if err == nil {
@@ -31,7 +31,7 @@ func reserveErr(t *testing.T, u *UsageLog, tok Token, model string, est int) *Li
 
 // use serves a request as the chain does: Reserve, then settle and Record what model served
 // it with n prompt and m completion tokens.
-func use(t *testing.T, u *UsageLog, tok Token, requested, served string, n, m int) {
+func use(t *testing.T, u *UsageLog, tok tokens.Token, requested, served string, n, m int) {
 	t.Helper()
 	settle, err := u.Reserve(tok, requested, n)
 	if err != nil {
@@ -45,8 +45,8 @@ func use(t *testing.T, u *UsageLog, tok Token, requested, served string, n, m in
 func TestQuotaMonthlyTokens(t *testing.T) {
 	f := newUsageFixture(t)
 	f.clock.Advance(time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC).Sub(f.clock.Now()))
-	phone := Token{ID: "tok_phone", Name: "phone", MonthlyTokens: 1_000_000}
-	laptop := Token{ID: "tok_laptop", Name: "laptop"}
+	phone := tokens.Token{ID: "tok_phone", Name: "phone", MonthlyTokens: 1_000_000}
+	laptop := tokens.Token{ID: "tok_laptop", Name: "laptop"}
 
 	use(t, f.usage, phone, "qwen3:14b", "qwen3:14b", 400_000, 500_000)
 	use(t, f.usage, laptop, "qwen3:14b", "qwen3:14b", 5_000_000, 0) // no quota: never refused, counts for nobody else
@@ -92,7 +92,7 @@ func TestQuotaMonthlyTokens(t *testing.T) {
 
 func TestQuotaReservationsCountUntilSettledOrExpired(t *testing.T) {
 	f := newUsageFixture(t)
-	tok := Token{ID: "tok_phone", Name: "phone", MonthlyTokens: 1000}
+	tok := tokens.Token{ID: "tok_phone", Name: "phone", MonthlyTokens: 1000}
 	settle1, err := f.usage.Reserve(tok, "qwen3:14b", 600)
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +135,7 @@ func TestQuotaReservationsCountUntilSettledOrExpired(t *testing.T) {
 
 func TestQuotaMonthlyCost(t *testing.T) {
 	f := newUsageFixture(t) // deepseek-chat: 0.27 prompt, 1.10 completion per million
-	tok := Token{ID: "tok_phone", Name: "phone", MonthlyCost: 1}
+	tok := tokens.Token{ID: "tok_phone", Name: "phone", MonthlyCost: 1}
 	use(t, f.usage, tok, "qwen3:14b", "qwen3:14b", 50_000_000, 0) // priced at 0: free
 	// Asked for the home model, served by the vendor's: the vendor's price counts.
 	use(t, f.usage, tok, "qwen3:14b", "deepseek-chat", 1_000_000, 500_000)
@@ -160,7 +160,7 @@ func TestQuotaMonthlyCost(t *testing.T) {
 
 func TestQuotaTokensPerMinute(t *testing.T) {
 	f := newUsageFixture(t)
-	tok := Token{ID: "tok_phone", Name: "phone", TPM: 1000}
+	tok := tokens.Token{ID: "tok_phone", Name: "phone", TPM: 1000}
 	t0 := f.clock.Now()
 	use(t, f.usage, tok, "qwen3:14b", "qwen3:14b", 100, 500) // 600 at t0
 	f.clock.Advance(10 * time.Second)
@@ -229,7 +229,7 @@ func TestQuotaTotalsAreLoadedAtStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok := Token{ID: "tok_phone", Name: "phone", MonthlyTokens: 1_000_000, MonthlyCost: 10}
+	tok := tokens.Token{ID: "tok_phone", Name: "phone", MonthlyTokens: 1_000_000, MonthlyCost: 10}
 	want := "token \"phone\" has used 1,000,000 of its 1,000,000 tokens this month (resets 2026-04-01 UTC); raise it with `hearth token set phone --quota-tokens N`"
 	if le := reserveErr(t, u2, tok, "deepseek-chat", 0); le == nil || le.Message != want {
 		t.Fatalf("after a restart: %+v\nwant %q", le, want)
@@ -243,23 +243,23 @@ func TestQuotaTotalsAreLoadedAtStart(t *testing.T) {
 }
 
 func TestQuotaTokenLimitsAreStored(t *testing.T) {
-	clk := newTestClock()
+	clk := hearthtest.NewClock()
 	path := filepath.Join(t.TempDir(), "relay.db")
-	s := openTestStore(t, path, WithClock(clk.Now))
+	s := openTestStore(t, path, tokens.WithClock(clk.Now))
 	ctx := context.Background()
-	secret, tok, err := s.Create(ctx, TokenSpec{Name: "kid", RPM: 10, TPM: 20_000, MonthlyTokens: 2_000_000, MonthlyCost: 5.5})
+	secret, tok, err := s.Create(ctx, tokens.Spec{Name: "kid", RPM: 10, TPM: 20_000, MonthlyTokens: 2_000_000, MonthlyCost: 5.5})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := TokenLimits{RPM: 10, TPM: 20_000, MonthlyTokens: 2_000_000, MonthlyCost: 5.5}
+	want := tokens.Limits{RPM: 10, TPM: 20_000, MonthlyTokens: 2_000_000, MonthlyCost: 5.5}
 	if tok.Limits() != want {
 		t.Errorf("created: %+v", tok.Limits())
 	}
 	if got, err := s.Check(secret); err != nil || got.Limits() != want {
 		t.Errorf("checked: %+v %v", got.Limits(), err)
 	}
-	got, err := s.SetLimits(ctx, "kid", func(l *TokenLimits) { l.RPM, l.MonthlyCost = 0, 7 })
-	want = TokenLimits{TPM: 20_000, MonthlyTokens: 2_000_000, MonthlyCost: 7}
+	got, err := s.SetLimits(ctx, "kid", func(l *tokens.Limits) { l.RPM, l.MonthlyCost = 0, 7 })
+	want = tokens.Limits{TPM: 20_000, MonthlyTokens: 2_000_000, MonthlyCost: 7}
 	if err != nil || got.Limits() != want || got.ID != tok.ID {
 		t.Fatalf("set: %+v %v", got, err)
 	}
@@ -272,13 +272,13 @@ func TestQuotaTokenLimitsAreStored(t *testing.T) {
 		do   func() error
 		want string
 	}{
-		{"negative rpm", func() error { _, _, err := s.Create(ctx, TokenSpec{Name: "x", RPM: -1}); return err },
+		{"negative rpm", func() error { _, _, err := s.Create(ctx, tokens.Spec{Name: "x", RPM: -1}); return err },
 			"token x: rpm -1: give 0 (the relay's default) or more"},
 		{"negative cost", func() error {
-			_, err := s.SetLimits(ctx, "kid", func(l *TokenLimits) { l.MonthlyCost = -2 })
+			_, err := s.SetLimits(ctx, "kid", func(l *tokens.Limits) { l.MonthlyCost = -2 })
 			return err
 		}, "token kid: monthly cost quota -2: give 0 (none) or a positive number"},
-		{"unknown token", func() error { _, err := s.SetLimits(ctx, "nobody", func(*TokenLimits) {}); return err },
+		{"unknown token", func() error { _, err := s.SetLimits(ctx, "nobody", func(*tokens.Limits) {}); return err },
 			"no live token named nobody (`hearth token list` shows them)"},
 	} {
 		if err := tc.do(); err == nil || err.Error() != tc.want {
@@ -288,39 +288,15 @@ func TestQuotaTokenLimitsAreStored(t *testing.T) {
 	if err := s.Revoke(ctx, "kid"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SetLimits(ctx, "kid", func(*TokenLimits) {}); !errors.Is(err, ErrNotFound) {
+	if _, err := s.SetLimits(ctx, "kid", func(*tokens.Limits) {}); !errors.Is(err, tokens.ErrNotFound) {
 		t.Errorf("a revoked token's limits: %v", err)
-	}
-}
-
-func TestQuotaMigrationFromTokensOnly(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "relay.db")
-	db, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, stmt := range slices.Concat(migrations[0], []string{`CREATE TABLE schema_version (version INTEGER NOT NULL)`,
-		`INSERT INTO schema_version (version) VALUES (1)`,
-		`INSERT INTO tokens (id, name, secret_hash, created_at) VALUES ('tok_1', 'phone', x'00', 1)`}) {
-		if _, err := db.Exec(stmt); err != nil {
-			t.Fatal(err)
-		}
-	}
-	db.Close()
-	s := openTestStore(t, path)
-	list, err := s.List(context.Background())
-	if err != nil || len(list) != 1 || list[0].Limits() != (TokenLimits{}) {
-		t.Fatalf("an old token after the upgrade: %+v %v", list, err)
-	}
-	if _, err := NewUsageLog(s, config.UsageConfig{}, nil, nil); err != nil {
-		t.Errorf("the usage log on an upgraded database: %v", err)
 	}
 }
 
 func TestQuotaAuthUsesTheTokensRPM(t *testing.T) {
 	f := newAuthFixture(t, config.RelayLimits{RequestsPerMinute: 3}, nil)
-	slow := "Bearer " + f.create(t, TokenSpec{Name: "slow", RPM: 1})
-	fast := "Bearer " + f.create(t, TokenSpec{Name: "fast", RPM: 6})
+	slow := "Bearer " + f.create(t, tokens.Spec{Name: "slow", RPM: 1})
+	fast := "Bearer " + f.create(t, tokens.Spec{Name: "fast", RPM: 6})
 	if got := f.do(t, "GET", "/api/tags", slow, ""); got.status != 200 {
 		t.Fatalf("first request: %d", got.status)
 	}

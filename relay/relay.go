@@ -22,6 +22,7 @@ import (
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
 	"github.com/hearthlab/hearth/relay/certs"
+	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
@@ -33,7 +34,7 @@ type Relay struct {
 	cfg      config.Relay
 	log      *slog.Logger
 	certs    *certs.Certs
-	store    *Store
+	store    *tokens.Store
 	auth     *Auth
 	tunnel   *tunnel.Server
 	home     *home
@@ -74,7 +75,7 @@ func New(cfg config.Relay, path string, logger *slog.Logger) (*Relay, error) {
 		return nil, err
 	}
 	undo = append(undo, rl.certs.Close)
-	if rl.store, err = OpenStore(cfg.DB, logger.With("component", "tokens")); err != nil {
+	if rl.store, err = tokens.Open(cfg.DB, logger.With("component", "tokens")); err != nil {
 		return fail(err)
 	}
 	undo = append(undo, func() { rl.store.Close() })
@@ -120,8 +121,8 @@ func (rl *Relay) HTTPAddr() net.Addr {
 	return rl.httpLn.Addr()
 }
 
-// Store is the token store, for the admin API and tests.
-func (rl *Relay) Store() *Store { return rl.store }
+// tokens.Store is the token store, for the admin API and tests.
+func (rl *Relay) Store() *tokens.Store { return rl.store }
 
 // Run serves until ctx ends, then lets streams finish for a short grace period.
 func (rl *Relay) Run(ctx context.Context) error {

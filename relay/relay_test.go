@@ -25,6 +25,7 @@ import (
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/ollamasim"
 	"github.com/hearthlab/hearth/relay"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 const (
@@ -177,7 +178,7 @@ func startWorld(t *testing.T, challenge string, tweaks ...func(*config.Relay)) *
 		return resp.StatusCode == http.StatusOK
 	})
 
-	secret, _, err := rl.Store().Create(context.Background(), relay.TokenSpec{Name: "phone"})
+	secret, _, err := rl.Store().Create(context.Background(), tokens.Spec{Name: "phone"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +342,7 @@ func TestRelayAuthAndHomeOffline(t *testing.T) {
 	}
 
 	// A token limited to other models is refused before anything goes home.
-	limited, _, err := w.relay.Store().Create(context.Background(), relay.TokenSpec{Name: "kid", Models: []string{"qwen3:*"}})
+	limited, _, err := w.relay.Store().Create(context.Background(), tokens.Spec{Name: "kid", Models: []string{"qwen3:*"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -527,7 +528,7 @@ func TestRelayStopRecordsAStreamCutAtShutdown(t *testing.T) {
 	}
 	w.stopRelay()
 
-	store, err := relay.OpenStore(w.cfg.DB, nil)
+	store, err := tokens.Open(w.cfg.DB, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
@@ -32,7 +33,7 @@ var _ siteForwarder = (*tunnel.Server)(nil)
 type sites struct {
 	tunnel siteForwarder
 	auth   *Auth
-	store  *Store
+	store  *tokens.Store
 	log    *slog.Logger
 }
 
@@ -102,7 +103,7 @@ func (s *sites) serveCookie(w http.ResponseWriter, r *http.Request, site tunnel.
 			"(a valid token still gets through: Authorization: Bearer <token>).", retrySeconds(left)), http.StatusTooManyRequests)
 		return true
 	}
-	if !errors.Is(err, ErrRevoked) && !errors.Is(err, ErrExpired) {
+	if !errors.Is(err, tokens.ErrRevoked) && !errors.Is(err, tokens.ErrExpired) {
 		s.auth.failed(r)
 	}
 	return false
@@ -141,7 +142,7 @@ func (s *sites) login(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		msg := "That token is not valid here."
-		if errors.Is(err, ErrRevoked) || errors.Is(err, ErrExpired) {
+		if errors.Is(err, tokens.ErrRevoked) || errors.Is(err, tokens.ErrExpired) {
 			// A real token past its time is not a guess: it does not count toward the lockout.
 			msg = "That token was revoked or has expired."
 		} else {

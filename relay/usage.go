@@ -17,6 +17,7 @@ import (
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
 	"github.com/hearthlab/hearth/relay/count"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 // UsageRecord is one request through the relay, as the usage log keeps it.
@@ -64,7 +65,7 @@ const (
 // one goroutine (Run) writes the buffer in one transaction per flush, so the database has a
 // single writer in this process and never answers "database is locked" to a request.
 type UsageLog struct {
-	store  *Store
+	store  *tokens.Store
 	db     *sql.DB
 	cfg    config.UsageConfig
 	prices atomic.Pointer[priceTable]
@@ -103,35 +104,10 @@ func WithUsageBuffer(n int) UsageOption {
 	}
 }
 
-// usageMigration is the usage log's table in the Store's migrations. Times are unix
-// milliseconds, durations microseconds; cost is priced when the record is written.
-var usageMigration = []string{
-	`CREATE TABLE usage_records (
-		id                INTEGER PRIMARY KEY,
-		time              INTEGER NOT NULL,
-		token_id          TEXT NOT NULL,
-		token_name        TEXT NOT NULL,
-		channel           TEXT NOT NULL,
-		key_id            TEXT NOT NULL DEFAULT '',
-		requested_model   TEXT NOT NULL,
-		served_model      TEXT NOT NULL,
-		prompt_tokens     INTEGER NOT NULL,
-		completion_tokens INTEGER NOT NULL,
-		estimated         INTEGER NOT NULL,        -- 0 or 1
-		ttft_us           INTEGER NOT NULL,
-		duration_us       INTEGER NOT NULL,
-		status            INTEGER NOT NULL,
-		fell_back_from    TEXT NOT NULL DEFAULT '', -- channels tried before, comma-separated
-		stream            INTEGER NOT NULL,        -- 0 or 1
-		cost              REAL NOT NULL DEFAULT 0  -- in the prices' unit
-	)`,
-	`CREATE INDEX usage_records_time ON usage_records (time)`,
-}
-
 // NewUsageLog builds the usage log on the store's database, whose migrations made its table,
 // and loads this month's totals per token. Zero cfg fields take the defaults of
 // config.DefaultRelay. A nil logger discards.
-func NewUsageLog(store *Store, cfg config.UsageConfig, prices []config.Price, logger *slog.Logger, opts ...UsageOption) (*UsageLog, error) {
+func NewUsageLog(store *tokens.Store, cfg config.UsageConfig, prices []config.Price, logger *slog.Logger, opts ...UsageOption) (*UsageLog, error) {
 	def := config.DefaultRelay().Usage
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = def.FlushInterval
@@ -139,7 +115,7 @@ func NewUsageLog(store *Store, cfg config.UsageConfig, prices []config.Price, lo
 	if cfg.Retention <= 0 {
 		cfg.Retention = def.Retention
 	}
-	u := &UsageLog{store: store, db: store.db, cfg: cfg, log: logging.OrDiscard(logger), now: time.Now,
+	u := &UsageLog{store: store, db: store.DB(), cfg: cfg, log: logging.OrDiscard(logger), now: time.Now,
 		bound: DefaultUsageBuffer, wake: make(chan struct{}, 1), quotas: quotas{use: map[string]*tokenUse{}}}
 	for _, o := range opts {
 		o(u)
@@ -252,7 +228,7 @@ func (u *UsageLog) flush(ctx context.Context) error {
 	}
 	u.buf, u.spare = u.spare[:0], nil
 	u.mu.Unlock()
-	err := u.store.inTx(ctx, func(tx *sql.Tx) error {
+	err := u.store.InTx(ctx, func(tx *sql.Tx) error {
 		stmt, err := tx.PrepareContext(ctx, insertUsage)
 		if err != nil {
 			return err
@@ -301,7 +277,7 @@ func (u *UsageLog) prune(ctx context.Context, now time.Time) (int64, error) {
 	var total int64
 	for {
 		var n int64
-		err := u.store.inTx(ctx, func(tx *sql.Tx) error {
+		err := u.store.InTx(ctx, func(tx *sql.Tx) error {
 			res, err := tx.ExecContext(ctx, `DELETE FROM usage_records WHERE id IN
 				(SELECT id FROM usage_records WHERE time < ? LIMIT 5000)`, cut)
 			if err != nil {
@@ -408,8 +384,8 @@ func summarize(ctx context.Context, db *sql.DB, by string, since time.Time) ([]U
 }
 
 // ReadUsage is Summary for a process that only reads the database (`hearth usage`).
-func ReadUsage(ctx context.Context, store *Store, by string, since time.Time) ([]UsageRow, error) {
-	return summarize(ctx, store.db, by, since)
+func ReadUsage(ctx context.Context, store *tokens.Store, by string, since time.Time) ([]UsageRow, error) {
+	return summarize(ctx, store.DB(), by, since)
 }
 
 // DefaultUsageSince is the period a summary covers when none is asked for.
@@ -432,7 +408,7 @@ func ParseSince(s string, now time.Time) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339, s); err == nil {
 		return t, nil
 	}
-	d, err := ParseLifetime(s)
+	d, err := tokens.ParseLifetime(s)
 	if err != nil || d == 0 {
 		return time.Time{}, fmt.Errorf("since %q: give a period back from now (7d, 12h, 2w), a date (2026-03-01) or \"all\"", s)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/relay/count"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 func TestUsageAdminHandler(t *testing.T) {
@@ -110,7 +111,7 @@ func TestUsageCostFromPrices(t *testing.T) {
 // The request path's share of the usage log, and the writer's cost per record off the path.
 func BenchmarkUsage(b *testing.B) {
 	open := func(b *testing.B, opts ...UsageOption) *UsageLog {
-		st, err := OpenStore(filepath.Join(b.TempDir(), "relay.db"), nil)
+		st, err := tokens.Open(filepath.Join(b.TempDir(), "relay.db"), nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -121,7 +122,7 @@ func BenchmarkUsage(b *testing.B) {
 		}
 		return u
 	}
-	tok := Token{ID: "tok_1", Name: "phone", TPM: 1 << 40, MonthlyTokens: 1 << 50, MonthlyCost: 1e12}
+	tok := tokens.Token{ID: "tok_1", Name: "phone", TPM: 1 << 40, MonthlyTokens: 1 << 50, MonthlyCost: 1e12}
 	rec := UsageRecord{Time: time.Now(), TokenID: "tok_1", TokenName: "phone", Channel: "deepseek", RequestedModel: "qwen3:14b",
 		ServedModel: "deepseek-chat", PromptTokens: 100, CompletionTokens: 200, Status: 200, Stream: true}
 	b.Run("reserve+settle", func(b *testing.B) {

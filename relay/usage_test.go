@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 var testPrices = []config.Price{
@@ -26,18 +28,18 @@ var testPrices = []config.Price{
 }
 
 type usageFixture struct {
-	store *Store
+	store *tokens.Store
 	usage *UsageLog
-	clock *testClock
+	clock *hearthtest.Clock
 	path  string
 	logs  *lockedBuffer
 }
 
 func newUsageFixture(t *testing.T, opts ...UsageOption) *usageFixture {
 	t.Helper()
-	clk := newTestClock()
+	clk := hearthtest.NewClock()
 	path := filepath.Join(t.TempDir(), "relay.db")
-	st := openTestStore(t, path, WithClock(clk.Now))
+	st := openTestStore(t, path, tokens.WithClock(clk.Now))
 	logs := &lockedBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	u, err := NewUsageLog(st, config.UsageConfig{FlushInterval: time.Hour, Retention: 400 * 24 * time.Hour}, testPrices, log,
@@ -70,7 +72,7 @@ func (f *usageFixture) run(t *testing.T) (stop func()) {
 func (f *usageFixture) count(t *testing.T) int {
 	t.Helper()
 	var n int
-	if err := f.store.db.QueryRow(`SELECT COUNT(*) FROM usage_records`).Scan(&n); err != nil {
+	if err := f.store.DB().QueryRow(`SELECT COUNT(*) FROM usage_records`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -84,9 +86,9 @@ func (f *usageFixture) flush(t *testing.T) {
 }
 
 // readRecords reads the rows back as records, oldest first.
-func readRecords(t *testing.T, st *Store) ([]UsageRecord, []float64) {
+func readRecords(t *testing.T, st *tokens.Store) ([]UsageRecord, []float64) {
 	t.Helper()
-	rows, err := st.db.Query(`SELECT time, token_id, token_name, channel, key_id, requested_model, served_model, prompt_tokens,
+	rows, err := st.DB().Query(`SELECT time, token_id, token_name, channel, key_id, requested_model, served_model, prompt_tokens,
 		completion_tokens, estimated, ttft_us, duration_us, status, fell_back_from, stream, cost FROM usage_records ORDER BY id`)
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +185,7 @@ func TestUsageBatchWakesTheWriterAndRunFlushesAtTheEnd(t *testing.T) {
 		t.Fatalf("%d rows written before the batch was full or the interval passed", n)
 	}
 	f.usage.Record(UsageRecord{TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200})
-	waitFor(t, "a full batch is written", func() bool { return f.count(t) == usageBatch })
+	hearthtest.Eventually(t, "a full batch is written", 3*time.Second, func() bool { return f.count(t) == usageBatch })
 	for range 10 {
 		f.usage.Record(UsageRecord{TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200})
 	}
@@ -237,7 +239,7 @@ func TestUsageConcurrentWritersLoseNothingAndNeverLock(t *testing.T) {
 			case <-flushing:
 			case <-time.After(100 * time.Millisecond):
 			}
-			if _, _, err := other.Create(context.Background(), TokenSpec{Name: fmt.Sprintf("cli%d", i)}); err != nil {
+			if _, _, err := other.Create(context.Background(), tokens.Spec{Name: fmt.Sprintf("cli%d", i)}); err != nil {
 				errs <- fmt.Errorf("token create during the load: %w", err)
 			}
 		}
@@ -260,7 +262,7 @@ func TestUsageConcurrentWritersLoseNothingAndNeverLock(t *testing.T) {
 		t.Fatalf("%d rows and %d dropped, want %d and 0", n, f.usage.Dropped(), writers*each)
 	}
 	var sum int64
-	if err := f.store.db.QueryRow(`SELECT SUM(completion_tokens) FROM usage_records`).Scan(&sum); err != nil || sum != writers*each*(each-1)/2 {
+	if err := f.store.DB().QueryRow(`SELECT SUM(completion_tokens) FROM usage_records`).Scan(&sum); err != nil || sum != writers*each*(each-1)/2 {
 		t.Errorf("completion tokens add up to %d (%v), want %d: a record was written twice or lost", sum, err, writers*each*(each-1)/2)
 	}
 	if logs := f.logs.String(); strings.Contains(logs, "locked") || strings.Contains(logs, "level=WARN") {
@@ -327,11 +329,11 @@ func TestUsageRetentionOncePerDay(t *testing.T) {
 	}
 	f.flush(t)
 	f.run(t)
-	waitFor(t, "the record older than 400 days is deleted", func() bool { return f.count(t) == 2 })
+	hearthtest.Eventually(t, "the record older than 400 days is deleted", 3*time.Second, func() bool { return f.count(t) == 2 })
 
 	// A day later, the record that was 399 days old is past the retention too.
 	f.clock.Advance(2 * 24 * time.Hour)
-	waitFor(t, "the next day's deletion", func() bool { return f.count(t) == 1 })
+	hearthtest.Eventually(t, "the next day's deletion", 3*time.Second, func() bool { return f.count(t) == 1 })
 }
 
 func TestUsageSummary(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/relay"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 // relayDomain is the relay's name in the bench; clients dial it at the relay's listener.
@@ -59,7 +60,7 @@ func startRelay(ctx context.Context, dir, vendorBase string) (*benchRelay, error
 	if err != nil {
 		return nil, err
 	}
-	token, _, err := rl.Store().Create(ctx, relay.TokenSpec{Name: "bench"})
+	token, _, err := rl.Store().Create(ctx, tokens.Spec{Name: "bench"})
 	if err != nil {
 		rctx, cancel := context.WithCancel(ctx)
 		cancel()
@@ -81,7 +82,7 @@ func (b *benchRelay) stop() error {
 
 // usageRecords reads, after stop, how many usage records the relay wrote, by channel.
 func (b *benchRelay) usageRecords(ctx context.Context) (map[string]int64, error) {
-	store, err := relay.OpenStore(b.db, nil)
+	store, err := tokens.Open(b.db, nil)
 	if err != nil {
 		return nil, err
 	}

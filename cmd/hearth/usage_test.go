@@ -11,6 +11,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/relay"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 func runUsageCmd(g *globalFlags, args ...string) (string, error) {
@@ -27,7 +28,7 @@ func runUsageCmd(g *globalFlags, args ...string) (string, error) {
 // writeUsage fills a relay database with records the way the running relay does.
 func writeUsage(t *testing.T, db string, recs []relay.UsageRecord) {
 	t.Helper()
-	st, err := relay.OpenStore(db, nil)
+	st, err := tokens.Open(db, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package relay
+package tokens
 
 // The token store's database side: reading the tokens in, writing last-used times out in
 // batches, and the schema.
@@ -87,7 +87,7 @@ func (s *Store) flushUsed(ctx context.Context) {
 	s.used = map[string]time.Time{}
 	s.usedMu.Unlock()
 
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.InTx(ctx, func(tx *sql.Tx) error {
 		for id, at := range used {
 			ms := at.UnixMilli()
 			if _, err := tx.ExecContext(ctx, `UPDATE tokens SET last_used_at = ? WHERE id = ?
@@ -110,9 +110,10 @@ func (s *Store) flushUsed(ctx context.Context) {
 	s.usedMu.Unlock()
 }
 
-// inTx runs fn in a transaction; the DSN makes it BEGIN IMMEDIATE, so a check-then-insert
-// cannot race another process.
-func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+// InTx runs fn in a transaction, committed when fn returns nil; the DSN makes it BEGIN
+// IMMEDIATE, so a check-then-insert cannot race another process. The usage log writes its
+// batches with it.
+func (s *Store) InTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -148,7 +149,7 @@ var migrations = [][]string{
 		`ALTER TABLE tokens ADD COLUMN quota_tokens INTEGER NOT NULL DEFAULT 0`, // per calendar month, UTC
 		`ALTER TABLE tokens ADD COLUMN quota_cost REAL NOT NULL DEFAULT 0`,      // per calendar month, UTC
 	},
-	usageMigration, // 3: the usage log (usage.go)
+	usageMigration, // 3: the usage log (relay/usage)
 }
 
 func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
@@ -224,3 +225,33 @@ func timeOrNil(v sql.NullInt64) *time.Time {
 	t := time.UnixMilli(v.Int64).UTC()
 	return &t
 }
+
+// usageMigration is the usage log's table (relay/usage) in the Store's migrations: the
+// Store owns the database file and its schema. Times are unix
+// milliseconds, durations microseconds; cost is priced when the record is written.
+var usageMigration = []string{
+	`CREATE TABLE usage_records (
+		id                INTEGER PRIMARY KEY,
+		time              INTEGER NOT NULL,
+		token_id          TEXT NOT NULL,
+		token_name        TEXT NOT NULL,
+		channel           TEXT NOT NULL,
+		key_id            TEXT NOT NULL DEFAULT '',
+		requested_model   TEXT NOT NULL,
+		served_model      TEXT NOT NULL,
+		prompt_tokens     INTEGER NOT NULL,
+		completion_tokens INTEGER NOT NULL,
+		estimated         INTEGER NOT NULL,        -- 0 or 1
+		ttft_us           INTEGER NOT NULL,
+		duration_us       INTEGER NOT NULL,
+		status            INTEGER NOT NULL,
+		fell_back_from    TEXT NOT NULL DEFAULT '', -- channels tried before, comma-separated
+		stream            INTEGER NOT NULL,        -- 0 or 1
+		cost              REAL NOT NULL DEFAULT 0  -- in the prices' unit
+	)`,
+	`CREATE INDEX usage_records_time ON usage_records (time)`,
+}
+
+// DB is the Store's database, for the usage log that shares its file (relay/usage). The Store
+// keeps owning it: Close closes it.
+func (s *Store) DB() *sql.DB { return s.db }

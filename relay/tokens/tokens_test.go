@@ -1,48 +1,26 @@
-package relay
+package tokens
 
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/hearthlab/hearth/internal/hearthtest"
 )
-
-// testClock is a clock the tests advance by hand.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newTestClock() *testClock {
-	return &testClock{t: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 func openTestStore(t *testing.T, path string, opts ...StoreOption) *Store {
 	t.Helper()
-	s, err := OpenStore(path, nil, opts...)
+	s, err := Open(path, nil, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,25 +28,12 @@ func openTestStore(t *testing.T, path string, opts ...StoreOption) *Store {
 	return s
 }
 
-func testKey(t testing.TB) (ed25519.PrivateKey, ssh.PublicKey, string) {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return priv, sp, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))) + " me@laptop"
-}
-
 func TestTokenCreateListRevoke(t *testing.T) {
-	clk := newTestClock()
+	clk := hearthtest.NewClock()
 	s := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"), WithClock(clk.Now))
 	ctx := context.Background()
 
-	secret, tok, err := s.Create(ctx, TokenSpec{Name: "phone", Models: []string{"Qwen3:*", "rag:*", "llama3"}, Expires: 90 * 24 * time.Hour})
+	secret, tok, err := s.Create(ctx, Spec{Name: "phone", Models: []string{"Qwen3:*", "rag:*", "llama3"}, Expires: 90 * 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +84,7 @@ func TestTokenCreateListRevoke(t *testing.T) {
 	}
 
 	// Revoke by id; unknown and empty secrets.
-	secret2, tok2, err := s.Create(ctx, TokenSpec{Name: "laptop"})
+	secret2, tok2, err := s.Create(ctx, Spec{Name: "laptop"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,9 +103,9 @@ func TestTokenCreateListRevoke(t *testing.T) {
 }
 
 func TestTokenExpiry(t *testing.T) {
-	clk := newTestClock()
+	clk := hearthtest.NewClock()
 	s := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"), WithClock(clk.Now))
-	secret, _, err := s.Create(context.Background(), TokenSpec{Name: "trial", Expires: time.Hour})
+	secret, _, err := s.Create(context.Background(), Spec{Name: "trial", Expires: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,11 +116,11 @@ func TestTokenExpiry(t *testing.T) {
 		clk.Advance(tc.after)
 		tok, err := s.Check(secret)
 		if !errors.Is(err, tc.want) || (err == nil && tok.Name != "trial") {
-			t.Errorf("at +%s: %v, want %v", clk.Now().Sub(newTestClock().Now()), err, tc.want)
+			t.Errorf("at +%s: %v, want %v", clk.Now().Sub(hearthtest.NewClock().Now()), err, tc.want)
 		}
 	}
 	// An expired token's name is free again.
-	if _, _, err := s.Create(context.Background(), TokenSpec{Name: "trial"}); err != nil {
+	if _, _, err := s.Create(context.Background(), Spec{Name: "trial"}); err != nil {
 		t.Errorf("reuse the name of an expired token: %v", err)
 	}
 }
@@ -163,25 +128,25 @@ func TestTokenExpiry(t *testing.T) {
 func TestTokenUniqueNamesAndValidation(t *testing.T) {
 	s := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"))
 	ctx := context.Background()
-	_, _, keyLine := testKey(t)
-	if _, _, err := s.Create(ctx, TokenSpec{Name: "phone", OllamaKey: keyLine}); err != nil {
+	_, _, keyLine := hearthtest.OllamaKey(t)
+	if _, _, err := s.Create(ctx, Spec{Name: "phone", OllamaKey: keyLine}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		name string
-		spec TokenSpec
+		spec Spec
 		want string
 	}{
-		{"taken", TokenSpec{Name: "phone"}, `a live token is already named "phone"`},
-		{"empty name", TokenSpec{Name: " "}, `token name " "`},
-		{"bad characters", TokenSpec{Name: "my phone"}, `token name "my phone": use 1 to 64 letters`},
-		{"id-like", TokenSpec{Name: "tok_1"}, `token name "tok_1"`},
-		{"too long", TokenSpec{Name: strings.Repeat("a", 65)}, "token name"},
-		{"bad glob", TokenSpec{Name: "g", Models: []string{"qwen3:[a"}}, `model glob "qwen3:[a"`},
-		{"negative expiry", TokenSpec{Name: "n", Expires: -time.Hour}, "token expiry -1h0m0s"},
-		{"malformed key", TokenSpec{Name: "k", OllamaKey: "ssh-ed25519 AAAAnotbase64!"}, "ollama key: not an ssh public key"},
-		{"private key", TokenSpec{Name: "k", OllamaKey: "-----BEGIN OPENSSH PRIVATE KEY-----"}, "ollama key: that is a private key"},
-		{"key taken", TokenSpec{Name: "k", OllamaKey: keyLine}, `is already registered to token "phone"`},
+		{"taken", Spec{Name: "phone"}, `a live token is already named "phone"`},
+		{"empty name", Spec{Name: " "}, `token name " "`},
+		{"bad characters", Spec{Name: "my phone"}, `token name "my phone": use 1 to 64 letters`},
+		{"id-like", Spec{Name: "tok_1"}, `token name "tok_1"`},
+		{"too long", Spec{Name: strings.Repeat("a", 65)}, "token name"},
+		{"bad glob", Spec{Name: "g", Models: []string{"qwen3:[a"}}, `model glob "qwen3:[a"`},
+		{"negative expiry", Spec{Name: "n", Expires: -time.Hour}, "token expiry -1h0m0s"},
+		{"malformed key", Spec{Name: "k", OllamaKey: "ssh-ed25519 AAAAnotbase64!"}, "ollama key: not an ssh public key"},
+		{"private key", Spec{Name: "k", OllamaKey: "-----BEGIN OPENSSH PRIVATE KEY-----"}, "ollama key: that is a private key"},
+		{"key taken", Spec{Name: "k", OllamaKey: keyLine}, `is already registered to token "phone"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := s.Create(ctx, tc.spec)
@@ -193,7 +158,7 @@ func TestTokenUniqueNamesAndValidation(t *testing.T) {
 	if err := s.Revoke(ctx, "phone"); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Create(ctx, TokenSpec{Name: "phone", OllamaKey: keyLine}); err != nil {
+	if _, _, err := s.Create(ctx, Spec{Name: "phone", OllamaKey: keyLine}); err != nil {
 		t.Errorf("name and key of a revoked token are free again: %v", err)
 	}
 	list, _ := s.List(ctx)
@@ -205,9 +170,9 @@ func TestTokenUniqueNamesAndValidation(t *testing.T) {
 func TestTokenOllamaKeyLookup(t *testing.T) {
 	s := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"))
 	ctx := context.Background()
-	_, pub, line := testKey(t)
+	_, pub, line := hearthtest.OllamaKey(t)
 	bare := strings.Fields(line)[1] // only the AAAA... part is accepted too
-	_, tok, err := s.Create(ctx, TokenSpec{Name: "laptop", OllamaKey: bare})
+	_, tok, err := s.Create(ctx, Spec{Name: "laptop", OllamaKey: bare})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +183,7 @@ func TestTokenOllamaKeyLookup(t *testing.T) {
 	if err != nil || got.Name != "laptop" {
 		t.Fatalf("CheckOllamaKey: %+v %v", got, err)
 	}
-	_, other, _ := testKey(t)
+	_, other, _ := hearthtest.OllamaKey(t)
 	if _, err := s.CheckOllamaKey(other.Marshal()); !errors.Is(err, ErrUnknownToken) {
 		t.Errorf("unregistered key: %v", err)
 	}
@@ -234,11 +199,11 @@ func TestTokenOllamaKeyLookup(t *testing.T) {
 func TestTokenStoresOnlyTheHash(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	path := filepath.Join(dir, "relay.db")
-	s, err := OpenStore(path, nil)
+	s, err := Open(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	secret, _, err := s.Create(context.Background(), TokenSpec{Name: "phone"})
+	secret, _, err := s.Create(context.Background(), Spec{Name: "phone"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,37 +247,26 @@ func TestTokenRevokeFromAnotherStoreIsSeen(t *testing.T) {
 	cli := openTestStore(t, path)
 	ctx := context.Background()
 
-	secret, _, err := cli.Create(ctx, TokenSpec{Name: "phone"})
+	secret, _, err := cli.Create(ctx, Spec{Name: "phone"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the relay sees the new token", func() bool { _, err := relayStore.Check(secret); return err == nil })
+	hearthtest.Eventually(t, "the relay sees the new token", 3*time.Second, func() bool { _, err := relayStore.Check(secret); return err == nil })
 	if err := cli.Revoke(ctx, "phone"); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	waitFor(t, "the relay sees the revocation", func() bool { _, err := relayStore.Check(secret); return errors.Is(err, ErrRevoked) })
+	hearthtest.Eventually(t, "the relay sees the revocation", 3*time.Second, func() bool { _, err := relayStore.Check(secret); return errors.Is(err, ErrRevoked) })
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("revocation seen after %s; refresh is 50ms", took)
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestTokenLastUsedWrittenOffThePath(t *testing.T) {
-	clk := newTestClock()
+	clk := hearthtest.NewClock()
 	path := filepath.Join(t.TempDir(), "relay.db")
 	s := openTestStore(t, path, WithClock(clk.Now), WithRefresh(20*time.Millisecond))
-	secret, _, err := s.Create(context.Background(), TokenSpec{Name: "phone"})
+	secret, _, err := s.Create(context.Background(), Spec{Name: "phone"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +275,7 @@ func TestTokenLastUsedWrittenOffThePath(t *testing.T) {
 		t.Fatal(err)
 	}
 	reader := openTestStore(t, path)
-	waitFor(t, "last_used_at is written", func() bool {
+	hearthtest.Eventually(t, "last_used_at is written", 3*time.Second, func() bool {
 		list, err := reader.List(context.Background())
 		return err == nil && len(list) == 1 && list[0].LastUsedAt != nil && list[0].LastUsedAt.Equal(clk.Now())
 	})
@@ -330,7 +284,7 @@ func TestTokenLastUsedWrittenOffThePath(t *testing.T) {
 func TestTokenSchemaMigrations(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "relay.db")
 	s := openTestStore(t, path)
-	if _, _, err := s.Create(context.Background(), TokenSpec{Name: "phone"}); err != nil {
+	if _, _, err := s.Create(context.Background(), Spec{Name: "phone"}); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -353,7 +307,7 @@ func TestTokenSchemaMigrations(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	if _, err := OpenStore(path, nil); err == nil || !strings.Contains(err.Error(), "schema version 99 is newer") {
+	if _, err := Open(path, nil); err == nil || !strings.Contains(err.Error(), "schema version 99 is newer") {
 		t.Errorf("a newer schema: %v", err)
 	}
 }
@@ -386,18 +340,18 @@ func TestTokenAllows(t *testing.T) {
 // Create gives a key again once its token has expired; the new token, not the expired one,
 // must then answer for the key.
 func TestTokenOllamaKeyReusedAfterExpiry(t *testing.T) {
-	clk := newTestClock()
+	clk := hearthtest.NewClock()
 	s := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"), WithClock(clk.Now))
 	ctx := context.Background()
-	_, pub, line := testKey(t)
-	if _, _, err := s.Create(ctx, TokenSpec{Name: "laptop", OllamaKey: line, Expires: time.Hour}); err != nil {
+	_, pub, line := hearthtest.OllamaKey(t)
+	if _, _, err := s.Create(ctx, Spec{Name: "laptop", OllamaKey: line, Expires: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	clk.Advance(2 * time.Hour)
 	if _, err := s.CheckOllamaKey(pub.Marshal()); !errors.Is(err, ErrExpired) {
 		t.Fatalf("expired key: %v", err)
 	}
-	if _, _, err := s.Create(ctx, TokenSpec{Name: "laptop-2", OllamaKey: line}); err != nil {
+	if _, _, err := s.Create(ctx, Spec{Name: "laptop-2", OllamaKey: line}); err != nil {
 		t.Fatalf("the key of an expired token is free again: %v", err)
 	}
 	got, err := s.CheckOllamaKey(pub.Marshal())
@@ -409,5 +363,30 @@ func TestTokenOllamaKeyReusedAfterExpiry(t *testing.T) {
 	}
 	if _, err := s.CheckOllamaKey(pub.Marshal()); !errors.Is(err, ErrRevoked) {
 		t.Errorf("after revoking the new token too: %v", err)
+	}
+}
+
+func TestQuotaMigrationFromTokensOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "relay.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range slices.Concat(migrations[0], []string{`CREATE TABLE schema_version (version INTEGER NOT NULL)`,
+		`INSERT INTO schema_version (version) VALUES (1)`,
+		`INSERT INTO tokens (id, name, secret_hash, created_at) VALUES ('tok_1', 'phone', x'00', 1)`}) {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	s := openTestStore(t, path)
+	list, err := s.List(context.Background())
+	if err != nil || len(list) != 1 || list[0].Limits() != (Limits{}) {
+		t.Fatalf("an old token after the upgrade: %+v %v", list, err)
+	}
+	var n int
+	if err := s.DB().QueryRow(`SELECT COUNT(*) FROM usage_records`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("the usage log's table on an upgraded database: %d rows, %v", n, err)
 	}
 }

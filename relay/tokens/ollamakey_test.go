@@ -1,20 +1,16 @@
-package relay
+package tokens
 
 import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,27 +18,12 @@ import (
 
 	"github.com/ollama/ollama/auth"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/hearthlab/hearth/internal/hearthtest"
 )
 
-// signLikeOllama builds what ollama's api/client.go sends, with our own signing code.
-func signLikeOllama(t testing.TB, priv ed25519.PrivateKey, method, path string, ts time.Time) *http.Request {
-	t.Helper()
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unix := strconv.FormatInt(ts.Unix(), 10)
-	sig, err := signer.Sign(rand.Reader, []byte(method+","+path+"?ts="+unix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := httptest.NewRequest(method, path+"?ts="+unix, nil)
-	r.Header.Set("Authorization", base64.StdEncoding.EncodeToString(signer.PublicKey().Marshal())+":"+base64.StdEncoding.EncodeToString(sig.Blob))
-	return r
-}
-
 func TestOllamaSignatureVerify(t *testing.T) {
-	priv, pub, _ := testKey(t)
+	priv, pub, _ := hearthtest.OllamaKey(t)
 	now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -56,52 +37,60 @@ func TestOllamaSignatureVerify(t *testing.T) {
 		window time.Duration
 		want   error
 	}{
-		{"valid", func() *http.Request { return signLikeOllama(t, priv, "POST", "/api/chat", now) }, 0, nil},
-		{"valid, 4 minutes old", func() *http.Request { return signLikeOllama(t, priv, "GET", "/api/tags", now.Add(-4*time.Minute)) }, 0, nil},
-		{"valid, clock 4 minutes ahead", func() *http.Request { return signLikeOllama(t, priv, "HEAD", "/", now.Add(4*time.Minute)) }, 0, nil},
-		{"stale", func() *http.Request { return signLikeOllama(t, priv, "GET", "/api/tags", now.Add(-6*time.Minute)) }, 0, ErrStaleSignature},
-		{"from the future", func() *http.Request { return signLikeOllama(t, priv, "GET", "/api/tags", now.Add(6*time.Minute)) }, 0, ErrStaleSignature},
-		{"narrow window", func() *http.Request { return signLikeOllama(t, priv, "GET", "/api/tags", now.Add(-time.Minute)) }, 30 * time.Second, ErrStaleSignature},
+		{"valid", func() *http.Request { return hearthtest.SignLikeOllama(t, priv, "POST", "/api/chat", now) }, 0, nil},
+		{"valid, 4 minutes old", func() *http.Request {
+			return hearthtest.SignLikeOllama(t, priv, "GET", "/api/tags", now.Add(-4*time.Minute))
+		}, 0, nil},
+		{"valid, clock 4 minutes ahead", func() *http.Request { return hearthtest.SignLikeOllama(t, priv, "HEAD", "/", now.Add(4*time.Minute)) }, 0, nil},
+		{"stale", func() *http.Request {
+			return hearthtest.SignLikeOllama(t, priv, "GET", "/api/tags", now.Add(-6*time.Minute))
+		}, 0, ErrStaleSignature},
+		{"from the future", func() *http.Request {
+			return hearthtest.SignLikeOllama(t, priv, "GET", "/api/tags", now.Add(6*time.Minute))
+		}, 0, ErrStaleSignature},
+		{"narrow window", func() *http.Request {
+			return hearthtest.SignLikeOllama(t, priv, "GET", "/api/tags", now.Add(-time.Minute))
+		}, 30 * time.Second, ErrStaleSignature},
 		{"other method", func() *http.Request {
-			r := signLikeOllama(t, priv, "GET", "/api/tags", now)
+			r := hearthtest.SignLikeOllama(t, priv, "GET", "/api/tags", now)
 			r.Method = "DELETE"
 			return r
 		}, 0, ErrBadSignature},
 		{"other path", func() *http.Request {
-			r := signLikeOllama(t, priv, "GET", "/api/tags", now)
+			r := hearthtest.SignLikeOllama(t, priv, "GET", "/api/tags", now)
 			r.URL.Path = "/api/delete"
 			return r
 		}, 0, ErrBadSignature},
 		{"ts changed", func() *http.Request {
-			r := signLikeOllama(t, priv, "GET", "/api/tags", now)
+			r := hearthtest.SignLikeOllama(t, priv, "GET", "/api/tags", now)
 			r.URL.RawQuery = "ts=" + strconv.FormatInt(now.Unix()+1, 10)
 			return r
 		}, 0, ErrBadSignature},
 		{"no ts", func() *http.Request {
-			r := signLikeOllama(t, priv, "GET", "/api/tags", now)
+			r := hearthtest.SignLikeOllama(t, priv, "GET", "/api/tags", now)
 			r.URL.RawQuery = ""
 			return r
 		}, 0, ErrMalformedSignature},
 		{"another key's name on the signature", func() *http.Request {
-			r := signLikeOllama(t, priv, "GET", "/api/tags", now)
+			r := hearthtest.SignLikeOllama(t, priv, "GET", "/api/tags", now)
 			_, sig, _ := strings.Cut(r.Header.Get("Authorization"), ":")
-			_, other, _ := testKey(t)
+			_, other, _ := hearthtest.OllamaKey(t)
 			r.Header.Set("Authorization", base64.StdEncoding.EncodeToString(other.Marshal())+":"+sig)
 			return r
 		}, 0, ErrBadSignature},
 		{"ecdsa key", func() *http.Request {
-			r := signLikeOllama(t, priv, "GET", "/api/tags", now)
+			r := hearthtest.SignLikeOllama(t, priv, "GET", "/api/tags", now)
 			_, sig, _ := strings.Cut(r.Header.Get("Authorization"), ":")
 			r.Header.Set("Authorization", base64.StdEncoding.EncodeToString(ecPub.Marshal())+":"+sig)
 			return r
 		}, 0, ErrMalformedSignature},
 		{"not base64", func() *http.Request {
-			r := signLikeOllama(t, priv, "GET", "/api/tags", now)
+			r := hearthtest.SignLikeOllama(t, priv, "GET", "/api/tags", now)
 			r.Header.Set("Authorization", "%%%:%%%")
 			return r
 		}, 0, ErrMalformedSignature},
 		{"basic auth", func() *http.Request {
-			r := signLikeOllama(t, priv, "GET", "/api/tags", now)
+			r := hearthtest.SignLikeOllama(t, priv, "GET", "/api/tags", now)
 			r.SetBasicAuth("user", "pass")
 			return r
 		}, 0, ErrMalformedSignature},
@@ -118,29 +107,9 @@ func TestOllamaSignatureVerify(t *testing.T) {
 	}
 }
 
-// writeOllamaHome puts a generated key where the ollama CLI reads it (~/.ollama/id_ed25519)
-// and points HOME there; it returns the public key line, as in id_ed25519.pub.
-func writeOllamaHome(t *testing.T) string {
-	t.Helper()
-	priv, pub, _ := testKey(t)
-	home := t.TempDir()
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(home, ".ollama"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(home, ".ollama", "id_ed25519"), pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("HOME", home)
-	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))) + " test@laptop"
-}
-
 // The format is proven against ollama's own signing code (auth.Sign), not guessed.
 func TestOllamaSignatureFromOllamaAuthSign(t *testing.T) {
-	line := writeOllamaHome(t)
+	line := hearthtest.OllamaHome(t)
 	pub, _, err := parseOllamaKey(line)
 	if err != nil {
 		t.Fatal(err)
@@ -167,8 +136,8 @@ func TestOllamaSignatureFromOllamaAuthSign(t *testing.T) {
 }
 
 func TestOllamaKeyParse(t *testing.T) {
-	_, pub, line := testKey(t)
-	_, other, otherLine := testKey(t)
+	_, pub, line := hearthtest.OllamaKey(t)
+	_, other, otherLine := hearthtest.OllamaKey(t)
 	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ecPub, _ := ssh.NewPublicKey(&ecKey.PublicKey)
 	ecLine := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(ecPub)))

@@ -1,4 +1,4 @@
-package relay
+package tokens
 
 import (
 	"encoding/base64"

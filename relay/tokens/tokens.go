@@ -1,4 +1,9 @@
-package relay
+// Package tokens is the relay's client credentials: a SQLite store (pure Go, WAL) of hashed
+// tokens with their allowed models, lifetimes and limits, answered from memory on the request
+// path; the ollama CLI's key signatures (VerifyOllamaSignature); and lifetimes as people write
+// them (ParseLifetime). The Store owns the relay's database file and its schema, which the
+// usage log shares. It uses nothing else of the relay.
+package tokens
 
 import (
 	"context"
@@ -38,9 +43,9 @@ var (
 // SecretPrefix starts every token secret, so that a leaked one is easy to recognise.
 const SecretPrefix = "hth_"
 
-// DefaultTokenRefresh is how often a Store rereads the database, which is how a token revoked
+// DefaultRefresh is how often a Store rereads the database, which is how a token revoked
 // by `hearth token revoke` (another process) stops working in the running relay.
-const DefaultTokenRefresh = 2 * time.Second
+const DefaultRefresh = 2 * time.Second
 
 // Token is one client credential of the relay. The secret is never kept: only its SHA-256.
 // Values returned by a Store share their slices with its index: treat them as read-only.
@@ -69,8 +74,8 @@ type Token struct {
 	MonthlyCost float64 `json:"monthly_cost,omitempty"`
 }
 
-// TokenSpec is what `hearth token create` asks for.
-type TokenSpec struct {
+// Spec is what `hearth token create` asks for.
+type Spec struct {
 	Name   string
 	Models []string
 	// Expires is the token's lifetime from now; 0 = never.
@@ -87,7 +92,7 @@ type TokenSpec struct {
 // StoreOption changes a Store's defaults (tests shorten the refresh and control the clock).
 type StoreOption func(*Store)
 
-// WithRefresh sets how often the Store rereads the database (default DefaultTokenRefresh).
+// WithRefresh sets how often the Store rereads the database (default DefaultRefresh).
 func WithRefresh(d time.Duration) StoreOption {
 	return func(s *Store) {
 		if d > 0 {
@@ -132,8 +137,8 @@ type indexedToken struct {
 
 // OpenStore opens (creating it, 0600 in a 0700 directory, when needed) the token database at
 // path, brings its schema up to date and loads the index. A nil logger discards.
-func OpenStore(path string, logger *slog.Logger, opts ...StoreOption) (*Store, error) {
-	s := &Store{log: logging.OrDiscard(logger), now: time.Now, refresh: DefaultTokenRefresh,
+func Open(path string, logger *slog.Logger, opts ...StoreOption) (*Store, error) {
+	s := &Store{log: logging.OrDiscard(logger), now: time.Now, refresh: DefaultRefresh,
 		used: map[string]time.Time{}, done: make(chan struct{})}
 	for _, o := range opts {
 		o(s)
@@ -218,7 +223,7 @@ func (s *Store) loop(ctx context.Context) {
 }
 
 // Create makes a token and returns its secret, which exists nowhere else afterwards.
-func (s *Store) Create(ctx context.Context, spec TokenSpec) (string, Token, error) {
+func (s *Store) Create(ctx context.Context, spec Spec) (string, Token, error) {
 	tok, err := s.newToken(spec)
 	if err != nil {
 		return "", Token{}, err
@@ -228,7 +233,7 @@ func (s *Store) Create(ctx context.Context, spec TokenSpec) (string, Token, erro
 		return "", Token{}, err
 	}
 	models, _ := json.Marshal(tok.Models)
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err = s.InTx(ctx, func(tx *sql.Tx) error {
 		now := tok.CreatedAt.UnixMilli()
 		var other string
 		err := tx.QueryRowContext(ctx, `SELECT id FROM tokens WHERE name = ? AND revoked_at IS NULL
@@ -268,8 +273,15 @@ func (s *Store) Create(ctx context.Context, spec TokenSpec) (string, Token, erro
 
 var tokenNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
+// Validate checks spec as Create would, without touching the database: its errors are the
+// caller's to fix (Create's other errors are the database's).
+func (s *Store) Validate(spec Spec) error {
+	_, err := s.newToken(spec)
+	return err
+}
+
 // newToken validates spec and fills in everything but the secret.
-func (s *Store) newToken(spec TokenSpec) (Token, error) {
+func (s *Store) newToken(spec Spec) (Token, error) {
 	name := strings.TrimSpace(spec.Name)
 	if !tokenNameRe.MatchString(name) || strings.HasPrefix(name, "tok_") {
 		return Token{}, fmt.Errorf("token name %q: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit (and not \"tok_\", which starts ids)", spec.Name)
@@ -281,7 +293,7 @@ func (s *Store) newToken(spec TokenSpec) (Token, error) {
 	if spec.Expires < 0 {
 		return Token{}, fmt.Errorf("token expiry %s: give a positive duration, or 0 for never", spec.Expires)
 	}
-	limits := TokenLimits{RPM: spec.RPM, TPM: spec.TPM, MonthlyTokens: spec.MonthlyTokens, MonthlyCost: spec.MonthlyCost}
+	limits := Limits{RPM: spec.RPM, TPM: spec.TPM, MonthlyTokens: spec.MonthlyTokens, MonthlyCost: spec.MonthlyCost}
 	if err := limits.validate(); err != nil {
 		return Token{}, fmt.Errorf("token %s: %w", name, err)
 	}
@@ -320,7 +332,7 @@ func (s *Store) Revoke(ctx context.Context, nameOrID string) error {
 	key := strings.TrimSpace(nameOrID)
 	var done bool
 	var already sql.NullInt64
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.InTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE tokens SET revoked_at = ? WHERE revoked_at IS NULL AND (id = ? OR name = ?)`,
 			s.now().UTC().UnixMilli(), key, key)
 		if err != nil {
@@ -337,7 +349,7 @@ func (s *Store) Revoke(ctx context.Context, nameOrID string) error {
 	case err != nil:
 		return fmt.Errorf("relay: revoke token %q: %w", key, err)
 	case !done && already.Valid:
-		return storeError(ErrRevoked, "token %s was already revoked on %s", key, formatWhen(time.UnixMilli(already.Int64)))
+		return storeError(ErrRevoked, "token %s was already revoked on %s", key, FormatWhen(time.UnixMilli(already.Int64)))
 	case !done:
 		return storeError(ErrNotFound, "no token named %s", key)
 	}
@@ -361,7 +373,8 @@ func storeError(kind error, format string, args ...any) error {
 }
 
 // formatWhen is how dates appear in messages to clients and operators.
-func formatWhen(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") }
+// FormatWhen is how token times (expiry, revocation) are shown to people.
+func FormatWhen(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") }
 
 // Check finds the token whose secret this is, from memory. For a revoked or expired token it
 // returns the token too, so the caller can say when.
