@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -122,7 +121,7 @@ func (a *Auth) Require(next http.Handler) http.Handler {
 			if ipWait > tokenWait {
 				a.log.Debug("auth: address rate limit", "auth_name", tok.Name, "auth_id", tok.ID, "ip", ip)
 				apierror.Write(w, d, &apierror.Error{Status: http.StatusTooManyRequests, Code: "rate_limit_exceeded",
-					RetryAfter: retrySeconds(ipWait), Message: a.addressLimitMessage(ipWait)})
+					RetryAfter: apierror.RetrySeconds(ipWait), Message: a.addressLimitMessage(ipWait)})
 				return
 			}
 			a.log.Debug("auth: rate limit", "auth_name", tok.Name, "auth_id", tok.ID, "ip", ip)
@@ -131,8 +130,8 @@ func (a *Auth) Require(next http.Handler) http.Handler {
 				limit, where = tok.RPM, "the token's rpm"
 			}
 			apierror.Write(w, d, &apierror.Error{Status: http.StatusTooManyRequests, Code: "rate_limit_exceeded",
-				RetryAfter: retrySeconds(tokenWait), Message: fmt.Sprintf("token %q is over its limit of %d requests per minute (%s): retry in %d s",
-					tok.Name, limit, where, retrySeconds(tokenWait))})
+				RetryAfter: apierror.RetrySeconds(tokenWait), Message: fmt.Sprintf("token %q is over its limit of %d requests per minute (%s): retry in %d s",
+					tok.Name, limit, where, apierror.RetrySeconds(tokenWait))})
 			return
 		}
 		r.Header.Del("Authorization")
@@ -288,7 +287,7 @@ func (a *Auth) allowAddress(r *http.Request) time.Duration {
 // addressLimitMessage tells a client its address is over limits.ip_requests_per_minute.
 func (a *Auth) addressLimitMessage(wait time.Duration) string {
 	return fmt.Sprintf("too many requests from your address: it is over the relay's limit of %d requests per minute, "+
-		"shared by every token used from it (limits.ip_requests_per_minute): retry in %d s", a.limits.IPRequestsPerMinute, retrySeconds(wait))
+		"shared by every token used from it (limits.ip_requests_per_minute): retry in %d s", a.limits.IPRequestsPerMinute, apierror.RetrySeconds(wait))
 }
 
 // failed counts a failed sign-in from r's address (for the sites' login form).
@@ -333,7 +332,7 @@ func (a *Auth) fail(ip string, now time.Time) {
 
 func writeBlocked(w http.ResponseWriter, d apierror.Dialect, left time.Duration) {
 	apierror.Write(w, d, &apierror.Error{Status: http.StatusTooManyRequests, Code: "too_many_auth_failures",
-		RetryAfter: retrySeconds(left), Message: fmt.Sprintf("too many failed attempts from your address: blocked, try again in %d s", retrySeconds(left))})
+		RetryAfter: apierror.RetrySeconds(left), Message: fmt.Sprintf("too many failed attempts from your address: blocked, try again in %d s", apierror.RetrySeconds(left))})
 }
 
 // allow takes one request from the token's bucket (its RPM, else RequestsPerMinute) and one
@@ -389,8 +388,6 @@ func (b *rateBucket) wait(perMin float64) time.Duration {
 	}
 	return max(time.Nanosecond, time.Duration((1-b.tokens)/(perMin/60)*float64(time.Second)))
 }
-
-func retrySeconds(d time.Duration) int { return max(1, int(math.Ceil(d.Seconds()))) }
 
 // authIP is the address that failures and the address's rate limit count against: the TCP
 // peer (the relay is the edge; headers like X-Forwarded-For are the client's to forge), an

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -379,26 +377,8 @@ func TestAuthOllamaClient(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log sink the server's goroutines and the test can share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestAuthLogsNoSecrets(t *testing.T) {
-	var logs lockedBuffer
+	var logs hearthtest.Logs
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f := newAuthFixture(t, config.RelayLimits{AuthFailures: 3, RequestsPerMinute: 2}, logger)
 	good := f.create(t, tokens.Spec{Name: "phone", Models: []string{"qwen3:*"}})

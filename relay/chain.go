@@ -23,6 +23,7 @@ import (
 	"github.com/hearthlab/hearth/relay/translate/anthropic"
 	"github.com/hearthlab/hearth/relay/translate/ollama"
 	"github.com/hearthlab/hearth/relay/tunnel"
+	"github.com/hearthlab/hearth/relay/usage"
 )
 
 // Chain serves a chat request from the first channel that can: the channels that serve the
@@ -35,7 +36,7 @@ type Chain struct {
 	tunnel   *tunnel.Server
 	homeHost string
 	auth     *Auth
-	usage    *UsageLog
+	usage    *usage.Log
 	log      *slog.Logger
 }
 
@@ -51,8 +52,8 @@ type link struct {
 }
 
 // NewChain builds the chain from the relay config.
-func NewChain(cfg config.Relay, tun *tunnel.Server, auth *Auth, usage *UsageLog, logger *slog.Logger) *Chain {
-	c := &Chain{tunnel: tun, homeHost: tunnel.HomeHost(cfg.Tunnel.Home), auth: auth, usage: usage, log: logger}
+func NewChain(cfg config.Relay, tun *tunnel.Server, auth *Auth, ul *usage.Log, logger *slog.Logger) *Chain {
+	c := &Chain{tunnel: tun, homeHost: tunnel.HomeHost(cfg.Tunnel.Home), auth: auth, usage: ul, log: logger}
 	c.state.Store(buildState(cfg, nil))
 	return c
 }
@@ -219,10 +220,10 @@ func (c *Chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tok, _ := TokenFrom(r.Context())
 	settle, err := c.usage.Reserve(tok, req.model, count.Estimate(string(req.body)))
 	if err != nil {
-		apierror.Write(w, req.dialect, limitRefusal(err))
+		apierror.Write(w, req.dialect, usage.Refusal(err))
 		return
 	}
-	rec := UsageRecord{Time: start, TokenID: tok.ID, TokenName: tok.Name, RequestedModel: req.model, Stream: req.stream}
+	rec := usage.Record{Time: start, TokenID: tok.ID, TokenName: tok.Name, RequestedModel: req.model, Stream: req.stream}
 	used := c.serve(w, r, req, &rec)
 	rec.Duration = time.Since(start)
 	settle(used)
@@ -233,7 +234,7 @@ func (c *Chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serve walks the links; it fills rec and returns the usage of the answer given.
-func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, rec *UsageRecord) count.Usage {
+func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, rec *usage.Record) count.Usage {
 	links := c.links(req.model)
 	if c.refreshHomeIfMissing(r.Context(), links) {
 		links = c.links(req.model)
@@ -327,7 +328,7 @@ func attemptWait(t config.ChannelTimeouts, stream bool) (time.Duration, error) {
 }
 
 // attempt tries one link. done means the client got an answer (good or not): stop here.
-func (c *Chain) attempt(w http.ResponseWriter, r *http.Request, req *chatRequest, l link, k *channelKey, rec *UsageRecord, tried []string) (count.Usage, bool, error) {
+func (c *Chain) attempt(w http.ResponseWriter, r *http.Request, req *chatRequest, l link, k *channelKey, rec *usage.Record, tried []string) (count.Usage, bool, error) {
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
 	// One timer cancels the attempt: the first byte's (or the whole answer's) wait, then for

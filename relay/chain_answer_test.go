@@ -18,6 +18,7 @@ import (
 	"github.com/ollama/ollama/api"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/relay/usage"
 )
 
 // failingVendor answers every request with status and body.
@@ -144,7 +145,7 @@ func TestChainOllamaDialectEstimatesMissingUsage(t *testing.T) {
 			t.Fatalf("%s %s: %d %s", call.path, call.body, resp.StatusCode, body)
 		}
 	}
-	byChannel := map[string]UsageRow{}
+	byChannel := map[string]usage.Row{}
 	for _, r := range w.rows(t, 3) {
 		byChannel[r.Key] = r
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/relay/tokens"
+	"github.com/hearthlab/hearth/relay/usage"
 )
 
 // vendor is a fake OpenAI-compatible API whose behaviour a test sets.
@@ -96,7 +97,7 @@ func (v *vendor) serve(w http.ResponseWriter, r *http.Request) {
 
 type chainWorld struct {
 	chain  *Chain
-	usage  *UsageLog
+	usage  *usage.Log
 	store  *tokens.Store
 	url    string
 	token  string
@@ -122,7 +123,7 @@ func startChain(t *testing.T, channels []config.Channel, routes []config.Route) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	usage, err := NewUsageLog(store, config.UsageConfig{FlushInterval: 20 * time.Millisecond, Retention: time.Hour}, nil, nil)
+	usage, err := usage.New(store, config.UsageConfig{FlushInterval: 20 * time.Millisecond, Retention: time.Hour}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,9 +161,9 @@ func (w *chainWorld) post(t *testing.T, path, body string, header ...string) (*h
 }
 
 // rows reads the usage table after a flush.
-func (w *chainWorld) rows(t *testing.T, n int) []UsageRow {
+func (w *chainWorld) rows(t *testing.T, n int) []usage.Row {
 	t.Helper()
-	var rows []UsageRow
+	var rows []usage.Row
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		rs, err := w.usage.Summary(context.Background(), "channel", time.Now().Add(-time.Hour))

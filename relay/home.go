@@ -19,6 +19,7 @@ import (
 	"github.com/hearthlab/hearth/relay/count"
 	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/tunnel"
+	"github.com/hearthlab/hearth/relay/usage"
 )
 
 // ErrHomeOffline: no agent holds the home channel's tunnel now.
@@ -32,7 +33,7 @@ type home struct {
 	auth   *Auth
 	// usage meters the routes that generate or embed (completions, embeddings) against the
 	// token's quotas and records them, as the Chain does chats. nil meters nothing.
-	usage *UsageLog
+	usage *usage.Log
 	log   *slog.Logger
 }
 
@@ -211,10 +212,10 @@ func (h *home) serveMetered(w http.ResponseWriter, r *http.Request, kind homeRou
 	est := count.Estimate(string(body))
 	settle, err := h.usage.Reserve(tok, req.model, est)
 	if err != nil {
-		apierror.Write(w, d, limitRefusal(err))
+		apierror.Write(w, d, usage.Refusal(err))
 		return
 	}
-	rec := UsageRecord{Time: start, TokenID: tok.ID, TokenName: tok.Name, Channel: homeChannel,
+	rec := usage.Record{Time: start, TokenID: tok.ID, TokenName: tok.Name, Channel: homeChannel,
 		RequestedModel: req.model, ServedModel: req.model, Stream: kind == generates && req.stream}
 	var used count.Usage
 	if h.offline(w, d) {

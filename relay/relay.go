@@ -24,6 +24,7 @@ import (
 	"github.com/hearthlab/hearth/relay/certs"
 	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/tunnel"
+	"github.com/hearthlab/hearth/relay/usage"
 )
 
 // shutdownGrace is how long streams in flight may finish when the relay stops.
@@ -39,7 +40,7 @@ type Relay struct {
 	tunnel   *tunnel.Server
 	home     *home
 	chain    *Chain
-	usage    *UsageLog
+	usage    *usage.Log
 	sites    *sites
 	path     string // the config file, for Reload
 	httpsLn  net.Listener
@@ -80,7 +81,7 @@ func New(cfg config.Relay, path string, logger *slog.Logger) (*Relay, error) {
 	}
 	undo = append(undo, func() { rl.store.Close() })
 	rl.auth = NewAuth(rl.store, cfg.Limits, cfg.AdminKey, logger.With("component", "auth"))
-	if rl.usage, err = NewUsageLog(rl.store, cfg.Usage, cfg.Prices, logger.With("component", "usage")); err != nil {
+	if rl.usage, err = usage.New(rl.store, cfg.Usage, cfg.Prices, logger.With("component", "usage")); err != nil {
 		return fail(err)
 	}
 	if rl.httpsLn, err = net.Listen("tcp", cfg.Listen.HTTPS); err != nil {

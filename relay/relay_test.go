@@ -26,6 +26,7 @@ import (
 	"github.com/hearthlab/hearth/internal/ollamasim"
 	"github.com/hearthlab/hearth/relay"
 	"github.com/hearthlab/hearth/relay/tokens"
+	"github.com/hearthlab/hearth/relay/usage"
 )
 
 const (
@@ -533,7 +534,7 @@ func TestRelayStopRecordsAStreamCutAtShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	usage, err := relay.NewUsageLog(store, w.cfg.Usage, w.cfg.Prices, nil)
+	usage, err := usage.New(store, w.cfg.Usage, w.cfg.Prices, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/tunnel"
 )
@@ -81,9 +82,9 @@ func (s *sites) serveCookie(w http.ResponseWriter, r *http.Request, site tunnel.
 	_, err := s.store.Check(secret)
 	if err == nil {
 		if wait := s.auth.allowAddress(r); wait > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(wait)))
+			w.Header().Set("Retry-After", strconv.Itoa(apierror.RetrySeconds(wait)))
 			http.Error(w, fmt.Sprintf("Too many requests from your address: it is over the relay's limit of %d requests per minute "+
-				"(limits.ip_requests_per_minute). Retry in %d s.", s.auth.limits.IPRequestsPerMinute, retrySeconds(wait)), http.StatusTooManyRequests)
+				"(limits.ip_requests_per_minute). Retry in %d s.", s.auth.limits.IPRequestsPerMinute, apierror.RetrySeconds(wait)), http.StatusTooManyRequests)
 			return true
 		}
 		stripCookie(r, siteCookie)
@@ -93,14 +94,14 @@ func (s *sites) serveCookie(w http.ResponseWriter, r *http.Request, site tunnel.
 	// The browser would send the bad cookie with every request of the page: drop it.
 	http.SetCookie(w, &http.Cookie{Name: siteCookie, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode})
 	if left := s.auth.blockLeft(r); left > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(left)))
+		w.Header().Set("Retry-After", strconv.Itoa(apierror.RetrySeconds(left)))
 		if wantsHTML(r) {
 			w.Header().Set("Cache-Control", "no-store")
 			s.renderLogin(w, r, safeNext(r.URL.RequestURI()), tooManyFailures, http.StatusTooManyRequests)
 			return true
 		}
 		http.Error(w, fmt.Sprintf("Too many failed attempts from your address: blocked, try again in %d s "+
-			"(a valid token still gets through: Authorization: Bearer <token>).", retrySeconds(left)), http.StatusTooManyRequests)
+			"(a valid token still gets through: Authorization: Bearer <token>).", apierror.RetrySeconds(left)), http.StatusTooManyRequests)
 		return true
 	}
 	if !errors.Is(err, tokens.ErrRevoked) && !errors.Is(err, tokens.ErrExpired) {
@@ -137,7 +138,7 @@ func (s *sites) login(w http.ResponseWriter, r *http.Request) {
 	tok, err := s.store.Check(strings.TrimSpace(r.PostFormValue("token")))
 	if err != nil {
 		if left := s.auth.blockLeft(r); left > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(left)))
+			w.Header().Set("Retry-After", strconv.Itoa(apierror.RetrySeconds(left)))
 			s.renderLogin(w, r, next, tooManyFailures, http.StatusTooManyRequests)
 			return
 		}

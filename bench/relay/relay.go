@@ -21,6 +21,7 @@ import (
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/relay"
 	"github.com/hearthlab/hearth/relay/tokens"
+	"github.com/hearthlab/hearth/relay/usage"
 )
 
 // relayDomain is the relay's name in the bench; clients dial it at the relay's listener.
@@ -87,7 +88,7 @@ func (b *benchRelay) usageRecords(ctx context.Context) (map[string]int64, error)
 		return nil, err
 	}
 	defer store.Close()
-	rows, err := relay.ReadUsage(ctx, store, "channel", time.Unix(0, 0))
+	rows, err := usage.Read(ctx, store, "channel", time.Unix(0, 0))
 	if err != nil {
 		return nil, err
 	}

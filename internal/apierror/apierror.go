@@ -5,9 +5,11 @@ package apierror
 
 import (
 	"encoding/json"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Dialect is the API family a caller speaks; errors are written in it.
@@ -96,3 +98,6 @@ func StreamEvent(contentType string, e *Error) []byte {
 	}
 	return Body(Ollama, e)
 }
+
+// RetrySeconds is d as a Retry-After: whole seconds, rounded up, at least 1.
+func RetrySeconds(d time.Duration) int { return max(1, int(math.Ceil(d.Seconds()))) }

@@ -1,4 +1,4 @@
-package relay
+package usage
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 )
 
 // reserveErr is Reserve's refusal as the client would read it.
-func reserveErr(t *testing.T, u *UsageLog, tok tokens.Token, model string, est int) *LimitError {
+func reserveErr(t *testing.T, u *Log, tok tokens.Token, model string, est int) *LimitError {
 	t.Helper()
 	settle, err := u.Reserve(tok, model, est)
 	if err == nil {
@@ -31,14 +31,14 @@ func reserveErr(t *testing.T, u *UsageLog, tok tokens.Token, model string, est i
 
 // use serves a request as the chain does: Reserve, then settle and Record what model served
 // it with n prompt and m completion tokens.
-func use(t *testing.T, u *UsageLog, tok tokens.Token, requested, served string, n, m int) {
+func use(t *testing.T, u *Log, tok tokens.Token, requested, served string, n, m int) {
 	t.Helper()
 	settle, err := u.Reserve(tok, requested, n)
 	if err != nil {
 		t.Fatalf("Reserve before using %d+%d: %v", n, m, err)
 	}
 	settle(count.Usage{PromptTokens: n, CompletionTokens: m})
-	u.Record(UsageRecord{TokenID: tok.ID, TokenName: tok.Name, Channel: "test", RequestedModel: requested, ServedModel: served,
+	u.Record(Record{TokenID: tok.ID, TokenName: tok.Name, Channel: "test", RequestedModel: requested, ServedModel: served,
 		PromptTokens: n, CompletionTokens: m, Status: 200})
 }
 
@@ -140,7 +140,7 @@ func TestQuotaMonthlyCost(t *testing.T) {
 	// Asked for the home model, served by the vendor's: the vendor's price counts.
 	use(t, f.usage, tok, "qwen3:14b", "deepseek-chat", 1_000_000, 500_000)
 	// A record of last month counts for last month.
-	f.usage.Record(UsageRecord{Time: f.clock.Now().AddDate(0, -1, 0), TokenID: tok.ID, ServedModel: "deepseek-chat", PromptTokens: 1e8})
+	f.usage.Record(Record{Time: f.clock.Now().AddDate(0, -1, 0), TokenID: tok.ID, ServedModel: "deepseek-chat", PromptTokens: 1e8})
 	// 0.27 + 0.55 = 0.82 used; 700,000 prompt tokens more would cost 0.189.
 	le := reserveErr(t, f.usage, tok, "deepseek-chat", 700_000)
 	want := "token \"phone\" has used 0.82 of its cost quota of 1.00 this month and this request would cost about 0.19 (resets 2026-04-01 UTC); " +
@@ -216,7 +216,7 @@ func TestQuotaTokensPerMinute(t *testing.T) {
 func TestQuotaTotalsAreLoadedAtStart(t *testing.T) {
 	f := newUsageFixture(t)
 	now := f.clock.Now() // 2026-03-01 10:00
-	for _, r := range []UsageRecord{
+	for _, r := range []Record{
 		{Time: now.Add(-time.Hour), TokenID: "tok_phone", PromptTokens: 600_000, CompletionTokens: 400_000, ServedModel: "deepseek-chat"},
 		{Time: now.Add(-11 * time.Hour), TokenID: "tok_phone", PromptTokens: 9_000_000, ServedModel: "deepseek-chat"}, // February
 		{Time: now.Add(-time.Hour), TokenID: "tok_laptop", PromptTokens: 1, ServedModel: "deepseek-chat"},
@@ -225,7 +225,7 @@ func TestQuotaTotalsAreLoadedAtStart(t *testing.T) {
 		f.usage.Record(r)
 	}
 	f.flush(t)
-	u2, err := NewUsageLog(f.store, config.UsageConfig{}, testPrices, nil, WithUsageClock(f.clock.Now))
+	u2, err := New(f.store, config.UsageConfig{}, testPrices, nil, WithClock(f.clock.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,27 +290,5 @@ func TestQuotaTokenLimitsAreStored(t *testing.T) {
 	}
 	if _, err := s.SetLimits(ctx, "kid", func(*tokens.Limits) {}); !errors.Is(err, tokens.ErrNotFound) {
 		t.Errorf("a revoked token's limits: %v", err)
-	}
-}
-
-func TestQuotaAuthUsesTheTokensRPM(t *testing.T) {
-	f := newAuthFixture(t, config.RelayLimits{RequestsPerMinute: 3}, nil)
-	slow := "Bearer " + f.create(t, tokens.Spec{Name: "slow", RPM: 1})
-	fast := "Bearer " + f.create(t, tokens.Spec{Name: "fast", RPM: 6})
-	if got := f.do(t, "GET", "/api/tags", slow, ""); got.status != 200 {
-		t.Fatalf("first request: %d", got.status)
-	}
-	got := f.do(t, "GET", "/v1/models", slow, "")
-	want := `token "slow" is over its limit of 1 requests per minute (the token's rpm): retry in 60 s`
-	if got.status != 429 || got.retryAfter != "60" || got.message != want {
-		t.Errorf("over its own rpm: %d %q %q", got.status, got.retryAfter, got.message)
-	}
-	for i := range 6 {
-		if got := f.do(t, "GET", "/api/tags", fast, ""); got.status != 200 {
-			t.Fatalf("fast request %d of its 6: %d", i+1, got.status)
-		}
-	}
-	if got := f.do(t, "GET", "/api/tags", fast, ""); got.status != 429 {
-		t.Errorf("fast's seventh: %d", got.status)
 	}
 }

@@ -1,4 +1,4 @@
-package relay
+package usage
 
 import (
 	"context"
@@ -53,7 +53,7 @@ func (e *LimitError) APIError() *apierror.Error {
 		ae.Code = "insufficient_quota"
 	}
 	if e.RetryAfter > 0 {
-		ae.RetryAfter = retrySeconds(e.RetryAfter)
+		ae.RetryAfter = apierror.RetrySeconds(e.RetryAfter)
 	}
 	return ae
 }
@@ -183,7 +183,7 @@ func (tu *tokenUse) tpmWait(now time.Time, tpm, est int64) time.Duration {
 // the one that knows the model that served (a fallback from a free home model to a priced
 // vendor costs the vendor's price). Everything is in memory. Call settle once (later calls
 // do nothing), with a zero Usage when no upstream answered.
-func (u *UsageLog) Reserve(tok tokens.Token, model string, estimatedTokens int) (settle func(actual count.Usage), err error) {
+func (u *Log) Reserve(tok tokens.Token, model string, estimatedTokens int) (settle func(actual count.Usage), err error) {
 	now := u.now()
 	est := int64(max(estimatedTokens, 0))
 	var estCost float64
@@ -210,7 +210,7 @@ func (u *UsageLog) Reserve(tok tokens.Token, model string, estimatedTokens int) 
 	}, nil
 }
 
-func (u *UsageLog) check(tok tokens.Token, tu *tokenUse, now time.Time, est int64, estCost float64) error {
+func (u *Log) check(tok tokens.Token, tu *tokenUse, now time.Time, est int64, estCost float64) error {
 	resets := func() string { return u.quotas.monthEnd.Format("2006-01-02") + " UTC" }
 	if q := tok.MonthlyTokens; q > 0 {
 		used := tu.monthTokens + tu.heldTokens
@@ -237,13 +237,13 @@ func (u *UsageLog) check(tok tokens.Token, tu *tokenUse, now time.Time, est int6
 	if tok.TPM > 0 {
 		if wait := tu.tpmWait(now, int64(tok.TPM), est); wait > 0 {
 			return &LimitError{Kind: ErrTPM, RetryAfter: wait, Message: fmt.Sprintf("token %q is over its limit of %s tokens per minute (the token's tpm): retry in %d s",
-				tok.Name, humanize.Comma(int64(tok.TPM)), retrySeconds(wait))}
+				tok.Name, humanize.Comma(int64(tok.TPM)), apierror.RetrySeconds(wait))}
 		}
 	}
 	return nil
 }
 
-func (u *UsageLog) settle(tokenID string, hold uint64, actual count.Usage) {
+func (u *Log) settle(tokenID string, hold uint64, actual count.Usage) {
 	now := u.now()
 	n := int64(max(actual.PromptTokens, 0) + max(actual.CompletionTokens, 0))
 	q := &u.quotas
@@ -257,7 +257,7 @@ func (u *UsageLog) settle(tokenID string, hold uint64, actual count.Usage) {
 }
 
 // countCost adds a record's cost to its token's month, as the usage log will write it.
-func (u *UsageLog) countCost(r *UsageRecord) {
+func (u *Log) countCost(r *Record) {
 	model := r.ServedModel
 	if model == "" {
 		model = r.RequestedModel
@@ -276,7 +276,7 @@ func (u *UsageLog) countCost(r *UsageRecord) {
 }
 
 // expireHolds drops the reservations nobody settled, for tokens Reserve no longer sees.
-func (u *UsageLog) expireHolds(now time.Time) {
+func (u *Log) expireHolds(now time.Time) {
 	q := &u.quotas
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -286,7 +286,7 @@ func (u *UsageLog) expireHolds(now time.Time) {
 }
 
 // loadMonth reads this month's totals per token from the usage log.
-func (u *UsageLog) loadMonth(ctx context.Context) error {
+func (u *Log) loadMonth(ctx context.Context) error {
 	m := monthStart(u.now())
 	rows, err := u.db.QueryContext(ctx, `SELECT token_id, SUM(prompt_tokens + completion_tokens), SUM(cost)
 		FROM usage_records WHERE time >= ? GROUP BY token_id`, m.UnixMilli())
@@ -341,7 +341,7 @@ func compilePrices(in []config.Price) ([]price, error) {
 }
 
 // SetPrices replaces the prices (on a config reload); records already written keep their cost.
-func (u *UsageLog) SetPrices(prices []config.Price) error {
+func (u *Log) SetPrices(prices []config.Price) error {
 	ps, err := compilePrices(prices)
 	if err != nil {
 		return fmt.Errorf("relay: usage: %w", err)
@@ -353,7 +353,7 @@ func (u *UsageLog) SetPrices(prices []config.Price) error {
 // Cost is what usage of model costs by the first price whose glob matches it (per million
 // tokens), 0 when none does. Globs match like Allows: '*' also matches '/', and a model
 // "llama3" is also "llama3:latest".
-func (u *UsageLog) Cost(model string, usage count.Usage) float64 {
+func (u *Log) Cost(model string, usage count.Usage) float64 {
 	m := strings.ToLower(strings.TrimSpace(model))
 	if m == "" {
 		return 0
@@ -395,8 +395,8 @@ func formatCost(v float64) string {
 	return fmt.Sprintf("%.2f", v)
 }
 
-// limitRefusal is the answer to a Reserve refusal, on every metered route.
-func limitRefusal(err error) *apierror.Error {
+// Refusal is the answer to a Reserve refusal, on every metered route.
+func Refusal(err error) *apierror.Error {
 	var le *LimitError
 	if errors.As(err, &le) {
 		return le.APIError()

@@ -1,4 +1,4 @@
-package relay
+package usage
 
 // The usage admin API, its query parsing, and the cost and token estimates.
 
@@ -19,10 +19,10 @@ import (
 
 func TestUsageAdminHandler(t *testing.T) {
 	f := newUsageFixture(t)
-	f.usage.Record(UsageRecord{Time: f.clock.Now().Add(-time.Hour), TokenID: "tok_1", TokenName: "phone", Channel: "deepseek",
+	f.usage.Record(Record{Time: f.clock.Now().Add(-time.Hour), TokenID: "tok_1", TokenName: "phone", Channel: "deepseek",
 		RequestedModel: "deepseek-chat", ServedModel: "deepseek-chat", PromptTokens: 1000, CompletionTokens: 1000,
 		TTFT: 1500 * time.Microsecond, Duration: 2 * time.Second, Status: 200})
-	f.usage.Record(UsageRecord{Time: f.clock.Now().Add(-10 * 24 * time.Hour), TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200})
+	f.usage.Record(Record{Time: f.clock.Now().Add(-10 * 24 * time.Hour), TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200})
 	f.flush(t)
 	h := f.usage.AdminHandler()
 	for _, tc := range []struct {
@@ -110,20 +110,20 @@ func TestUsageCostFromPrices(t *testing.T) {
 
 // The request path's share of the usage log, and the writer's cost per record off the path.
 func BenchmarkUsage(b *testing.B) {
-	open := func(b *testing.B, opts ...UsageOption) *UsageLog {
+	open := func(b *testing.B, opts ...Option) *Log {
 		st, err := tokens.Open(filepath.Join(b.TempDir(), "relay.db"), nil)
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { st.Close() })
-		u, err := NewUsageLog(st, config.UsageConfig{}, testPrices, nil, opts...)
+		u, err := New(st, config.UsageConfig{}, testPrices, nil, opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
 		return u
 	}
 	tok := tokens.Token{ID: "tok_1", Name: "phone", TPM: 1 << 40, MonthlyTokens: 1 << 50, MonthlyCost: 1e12}
-	rec := UsageRecord{Time: time.Now(), TokenID: "tok_1", TokenName: "phone", Channel: "deepseek", RequestedModel: "qwen3:14b",
+	rec := Record{Time: time.Now(), TokenID: "tok_1", TokenName: "phone", Channel: "deepseek", RequestedModel: "qwen3:14b",
 		ServedModel: "deepseek-chat", PromptTokens: 100, CompletionTokens: 200, Status: 200, Stream: true}
 	b.Run("reserve+settle", func(b *testing.B) {
 		u := open(b)
@@ -152,7 +152,7 @@ func BenchmarkUsage(b *testing.B) {
 		}
 	})
 	b.Run("flush-per-record", func(b *testing.B) {
-		u := open(b, WithUsageBuffer(b.N+1))
+		u := open(b, WithBuffer(b.N+1))
 		for range b.N {
 			u.Record(rec)
 		}

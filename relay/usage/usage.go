@@ -1,4 +1,9 @@
-package relay
+// Package usage is the relay's usage log and quotas: every request's tokens, cost, time to
+// first token and status, written to the token store's database in batches off the request
+// path; the summaries the admin API and `hearth usage` show; and the per-token quotas (monthly
+// tokens and cost, tokens per minute) that Reserve checks from memory before a request goes
+// upstream. It uses relay/tokens and relay/count, nothing else of the relay.
+package usage
 
 import (
 	"context"
@@ -8,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,8 +24,8 @@ import (
 	"github.com/hearthlab/hearth/relay/tokens"
 )
 
-// UsageRecord is one request through the relay, as the usage log keeps it.
-type UsageRecord struct {
+// Record is one request through the relay, as the usage log keeps it.
+type Record struct {
 	// Time is when the request arrived; zero = when Record is called.
 	Time      time.Time
 	TokenID   string
@@ -49,9 +53,9 @@ type UsageRecord struct {
 
 // Defaults of the usage log.
 const (
-	// DefaultUsageBuffer bounds the records waiting for a flush (about 300 bytes each);
+	// DefaultBuffer bounds the records waiting for a flush (about 300 bytes each);
 	// beyond it records are dropped and counted.
-	DefaultUsageBuffer = 16384
+	DefaultBuffer = 16384
 	// usageBatch records waiting wake the writer before its interval ends.
 	usageBatch = 256
 	// dropWarnEvery rate-limits the warning about dropped records.
@@ -60,11 +64,11 @@ const (
 	pruneEvery = 24 * time.Hour
 )
 
-// UsageLog records requests in the relay's database and keeps the per-token counts that
+// Log records requests in the relay's database and keeps the per-token counts that
 // quotas are checked against. The request path only appends to a bounded buffer in memory;
 // one goroutine (Run) writes the buffer in one transaction per flush, so the database has a
 // single writer in this process and never answers "database is locked" to a request.
-type UsageLog struct {
+type Log struct {
 	store  *tokens.Store
 	db     *sql.DB
 	cfg    config.UsageConfig
@@ -74,8 +78,8 @@ type UsageLog struct {
 	bound  int
 
 	mu    sync.Mutex
-	buf   []UsageRecord
-	spare []UsageRecord // the previous batch's array, reused
+	buf   []Record
+	spare []Record // the previous batch's array, reused
 	wake  chan struct{}
 
 	dropped   atomic.Int64 // since the start
@@ -89,15 +93,15 @@ type UsageLog struct {
 	inFlush func(rows int)
 }
 
-// UsageOption changes a UsageLog's defaults.
-type UsageOption func(*UsageLog)
+// Option changes a Log's defaults.
+type Option func(*Log)
 
 // WithUsageClock replaces time.Now (month boundaries, the TPM window, reservations).
-func WithUsageClock(now func() time.Time) UsageOption { return func(u *UsageLog) { u.now = now } }
+func WithClock(now func() time.Time) Option { return func(u *Log) { u.now = now } }
 
-// WithUsageBuffer sets how many records may wait for a flush (default DefaultUsageBuffer).
-func WithUsageBuffer(n int) UsageOption {
-	return func(u *UsageLog) {
+// WithUsageBuffer sets how many records may wait for a flush (default DefaultBuffer).
+func WithBuffer(n int) Option {
+	return func(u *Log) {
 		if n > 0 {
 			u.bound = n
 		}
@@ -107,7 +111,7 @@ func WithUsageBuffer(n int) UsageOption {
 // NewUsageLog builds the usage log on the store's database, whose migrations made its table,
 // and loads this month's totals per token. Zero cfg fields take the defaults of
 // config.DefaultRelay. A nil logger discards.
-func NewUsageLog(store *tokens.Store, cfg config.UsageConfig, prices []config.Price, logger *slog.Logger, opts ...UsageOption) (*UsageLog, error) {
+func New(store *tokens.Store, cfg config.UsageConfig, prices []config.Price, logger *slog.Logger, opts ...Option) (*Log, error) {
 	def := config.DefaultRelay().Usage
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = def.FlushInterval
@@ -115,8 +119,8 @@ func NewUsageLog(store *tokens.Store, cfg config.UsageConfig, prices []config.Pr
 	if cfg.Retention <= 0 {
 		cfg.Retention = def.Retention
 	}
-	u := &UsageLog{store: store, db: store.DB(), cfg: cfg, log: logging.OrDiscard(logger), now: time.Now,
-		bound: DefaultUsageBuffer, wake: make(chan struct{}, 1), quotas: quotas{use: map[string]*tokenUse{}}}
+	u := &Log{store: store, db: store.DB(), cfg: cfg, log: logging.OrDiscard(logger), now: time.Now,
+		bound: DefaultBuffer, wake: make(chan struct{}, 1), quotas: quotas{use: map[string]*tokenUse{}}}
 	for _, o := range opts {
 		o(u)
 	}
@@ -134,7 +138,7 @@ func NewUsageLog(store *tokens.Store, cfg config.UsageConfig, prices []config.Pr
 // Record queues r for the next flush and counts its cost (at the served model's price)
 // toward the token's monthly cost quota. It never blocks on the disk: when the buffer is
 // full the record is dropped, counted (Dropped) and warned about at most once a minute.
-func (u *UsageLog) Record(r UsageRecord) {
+func (u *Log) Record(r Record) {
 	if r.Time.IsZero() {
 		r.Time = u.now()
 	}
@@ -157,9 +161,9 @@ func (u *UsageLog) Record(r UsageRecord) {
 }
 
 // Dropped is how many records found the buffer full since the start.
-func (u *UsageLog) Dropped() int64 { return u.dropped.Load() }
+func (u *Log) Dropped() int64 { return u.dropped.Load() }
 
-func (u *UsageLog) drop(k int64) {
+func (u *Log) drop(k int64) {
 	n := u.dropped.Add(k)
 	now := time.Now().UnixNano()
 	last := u.lastWarn.Load()
@@ -174,7 +178,7 @@ func (u *UsageLog) drop(k int64) {
 // Run writes the buffer every flush interval, or sooner when 256 records wait, and deletes
 // records older than the retention once a day. When ctx ends it writes what is buffered and
 // returns nil; records that come later wait for Flush.
-func (u *UsageLog) Run(ctx context.Context) error {
+func (u *Log) Run(ctx context.Context) error {
 	t := time.NewTicker(u.cfg.FlushInterval)
 	defer t.Stop()
 	for {
@@ -211,7 +215,7 @@ func (u *UsageLog) Run(ctx context.Context) error {
 // Flush writes what is buffered now. Run flushes by itself; this is for when Run's context
 // ended before the servers that Record did (a flush at a time is not required: each takes
 // its own records).
-func (u *UsageLog) Flush(ctx context.Context) error { return u.flush(ctx) }
+func (u *Log) Flush(ctx context.Context) error { return u.flush(ctx) }
 
 const insertUsage = `INSERT INTO usage_records (time, token_id, token_name, channel, key_id, requested_model, served_model,
 	prompt_tokens, completion_tokens, estimated, ttft_us, duration_us, status, fell_back_from, stream, cost)
@@ -219,7 +223,7 @@ const insertUsage = `INSERT INTO usage_records (time, token_id, token_name, chan
 
 // flush writes what is buffered in one transaction. On failure the records go back to the
 // buffer, as many as fit.
-func (u *UsageLog) flush(ctx context.Context) error {
+func (u *Log) flush(ctx context.Context) error {
 	u.mu.Lock()
 	batch := u.buf
 	if len(batch) == 0 {
@@ -272,7 +276,7 @@ func (u *UsageLog) flush(ctx context.Context) error {
 
 // prune deletes records older than the retention, in slices so that the write lock is
 // never held for long.
-func (u *UsageLog) prune(ctx context.Context, now time.Time) (int64, error) {
+func (u *Log) prune(ctx context.Context, now time.Time) (int64, error) {
 	cut := now.Add(-u.cfg.Retention).UnixMilli()
 	var total int64
 	for {
@@ -293,8 +297,8 @@ func (u *UsageLog) prune(ctx context.Context, now time.Time) (int64, error) {
 	}
 }
 
-// UsageRow is one line of a usage summary.
-type UsageRow struct {
+// Row is one line of a usage summary.
+type Row struct {
 	// Key is the day (2006-01-02, UTC), token name, channel or model (the served one, else
 	// the requested one) the row adds up.
 	Key              string
@@ -311,7 +315,7 @@ type UsageRow struct {
 }
 
 // MarshalJSON writes durations as milliseconds.
-func (r UsageRow) MarshalJSON() ([]byte, error) {
+func (r Row) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
 		Key              string  `json:"key"`
 		Requests         int64   `json:"requests"`
@@ -340,11 +344,11 @@ var summaryKeys = map[string]string{
 // Summary adds up the records written since since, by day, token, channel or model: days in
 // order, the others busiest first. Records still in the buffer (up to one flush interval)
 // are not counted yet.
-func (u *UsageLog) Summary(ctx context.Context, by string, since time.Time) ([]UsageRow, error) {
+func (u *Log) Summary(ctx context.Context, by string, since time.Time) ([]Row, error) {
 	return summarize(ctx, u.db, by, since)
 }
 
-func summarize(ctx context.Context, db *sql.DB, by string, since time.Time) ([]UsageRow, error) {
+func summarize(ctx context.Context, db *sql.DB, by string, since time.Time) ([]Row, error) {
 	key, ok := summaryKeys[by]
 	if !ok {
 		return nil, fmt.Errorf("%w %q: use day, token, channel or model", ErrSummaryBy, by)
@@ -361,9 +365,9 @@ func summarize(ctx context.Context, db *sql.DB, by string, since time.Time) ([]U
 		return nil, fmt.Errorf("relay: usage summary: %w", err)
 	}
 	defer rows.Close()
-	out := []UsageRow{}
+	out := []Row{}
 	for rows.Next() {
-		var r UsageRow
+		var r Row
 		var estimated int64
 		var ttft sql.NullFloat64
 		var dur float64
@@ -384,21 +388,21 @@ func summarize(ctx context.Context, db *sql.DB, by string, since time.Time) ([]U
 }
 
 // ReadUsage is Summary for a process that only reads the database (`hearth usage`).
-func ReadUsage(ctx context.Context, store *tokens.Store, by string, since time.Time) ([]UsageRow, error) {
+func Read(ctx context.Context, store *tokens.Store, by string, since time.Time) ([]Row, error) {
 	return summarize(ctx, store.DB(), by, since)
 }
 
-// DefaultUsageSince is the period a summary covers when none is asked for.
-const DefaultUsageSince = "7d"
+// DefaultSince is the period a summary covers when none is asked for.
+const DefaultSince = "7d"
 
 // ParseSince reads the start of a summary's period: a duration back from now ("7d", "12h",
 // "2w"), a date ("2026-03-01", UTC) or a time (RFC 3339); "all" is the beginning; "" is
-// DefaultUsageSince.
+// DefaultSince.
 func ParseSince(s string, now time.Time) (time.Time, error) {
 	s = strings.TrimSpace(s)
 	switch strings.ToLower(s) {
 	case "":
-		s = DefaultUsageSince
+		s = DefaultSince
 	case "all":
 		return time.Unix(0, 0).UTC(), nil
 	}
@@ -413,37 +417,4 @@ func ParseSince(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("since %q: give a period back from now (7d, 12h, 2w), a date (2026-03-01) or \"all\"", s)
 	}
 	return now.Add(-d), nil
-}
-
-// AdminHandler answers GET ?by=day|token|channel|model&since=7d with the summary as JSON:
-// {"by": ..., "since": RFC 3339, "rows": [UsageRow...]}.
-func (u *UsageLog) AdminHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			adminError(w, http.StatusMethodNotAllowed, "use GET ?by=day|token|channel|model&since=7d")
-			return
-		}
-		q := r.URL.Query()
-		by := q.Get("by")
-		if by == "" {
-			by = "day"
-		}
-		since, err := ParseSince(q.Get("since"), u.now())
-		if err != nil {
-			adminError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		rows, err := u.Summary(r.Context(), by, since)
-		switch {
-		case errors.Is(err, ErrSummaryBy):
-			adminError(w, http.StatusBadRequest, "by "+strings.TrimPrefix(err.Error(), ErrSummaryBy.Error()+" "))
-			return
-		case err != nil:
-			u.log.Warn("usage summary failed", "err", err)
-			adminError(w, http.StatusInternalServerError, "reading the usage log failed; the relay's log says why")
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"by": by, "since": since.UTC().Format(time.RFC3339), "rows": rows})
-	})
 }

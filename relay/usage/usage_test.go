@@ -1,4 +1,4 @@
-package relay
+package usage
 
 import (
 	"context"
@@ -29,21 +29,21 @@ var testPrices = []config.Price{
 
 type usageFixture struct {
 	store *tokens.Store
-	usage *UsageLog
+	usage *Log
 	clock *hearthtest.Clock
 	path  string
-	logs  *lockedBuffer
+	logs  *hearthtest.Logs
 }
 
-func newUsageFixture(t *testing.T, opts ...UsageOption) *usageFixture {
+func newUsageFixture(t *testing.T, opts ...Option) *usageFixture {
 	t.Helper()
 	clk := hearthtest.NewClock()
 	path := filepath.Join(t.TempDir(), "relay.db")
 	st := openTestStore(t, path, tokens.WithClock(clk.Now))
-	logs := &lockedBuffer{}
+	logs := &hearthtest.Logs{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	u, err := NewUsageLog(st, config.UsageConfig{FlushInterval: time.Hour, Retention: 400 * 24 * time.Hour}, testPrices, log,
-		append([]UsageOption{WithUsageClock(clk.Now)}, opts...)...)
+	u, err := New(st, config.UsageConfig{FlushInterval: time.Hour, Retention: 400 * 24 * time.Hour}, testPrices, log,
+		append([]Option{WithClock(clk.Now)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func (f *usageFixture) flush(t *testing.T) {
 }
 
 // readRecords reads the rows back as records, oldest first.
-func readRecords(t *testing.T, st *tokens.Store) ([]UsageRecord, []float64) {
+func readRecords(t *testing.T, st *tokens.Store) ([]Record, []float64) {
 	t.Helper()
 	rows, err := st.DB().Query(`SELECT time, token_id, token_name, channel, key_id, requested_model, served_model, prompt_tokens,
 		completion_tokens, estimated, ttft_us, duration_us, status, fell_back_from, stream, cost FROM usage_records ORDER BY id`)
@@ -94,10 +94,10 @@ func readRecords(t *testing.T, st *tokens.Store) ([]UsageRecord, []float64) {
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	var out []UsageRecord
+	var out []Record
 	var costs []float64
 	for rows.Next() {
-		var r UsageRecord
+		var r Record
 		var ms, ttft, dur int64
 		var cost float64
 		if err := rows.Scan(&ms, &r.TokenID, &r.TokenName, &r.Channel, &r.KeyID, &r.RequestedModel, &r.ServedModel, &r.PromptTokens,
@@ -121,20 +121,20 @@ func TestUsageRecordsAreWrittenInOneTransactionPerFlush(t *testing.T) {
 	f.usage.inFlush = func(n int) { txs.Add(1); rowsInTx.Add(int64(n)) }
 	t0 := f.clock.Now()
 	want := []struct {
-		rec  UsageRecord
+		rec  Record
 		cost float64
 	}{
-		{UsageRecord{Time: t0, TokenID: "tok_1", TokenName: "phone", Channel: "home", RequestedModel: "qwen3:14b", ServedModel: "qwen3:14b",
+		{Record{Time: t0, TokenID: "tok_1", TokenName: "phone", Channel: "home", RequestedModel: "qwen3:14b", ServedModel: "qwen3:14b",
 			PromptTokens: 120, CompletionTokens: 300, TTFT: 180 * time.Millisecond, Duration: 2 * time.Second, Status: 200, Stream: true}, 0},
-		{UsageRecord{Time: t0.Add(time.Second), TokenID: "tok_1", TokenName: "phone", Channel: "deepseek", KeyID: "deepseek#2",
+		{Record{Time: t0.Add(time.Second), TokenID: "tok_1", TokenName: "phone", Channel: "deepseek", KeyID: "deepseek#2",
 			RequestedModel: "qwen3:14b", ServedModel: "deepseek-chat", PromptTokens: 1000, CompletionTokens: 2000, Estimated: true,
 			TTFT: 700 * time.Millisecond, Duration: 3 * time.Second, Status: 200, FellBackFrom: "home", Stream: true},
 			(1000*0.27 + 2000*1.10) / 1e6},
-		{UsageRecord{Time: t0.Add(2 * time.Second), TokenID: "tok_2", TokenName: "laptop", Channel: "openai", KeyID: "openai#1",
+		{Record{Time: t0.Add(2 * time.Second), TokenID: "tok_2", TokenName: "laptop", Channel: "openai", KeyID: "openai#1",
 			RequestedModel: "gpt-4o", ServedModel: "openai/gpt-4o-2024-08-06", PromptTokens: 50, CompletionTokens: 10,
 			TTFT: 900 * time.Millisecond, Duration: 900 * time.Millisecond, Status: 200, FellBackFrom: "home,deepseek"},
 			(50*2.5 + 10*10.0) / 1e6},
-		{UsageRecord{Time: t0.Add(3 * time.Second), TokenID: "tok_2", TokenName: "laptop", Channel: "deepseek", KeyID: "deepseek#1",
+		{Record{Time: t0.Add(3 * time.Second), TokenID: "tok_2", TokenName: "laptop", Channel: "deepseek", KeyID: "deepseek#1",
 			RequestedModel: "deepseek-chat", Duration: 40 * time.Millisecond, Status: 502, FellBackFrom: "home"}, 0},
 	}
 	for _, w := range want {
@@ -165,7 +165,7 @@ func TestUsageRecordsAreWrittenInOneTransactionPerFlush(t *testing.T) {
 	}
 
 	// A record without a time gets the clock's.
-	f.usage.Record(UsageRecord{TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200})
+	f.usage.Record(Record{TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200})
 	f.flush(t)
 	if got, _ := readRecords(t, f.store); !got[len(got)-1].Time.Equal(f.clock.Now()) {
 		t.Errorf("time of a record without one: %v, want %v", got[len(got)-1].Time, f.clock.Now())
@@ -179,15 +179,15 @@ func TestUsageBatchWakesTheWriterAndRunFlushesAtTheEnd(t *testing.T) {
 	f.usage.inFlush = func(n int) { sizes.Store(txs.Add(1), n) }
 	stop := f.run(t)
 	for i := range usageBatch - 1 {
-		f.usage.Record(UsageRecord{TokenID: "tok_1", TokenName: "phone", Channel: "home", PromptTokens: i, Status: 200})
+		f.usage.Record(Record{TokenID: "tok_1", TokenName: "phone", Channel: "home", PromptTokens: i, Status: 200})
 	}
 	if n := f.count(t); n != 0 {
 		t.Fatalf("%d rows written before the batch was full or the interval passed", n)
 	}
-	f.usage.Record(UsageRecord{TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200})
+	f.usage.Record(Record{TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200})
 	hearthtest.Eventually(t, "a full batch is written", 3*time.Second, func() bool { return f.count(t) == usageBatch })
 	for range 10 {
-		f.usage.Record(UsageRecord{TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200})
+		f.usage.Record(Record{TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200})
 	}
 	stop()
 	if n := f.count(t); n != usageBatch+10 {
@@ -227,7 +227,7 @@ func TestUsageConcurrentWritersLoseNothingAndNeverLock(t *testing.T) {
 				if i%25 == 0 {
 					time.Sleep(20 * time.Millisecond) // requests arrive over time, not all at once
 				}
-				f.usage.Record(UsageRecord{TokenID: fmt.Sprintf("tok_%d", w), TokenName: fmt.Sprintf("client%d", w),
+				f.usage.Record(Record{TokenID: fmt.Sprintf("tok_%d", w), TokenName: fmt.Sprintf("client%d", w),
 					Channel: "home", RequestedModel: "qwen3:14b", ServedModel: "qwen3:14b", PromptTokens: 1, CompletionTokens: i,
 					Status: 200, Stream: i%2 == 0})
 			}
@@ -275,12 +275,12 @@ func TestUsageConcurrentWritersLoseNothingAndNeverLock(t *testing.T) {
 }
 
 func TestUsageFullBufferDropsCountsAndWarnsOnce(t *testing.T) {
-	f := newUsageFixture(t, WithUsageBuffer(100))
+	f := newUsageFixture(t, WithBuffer(100))
 	for range 150 {
-		f.usage.Record(UsageRecord{TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200})
+		f.usage.Record(Record{TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200})
 	}
 	for range 30 {
-		f.usage.Record(UsageRecord{TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200})
+		f.usage.Record(Record{TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200})
 	}
 	if d := f.usage.Dropped(); d != 80 {
 		t.Errorf("dropped %d, want 80", d)
@@ -300,14 +300,14 @@ func TestUsageFullBufferDropsCountsAndWarnsOnce(t *testing.T) {
 func TestUsageFailedFlushKeepsTheRecords(t *testing.T) {
 	f := newUsageFixture(t)
 	for i := range 5 {
-		f.usage.Record(UsageRecord{TokenID: "tok_1", TokenName: "phone", Channel: "home", PromptTokens: i, Status: 200})
+		f.usage.Record(Record{TokenID: "tok_1", TokenName: "phone", Channel: "home", PromptTokens: i, Status: 200})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := f.usage.flush(ctx); err == nil {
 		t.Fatal("a flush with an ended context succeeded")
 	}
-	f.usage.Record(UsageRecord{TokenID: "tok_1", TokenName: "phone", Channel: "home", PromptTokens: 5, Status: 200})
+	f.usage.Record(Record{TokenID: "tok_1", TokenName: "phone", Channel: "home", PromptTokens: 5, Status: 200})
 	f.flush(t)
 	got, _ := readRecords(t, f.store)
 	if len(got) != 6 || f.usage.Dropped() != 0 {
@@ -325,7 +325,7 @@ func TestUsageRetentionOncePerDay(t *testing.T) {
 	f.usage.cfg.FlushInterval = 5 * time.Millisecond
 	now := f.clock.Now()
 	for _, age := range []time.Duration{401 * 24 * time.Hour, 399 * 24 * time.Hour, time.Hour} {
-		f.usage.Record(UsageRecord{Time: now.Add(-age), TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200})
+		f.usage.Record(Record{Time: now.Add(-age), TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200})
 	}
 	f.flush(t)
 	f.run(t)
@@ -340,7 +340,7 @@ func TestUsageSummary(t *testing.T) {
 	f := newUsageFixture(t)
 	day1 := time.Date(2026, 3, 1, 23, 30, 0, 0, time.UTC)
 	day2 := day1.Add(time.Hour) // 2026-03-02 00:30
-	for _, r := range []UsageRecord{
+	for _, r := range []Record{
 		{Time: day1, TokenName: "phone", Channel: "home", RequestedModel: "qwen3:14b", ServedModel: "qwen3:14b",
 			PromptTokens: 100, CompletionTokens: 200, TTFT: 100 * time.Millisecond, Duration: time.Second, Status: 200, Stream: true},
 		{Time: day1, TokenName: "phone", Channel: "deepseek", RequestedModel: "qwen3:14b", ServedModel: "deepseek-chat",
@@ -360,26 +360,26 @@ func TestUsageSummary(t *testing.T) {
 	since := time.Date(2026, 2, 25, 0, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
 		by   string
-		want []UsageRow
+		want []Row
 	}{
-		{"day", []UsageRow{
+		{"day", []Row{
 			{Key: "2026-03-01", Requests: 2, PromptTokens: 1100, CompletionTokens: 3200, EstimatedShare: 4000.0 / 4300, Cost: ds,
 				AvgTTFT: 200 * time.Millisecond, AvgDuration: 2 * time.Second},
 			{Key: "2026-03-02", Requests: 2, Errors: 1, PromptTokens: 1000, CompletionTokens: 1000, Cost: dl,
 				AvgTTFT: 500 * time.Millisecond, AvgDuration: 1025 * time.Millisecond},
 		}},
-		{"token", []UsageRow{
+		{"token", []Row{
 			{Key: "laptop", Requests: 2, Errors: 1, PromptTokens: 1000, CompletionTokens: 1000, Cost: dl,
 				AvgTTFT: 500 * time.Millisecond, AvgDuration: 1025 * time.Millisecond},
 			{Key: "phone", Requests: 2, PromptTokens: 1100, CompletionTokens: 3200, EstimatedShare: 4000.0 / 4300, Cost: ds,
 				AvgTTFT: 200 * time.Millisecond, AvgDuration: 2 * time.Second},
 		}},
-		{"channel", []UsageRow{
+		{"channel", []Row{
 			{Key: "deepseek", Requests: 3, Errors: 1, PromptTokens: 2000, CompletionTokens: 4000, EstimatedShare: 4000.0 / 6000,
 				Cost: ds + dl, AvgTTFT: 400 * time.Millisecond, AvgDuration: 1683333 * time.Microsecond},
 			{Key: "home", Requests: 1, PromptTokens: 100, CompletionTokens: 200, AvgTTFT: 100 * time.Millisecond, AvgDuration: time.Second},
 		}},
-		{"model", []UsageRow{
+		{"model", []Row{
 			{Key: "deepseek-chat", Requests: 3, Errors: 1, PromptTokens: 2000, CompletionTokens: 4000, EstimatedShare: 4000.0 / 6000,
 				Cost: ds + dl, AvgTTFT: 400 * time.Millisecond, AvgDuration: 1683333 * time.Microsecond},
 			{Key: "qwen3:14b", Requests: 1, PromptTokens: 100, CompletionTokens: 200, AvgTTFT: 100 * time.Millisecond, AvgDuration: time.Second},
