@@ -19,6 +19,7 @@ import (
 	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/modelname"
+	"github.com/hearthlab/hearth/relay/auth"
 	"github.com/hearthlab/hearth/relay/count"
 	"github.com/hearthlab/hearth/relay/translate/anthropic"
 	"github.com/hearthlab/hearth/relay/translate/ollama"
@@ -35,7 +36,7 @@ type Chain struct {
 	state    atomic.Pointer[chainState]
 	tunnel   *tunnel.Server
 	homeHost string
-	auth     *Auth
+	auth     *auth.Auth
 	usage    *usage.Log
 	log      *slog.Logger
 }
@@ -52,7 +53,7 @@ type link struct {
 }
 
 // NewChain builds the chain from the relay config.
-func NewChain(cfg config.Relay, tun *tunnel.Server, auth *Auth, ul *usage.Log, logger *slog.Logger) *Chain {
+func NewChain(cfg config.Relay, tun *tunnel.Server, auth *auth.Auth, ul *usage.Log, logger *slog.Logger) *Chain {
 	c := &Chain{tunnel: tun, homeHost: tunnel.HomeHost(cfg.Tunnel.Home), auth: auth, usage: ul, log: logger}
 	c.state.Store(buildState(cfg, nil))
 	return c
@@ -217,7 +218,7 @@ func (c *Chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !c.auth.CheckModel(w, r, req.model) {
 		return
 	}
-	tok, _ := TokenFrom(r.Context())
+	tok, _ := auth.TokenFrom(r.Context())
 	settle, err := c.usage.Reserve(tok, req.model, count.Estimate(string(req.body)))
 	if err != nil {
 		apierror.Write(w, req.dialect, usage.Refusal(err))

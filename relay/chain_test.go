@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/relay/auth"
 	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/usage"
 )
@@ -130,7 +131,7 @@ func startChain(t *testing.T, channels []config.Channel, routes []config.Route) 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = usage.Run(ctx); close(done) }()
-	auth := NewAuth(store, cfg.Limits, "admin-key-0123456789abc", nil)
+	auth := auth.New(store, cfg.Limits, "admin-key-0123456789abc", nil)
 	chain := NewChain(cfg, nil, auth, usage, slog.New(slog.DiscardHandler))
 	mux := http.NewServeMux()
 	mux.Handle("/", auth.Require(chain))

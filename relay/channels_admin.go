@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/relay/auth"
 	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/tunnel"
 )
@@ -194,7 +195,7 @@ func (c *Chain) Models(w http.ResponseWriter, r *http.Request) {
 			data = append(data, model{ID: id, Object: "model", OwnedBy: owner})
 		}
 	}
-	tok, _ := TokenFrom(r.Context())
+	tok, _ := auth.TokenFrom(r.Context())
 	for _, ch := range c.state.Load().channels {
 		var names []string
 		if ch.cfg.Type == "home" {

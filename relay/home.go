@@ -16,6 +16,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/streamtail"
+	"github.com/hearthlab/hearth/relay/auth"
 	"github.com/hearthlab/hearth/relay/count"
 	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/tunnel"
@@ -30,7 +31,7 @@ var ErrHomeOffline = errors.New("home is offline")
 type home struct {
 	name   string
 	tunnel *tunnel.Server
-	auth   *Auth
+	auth   *auth.Auth
 	// usage meters the routes that generate or embed (completions, embeddings) against the
 	// token's quotas and records them, as the Chain does chats. nil meters nothing.
 	usage *usage.Log
@@ -114,7 +115,7 @@ func allModels(tok tokens.Token) bool {
 // models: a token limited to some could otherwise copy a model it may not use to a name it
 // may, or replace one it may use with any other.
 func (h *home) mayChangeStore(w http.ResponseWriter, r *http.Request) bool {
-	tok, ok := TokenFrom(r.Context())
+	tok, ok := auth.TokenFrom(r.Context())
 	if ok && allModels(tok) {
 		return true
 	}
@@ -208,7 +209,7 @@ func meteredRoute(p string) homeRoute {
 // an estimate when it reports none) and record the request.
 func (h *home) serveMetered(w http.ResponseWriter, r *http.Request, kind homeRoute, body []byte, req homeRequest, start time.Time) {
 	d := apierror.DialectOf(r.URL.Path)
-	tok, _ := TokenFrom(r.Context())
+	tok, _ := auth.TokenFrom(r.Context())
 	est := count.Estimate(string(body))
 	settle, err := h.usage.Reserve(tok, req.model, est)
 	if err != nil {

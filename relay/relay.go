@@ -21,6 +21,7 @@ import (
 	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
+	"github.com/hearthlab/hearth/relay/auth"
 	"github.com/hearthlab/hearth/relay/certs"
 	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/tunnel"
@@ -36,12 +37,12 @@ type Relay struct {
 	log      *slog.Logger
 	certs    *certs.Certs
 	store    *tokens.Store
-	auth     *Auth
+	auth     *auth.Auth
 	tunnel   *tunnel.Server
 	home     *home
 	chain    *Chain
 	usage    *usage.Log
-	sites    *sites
+	sites    *auth.Sites
 	path     string // the config file, for Reload
 	httpsLn  net.Listener
 	httpLn   net.Listener // nil when listen.http is off
@@ -80,7 +81,7 @@ func New(cfg config.Relay, path string, logger *slog.Logger) (*Relay, error) {
 		return fail(err)
 	}
 	undo = append(undo, func() { rl.store.Close() })
-	rl.auth = NewAuth(rl.store, cfg.Limits, cfg.AdminKey, logger.With("component", "auth"))
+	rl.auth = auth.New(rl.store, cfg.Limits, cfg.AdminKey, logger.With("component", "auth"))
 	if rl.usage, err = usage.New(rl.store, cfg.Usage, cfg.Prices, logger.With("component", "usage")); err != nil {
 		return fail(err)
 	}
@@ -101,7 +102,7 @@ func New(cfg config.Relay, path string, logger *slog.Logger) (*Relay, error) {
 	}
 	rl.home = &home{name: cfg.Tunnel.Home, tunnel: rl.tunnel, auth: rl.auth, usage: rl.usage, log: logger}
 	rl.chain = NewChain(cfg, rl.tunnel, rl.auth, rl.usage, logger.With("component", "chain"))
-	rl.sites = &sites{tunnel: rl.tunnel, auth: rl.auth, store: rl.store, log: logger.With("component", "sites")}
+	rl.sites = auth.NewSites(rl.tunnel, rl.auth, rl.store, logger.With("component", "sites"))
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
 	// ReadTimeout covers the request, not the answer: net/http clears the read deadline once
 	// the body is read, so streams last as long as they need.
@@ -235,7 +236,7 @@ func (rl *Relay) handler() http.Handler {
 		}
 		for _, s := range rl.tunnel.Sites() {
 			if s.Host == host {
-				rl.sites.serve(w, r, s)
+				rl.sites.Serve(w, r, s)
 				return
 			}
 		}

@@ -1,4 +1,4 @@
-package relay
+package auth
 
 import (
 	"context"
@@ -36,7 +36,7 @@ func newAuthFixture(t *testing.T, limits config.RelayLimits, logger *slog.Logger
 	t.Helper()
 	clk := hearthtest.NewClock()
 	st := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"), tokens.WithClock(clk.Now))
-	a := NewAuth(st, limits, testAdminKey, logger)
+	a := New(st, limits, testAdminKey, logger)
 	a.now = clk.Now
 	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var body struct{ Model string }
@@ -285,7 +285,7 @@ func TestAuthAdminRoutes(t *testing.T) {
 		t.Errorf("admin key on a client route: %d", got.status)
 	}
 	// An empty admin key in the config opens nothing.
-	a := NewAuth(f.store, config.RelayLimits{}, "", nil)
+	a := New(f.store, config.RelayLimits{}, "", nil)
 	if a.isAdminKey("") {
 		t.Error("an empty admin key matches an empty bearer")
 	}
@@ -335,7 +335,7 @@ func TestAuthOllamaSignature(t *testing.T) {
 // and is refused with an unregistered one.
 func TestAuthOllamaClient(t *testing.T) {
 	st := openTestStore(t, filepath.Join(t.TempDir(), "relay.db")) // the real clock: the client signs with it
-	a := NewAuth(st, config.RelayLimits{}, testAdminKey, nil)
+	a := New(st, config.RelayLimits{}, testAdminKey, nil)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/tags", func(w http.ResponseWriter, r *http.Request) {
 		tok, _ := TokenFrom(r.Context())
@@ -442,7 +442,7 @@ func TestAuthIPKey(t *testing.T) {
 }
 
 func TestAuthCheckModelWithoutRequire(t *testing.T) {
-	a := NewAuth(nil, config.RelayLimits{}, testAdminKey, nil)
+	a := New(nil, config.RelayLimits{}, testAdminKey, nil)
 	w := httptest.NewRecorder()
 	if a.CheckModel(w, httptest.NewRequest("POST", "/v1/chat/completions", nil), "qwen3") || w.Code != 401 {
 		t.Errorf("no token in context: %d", w.Code)
@@ -465,7 +465,7 @@ func BenchmarkAuthRequire(b *testing.B) {
 	if _, _, err := st.Create(context.Background(), tokens.Spec{Name: "laptop", OllamaKey: keyLine}); err != nil {
 		b.Fatal(err)
 	}
-	a := NewAuth(st, config.RelayLimits{RequestsPerMinute: 1 << 30, IPRequestsPerMinute: 1 << 30}, testAdminKey, nil)
+	a := New(st, config.RelayLimits{RequestsPerMinute: 1 << 30, IPRequestsPerMinute: 1 << 30}, testAdminKey, nil)
 	h := a.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	signed := hearthtest.SignLikeOllama(b, priv, "POST", "/api/chat", time.Now())
 	for _, bc := range []struct {

@@ -1,4 +1,4 @@
-package relay
+package auth
 
 import (
 	"errors"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/apierror"
+	"github.com/hearthlab/hearth/internal/logging"
 	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/tunnel"
 )
@@ -23,24 +24,29 @@ const siteCookie = "__Host-hearth_token"
 // loginPath is the relay's own page on every site host that asks for a token.
 const loginPath = "/.hearth/login"
 
-// siteForwarder is what the sites need of the tunnel: *tunnel.Server.
-type siteForwarder interface {
+// SiteForwarder is what the sites need of the tunnel: *tunnel.Server.
+type SiteForwarder interface {
 	Forward(w http.ResponseWriter, r *http.Request, host string)
 }
 
-var _ siteForwarder = (*tunnel.Server)(nil)
+var _ SiteForwarder = (*tunnel.Server)(nil)
 
-// sites serves the home web apps exposed through the tunnel, each on its own host name.
-type sites struct {
-	tunnel siteForwarder
+// Sites serves the home web apps exposed through the tunnel, each on its own host name.
+type Sites struct {
+	tunnel SiteForwarder
 	auth   *Auth
 	store  *tokens.Store
 	log    *slog.Logger
 }
 
-// serve forwards r to site, asking for a token first when the site wants one: Bearer for
+// NewSites serves sites through tun, with a's checks and sign-in against store's tokens.
+func NewSites(tun SiteForwarder, a *Auth, store *tokens.Store, logger *slog.Logger) *Sites {
+	return &Sites{tunnel: tun, auth: a, store: store, log: logging.OrDiscard(logger)}
+}
+
+// Serve forwards r to site, asking for a token first when the site wants one: Bearer for
 // API clients, a login page and a cookie for browsers.
-func (s *sites) serve(w http.ResponseWriter, r *http.Request, site tunnel.Site) {
+func (s *Sites) Serve(w http.ResponseWriter, r *http.Request, site tunnel.Site) {
 	if !site.Online {
 		http.Error(w, "This app's home is offline: the agent that exposes "+site.Host+" is not connected to the relay.", http.StatusServiceUnavailable)
 		return
@@ -78,7 +84,7 @@ func (s *sites) serve(w http.ResponseWriter, r *http.Request, site tunnel.Site) 
 // should be asked for a token. As on the login form, the token comes before the lockout (a
 // valid one passes from a blocked address) and only a guess counts as a failure, not a
 // token past its time.
-func (s *sites) serveCookie(w http.ResponseWriter, r *http.Request, site tunnel.Site, secret string) (answered bool) {
+func (s *Sites) serveCookie(w http.ResponseWriter, r *http.Request, site tunnel.Site, secret string) (answered bool) {
 	_, err := s.store.Check(secret)
 	if err == nil {
 		if wait := s.auth.allowAddress(r); wait > 0 {
@@ -126,7 +132,7 @@ input,button{font-size:1rem;width:100%;padding:.6rem;margin:.4rem 0;box-sizing:b
 <button type="submit">Sign in</button></form></body></html>`))
 
 // login shows the token form and, on a valid token, sets the site's cookie.
-func (s *sites) login(w http.ResponseWriter, r *http.Request) {
+func (s *Sites) login(w http.ResponseWriter, r *http.Request) {
 	next := safeNext(r.FormValue("next"))
 	w.Header().Set("Cache-Control", "no-store")
 	if r.Method != http.MethodPost {
@@ -162,7 +168,7 @@ func (s *sites) login(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
-func (s *sites) renderLogin(w http.ResponseWriter, r *http.Request, next, msg string, status int) {
+func (s *Sites) renderLogin(w http.ResponseWriter, r *http.Request, next, msg string, status int) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	_ = loginPage.Execute(w, struct{ Host, Next, Error string }{r.Host, next, msg})

@@ -1,4 +1,4 @@
-package relay
+package auth
 
 // The per-address rate limit, and the sites' cookie under the lockout and that limit.
 
@@ -191,7 +191,7 @@ func (offlineTunnel) Forward(w http.ResponseWriter, _ *http.Request, host string
 // newSiteFixture serves one site with token auth whose home is not connected: a request that
 // passes the relay's checks gets the tunnel's 503.
 func newSiteFixture(t *testing.T, f *authFixture) func(remote, cookie, authz string, html bool) siteAnswer {
-	s := &sites{tunnel: offlineTunnel{}, auth: f.auth, store: f.store,
+	s := &Sites{tunnel: offlineTunnel{}, auth: f.auth, store: f.store,
 		log: slog.New(slog.DiscardHandler)}
 	site := tunnel.Site{Host: "chat.example.com", Name: "chat", Channel: "home", Auth: "token", Online: true}
 	return func(remote, cookie, authz string, html bool) siteAnswer {
@@ -207,7 +207,7 @@ func newSiteFixture(t *testing.T, f *authFixture) func(remote, cookie, authz str
 			r.Header.Set("Accept", "text/html,application/xhtml+xml")
 		}
 		w := httptest.NewRecorder()
-		s.serve(w, r, site)
+		s.Serve(w, r, site)
 		a := siteAnswer{status: w.Code, retryAfter: w.Header().Get("Retry-After"), body: w.Body.String(), location: w.Header().Get("Location")}
 		for _, c := range w.Result().Cookies() {
 			a.cookieDropped = a.cookieDropped || (c.Name == siteCookie && c.MaxAge < 0)

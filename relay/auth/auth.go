@@ -1,4 +1,8 @@
-package relay
+// Package auth is the relay's gate: tokens on every route (Bearer, x-api-key, or the ollama
+// CLI's key signature), the models a token may use, per-token and per-address rate limits,
+// the lockout of addresses that guess, the admin key, and the browser sign-in of exposed
+// sites (a login page and a host-only cookie). It uses relay/tokens, nothing else of the relay.
+package auth
 
 import (
 	"context"
@@ -60,7 +64,7 @@ type rateBucket struct {
 
 // NewAuth builds the middleware. Zero limits take the defaults of config.DefaultRelay; an
 // empty adminKey refuses every admin request. A nil logger discards.
-func NewAuth(store *tokens.Store, limits config.RelayLimits, adminKey string, logger *slog.Logger) *Auth {
+func New(store *tokens.Store, limits config.RelayLimits, adminKey string, logger *slog.Logger) *Auth {
 	def := config.DefaultRelay().Limits
 	if limits.RequestsPerMinute <= 0 {
 		limits.RequestsPerMinute = def.RequestsPerMinute

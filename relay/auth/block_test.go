@@ -1,4 +1,4 @@
-package relay
+package auth
 
 import (
 	"context"
@@ -137,7 +137,7 @@ func TestAuthBlockSharedAddress(t *testing.T) {
 func TestSiteLoginBlock(t *testing.T) {
 	f := newAuthFixture(t, blockLimits, nil)
 	good, revoked, expired := f.liveRevokedExpired(t, tokens.Spec{Name: "phone"})
-	s := &sites{auth: f.auth, store: f.store, log: slog.New(slog.DiscardHandler)}
+	s := &Sites{auth: f.auth, store: f.store, log: slog.New(slog.DiscardHandler)}
 	site := tunnel.Site{Host: "chat.example.com", Name: "chat", Channel: "home", Auth: "token", Online: true}
 	const remote = "198.51.100.4:40000"
 
@@ -147,7 +147,7 @@ func TestSiteLoginBlock(t *testing.T) {
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		r.RemoteAddr = remote
 		w := httptest.NewRecorder()
-		s.serve(w, r, site)
+		s.Serve(w, r, site)
 		return w.Result()
 	}
 	const (
