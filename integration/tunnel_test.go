@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -20,7 +19,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -31,6 +29,7 @@ import (
 
 	"github.com/hearthlab/hearth/agent"
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/relay/tunnel"
 )
 
@@ -82,61 +81,16 @@ func newTunnelPKI(t *testing.T) tunnelPKI {
 	}}
 }
 
-// checkTunnelGoroutines fails the test if goroutines of the tunnel outlive it. Call it first, so
-// that its check runs after every other cleanup. frps starts two goroutines per server that
-// nothing stops (its port managers' hourly cleaners), and frp has process-wide ones; those
-// are expected.
+// checkTunnelGoroutines fails the test if goroutines of the tunnel (hearth's, frp's, yamux's,
+// net/http's) outlive it. Call it first, so that its check runs after every other cleanup.
 func checkTunnelGoroutines(t *testing.T) {
 	t.Helper()
-	t.Cleanup(func() {
-		var left []string
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			left = tunnelGoroutines()
-			if len(left) == 0 {
-				return
-			}
-		}
-		t.Errorf("%d goroutines outlived the test:\n%s", len(left), strings.Join(left, "\n\n"))
-	})
+	hearthtest.CheckGoroutines(t, hearthtest.Hearth, "github.com/fatedier/", "github.com/hashicorp/yamux", "net/http")
 }
 
-func tunnelGoroutines() []string {
-	buf := make([]byte, 4<<20)
-	stacks := strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n")
-	var out []string
-	for _, g := range stacks[1:] { // the first is this goroutine
-		ours := strings.Contains(g, "github.com/hearthlab/hearth/") || strings.Contains(g, "github.com/fatedier/") ||
-			strings.Contains(g, "github.com/hashicorp/yamux") || strings.Contains(g, "net/http")
-		expected := strings.Contains(g, "ports.(*Manager).cleanReservedPortsWorker") ||
-			strings.Contains(g, "mem.(*serverMetrics).run") || strings.Contains(g, "kcp-go")
-		if ours && !expected {
-			out = append(out, g)
-		}
-	}
-	return out
-}
-
-// tunnelLogSink keeps a component's log lines for assertions and prints them when a test fails.
-type tunnelLogSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *tunnelLogSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *tunnelLogSink) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
-func newTunnelLog(t *testing.T, name string) (*slog.Logger, *tunnelLogSink) {
+func newTunnelLog(t *testing.T, name string) (*slog.Logger, *hearthtest.Logs) {
 	t.Helper()
-	sink := &tunnelLogSink{}
+	sink := &hearthtest.Logs{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("%s log:\n%s", name, sink.String())
@@ -173,7 +127,7 @@ func runTunnelPart(t *testing.T, what string, fn func(context.Context) error) tu
 	return tunnelPart{stop: stop}
 }
 
-func startRelayTunnel(t *testing.T, pki tunnelPKI, bind string) (*tunnel.Server, tunnelPart, *tunnelLogSink) {
+func startRelayTunnel(t *testing.T, pki tunnelPKI, bind string) (*tunnel.Server, tunnelPart, *hearthtest.Logs) {
 	t.Helper()
 	logger, sink := newTunnelLog(t, "relay")
 	tun, err := tunnel.New(tunnel.Config{Bind: bind, Token: testTunnelToken, TLS: pki.serverTLS}, logger)
@@ -187,7 +141,7 @@ func agentTunnelConfig(pki tunnelPKI, relayAddr net.Addr, name string) config.Tu
 	return config.Tunnel{Relay: relayAddr.String(), Token: testTunnelToken, Name: name, CA: pki.caFile, ServerName: "relay.test"}
 }
 
-func startAgentTunnel(t *testing.T, cfg config.Tunnel, apiAddr string) (*agent.Tunnel, tunnelPart, *tunnelLogSink) {
+func startAgentTunnel(t *testing.T, cfg config.Tunnel, apiAddr string) (*agent.Tunnel, tunnelPart, *hearthtest.Logs) {
 	t.Helper()
 	logger, sink := newTunnelLog(t, "agent "+cfg.Name)
 	tun, err := agent.NewTunnel(cfg, apiAddr, logger)

@@ -3,13 +3,19 @@ package relay_test
 import (
 	"net"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/relay"
+)
+
+const (
+	adminKey    = "admin-key-0123456789abcdef"
+	relayTunnel = "tunnel-token-0123456789abcdef"
+	relayDomain = "relay.test"
 )
 
 // TestRelayNewFailingPartwayStopsWhatItStarted: a relay.New that cannot bind one of its ports
@@ -68,24 +74,11 @@ func TestRelayNewFailingPartwayStopsWhatItStarted(t *testing.T) {
 				}
 				ln.Close()
 			}
-			// Stopping is synchronous, so nothing of certmagic runs; the bound wait covers
-			// goroutines of earlier tests still winding down in the same stacks.
-			deadline := time.Now().Add(5 * time.Second)
-			for {
-				stacks := goroutineStacks()
-				if !strings.Contains(stacks, "certmagic.(*Cache)") {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("certmagic's cache goroutine outlived a failed New:\n%s", stacks)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			// Stopping is synchronous; the bounded wait covers goroutines of earlier tests
+			// still winding down in the same stacks.
+			hearthtest.Eventually(t, "certmagic's cache goroutine to end after a failed New", 5*time.Second, func() bool {
+				return len(hearthtest.Goroutines("certmagic.(*Cache)")) == 0
+			})
 		})
 	}
-}
-
-func goroutineStacks() string {
-	buf := make([]byte, 1<<20)
-	return string(buf[:runtime.Stack(buf, true)])
 }

@@ -20,7 +20,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/acmetest"
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 )
 
 // certsRig is a relay's two listeners with Certs behind them and a Pebble that validates
@@ -170,24 +170,9 @@ func (r *certsRig) assertServesPebbleCertificate(t *testing.T) {
 func (r *certsRig) stopAndCheckNothingLeft(t *testing.T) {
 	t.Helper()
 	r.stop()
-	var left string
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		left = ""
-		buf := make([]byte, 1<<20)
-		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-			if strings.Contains(g, "hearth/relay.(*Certs)") || strings.Contains(g, "certmagic.(*Cache).maintainAssets") {
-				left = g
-			}
-		}
-		if left == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("goroutine left 2s after Run returned:\n%s", left)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	hearthtest.Eventually(t, "no goroutine of Certs or certmagic's cache 2s after Run returned", 2*time.Second, func() bool {
+		return len(hearthtest.Goroutines("hearth/relay/certs.(*Certs)", "certmagic.(*Cache).maintainAssets")) == 0
+	})
 }
 
 func certsWaitFor(t *testing.T, d time.Duration, what string, cond func() bool) {

@@ -1,4 +1,4 @@
-package relay_test
+package integration
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/relay/count"
 	"github.com/hearthlab/hearth/relay/tokens"
 )
@@ -296,7 +297,7 @@ func TestHomeUsageRecorded(t *testing.T) {
 	ok(t, resp, body)
 
 	var got map[string]usageRow
-	eventually(t, "the usage records written", 10*time.Second, func() bool {
+	hearthtest.Eventually(t, "the usage records written", 10*time.Second, func() bool {
 		got = w.usage(t, "token")
 		return len(got) >= len(want)
 	})

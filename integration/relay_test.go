@@ -1,4 +1,4 @@
-package relay_test
+package integration
 
 import (
 	"bufio"
@@ -23,6 +23,7 @@ import (
 	"github.com/hearthlab/hearth/agent"
 	"github.com/hearthlab/hearth/internal/acmetest"
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/internal/ollamasim"
 	"github.com/hearthlab/hearth/relay"
 	"github.com/hearthlab/hearth/relay/tokens"
@@ -36,15 +37,6 @@ const (
 	siteHost     = "chat.relay.test"
 	openSiteHost = "open.relay.test"
 )
-
-// logSink collects a component's log for assertions and failure output.
-type logSink struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logSink) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *logSink) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -66,8 +58,8 @@ type world struct {
 	client     *http.Client // trusts only Pebble's issuer root; relay.test → 127.0.0.1
 	token      string
 	gate       *gate
-	relayLogs  *logSink
-	agentLogs  *logSink
+	relayLogs  *hearthtest.Logs
+	agentLogs  *hearthtest.Logs
 	stopAgent  func()
 	stopRelay  func()
 	agentCfg   config.Agent
@@ -129,7 +121,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func startWorld(t *testing.T, challenge string, tweaks ...func(*config.Relay)) *world {
 	t.Helper()
-	w := &world{relayLogs: &logSink{}, agentLogs: &logSink{}}
+	w := &world{relayLogs: &hearthtest.Logs{}, agentLogs: &hearthtest.Logs{}}
 	httpPort := freePort(t)
 	w.httpsPort = freePort(t)
 	w.ca = acmetest.Start(t, acmetest.Options{HTTPPort: httpPort, TLSPort: w.httpsPort})
@@ -170,7 +162,7 @@ func startWorld(t *testing.T, challenge string, tweaks ...func(*config.Relay)) *
 		},
 	}}
 	t.Cleanup(w.client.CloseIdleConnections)
-	eventually(t, "a certificate for relay.test from Pebble", 60*time.Second, func() bool {
+	hearthtest.Eventually(t, "a certificate for relay.test from Pebble", 60*time.Second, func() bool {
 		resp, err := w.client.Get("https://" + relayDomain + "/healthz")
 		if err != nil {
 			return false
@@ -205,7 +197,7 @@ func startWorld(t *testing.T, challenge string, tweaks ...func(*config.Relay)) *
 	acfg.Tunnel = config.Tunnel{Relay: w.tunnelAddr, Token: relayTunnel, Name: "home", CA: caFile, ServerName: relayDomain}
 	w.agentCfg = acfg
 	w.startAgent(t)
-	eventually(t, "the home channel online", 30*time.Second, func() bool { return w.homeOnline(t) })
+	hearthtest.Eventually(t, "the home channel online", 30*time.Second, func() bool { return w.homeOnline(t) })
 	return w
 }
 
@@ -252,17 +244,6 @@ func (w *world) open(t *testing.T, method, path, body, auth string) *http.Respon
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	return resp
-}
-
-func eventually(t *testing.T, what string, limit time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, limit)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // TestRelayEndToEnd: a phone's HTTPS client, trusting only Pebble's root, streams a chat from
@@ -372,7 +353,7 @@ func TestRelayAuthAndHomeOffline(t *testing.T) {
 
 	// The agent goes away: the relay answers 503 in the caller's dialect, at once.
 	w.stopAgent()
-	eventually(t, "home offline", 10*time.Second, func() bool { return !w.homeOnline(t) })
+	hearthtest.Eventually(t, "home offline", 10*time.Second, func() bool { return !w.homeOnline(t) })
 	for _, tc := range []struct{ path, want string }{
 		{"/v1/chat/completions", `"code":"home_offline"`},
 		{"/api/chat", `{"error":"home is offline`},
@@ -431,7 +412,7 @@ func TestRelaySites(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp, string(b)
 	}
-	eventually(t, "site certificates and routes", 60*time.Second, func() bool {
+	hearthtest.Eventually(t, "site certificates and routes", 60*time.Second, func() bool {
 		resp, _ := site(openSiteHost, "/", "", "")
 		resp2, _ := site(siteHost, "/", "Bearer "+w.token, "")
 		return resp != nil && resp.StatusCode == 200 && resp2 != nil && resp2.StatusCode == 200
@@ -520,7 +501,7 @@ func TestRelayStopRecordsAStreamCutAtShutdown(t *testing.T) {
 	w := startWorld(t, "http-01", func(cfg *config.Relay) {
 		cfg.Channels = append(cfg.Channels, config.Channel{Name: "vendor", Type: "openai", BaseURL: vendor.URL, Key: "sk-vendor", Models: []string{"vendor-model"}})
 	})
-	relay.SetShutdownGrace(w.relay, 300*time.Millisecond)
+	w.relay.SetShutdownGrace(300 * time.Millisecond)
 
 	resp := w.open(t, http.MethodPost, "/v1/chat/completions", `{"model":"vendor-model","stream":true,"messages":[{"role":"user","content":"hi"}]}`, "Bearer "+w.token)
 	defer resp.Body.Close()

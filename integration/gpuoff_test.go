@@ -1,4 +1,4 @@
-package relay_test
+package integration
 
 import (
 	"bufio"
@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,33 +20,13 @@ import (
 	"github.com/hearthlab/hearth/agent"
 	"github.com/hearthlab/hearth/internal/acmetest"
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/internal/ollamasim"
 	"github.com/hearthlab/hearth/relay"
 	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 const clusterKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
-
-// fakeDeepSeek is an OpenAI-compatible vendor that streams a short answer.
-func fakeDeepSeek(t *testing.T, calls *atomic.Int32) *httptest.Server {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls.Add(1)
-		body, _ := io.ReadAll(r.Body)
-		if !strings.Contains(string(body), `"model":"deepseek-chat"`) {
-			http.Error(w, "wrong model: "+string(body), 400)
-			return
-		}
-		w.Header().Set("Content-Type", "text/event-stream")
-		for _, tok := range []string{"from ", "the ", "vendor"} {
-			fmt.Fprintf(w, "data: {\"object\":\"chat.completion.chunk\",\"model\":\"deepseek-chat\",\"choices\":[{\"index\":0,\"delta\":{\"content\":%q}}]}\n\n", tok)
-			w.(http.Flusher).Flush()
-		}
-		fmt.Fprint(w, "data: {\"object\":\"chat.completion.chunk\",\"model\":\"deepseek-chat\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n")
-		fmt.Fprint(w, "data: {\"object\":\"chat.completion.chunk\",\"model\":\"deepseek-chat\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n")
-	}))
-	t.Cleanup(srv.Close)
-	return srv
-}
 
 type runningAgent struct {
 	gossip string
@@ -84,7 +63,7 @@ func clusterAgent(name, ollamaURL, join string) config.Agent {
 // Every request that had not started streaming is served, by the vendor with the mapped
 // model when home cannot; usage says so; when the node is back, traffic returns home.
 func TestGPUPCOff(t *testing.T) {
-	logs := &logSink{}
+	logs := &hearthtest.Logs{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("log:\n%s", logs)
@@ -92,8 +71,7 @@ func TestGPUPCOff(t *testing.T) {
 	})
 	httpPort, httpsPort := freePort(t), freePort(t)
 	ca := acmetest.Start(t, acmetest.Options{HTTPPort: httpPort, TLSPort: httpsPort})
-	var vendorCalls atomic.Int32
-	vendor := fakeDeepSeek(t, &vendorCalls)
+	vendor := hearthtest.NewVendor(t, hearthtest.VendorConfig{Model: "deepseek-chat"})
 
 	dir := t.TempDir()
 	cfg := config.DefaultRelay()
@@ -170,7 +148,7 @@ func TestGPUPCOff(t *testing.T) {
 		}
 		return resp.Header.Get("X-Hearth-Channel") + "/" + resp.Header.Get("X-Hearth-Model"), lines > 0, done, ""
 	}
-	eventually(t, "home serves qwen3:14b", 30*time.Second, func() bool {
+	hearthtest.Eventually(t, "home serves qwen3:14b", 30*time.Second, func() bool {
 		ch, _, ok, _ := chat(-1)
 		return ok && ch == "home/qwen3:14b"
 	})
@@ -217,7 +195,7 @@ func TestGPUPCOff(t *testing.T) {
 	}
 
 	// Usage says which channel and model served, and what fell back.
-	eventually(t, "usage rows", 10*time.Second, func() bool {
+	hearthtest.Eventually(t, "usage rows", 10*time.Second, func() bool {
 		resp, err := client.Do(adminGet(t, "/admin/v1/usage?by=channel&since=1h"))
 		if err != nil {
 			return false
@@ -230,7 +208,7 @@ func TestGPUPCOff(t *testing.T) {
 	// The GPU PC wakes up: traffic returns home within a probe interval or so.
 	_, _ = startGPU()
 	back := time.Now()
-	eventually(t, "traffic back home", 30*time.Second, func() bool {
+	hearthtest.Eventually(t, "traffic back home", 30*time.Second, func() bool {
 		ch, _, ok, _ := chat(-2)
 		return ok && ch == "home/qwen3:14b"
 	})
