@@ -23,9 +23,6 @@ import (
 	"github.com/hearthlab/hearth/relay/usage"
 )
 
-// ErrHomeOffline: no agent holds the home channel's tunnel now.
-var ErrHomeOffline = errors.New("home is offline")
-
 // home sends the public /v1 and /api routes that only home serves (the chat routes go
 // through the channel Chain) through the tunnel to the home cluster.
 type home struct {

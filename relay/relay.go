@@ -23,6 +23,7 @@ import (
 	"github.com/hearthlab/hearth/internal/logging"
 	"github.com/hearthlab/hearth/relay/auth"
 	"github.com/hearthlab/hearth/relay/certs"
+	"github.com/hearthlab/hearth/relay/chain"
 	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/tunnel"
 	"github.com/hearthlab/hearth/relay/usage"
@@ -40,7 +41,7 @@ type Relay struct {
 	auth     *auth.Auth
 	tunnel   *tunnel.Server
 	home     *home
-	chain    *Chain
+	chain    *chain.Chain
 	usage    *usage.Log
 	sites    *auth.Sites
 	path     string // the config file, for Reload
@@ -101,7 +102,7 @@ func New(cfg config.Relay, path string, logger *slog.Logger) (*Relay, error) {
 		return fail(err)
 	}
 	rl.home = &home{name: cfg.Tunnel.Home, tunnel: rl.tunnel, auth: rl.auth, usage: rl.usage, log: logger}
-	rl.chain = NewChain(cfg, rl.tunnel, rl.auth, rl.usage, logger.With("component", "chain"))
+	rl.chain = chain.New(cfg, rl.tunnel, rl.auth, rl.usage, logger.With("component", "chain"))
 	rl.sites = auth.NewSites(rl.tunnel, rl.auth, rl.store, logger.With("component", "sites"))
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
 	// ReadTimeout covers the request, not the answer: net/http clears the read deadline once

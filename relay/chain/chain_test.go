@@ -1,4 +1,4 @@
-package relay
+package chain
 
 import (
 	"bufio"
@@ -132,7 +132,7 @@ func startChain(t *testing.T, channels []config.Channel, routes []config.Route) 
 	done := make(chan struct{})
 	go func() { _ = usage.Run(ctx); close(done) }()
 	auth := auth.New(store, cfg.Limits, "admin-key-0123456789abc", nil)
-	chain := NewChain(cfg, nil, auth, usage, slog.New(slog.DiscardHandler))
+	chain := New(cfg, nil, auth, usage, slog.New(slog.DiscardHandler))
 	mux := http.NewServeMux()
 	mux.Handle("/", auth.Require(chain))
 	srv := httptest.NewServer(mux)

@@ -1,4 +1,4 @@
-package relay
+package chain
 
 // How the chain writes a vendor's answer back to an Ollama-dialect client: vendor errors in
 // Ollama's {"error":"..."}, and usage estimated when the vendor reports none.

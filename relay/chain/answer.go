@@ -1,4 +1,4 @@
-package relay
+package chain
 
 import (
 	"bufio"
@@ -14,7 +14,6 @@ import (
 	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/streamtail"
 	"github.com/hearthlab/hearth/relay/count"
-	"github.com/hearthlab/hearth/relay/translate/anthropic"
 	"github.com/hearthlab/hearth/relay/translate/ollama"
 )
 
@@ -60,62 +59,14 @@ func readChat(r *http.Request) (*chatRequest, *apierror.Error) {
 	return req, nil
 }
 
-// answer writes resp to the client in its dialect and returns the usage seen.
+// answer writes resp to the client in its dialect, as l's kind of channel answers, and
+// returns the usage seen.
 func (c *Chain) answer(w http.ResponseWriter, resp *http.Response, body io.Reader, req *chatRequest, l link) count.Usage {
 	report := req.model
 	if req.realModel {
 		report = l.model
 	}
-	if l.ch.cfg.Type == "home" {
-		if req.dialect == apierror.OpenAI {
-			return relayOpenAI(w, resp, body, req, report)
-		}
-		return relayRaw(w, resp, body)
-	}
-	if l.ch.cfg.Type == "anthropic" {
-		if resp.StatusCode != http.StatusOK {
-			b, _ := io.ReadAll(io.LimitReader(body, 1<<20))
-			if req.dialect == apierror.Ollama {
-				writeVendorError(w, resp.StatusCode, b)
-				return count.Usage{}
-			}
-			return writeRaw(w, resp.StatusCode, "application/json", anthropic.ErrorBody(resp.StatusCode, b))
-		}
-		if req.stream {
-			s := anthropic.NewStream(io.NopCloser(body), report, true)
-			if req.dialect == apierror.Ollama {
-				return answerOllama(w, s, req, s.Usage)
-			}
-			translated := &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"text/event-stream"}}}
-			return orUsage(relayOpenAI(w, translated, s, req, report), s.Usage())
-		}
-		b, _ := io.ReadAll(io.LimitReader(body, 64<<20))
-		out, u, err := anthropic.Response(b, report)
-		if err != nil {
-			const msg = "the vendor's answer could not be translated"
-			if req.dialect == apierror.Ollama {
-				apierror.Write(w, apierror.Ollama, &apierror.Error{Status: http.StatusBadGateway, Code: "bad_upstream_answer", Message: msg})
-				return count.Usage{}
-			}
-			return writeRaw(w, http.StatusBadGateway, "application/json", []byte(`{"error":{"message":"`+msg+`","type":"server_error"}}`))
-		}
-		if req.dialect == apierror.Ollama {
-			return answerOllama(w, bytes.NewReader(out), req, func() count.Usage { return u })
-		}
-		writeRaw(w, http.StatusOK, "application/json", out)
-		return u
-	}
-	// openai and ollama channels answer in OpenAI's format.
-	if req.dialect == apierror.Ollama {
-		if resp.StatusCode != http.StatusOK {
-			b, _ := io.ReadAll(io.LimitReader(body, 1<<20))
-			writeVendorError(w, resp.StatusCode, b)
-			u, text := openAIUsage(b)
-			return estimateIfMissing(u, req, text) // as relayOpenAI counts a /v1 error answer
-		}
-		return answerOllama(w, body, req, nil)
-	}
-	return relayOpenAI(w, resp, body, req, report)
+	return l.ch.kind.answer(w, resp, body, req, report)
 }
 
 // answerOllama writes the OpenAI answer in src as Ollama's NDJSON. It returns the usage

@@ -1,4 +1,11 @@
-package relay
+// Package chain is the relay's channel chain: for a chat request's model, the channels that
+// serve it (home through the tunnel, then vendors) by priority and weight, then the route
+// fallbacks, each with its circuit breakers, keys and probes; it moves on before the first
+// byte and never after. A Channel is one kind of upstream (home.go, openai.go, anthropic.go,
+// ollama.go), chosen once when the config loads. The chain reaches the tunnel, the token
+// check and the usage log through small interfaces (Home, ModelGate, UsageLog), so that its
+// tests need none of them. Only the relay root imports it.
+package chain
 
 import (
 	"bufio"
@@ -18,9 +25,11 @@ import (
 
 	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/logging"
 	"github.com/hearthlab/hearth/internal/modelname"
 	"github.com/hearthlab/hearth/relay/auth"
 	"github.com/hearthlab/hearth/relay/count"
+	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/translate/anthropic"
 	"github.com/hearthlab/hearth/relay/translate/ollama"
 	"github.com/hearthlab/hearth/relay/tunnel"
@@ -34,12 +43,35 @@ import (
 // reached the client.
 type Chain struct {
 	state    atomic.Pointer[chainState]
-	tunnel   *tunnel.Server
+	tunnel   Home // nil: no tunnel (tests of vendors only)
 	homeHost string
-	auth     *auth.Auth
-	usage    *usage.Log
+	gate     ModelGate
+	usage    UsageLog
 	log      *slog.Logger
 }
+
+// ErrHomeOffline: no agent holds the home channel's tunnel now.
+var ErrHomeOffline = errors.New("home is offline")
+
+// ModelGate is what the chain needs of the relay's auth: *auth.Auth.
+type ModelGate interface {
+	// CheckModel answers the refusal and returns false when r's token may not use model.
+	CheckModel(w http.ResponseWriter, r *http.Request, model string) bool
+}
+
+// UsageLog is what the chain needs of the usage log: *usage.Log.
+type UsageLog interface {
+	// Reserve checks tok's quotas for a request of about estimatedTokens and holds them until
+	// settle gets what the request used.
+	Reserve(tok tokens.Token, model string, estimatedTokens int) (settle func(actual count.Usage), err error)
+	// Record queues a request's record, off the request path.
+	Record(r usage.Record)
+}
+
+var (
+	_ ModelGate = (*auth.Auth)(nil)
+	_ UsageLog  = (*usage.Log)(nil)
+)
 
 type chainState struct {
 	channels []*channel
@@ -52,16 +84,17 @@ type link struct {
 	model string
 }
 
-// NewChain builds the chain from the relay config.
-func NewChain(cfg config.Relay, tun *tunnel.Server, auth *auth.Auth, ul *usage.Log, logger *slog.Logger) *Chain {
-	c := &Chain{tunnel: tun, homeHost: tunnel.HomeHost(cfg.Tunnel.Home), auth: auth, usage: ul, log: logger}
-	c.state.Store(buildState(cfg, nil))
+// New builds the chain from the relay config: home through tun (nil: no tunnel), the token's
+// model check by gate, quotas and records by ul. A nil logger discards.
+func New(cfg config.Relay, tun Home, gate ModelGate, ul UsageLog, logger *slog.Logger) *Chain {
+	c := &Chain{tunnel: tun, homeHost: tunnel.HomeHost(cfg.Tunnel.Home), gate: gate, usage: ul, log: logging.OrDiscard(logger)}
+	c.state.Store(c.buildState(cfg, nil))
 	return c
 }
 
 // buildState makes the channels of cfg, keeping the live ones (breakers, keys, statistics)
 // of old whose configuration did not change.
-func buildState(cfg config.Relay, old *chainState) *chainState {
+func (c *Chain) buildState(cfg config.Relay, old *chainState) *chainState {
 	st := &chainState{routes: cfg.Routes}
 	for _, cc := range cfg.Channels {
 		var ch *channel
@@ -73,7 +106,7 @@ func buildState(cfg config.Relay, old *chainState) *chainState {
 			}
 		}
 		if ch == nil {
-			ch = newChannel(cc)
+			ch = newChannel(cc, c.tunnel, c.homeHost)
 		}
 		st.channels = append(st.channels, ch)
 	}
@@ -83,10 +116,10 @@ func buildState(cfg config.Relay, old *chainState) *chainState {
 // Reload swaps in the channels of cfg; requests in flight finish on the channels they had.
 func (c *Chain) Reload(cfg config.Relay) {
 	old := c.state.Load()
-	st := buildState(cfg, old)
+	st := c.buildState(cfg, old)
 	for _, ch := range st.channels {
-		if ch.cfg.Type == "home" && ch.homeModels.Load() == nil {
-			_ = ch.refreshHomeModels(context.Background(), c.tunnel, c.homeHost)
+		if h := ch.home(); h != nil && h.models.Load() == nil {
+			_ = h.refresh(context.Background())
 		}
 	}
 	c.state.Store(st)
@@ -100,7 +133,7 @@ func (c *Chain) Reload(cfg config.Relay) {
 // hasHome: a home channel is configured.
 func (c *Chain) hasHome() bool {
 	for _, ch := range c.state.Load().channels {
-		if ch.cfg.Type == "home" {
+		if ch.home() != nil {
 			return true
 		}
 	}
@@ -115,13 +148,13 @@ func (c *Chain) refreshHomeIfMissing(ctx context.Context, links []link) bool {
 		return false
 	}
 	for _, l := range links {
-		if l.ch.cfg.Type == "home" {
+		if l.ch.home() != nil {
 			return false
 		}
 	}
 	for _, ch := range c.state.Load().channels {
-		if ch.cfg.Type == "home" && time.Since(time.Unix(0, ch.homeRead.Load())) > time.Second {
-			return ch.refreshHomeModels(ctx, c.tunnel, c.homeHost) == nil
+		if h := ch.home(); h != nil && time.Since(time.Unix(0, h.read.Load())) > time.Second {
+			return h.refresh(ctx) == nil
 		}
 	}
 	return false
@@ -215,7 +248,7 @@ func (c *Chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, apierror.DialectOf(r.URL.Path), apiErr)
 		return
 	}
-	if !c.auth.CheckModel(w, r, req.model) {
+	if !c.gate.CheckModel(w, r, req.model) {
 		return
 	}
 	tok, _ := auth.TokenFrom(r.Context())
@@ -243,7 +276,7 @@ func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, 
 	var tried, why []string
 	homeOffline := false
 	for _, l := range links {
-		if l.ch.cfg.Type != "home" && req.vendorErr != nil {
+		if l.ch.home() == nil && req.vendorErr != nil {
 			if errors.Is(req.vendorErr, ollama.ErrLoadOnly) {
 				// Nothing to generate: a vendor has nothing to load, and the model is served.
 				w.Header().Set("Content-Type", "application/json")
@@ -261,7 +294,7 @@ func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, 
 			continue
 		}
 		var k *channelKey
-		if l.ch.cfg.Type != "home" {
+		if l.ch.home() == nil {
 			if k = l.ch.pickKey(now); k == nil {
 				l.ch.brk.release()
 				why = append(why, l.ch.cfg.Name+": every key disabled or cooling down")
@@ -339,7 +372,7 @@ func (c *Chain) attempt(w http.ResponseWriter, r *http.Request, req *chatRequest
 	defer timer.Stop()
 	sent := time.Now()
 	call := c.upstreamCall(r, req, l)
-	resp, err := l.ch.send(ctx, c.tunnel, c.homeHost, call, k)
+	resp, err := l.ch.kind.send(ctx, call, k)
 	if err == nil {
 		err = moveOnStatus(l.ch, resp)
 	}
@@ -402,7 +435,7 @@ func (c *Chain) attempt(w http.ResponseWriter, r *http.Request, req *chatRequest
 // renamed when a route maps it), vendors the OpenAI chat form.
 func (c *Chain) upstreamCall(r *http.Request, req *chatRequest, l link) *upstreamCall {
 	call := &upstreamCall{path: r.URL.Path, query: r.URL.RawQuery, header: r.Header, model: l.model, stream: req.stream, body: req.openai}
-	if l.ch.cfg.Type == "home" {
+	if l.ch.home() != nil {
 		call.body = req.body
 		if l.model != req.model {
 			if b, err := renameModel(req.body, l.model); err == nil {
@@ -419,7 +452,7 @@ func moveOnStatus(ch *channel, resp *http.Response) error {
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return &errMoveOn{fmt.Errorf("answered %s: %s", resp.Status, strings.TrimSpace(string(b)))}
-	case resp.StatusCode == http.StatusUnauthorized && ch.cfg.Type != "home":
+	case resp.StatusCode == http.StatusUnauthorized && ch.home() == nil:
 		return &errMoveOn{errKeyRefused}
 	}
 	return nil
