@@ -30,7 +30,11 @@ func (u *usageRecords) Reserve(tokens.Token, string, int) (func(count.Usage), er
 	return func(c count.Usage) { u.mu.Lock(); u.settled = append(u.settled, c); u.mu.Unlock() }, nil
 }
 
-func (u *usageRecords) Record(r usage.Record) { u.mu.Lock(); u.records = append(u.records, r); u.mu.Unlock() }
+func (u *usageRecords) Record(r usage.Record) {
+	u.mu.Lock()
+	u.records = append(u.records, r)
+	u.mu.Unlock()
+}
 
 // TestChainNeedsNoStoreNorTunnel: with fakes for the token check and the usage log, and no
 // tunnel, the chain serves from a vendor, falls back past a home that is not there, and
