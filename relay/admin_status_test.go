@@ -15,6 +15,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/relay/tokens"
+	"github.com/hearthlab/hearth/relay/tokens/tokenstest"
 )
 
 type adminAnswer struct {
@@ -26,7 +27,7 @@ type adminAnswer struct {
 func newAdminTokensHandler(t *testing.T) (*tokens.Store, func(method, path, body string) adminAnswer) {
 	t.Helper()
 	clk := hearthtest.NewClock()
-	st := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"), tokens.WithClock(clk.Now))
+	st := tokenstest.Open(t, filepath.Join(t.TempDir(), "relay.db"), tokens.WithClock(clk.Now))
 	rl := &Relay{store: st, log: slog.New(slog.DiscardHandler)}
 	r := chi.NewRouter()
 	r.Post("/admin/v1/tokens", rl.createToken)

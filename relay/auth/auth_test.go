@@ -19,6 +19,7 @@ import (
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/relay/tokens"
+	"github.com/hearthlab/hearth/relay/tokens/tokenstest"
 )
 
 const testAdminKey = "admin-0123456789abcdef"
@@ -35,7 +36,7 @@ type authFixture struct {
 func newAuthFixture(t *testing.T, limits config.RelayLimits, logger *slog.Logger) *authFixture {
 	t.Helper()
 	clk := hearthtest.NewClock()
-	st := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"), tokens.WithClock(clk.Now))
+	st := tokenstest.Open(t, filepath.Join(t.TempDir(), "relay.db"), tokens.WithClock(clk.Now))
 	a := New(st, limits, testAdminKey, logger)
 	a.now = clk.Now
 	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -334,7 +335,7 @@ func TestAuthOllamaSignature(t *testing.T) {
 // The real ollama Go client (the CLI's) with OLLAMA_AUTH=1 gets through with a registered key
 // and is refused with an unregistered one.
 func TestAuthOllamaClient(t *testing.T) {
-	st := openTestStore(t, filepath.Join(t.TempDir(), "relay.db")) // the real clock: the client signs with it
+	st := tokenstest.Open(t, filepath.Join(t.TempDir(), "relay.db")) // the real clock: the client signs with it
 	a := New(st, config.RelayLimits{}, testAdminKey, nil)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/tags", func(w http.ResponseWriter, r *http.Request) {

@@ -12,6 +12,7 @@ import (
 	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/relay/count"
 	"github.com/hearthlab/hearth/relay/tokens"
+	"github.com/hearthlab/hearth/relay/tokens/tokenstest"
 )
 
 // reserveErr is Reserve's refusal as the client would read it.
@@ -245,7 +246,7 @@ func TestQuotaTotalsAreLoadedAtStart(t *testing.T) {
 func TestQuotaTokenLimitsAreStored(t *testing.T) {
 	clk := hearthtest.NewClock()
 	path := filepath.Join(t.TempDir(), "relay.db")
-	s := openTestStore(t, path, tokens.WithClock(clk.Now))
+	s := tokenstest.Open(t, path, tokens.WithClock(clk.Now))
 	ctx := context.Background()
 	secret, tok, err := s.Create(ctx, tokens.Spec{Name: "kid", RPM: 10, TPM: 20_000, MonthlyTokens: 2_000_000, MonthlyCost: 5.5})
 	if err != nil {
@@ -263,7 +264,7 @@ func TestQuotaTokenLimitsAreStored(t *testing.T) {
 	if err != nil || got.Limits() != want || got.ID != tok.ID {
 		t.Fatalf("set: %+v %v", got, err)
 	}
-	reader := openTestStore(t, path) // another process, e.g. the running relay
+	reader := tokenstest.Open(t, path) // another process, e.g. the running relay
 	if list, err := reader.List(ctx); err != nil || len(list) != 1 || list[0].Limits() != want {
 		t.Errorf("read back: %+v %v", list, err)
 	}

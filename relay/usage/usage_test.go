@@ -17,6 +17,7 @@ import (
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/relay/tokens"
+	"github.com/hearthlab/hearth/relay/tokens/tokenstest"
 )
 
 var testPrices = []config.Price{
@@ -39,7 +40,7 @@ func newUsageFixture(t *testing.T, opts ...Option) *usageFixture {
 	t.Helper()
 	clk := hearthtest.NewClock()
 	path := filepath.Join(t.TempDir(), "relay.db")
-	st := openTestStore(t, path, tokens.WithClock(clk.Now))
+	st := tokenstest.Open(t, path, tokens.WithClock(clk.Now))
 	logs := &hearthtest.Logs{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	u, err := New(st, config.UsageConfig{FlushInterval: time.Hour, Retention: 400 * 24 * time.Hour}, testPrices, log,
@@ -216,7 +217,7 @@ func TestUsageConcurrentWritersLoseNothingAndNeverLock(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	stop := f.run(t)
-	other := openTestStore(t, f.path) // like `hearth token create` while the relay runs
+	other := tokenstest.Open(t, f.path) // like `hearth token create` while the relay runs
 
 	const writers, each = 20, 500
 	var wg sync.WaitGroup
