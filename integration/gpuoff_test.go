@@ -39,7 +39,7 @@ func runAgent(t *testing.T, cfg config.Agent, logs io.Writer) runningAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	var once sync.Once
@@ -92,7 +92,7 @@ func TestGPUPCOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	relayDone := make(chan error, 1)
 	go func() { relayDone <- rl.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-relayDone })
@@ -104,7 +104,7 @@ func TestGPUPCOff(t *testing.T) {
 		},
 	}}
 	t.Cleanup(client.CloseIdleConnections)
-	token, _, err := rl.Store().Create(context.Background(), tokens.Spec{Name: "phone"})
+	token, _, err := rl.Store().Create(t.Context(), tokens.Spec{Name: "phone"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -16,7 +15,7 @@ import (
 // manages the store and the limited token still chats with the models it is allowed.
 func TestHomeModelStore(t *testing.T) {
 	w := startWorld(t, "http-01")
-	ctx := context.Background()
+	ctx := t.Context()
 	limited, _, err := w.relay.Store().Create(ctx, tokens.Spec{Name: "kid", Models: []string{"tiny:*", "mine:*"}})
 	if err != nil {
 		t.Fatal(err)

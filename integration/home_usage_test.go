@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -54,7 +53,7 @@ func readRefusal(t *testing.T, resp *http.Response, body string) refusal {
 func TestHomeUsageQuota(t *testing.T) {
 	w := startWorld(t, "http-01")
 	const quota = 40
-	secret, _, err := w.relay.Store().Create(context.Background(), tokens.Spec{Name: "meter", MonthlyTokens: quota})
+	secret, _, err := w.relay.Store().Create(t.Context(), tokens.Spec{Name: "meter", MonthlyTokens: quota})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +141,7 @@ func TestHomeUsageQuota(t *testing.T) {
 
 	// Tokens per minute: one request always fits; what home reported it used keeps the next
 	// one out for the minute.
-	fast, _, err := w.relay.Store().Create(context.Background(), tokens.Spec{Name: "fast", TPM: 5})
+	fast, _, err := w.relay.Store().Create(t.Context(), tokens.Spec{Name: "fast", TPM: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +190,7 @@ func (w *world) usage(t *testing.T, by string) map[string]usageRow {
 // not.
 func TestHomeUsageRecorded(t *testing.T) {
 	w := startWorld(t, "http-01")
-	ctx := context.Background()
+	ctx := t.Context()
 	post := func(t *testing.T, token, path, body string) (*http.Response, string) {
 		t.Helper()
 		secret, _, err := w.relay.Store().Create(ctx, tokens.Spec{Name: token})

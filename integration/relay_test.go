@@ -143,7 +143,7 @@ func startWorld(t *testing.T, challenge string, tweaks ...func(*config.Relay)) *
 	}
 	w.relay, w.cfg = rl, cfg
 	w.tunnelAddr = rl.TunnelAddr().String()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- rl.Run(ctx) }()
 	var once sync.Once
@@ -171,7 +171,7 @@ func startWorld(t *testing.T, challenge string, tweaks ...func(*config.Relay)) *
 		return resp.StatusCode == http.StatusOK
 	})
 
-	secret, _, err := rl.Store().Create(context.Background(), tokens.Spec{Name: "phone"})
+	secret, _, err := rl.Store().Create(t.Context(), tokens.Spec{Name: "phone"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +324,7 @@ func TestRelayAuthAndHomeOffline(t *testing.T) {
 	}
 
 	// A token limited to other models is refused before anything goes home.
-	limited, _, err := w.relay.Store().Create(context.Background(), tokens.Spec{Name: "kid", Models: []string{"qwen3:*"}})
+	limited, _, err := w.relay.Store().Create(t.Context(), tokens.Spec{Name: "kid", Models: []string{"qwen3:*"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,7 +519,7 @@ func TestRelayStopRecordsAStreamCutAtShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows, err := usage.Summary(context.Background(), "channel", time.Time{})
+	rows, err := usage.Summary(t.Context(), "channel", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -106,7 +106,7 @@ type tunnelPart struct {
 
 func runTunnelPart(t *testing.T, what string, fn func(context.Context) error) tunnelPart {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- fn(ctx) }()
 	var once sync.Once
@@ -181,7 +181,7 @@ func tunnelHostOf(srv *httptest.Server) string { return srv.Listener.Addr().Stri
 func tunnelNDJSONBackend(t *testing.T, lines []string, next <-chan struct{}, seen chan<- *http.Request) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen <- r.Clone(context.Background())
+		seen <- r.Clone(t.Context())
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		for i, l := range lines {
 			if i > 0 {

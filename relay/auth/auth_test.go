@@ -126,7 +126,7 @@ func TestAuthRefusalsInBothDialects(t *testing.T) {
 	revoked := f.create(t, tokens.Spec{Name: "old"})
 	expiring := f.create(t, tokens.Spec{Name: "trial", Expires: time.Hour})
 	f.clock.Advance(30 * time.Minute)
-	if err := f.store.Revoke(context.Background(), "old"); err != nil {
+	if err := f.store.Revoke(t.Context(), "old"); err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Advance(2 * time.Hour)
@@ -354,22 +354,22 @@ func TestAuthOllamaClient(t *testing.T) {
 	client := api.NewClient(base, srv.Client())
 	chat := func() (string, error) {
 		var reply string
-		err := client.Chat(context.Background(), &api.ChatRequest{Model: "qwen3:4b", Messages: []api.Message{{Role: "user", Content: "hi"}}},
+		err := client.Chat(t.Context(), &api.ChatRequest{Model: "qwen3:4b", Messages: []api.Message{{Role: "user", Content: "hi"}}},
 			func(r api.ChatResponse) error { reply += r.Message.Content; return nil })
 		return reply, err
 	}
 	// Refused, and the CLI's client shows why: both its plain and its streaming calls.
-	if _, err := client.List(context.Background()); err == nil || !strings.Contains(err.Error(), "this ollama key is not registered") {
+	if _, err := client.List(t.Context()); err == nil || !strings.Contains(err.Error(), "this ollama key is not registered") {
 		t.Errorf("List with an unregistered key: %v", err)
 	}
 	if _, err := chat(); err == nil || !strings.Contains(err.Error(), "this ollama key is not registered") {
 		t.Errorf("Chat with an unregistered key: %v", err)
 	}
 
-	if _, _, err := st.Create(context.Background(), tokens.Spec{Name: "laptop", OllamaKey: line}); err != nil {
+	if _, _, err := st.Create(t.Context(), tokens.Spec{Name: "laptop", OllamaKey: line}); err != nil {
 		t.Fatal(err)
 	}
-	list, err := client.List(context.Background())
+	list, err := client.List(t.Context())
 	if err != nil || len(list.Models) != 1 || list.Models[0].Name != "hello-laptop" {
 		t.Fatalf("List with a registered key: %+v %v", list, err)
 	}
@@ -384,7 +384,7 @@ func TestAuthLogsNoSecrets(t *testing.T) {
 	f := newAuthFixture(t, config.RelayLimits{AuthFailures: 3, RequestsPerMinute: 2}, logger)
 	good := f.create(t, tokens.Spec{Name: "phone", Models: []string{"qwen3:*"}})
 	revoked := f.create(t, tokens.Spec{Name: "old"})
-	if err := f.store.Revoke(context.Background(), "old"); err != nil {
+	if err := f.store.Revoke(t.Context(), "old"); err != nil {
 		t.Fatal(err)
 	}
 	priv, _, keyLine := hearthtest.OllamaKey(t)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/acmetest"
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 )
 
 // A real certificate for relay.test from Pebble over HTTP-01, served to a client that trusts
@@ -47,11 +48,11 @@ func TestCertsHTTP01(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	ran := make(chan error, 1)
 	go func() { ran <- again.Run(ctx) }()
 	again.Manage(ctx, "relay.test")
-	certsWaitFor(t, 5*time.Second, "the stored certificate", func() bool { return again.Ready("relay.test") })
+	hearthtest.Eventually(t, "the stored certificate", 5*time.Second, func() bool { return again.Ready("relay.test") })
 	cancel()
 	if err := <-ran; err != nil {
 		t.Fatalf("Run: %v", err)
@@ -92,7 +93,7 @@ func TestCertsPortClosedIsExplained(t *testing.T) {
 	rig := startCertsRig(t, []string{"http-01"}, closedPort)
 	rig.certs.Manage(rig.ctx, "relay.test")
 	want := "the CA could not reach http://relay.test/.well-known/acme-challenge: open port 80 to the internet, or use tls-alpn-01 only"
-	certsWaitFor(t, 20*time.Second, "the port-80 explanation in the log", func() bool {
+	hearthtest.Eventually(t, "the port-80 explanation in the log", 20*time.Second, func() bool {
 		return strings.Contains(rig.logs.String(), want)
 	})
 	if !strings.Contains(rig.logs.String(), "level=ERROR msg=\""+want) {
@@ -106,14 +107,14 @@ func TestCertsPortClosedIsExplained(t *testing.T) {
 	// managing it again starts over.
 	siteCtx, siteGone := context.WithCancel(rig.ctx)
 	rig.certs.Manage(siteCtx, "chat.test")
-	certsWaitFor(t, 20*time.Second, "the explanation for chat.test", func() bool {
+	hearthtest.Eventually(t, "the explanation for chat.test", 20*time.Second, func() bool {
 		return strings.Contains(rig.logs.String(), "http://chat.test/.well-known/acme-challenge: open port 80")
 	})
 	if !rig.certs.serves("chat.test") {
 		t.Fatal("a managed site host is not served on port 80")
 	}
 	siteGone()
-	certsWaitFor(t, 5*time.Second, "chat.test forgotten", func() bool { return !rig.certs.serves("chat.test") })
+	hearthtest.Eventually(t, "chat.test forgotten", 5*time.Second, func() bool { return !rig.certs.serves("chat.test") })
 	rig.certs.Manage(rig.ctx, "chat.test")
 	if !rig.certs.serves("chat.test") {
 		t.Fatal("managing chat.test again did nothing")
@@ -132,12 +133,12 @@ func TestCertsUntrustedCAIsExplained(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	ran := make(chan error, 1)
 	go func() { ran <- certs.Run(ctx) }()
 	certs.Manage(ctx, "relay.test")
 	want := "the ACME CA's HTTPS certificate at " + ca.DirectoryURL + " is not trusted: set acme.ca_root"
-	certsWaitFor(t, 10*time.Second, "the acme.ca_root explanation", func() bool { return strings.Contains(logs.String(), want) })
+	hearthtest.Eventually(t, "the acme.ca_root explanation", 10*time.Second, func() bool { return strings.Contains(logs.String(), want) })
 	cancel()
 	if err := <-ran; err != nil {
 		t.Fatalf("Run: %v", err)
@@ -157,7 +158,7 @@ func TestCertsBringYourOwn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	ran := make(chan error, 1)
 	go func() { ran <- certs.Run(ctx) }()
 
@@ -252,7 +253,7 @@ func TestCertsHTTPHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	ran := make(chan error, 1)
 	go func() { ran <- certs.Run(ctx) }()
 	defer func() {

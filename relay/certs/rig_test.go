@@ -101,7 +101,7 @@ func startCertsRig(t *testing.T, challenges []string, caHTTPPort int) *certsRig 
 	go httpsSrv.Serve(tls.NewListener(httpsLn, tlsCfg))
 	t.Cleanup(func() { httpSrv.Close(); httpsSrv.Close() })
 
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	rig.ctx = ctx
 	ran := make(chan error, 1)
 	go func() { ran <- rig.certs.Run(ctx) }()
@@ -125,7 +125,7 @@ func startCertsRig(t *testing.T, challenges []string, caHTTPPort int) *certsRig 
 
 func (r *certsRig) waitReady(t *testing.T, host string) {
 	t.Helper()
-	certsWaitFor(t, 25*time.Second, "a certificate for "+host, func() bool { return r.certs.Ready(host) })
+	hearthtest.Eventually(t, "a certificate for "+host, 25*time.Second, func() bool { return r.certs.Ready(host) })
 }
 
 // assertServesPebbleCertificate calls https://relay.test on the HTTPS listener as a client
@@ -173,17 +173,6 @@ func (r *certsRig) stopAndCheckNothingLeft(t *testing.T) {
 	hearthtest.Eventually(t, "no goroutine of Certs or certmagic's cache 2s after Run returned", 2*time.Second, func() bool {
 		return len(hearthtest.Goroutines("hearth/relay/certs.(*Certs)", "certmagic.(*Cache).maintainAssets")) == 0
 	})
-}
-
-func certsWaitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %s", what, d)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
 }
 
 // certsHandshake connects to addr as relay.test, trusting only want, and returns the leaf.

@@ -105,7 +105,7 @@ func TestChainOllamaDialectVendorErrors(t *testing.T) {
 			}
 
 			client := w.ollamaClient(t)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
 			stream := false
 			errs := map[string]error{

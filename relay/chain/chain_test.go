@@ -128,7 +128,7 @@ func startChain(t *testing.T, channels []config.Channel, routes []config.Route) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { _ = usage.Run(ctx); close(done) }()
 	auth := auth.New(store, cfg.Limits, "admin-key-0123456789abc", nil)
@@ -136,7 +136,7 @@ func startChain(t *testing.T, channels []config.Channel, routes []config.Route) 
 	mux := http.NewServeMux()
 	mux.Handle("/", auth.Require(chain))
 	srv := httptest.NewServer(mux)
-	secret, _, err := store.Create(context.Background(), tokens.Spec{Name: "phone"})
+	secret, _, err := store.Create(t.Context(), tokens.Spec{Name: "phone"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package tokens
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -119,7 +118,7 @@ func TestOllamaSignatureFromOllamaAuthSign(t *testing.T) {
 		{"GET", "/api/tags"}, {"POST", "/api/chat"}, {"HEAD", "/"}, {"DELETE", "/api/delete"},
 	} {
 		ts := strconv.FormatInt(now.Unix(), 10)
-		header, err := auth.Sign(context.Background(), []byte(fmt.Sprintf("%s,%s?ts=%s", tc.method, tc.path, ts)))
+		header, err := auth.Sign(t.Context(), []byte(fmt.Sprintf("%s,%s?ts=%s", tc.method, tc.path, ts)))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,7 +2,6 @@ package tokens
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"database/sql"
 	"errors"
@@ -31,7 +30,7 @@ func openTestStore(t *testing.T, path string, opts ...StoreOption) *Store {
 func TestTokenCreateListRevoke(t *testing.T) {
 	clk := hearthtest.NewClock()
 	s := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"), WithClock(clk.Now))
-	ctx := context.Background()
+	ctx := t.Context()
 
 	secret, tok, err := s.Create(ctx, Spec{Name: "phone", Models: []string{"Qwen3:*", "rag:*", "llama3"}, Expires: 90 * 24 * time.Hour})
 	if err != nil {
@@ -105,7 +104,7 @@ func TestTokenCreateListRevoke(t *testing.T) {
 func TestTokenExpiry(t *testing.T) {
 	clk := hearthtest.NewClock()
 	s := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"), WithClock(clk.Now))
-	secret, _, err := s.Create(context.Background(), Spec{Name: "trial", Expires: time.Hour})
+	secret, _, err := s.Create(t.Context(), Spec{Name: "trial", Expires: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,14 +119,14 @@ func TestTokenExpiry(t *testing.T) {
 		}
 	}
 	// An expired token's name is free again.
-	if _, _, err := s.Create(context.Background(), Spec{Name: "trial"}); err != nil {
+	if _, _, err := s.Create(t.Context(), Spec{Name: "trial"}); err != nil {
 		t.Errorf("reuse the name of an expired token: %v", err)
 	}
 }
 
 func TestTokenUniqueNamesAndValidation(t *testing.T) {
 	s := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"))
-	ctx := context.Background()
+	ctx := t.Context()
 	_, _, keyLine := hearthtest.OllamaKey(t)
 	if _, _, err := s.Create(ctx, Spec{Name: "phone", OllamaKey: keyLine}); err != nil {
 		t.Fatal(err)
@@ -169,7 +168,7 @@ func TestTokenUniqueNamesAndValidation(t *testing.T) {
 
 func TestTokenOllamaKeyLookup(t *testing.T) {
 	s := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"))
-	ctx := context.Background()
+	ctx := t.Context()
 	_, pub, line := hearthtest.OllamaKey(t)
 	bare := strings.Fields(line)[1] // only the AAAA... part is accepted too
 	_, tok, err := s.Create(ctx, Spec{Name: "laptop", OllamaKey: bare})
@@ -203,7 +202,7 @@ func TestTokenStoresOnlyTheHash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secret, _, err := s.Create(context.Background(), Spec{Name: "phone"})
+	secret, _, err := s.Create(t.Context(), Spec{Name: "phone"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +244,7 @@ func TestTokenRevokeFromAnotherStoreIsSeen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "relay.db")
 	relayStore := openTestStore(t, path, WithRefresh(50*time.Millisecond))
 	cli := openTestStore(t, path)
-	ctx := context.Background()
+	ctx := t.Context()
 
 	secret, _, err := cli.Create(ctx, Spec{Name: "phone"})
 	if err != nil {
@@ -266,7 +265,7 @@ func TestTokenLastUsedWrittenOffThePath(t *testing.T) {
 	clk := hearthtest.NewClock()
 	path := filepath.Join(t.TempDir(), "relay.db")
 	s := openTestStore(t, path, WithClock(clk.Now), WithRefresh(20*time.Millisecond))
-	secret, _, err := s.Create(context.Background(), Spec{Name: "phone"})
+	secret, _, err := s.Create(t.Context(), Spec{Name: "phone"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +275,7 @@ func TestTokenLastUsedWrittenOffThePath(t *testing.T) {
 	}
 	reader := openTestStore(t, path)
 	hearthtest.Eventually(t, "last_used_at is written", 3*time.Second, func() bool {
-		list, err := reader.List(context.Background())
+		list, err := reader.List(t.Context())
 		return err == nil && len(list) == 1 && list[0].LastUsedAt != nil && list[0].LastUsedAt.Equal(clk.Now())
 	})
 }
@@ -284,13 +283,13 @@ func TestTokenLastUsedWrittenOffThePath(t *testing.T) {
 func TestTokenSchemaMigrations(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "relay.db")
 	s := openTestStore(t, path)
-	if _, _, err := s.Create(context.Background(), Spec{Name: "phone"}); err != nil {
+	if _, _, err := s.Create(t.Context(), Spec{Name: "phone"}); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
 	// Reopening keeps the data and applies nothing twice.
 	s2 := openTestStore(t, path)
-	if list, err := s2.List(context.Background()); err != nil || len(list) != 1 {
+	if list, err := s2.List(t.Context()); err != nil || len(list) != 1 {
 		t.Fatalf("after reopen: %v %v", list, err)
 	}
 	var v int
@@ -342,7 +341,7 @@ func TestTokenAllows(t *testing.T) {
 func TestTokenOllamaKeyReusedAfterExpiry(t *testing.T) {
 	clk := hearthtest.NewClock()
 	s := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"), WithClock(clk.Now))
-	ctx := context.Background()
+	ctx := t.Context()
 	_, pub, line := hearthtest.OllamaKey(t)
 	if _, _, err := s.Create(ctx, Spec{Name: "laptop", OllamaKey: line, Expires: time.Hour}); err != nil {
 		t.Fatal(err)
@@ -381,7 +380,7 @@ func TestQuotaMigrationFromTokensOnly(t *testing.T) {
 	}
 	db.Close()
 	s := openTestStore(t, path)
-	list, err := s.List(context.Background())
+	list, err := s.List(t.Context())
 	if err != nil || len(list) != 1 || list[0].Limits() != (Limits{}) {
 		t.Fatalf("an old token after the upgrade: %+v %v", list, err)
 	}

@@ -1,7 +1,6 @@
 package usage
 
 import (
-	"context"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -247,7 +246,7 @@ func TestQuotaTokenLimitsAreStored(t *testing.T) {
 	clk := hearthtest.NewClock()
 	path := filepath.Join(t.TempDir(), "relay.db")
 	s := tokenstest.Open(t, path, tokens.WithClock(clk.Now))
-	ctx := context.Background()
+	ctx := t.Context()
 	secret, tok, err := s.Create(ctx, tokens.Spec{Name: "kid", RPM: 10, TPM: 20_000, MonthlyTokens: 2_000_000, MonthlyCost: 5.5})
 	if err != nil {
 		t.Fatal(err)

@@ -240,7 +240,7 @@ func TestUsageConcurrentWritersLoseNothingAndNeverLock(t *testing.T) {
 			case <-flushing:
 			case <-time.After(100 * time.Millisecond):
 			}
-			if _, _, err := other.Create(context.Background(), tokens.Spec{Name: fmt.Sprintf("cli%d", i)}); err != nil {
+			if _, _, err := other.Create(t.Context(), tokens.Spec{Name: fmt.Sprintf("cli%d", i)}); err != nil {
 				errs <- fmt.Errorf("token create during the load: %w", err)
 			}
 		}
@@ -248,7 +248,7 @@ func TestUsageConcurrentWritersLoseNothingAndNeverLock(t *testing.T) {
 	wg.Go(func() {
 		for range 20 {
 			time.Sleep(15 * time.Millisecond)
-			if _, err := f.usage.Summary(context.Background(), "token", time.Time{}); err != nil {
+			if _, err := f.usage.Summary(t.Context(), "token", time.Time{}); err != nil {
 				errs <- fmt.Errorf("summary during the load: %w", err)
 			}
 		}
@@ -303,7 +303,7 @@ func TestUsageFailedFlushKeepsTheRecords(t *testing.T) {
 	for i := range 5 {
 		f.usage.Record(Record{TokenID: "tok_1", TokenName: "phone", Channel: "home", PromptTokens: i, Status: 200})
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if err := f.usage.flush(ctx); err == nil {
 		t.Fatal("a flush with an ended context succeeded")
@@ -386,7 +386,7 @@ func TestUsageSummary(t *testing.T) {
 			{Key: "qwen3:14b", Requests: 1, PromptTokens: 100, CompletionTokens: 200, AvgTTFT: 100 * time.Millisecond, AvgDuration: time.Second},
 		}},
 	} {
-		got, err := f.usage.Summary(context.Background(), tc.by, since)
+		got, err := f.usage.Summary(t.Context(), tc.by, since)
 		if err != nil {
 			t.Fatalf("by %s: %v", tc.by, err)
 		}
@@ -404,10 +404,10 @@ func TestUsageSummary(t *testing.T) {
 			}
 		}
 	}
-	if all, err := f.usage.Summary(context.Background(), "token", time.Time{}); err != nil || len(all) != 3 {
+	if all, err := f.usage.Summary(t.Context(), "token", time.Time{}); err != nil || len(all) != 3 {
 		t.Errorf("since the beginning: %d rows (%v), want the old token's too", len(all), err)
 	}
-	if _, err := f.usage.Summary(context.Background(), "week", since); !errors.Is(err, ErrSummaryBy) ||
+	if _, err := f.usage.Summary(t.Context(), "week", since); !errors.Is(err, ErrSummaryBy) ||
 		err.Error() != `usage summary: unknown grouping "week": use day, token, channel or model` {
 		t.Errorf("by week: %v", err)
 	}

@@ -5,7 +5,6 @@ package anthropic
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -81,7 +80,7 @@ func TestAnthropicGoOpenAIResponse(t *testing.T) {
 			t.Errorf("tool %v", tool)
 		}
 	})
-	resp, err := client.CreateChatCompletion(context.Background(), openai.ChatCompletionRequest{
+	resp, err := client.CreateChatCompletion(t.Context(), openai.ChatCompletionRequest{
 		Model: "gpt-4o",
 		Messages: []openai.ChatCompletionMessage{
 			{Role: openai.ChatMessageRoleSystem, Content: "Use tools."},
@@ -140,7 +139,7 @@ func TestAnthropicGoOpenAIStream(t *testing.T) {
 			t.Errorf("stream, tool_choice = %v, %v", req["stream"], req["tool_choice"])
 		}
 	})
-	stream, err := client.CreateChatCompletionStream(context.Background(), openai.ChatCompletionRequest{
+	stream, err := client.CreateChatCompletionStream(t.Context(), openai.ChatCompletionRequest{
 		Model:         "gpt-4o",
 		Messages:      []openai.ChatCompletionMessage{{Role: openai.ChatMessageRoleUser, Content: "Weather in Paris, and the time?"}},
 		Tools:         []openai.Tool{{Type: openai.ToolTypeFunction, Function: &openai.FunctionDefinition{Name: "get_weather"}}, {Type: openai.ToolTypeFunction, Function: &openai.FunctionDefinition{Name: "get_time"}}},
@@ -203,7 +202,7 @@ func TestAnthropicGoOpenAIStream(t *testing.T) {
 
 func TestAnthropicGoOpenAIStreamError(t *testing.T) {
 	client := anthropicClient(t, "stream/error.anthropic.sse", func(*testing.T, map[string]any) {})
-	stream, err := client.CreateChatCompletionStream(context.Background(), openai.ChatCompletionRequest{
+	stream, err := client.CreateChatCompletionStream(t.Context(), openai.ChatCompletionRequest{
 		Model:    "gpt-4o",
 		Messages: []openai.ChatCompletionMessage{{Role: openai.ChatMessageRoleUser, Content: "hi"}},
 	})

@@ -51,7 +51,7 @@ func TestOllamaDialectWithOllamaClient(t *testing.T) {
 	t.Cleanup(srv.Close)
 	base, _ := url.Parse(srv.URL)
 	client := api.NewClient(base, srv.Client())
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
 
 	t.Run("chat stream with image and tools", func(t *testing.T) {
