@@ -22,17 +22,19 @@ import (
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/internal/ollamasim"
-	"github.com/hearthlab/hearth/relay"
 	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 const clusterKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 
+// runningAgent is an agent a test started (runAgent): its gossip address, and how to stop it.
 type runningAgent struct {
 	gossip string
 	stop   func()
 }
 
+// runAgent builds an agent from cfg, logging to logs, and runs it until the test ends or its
+// stop is called: the one way the integration tests start an agent.
 func runAgent(t *testing.T, cfg config.Agent, logs io.Writer) runningAgent {
 	t.Helper()
 	a, err := agent.New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), "test")
@@ -63,6 +65,7 @@ func clusterAgent(name, ollamaURL, join string) config.Agent {
 // Every request that had not started streaming is served, by the vendor with the mapped
 // model when home cannot; usage says so; when the node is back, traffic returns home.
 func TestGPUPCOff(t *testing.T) {
+	hearthtest.CheckGoroutines(t, hearthtest.Hearth)
 	logs := &hearthtest.Logs{}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -88,14 +91,7 @@ func TestGPUPCOff(t *testing.T) {
 	}
 	cfg.Routes = []config.Route{{Model: "qwen3:*", Fallback: []string{"deepseek/deepseek-chat"}}}
 	cfg.Usage.FlushInterval = 50 * time.Millisecond
-	rl, err := relay.New(cfg, "", slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	relayDone := make(chan error, 1)
-	go func() { relayDone <- rl.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-relayDone })
+	rl, _ := runRelay(t, cfg, logs)
 	client := &http.Client{Transport: &http.Transport{
 		TLSClientConfig:     &tls.Config{RootCAs: ca.RootPool()},
 		MaxIdleConnsPerHost: 32,

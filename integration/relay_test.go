@@ -20,7 +20,6 @@ import (
 
 	"golang.org/x/net/websocket"
 
-	"github.com/hearthlab/hearth/agent"
 	"github.com/hearthlab/hearth/internal/acmetest"
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/hearthtest"
@@ -121,6 +120,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func startWorld(t *testing.T, challenge string, tweaks ...func(*config.Relay)) *world {
 	t.Helper()
+	hearthtest.CheckGoroutines(t, hearthtest.Hearth) // first: its check runs after every other cleanup
 	w := &world{relayLogs: &hearthtest.Logs{}, agentLogs: &hearthtest.Logs{}}
 	httpPort := freePort(t)
 	w.httpsPort = freePort(t)
@@ -137,18 +137,9 @@ func startWorld(t *testing.T, challenge string, tweaks ...func(*config.Relay)) *
 	for _, tweak := range tweaks {
 		tweak(&cfg)
 	}
-	rl, err := relay.New(cfg, "", slog.New(slog.NewJSONHandler(w.relayLogs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.relay, w.cfg = rl, cfg
+	rl, stop := runRelay(t, cfg, w.relayLogs)
+	w.relay, w.cfg, w.stopRelay = rl, cfg, stop
 	w.tunnelAddr = rl.TunnelAddr().String()
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- rl.Run(ctx) }()
-	var once sync.Once
-	w.stopRelay = func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(w.stopRelay)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("relay log:\n%s\nagent log:\n%s", w.relayLogs, w.agentLogs)
@@ -203,16 +194,24 @@ func startWorld(t *testing.T, challenge string, tweaks ...func(*config.Relay)) *
 
 func (w *world) startAgent(t *testing.T) {
 	t.Helper()
-	a, err := agent.New(w.agentCfg, slog.New(slog.NewJSONHandler(w.agentLogs, &slog.HandlerOptions{Level: slog.LevelDebug})), "test")
+	w.stopAgent = runAgent(t, w.agentCfg, w.agentLogs).stop
+}
+
+// runRelay builds a relay from cfg, logging to logs, and runs it until the test ends or stop
+// is called: the one way the integration tests start a relay.
+func runRelay(t *testing.T, cfg config.Relay, logs io.Writer) (*relay.Relay, func()) {
+	t.Helper()
+	rl, err := relay.New(cfg, "", slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	go func() { done <- rl.Run(ctx) }()
 	var once sync.Once
-	w.stopAgent = func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(w.stopAgent)
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return rl, stop
 }
 
 func (w *world) homeOnline(t *testing.T) bool {

@@ -20,14 +20,14 @@ var forever = []string{
 	"certmagic.(*RingBufferRateLimiter)",
 }
 
-// Goroutines lists the stacks of the running goroutines, but the caller's and those in
-// forever, that contain one of match.
+// Goroutines lists the stacks of the running goroutines that contain one of match, but the
+// caller's, the tests' own (a parent test waiting for its subtests) and those in forever.
 func Goroutines(match ...string) []string {
 	buf := make([]byte, 4<<20)
 	stacks := strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n")
 	var out []string
 	for _, g := range stacks[1:] { // the first is the caller's
-		if containsAny(g, match) && !containsAny(g, forever) {
+		if containsAny(g, match) && !containsAny(g, forever) && !strings.Contains(g, "testing.tRunner(") {
 			out = append(out, g)
 		}
 	}
