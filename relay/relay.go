@@ -124,7 +124,7 @@ func (rl *Relay) HTTPAddr() net.Addr {
 	return rl.httpLn.Addr()
 }
 
-// tokens.Store is the token store, for the admin API and tests.
+// Store is the token store, for the admin API and tests.
 func (rl *Relay) Store() *tokens.Store { return rl.store }
 
 // Run serves until ctx ends, then lets streams finish for a short grace period.
