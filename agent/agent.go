@@ -1,5 +1,6 @@
 // Package agent is the `hearth agent` role: it wires the watch of the local Ollama, the
-// router and the API listener of one home machine. Only cmd/hearth imports it.
+// router and the API listener of one home machine. Only cmd/hearth and the tests that run
+// agents (integration, e2e) and the benchmarks import it.
 package agent
 
 import (

@@ -28,6 +28,14 @@ const checkTimeout = 3 * time.Second
 // recovers within seconds when Ollama appears.
 const downInterval = 2 * time.Second
 
+// The optional capabilities the cluster picker finds by type assertion on its local node.
+var (
+	_ router.Node                 = (*Backend)(nil)
+	_ router.LoadCounter          = (*Backend)(nil)
+	_ router.FailureReporter      = (*Backend)(nil)
+	_ interface{ InFlight() int } = (*Backend)(nil)
+)
+
 // Backend watches the local Ollama: whether it answers, which models it has on disk and
 // which are loaded. It is the router.Node for this machine.
 type Backend struct {

@@ -22,16 +22,17 @@ import (
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/frplog"
 	"github.com/hearthlab/hearth/internal/logging"
+	"github.com/hearthlab/hearth/internal/tunnelmeta"
 )
 
-// How the relay recognises this agent's frp proxies (their metadatas); they must match the
-// relay package's frpMeta names.
+// How the relay recognises this agent's frp proxies (their metadatas): internal/tunnelmeta,
+// which the relay's tunnel server reads.
 const (
-	tunnelMetaKind    = "hearth_kind"    // "home" or "site"
-	tunnelMetaChannel = "hearth_channel" // tunnel.name
-	tunnelMetaName    = "hearth_name"    // tunnel.expose[].name
-	tunnelMetaHost    = "hearth_host"    // tunnel.expose[].host
-	tunnelMetaAuth    = "hearth_auth"    // tunnel.expose[].auth
+	tunnelMetaKind    = tunnelmeta.Kind    // "home" or "site"
+	tunnelMetaChannel = tunnelmeta.Channel // tunnel.name
+	tunnelMetaName    = tunnelmeta.Name    // tunnel.expose[].name
+	tunnelMetaHost    = tunnelmeta.Host    // tunnel.expose[].host
+	tunnelMetaAuth    = tunnelmeta.Auth    // tunnel.expose[].auth
 )
 
 const (

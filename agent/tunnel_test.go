@@ -14,13 +14,13 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hearthlab/hearth/agent"
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 )
 
 const testTunnelToken = "tunnel-token-0123456789abcdef"
@@ -57,23 +57,7 @@ func otherTunnelCA(t *testing.T) string {
 // first, so that it runs after every other cleanup.
 func checkTunnelGoroutines(t *testing.T) {
 	t.Helper()
-	t.Cleanup(func() {
-		var left []string
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			left = left[:0]
-			buf := make([]byte, 4<<20)
-			for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n")[1:] {
-				if strings.Contains(g, "hearth/agent.(*Tunnel)") || strings.Contains(g, "fatedier/frp/client") ||
-					strings.Contains(g, "hashicorp/yamux") {
-					left = append(left, g)
-				}
-			}
-			if len(left) == 0 {
-				return
-			}
-		}
-		t.Errorf("%d goroutines outlived the test:\n%s", len(left), strings.Join(left, "\n\n"))
-	})
+	hearthtest.CheckGoroutines(t, "hearth/agent.(*Tunnel)", "fatedier/frp/client", "hashicorp/yamux")
 }
 
 func runAgentTunnel(t *testing.T, cfg config.Tunnel) *agent.Tunnel {

@@ -8,7 +8,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/hearthlab/hearth/router"
+	"github.com/hearthlab/hearth/internal/apierror"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 // listTokens is GET /admin/v1/tokens: every token, never a secret.
@@ -40,22 +41,22 @@ func (rl *Relay) createToken(w http.ResponseWriter, r *http.Request) {
 		adminError(w, http.StatusBadRequest, `send {"name": "...", "models": ["glob", ...], "expires": "90d", "ollama_key": "ssh-ed25519 ...", "rpm": 0, "tpm": 0, "monthly_tokens": 0, "monthly_cost": 0}: `+err.Error())
 		return
 	}
-	expires, err := ParseLifetime(req.Expires)
+	expires, err := tokens.ParseLifetime(req.Expires)
 	if err != nil {
 		adminError(w, http.StatusBadRequest, "expires "+err.Error())
 		return
 	}
-	spec := TokenSpec{Name: req.Name, Models: req.Models, Expires: expires, OllamaKey: req.OllamaKey,
+	spec := tokens.Spec{Name: req.Name, Models: req.Models, Expires: expires, OllamaKey: req.OllamaKey,
 		RPM: req.RPM, TPM: req.TPM, MonthlyTokens: req.MonthlyTokens, MonthlyCost: req.MonthlyCost}
 	// Validation first, on its own: Create's own validation errors are plain, like its
 	// database errors, and only the former are the client's to fix.
-	if _, err := rl.store.newToken(spec); err != nil {
+	if err := rl.store.Validate(spec); err != nil {
 		adminError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	secret, tok, err := rl.store.Create(r.Context(), spec)
 	switch {
-	case errors.Is(err, ErrNameTaken):
+	case errors.Is(err, tokens.ErrNameTaken):
 		adminError(w, http.StatusConflict, err.Error())
 		return
 	case err != nil:
@@ -72,9 +73,9 @@ func (rl *Relay) revokeToken(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
 	if err := rl.store.Revoke(r.Context(), name); err != nil {
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, tokens.ErrNotFound):
 			adminError(w, http.StatusNotFound, err.Error())
-		case errors.Is(err, ErrRevoked): // "token NAME was already revoked on DATE"
+		case errors.Is(err, tokens.ErrRevoked): // "token NAME was already revoked on DATE"
 			adminError(w, http.StatusConflict, err.Error()+": nothing to do")
 		default:
 			rl.log.Error("admin API: revoking a token failed", "auth_name", name, "err", err)
@@ -87,5 +88,5 @@ func (rl *Relay) revokeToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func adminError(w http.ResponseWriter, status int, msg string) {
-	router.WriteError(w, router.OpenAI, &router.APIError{Status: status, Code: http.StatusText(status), Message: msg})
+	apierror.Write(w, apierror.OpenAI, &apierror.Error{Status: status, Code: http.StatusText(status), Message: msg})
 }

@@ -12,6 +12,10 @@ import (
 	"testing"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/hearthlab/hearth/internal/hearthtest"
+	"github.com/hearthlab/hearth/relay/tokens"
+	"github.com/hearthlab/hearth/relay/tokens/tokenstest"
 )
 
 type adminAnswer struct {
@@ -20,10 +24,10 @@ type adminAnswer struct {
 	body    string
 }
 
-func newAdminTokensHandler(t *testing.T) (*Store, func(method, path, body string) adminAnswer) {
+func newAdminTokensHandler(t *testing.T) (*tokens.Store, func(method, path, body string) adminAnswer) {
 	t.Helper()
-	clk := newTestClock()
-	st := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"), WithClock(clk.Now))
+	clk := hearthtest.NewClock()
+	st := tokenstest.Open(t, filepath.Join(t.TempDir(), "relay.db"), tokens.WithClock(clk.Now))
 	rl := &Relay{store: st, log: slog.New(slog.DiscardHandler)}
 	r := chi.NewRouter()
 	r.Post("/admin/v1/tokens", rl.createToken)

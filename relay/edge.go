@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/hearthlab/hearth/relay/auth"
 )
 
 // secure adds the headers every public response carries, without overriding what a home app
@@ -39,7 +41,7 @@ func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 		next.ServeHTTP(rec, r)
 		attrs := []any{"host", r.Host, "method", r.Method, "path", r.URL.Path, "status", rec.status,
 			"bytes", rec.bytes, "ms", time.Since(start).Milliseconds(), "remote", clientIP(r)}
-		if tok, ok := TokenFrom(r.Context()); ok {
+		if tok, ok := auth.TokenFrom(r.Context()); ok {
 			attrs = append(attrs, "auth_name", tok.Name)
 		}
 		log.Info("request", attrs...)

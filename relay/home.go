@@ -14,27 +14,30 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hearthlab/hearth/router"
+	"github.com/hearthlab/hearth/internal/apierror"
+	"github.com/hearthlab/hearth/internal/streamtail"
+	"github.com/hearthlab/hearth/relay/auth"
+	"github.com/hearthlab/hearth/relay/count"
+	"github.com/hearthlab/hearth/relay/tokens"
+	"github.com/hearthlab/hearth/relay/tunnel"
+	"github.com/hearthlab/hearth/relay/usage"
 )
-
-// ErrHomeOffline: no agent holds the home channel's tunnel now.
-var ErrHomeOffline = errors.New("home is offline")
 
 // home sends the public /v1 and /api routes that only home serves (the chat routes go
 // through the channel Chain) through the tunnel to the home cluster.
 type home struct {
 	name   string
-	tunnel *Tunnel
-	auth   *Auth
+	tunnel *tunnel.Server
+	auth   *auth.Auth
 	// usage meters the routes that generate or embed (completions, embeddings) against the
 	// token's quotas and records them, as the Chain does chats. nil meters nothing.
-	usage *UsageLog
+	usage *usage.Log
 	log   *slog.Logger
 }
 
 func (h *home) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	d := router.DialectOf(r.URL.Path)
+	d := apierror.DialectOf(r.URL.Path)
 	if changesStore(r.URL.Path) && !h.mayChangeStore(w, r) {
 		return
 	}
@@ -49,7 +52,7 @@ func (h *home) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeTooLarge(w, r, tooLarge.Limit)
 				return
 			}
-			router.WriteError(w, d, &router.APIError{Status: http.StatusBadRequest, Code: "bad_body",
+			apierror.Write(w, d, &apierror.Error{Status: http.StatusBadRequest, Code: "bad_body",
 				Message: fmt.Sprintf("could not read the request body: %v", err)})
 			return
 		}
@@ -69,15 +72,15 @@ func (h *home) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.offline(w, d) {
 		return
 	}
-	h.tunnel.Forward(w, r, HomeHost(h.name))
+	h.tunnel.Forward(w, r, tunnel.HomeHost(h.name))
 }
 
 // offline answers 503 and returns true when no agent holds home's tunnel.
-func (h *home) offline(w http.ResponseWriter, d router.Dialect) bool {
+func (h *home) offline(w http.ResponseWriter, d apierror.Dialect) bool {
 	if h.tunnel.Channel(h.name) {
 		return false
 	}
-	router.WriteError(w, d, &router.APIError{Status: http.StatusServiceUnavailable, Code: "home_offline", RetryAfter: 10,
+	apierror.Write(w, d, &apierror.Error{Status: http.StatusServiceUnavailable, Code: "home_offline", RetryAfter: 10,
 		Message: fmt.Sprintf("home is offline: no agent holds the tunnel %q to this relay right now; check `hearth status` at home and the agent's tunnel settings", h.name)})
 	return true
 }
@@ -101,7 +104,7 @@ func cleanRoute(p string) string { return strings.ToLower(path.Clean("/" + p)) }
 
 // allModels: the token may use every model, so nothing it could pull, copy or create
 // widens what it may use.
-func allModels(tok Token) bool {
+func allModels(tok tokens.Token) bool {
 	return len(tok.Models) == 0 || slices.Contains(tok.Models, "*")
 }
 
@@ -109,7 +112,7 @@ func allModels(tok Token) bool {
 // models: a token limited to some could otherwise copy a model it may not use to a name it
 // may, or replace one it may use with any other.
 func (h *home) mayChangeStore(w http.ResponseWriter, r *http.Request) bool {
-	tok, ok := TokenFrom(r.Context())
+	tok, ok := auth.TokenFrom(r.Context())
 	if ok && allModels(tok) {
 		return true
 	}
@@ -118,7 +121,7 @@ func (h *home) mayChangeStore(w http.ResponseWriter, r *http.Request) bool {
 		route = "blobs"
 	}
 	h.log.Debug("home: model store change refused", "auth_name", tok.Name, "auth_id", tok.ID, "route", route)
-	router.WriteError(w, router.DialectOf(r.URL.Path), &router.APIError{Status: http.StatusForbidden, Code: "model_store_not_allowed",
+	apierror.Write(w, apierror.DialectOf(r.URL.Path), &apierror.Error{Status: http.StatusForbidden, Code: "model_store_not_allowed",
 		Message: fmt.Sprintf("token %q may only use models %s, so it may not change the model store at home (%s): "+
 			"pull, create, copy and delete models with a token for all models (`hearth token create --name NAME` without --models), or at home",
 			tok.Name, strings.Join(tok.Models, ", "), route)})
@@ -168,7 +171,7 @@ func readHomeRequest(body []byte) homeRequest {
 }
 
 func writeTooLarge(w http.ResponseWriter, r *http.Request, limit int64) {
-	router.WriteError(w, router.DialectOf(r.URL.Path), &router.APIError{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large",
+	apierror.Write(w, apierror.DialectOf(r.URL.Path), &apierror.Error{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large",
 		Message: fmt.Sprintf("request body is larger than %d bytes (limits.max_body on the relay): send less", limit)})
 }
 
@@ -202,23 +205,23 @@ func meteredRoute(p string) homeRoute {
 // refuse with the chat routes' 429), then settle with the tokens home's answer reports (or
 // an estimate when it reports none) and record the request.
 func (h *home) serveMetered(w http.ResponseWriter, r *http.Request, kind homeRoute, body []byte, req homeRequest, start time.Time) {
-	d := router.DialectOf(r.URL.Path)
-	tok, _ := TokenFrom(r.Context())
-	est := EstimateTokens(string(body))
+	d := apierror.DialectOf(r.URL.Path)
+	tok, _ := auth.TokenFrom(r.Context())
+	est := count.Estimate(string(body))
 	settle, err := h.usage.Reserve(tok, req.model, est)
 	if err != nil {
-		router.WriteError(w, d, limitRefusal(err))
+		apierror.Write(w, d, usage.Refusal(err))
 		return
 	}
-	rec := UsageRecord{Time: start, TokenID: tok.ID, TokenName: tok.Name, Channel: homeChannel,
+	rec := usage.Record{Time: start, TokenID: tok.ID, TokenName: tok.Name, Channel: homeChannel,
 		RequestedModel: req.model, ServedModel: req.model, Stream: kind == generates && req.stream}
-	var used Usage
+	var used count.Usage
 	if h.offline(w, d) {
 		rec.Status = http.StatusServiceUnavailable
 	} else {
 		m := &homeMeter{ResponseWriter: w, collectText: kind == generates}
 		sent := time.Now()
-		h.tunnel.Forward(m, r, HomeHost(h.name))
+		h.tunnel.Forward(m, r, tunnel.HomeHost(h.name))
 		rec.Status = m.status
 		switch {
 		case rec.Status == 0 && r.Context().Err() != nil:
@@ -266,7 +269,7 @@ func (m *homeMeter) Write(p []byte) (int, error) {
 	if m.status == 0 {
 		m.status, m.first = http.StatusOK, time.Now()
 	}
-	m.tail = router.KeepTail(m.tail, p)
+	m.tail = streamtail.Keep(m.tail, p)
 	if m.collectText {
 		m.collect(p)
 	}
@@ -318,9 +321,9 @@ func (m *homeMeter) addText(line []byte) {
 
 // usage is what the answer used: nothing when it was refused or failed, the counts at its
 // end when there are any, else estimated from the request (promptEstimate) and the text.
-func (m *homeMeter) usage(promptEstimate int) Usage {
+func (m *homeMeter) usage(promptEstimate int) count.Usage {
 	if m.status < 200 || m.status >= 300 {
-		return Usage{}
+		return count.Usage{}
 	}
 	if u, ok := answerCounts(m.tail); ok {
 		return u
@@ -329,7 +332,7 @@ func (m *homeMeter) usage(promptEstimate int) Usage {
 		m.addText(m.line) // a body without a final newline
 		m.line = m.line[:0]
 	}
-	return Usage{PromptTokens: promptEstimate, CompletionTokens: EstimateTokens(m.text.String()), Estimated: true}
+	return count.Usage{PromptTokens: promptEstimate, CompletionTokens: count.Estimate(m.text.String()), Estimated: true}
 }
 
 // answerCounts reads the token counts from the end of an answer: Ollama's prompt_eval_count
@@ -337,20 +340,20 @@ func (m *homeMeter) usage(promptEstimate int) Usage {
 // completion_tokens). The last of each counts: with include_usage, Ollama puts a zero usage
 // in every chunk of a stream before the real one. Keys inside the generated text are
 // escaped (\"eval_count\":), so they do not match.
-func answerCounts(tail []byte) (Usage, bool) {
+func answerCounts(tail []byte) (count.Usage, bool) {
 	for _, keys := range [...][2]string{{`"prompt_eval_count":`, `"eval_count":`}, {`"prompt_tokens":`, `"completion_tokens":`}} {
 		p, pok := lastCount(tail, keys[0])
 		c, cok := lastCount(tail, keys[1])
 		if pok || cok {
-			return Usage{PromptTokens: p, CompletionTokens: c}, p+c > 0
+			return count.Usage{PromptTokens: p, CompletionTokens: c}, p+c > 0
 		}
 	}
-	return Usage{}, false
+	return count.Usage{}, false
 }
 
-// lastCount is router.LastInt for a token count: no more than an int32 holds.
+// lastCount is streamtail.LastInt for a token count: no more than an int32 holds.
 func lastCount(b []byte, key string) (int, bool) {
-	n, ok := router.LastInt(b, key)
+	n, ok := streamtail.LastInt(b, key)
 	if !ok || n > math.MaxInt32 {
 		return 0, false
 	}

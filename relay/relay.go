@@ -18,9 +18,15 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
-	"github.com/hearthlab/hearth/router"
+	"github.com/hearthlab/hearth/relay/auth"
+	"github.com/hearthlab/hearth/relay/certs"
+	"github.com/hearthlab/hearth/relay/chain"
+	"github.com/hearthlab/hearth/relay/tokens"
+	"github.com/hearthlab/hearth/relay/tunnel"
+	"github.com/hearthlab/hearth/relay/usage"
 )
 
 // shutdownGrace is how long streams in flight may finish when the relay stops.
@@ -30,14 +36,14 @@ const shutdownGrace = 15 * time.Second
 type Relay struct {
 	cfg      config.Relay
 	log      *slog.Logger
-	certs    *Certs
-	store    *Store
-	auth     *Auth
-	tunnel   *Tunnel
+	certs    *certs.Certs
+	store    *tokens.Store
+	auth     *auth.Auth
+	tunnel   *tunnel.Server
 	home     *home
-	chain    *Chain
-	usage    *UsageLog
-	sites    *sites
+	chain    *chain.Chain
+	usage    *usage.Log
+	sites    *auth.Sites
 	path     string // the config file, for Reload
 	httpsLn  net.Listener
 	httpLn   net.Listener // nil when listen.http is off
@@ -58,37 +64,46 @@ func New(cfg config.Relay, path string, logger *slog.Logger) (*Relay, error) {
 		return nil, err
 	}
 	rl := &Relay{cfg: cfg, log: logger, path: path, grace: shutdownGrace}
+	// What New started, undone in reverse when a later step fails (Caddy's cleanup after a
+	// partial start): certmagic's cache goroutine, the database, the listeners.
+	var undo []func()
+	fail := func(err error) (*Relay, error) {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return nil, err
+	}
 	var err error
-	if rl.certs, err = NewCerts(cfg, logger.With("component", "certs")); err != nil {
+	if rl.certs, err = certs.New(cfg, logger.With("component", "certs")); err != nil {
 		return nil, err
 	}
-	if rl.store, err = OpenStore(cfg.DB, logger.With("component", "tokens")); err != nil {
-		return nil, err
+	undo = append(undo, rl.certs.Close)
+	if rl.store, err = tokens.Open(cfg.DB, logger.With("component", "tokens")); err != nil {
+		return fail(err)
 	}
-	rl.auth = NewAuth(rl.store, cfg.Limits, cfg.AdminKey, logger.With("component", "auth"))
-	if rl.usage, err = NewUsageLog(rl.store, cfg.Usage, cfg.Prices, logger.With("component", "usage")); err != nil {
-		rl.store.Close()
-		return nil, err
+	undo = append(undo, func() { rl.store.Close() })
+	rl.auth = auth.New(rl.store, cfg.Limits, cfg.AdminKey, logger.With("component", "auth"))
+	if rl.usage, err = usage.New(rl.store, cfg.Usage, cfg.Prices, logger.With("component", "usage")); err != nil {
+		return fail(err)
 	}
 	if rl.httpsLn, err = net.Listen("tcp", cfg.Listen.HTTPS); err != nil {
-		rl.closeEarly()
-		return nil, fmt.Errorf("relay: cannot listen on listen.https %s: %w", cfg.Listen.HTTPS, err)
+		return fail(fmt.Errorf("relay: cannot listen on listen.https %s: %w", cfg.Listen.HTTPS, err))
 	}
+	undo = append(undo, func() { rl.httpsLn.Close() })
 	if cfg.Listen.HTTP != "" {
 		if rl.httpLn, err = net.Listen("tcp", cfg.Listen.HTTP); err != nil {
-			rl.closeEarly()
-			return nil, fmt.Errorf("relay: cannot listen on listen.http %s: %w", cfg.Listen.HTTP, err)
+			return fail(fmt.Errorf("relay: cannot listen on listen.http %s: %w", cfg.Listen.HTTP, err))
 		}
+		undo = append(undo, func() { rl.httpLn.Close() })
 	}
 	// The tunnel comes last: it binds and starts frps, and nothing after it can fail.
-	if rl.tunnel, err = NewTunnel(TunnelConfig{Bind: cfg.Tunnel.Bind, Token: cfg.Tunnel.Token, TLS: rl.certs.TLSConfig()},
+	if rl.tunnel, err = tunnel.New(tunnel.Config{Bind: cfg.Tunnel.Bind, Token: cfg.Tunnel.Token, TLS: rl.certs.TLSConfig()},
 		logger.With("component", "tunnel")); err != nil {
-		rl.closeEarly()
-		return nil, err
+		return fail(err)
 	}
 	rl.home = &home{name: cfg.Tunnel.Home, tunnel: rl.tunnel, auth: rl.auth, usage: rl.usage, log: logger}
-	rl.chain = NewChain(cfg, rl.tunnel, rl.auth, rl.usage, logger.With("component", "chain"))
-	rl.sites = &sites{tunnel: rl.tunnel, auth: rl.auth, store: rl.store, log: logger.With("component", "sites")}
+	rl.chain = chain.New(cfg, rl.tunnel, rl.auth, rl.usage, logger.With("component", "chain"))
+	rl.sites = auth.NewSites(rl.tunnel, rl.auth, rl.store, logger.With("component", "sites"))
 	errLog := slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
 	// ReadTimeout covers the request, not the answer: net/http clears the read deadline once
 	// the body is read, so streams last as long as they need.
@@ -97,15 +112,6 @@ func New(cfg config.Relay, path string, logger *slog.Logger) (*Relay, error) {
 	rl.httpSrv = &http.Server{Handler: rl.certs.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: cfg.Limits.ReadTimeout,
 		IdleTimeout: time.Minute, ErrorLog: errLog}
 	return rl, nil
-}
-
-func (rl *Relay) closeEarly() {
-	for _, ln := range []net.Listener{rl.httpsLn, rl.httpLn} {
-		if ln != nil {
-			ln.Close()
-		}
-	}
-	rl.store.Close()
 }
 
 // HTTPSAddr, HTTPAddr and TunnelAddr are the bound listeners (tests ask for port 0).
@@ -119,7 +125,7 @@ func (rl *Relay) HTTPAddr() net.Addr {
 }
 
 // Store is the token store, for the admin API and tests.
-func (rl *Relay) Store() *Store { return rl.store }
+func (rl *Relay) Store() *tokens.Store { return rl.store }
 
 // Run serves until ctx ends, then lets streams finish for a short grace period.
 func (rl *Relay) Run(ctx context.Context) error {
@@ -231,7 +237,7 @@ func (rl *Relay) handler() http.Handler {
 		}
 		for _, s := range rl.tunnel.Sites() {
 			if s.Host == host {
-				rl.sites.serve(w, r, s)
+				rl.sites.Serve(w, r, s)
 				return
 			}
 		}
@@ -248,7 +254,7 @@ func (rl *Relay) handler() http.Handler {
 func (rl *Relay) apiRoutes() http.Handler {
 	r := chi.NewRouter()
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		router.WriteError(w, router.DialectOf(r.URL.Path), &router.APIError{Status: http.StatusNotFound, Code: "not_found",
+		apierror.Write(w, apierror.DialectOf(r.URL.Path), &apierror.Error{Status: http.StatusNotFound, Code: "not_found",
 			Message: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })

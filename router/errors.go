@@ -1,93 +1,33 @@
 package router
 
 import (
-	"encoding/json"
 	"net/http"
-	"strconv"
-	"strings"
+
+	"github.com/hearthlab/hearth/internal/apierror"
 )
 
+// The dialect errors live in internal/apierror, shared with the relay; these names keep the
+// router's API as it was.
+
 // Dialect is the API family a caller speaks; errors are written in it.
-type Dialect int
+type Dialect = apierror.Dialect
 
 const (
 	// Ollama errors are {"error":"message"}.
-	Ollama Dialect = iota
+	Ollama = apierror.Ollama
 	// OpenAI errors are {"error":{"message","type","param","code"}}.
-	OpenAI
+	OpenAI = apierror.OpenAI
 )
 
-// DialectOf tells the dialect from the request path.
-func DialectOf(path string) Dialect {
-	if strings.HasPrefix(path, "/v1/") || path == "/v1" {
-		return OpenAI
-	}
-	return Ollama
-}
-
 // APIError is an error answer chosen for a person to act on.
-type APIError struct {
-	Status int
-	// Code is the OpenAI error code ("model_not_found", "model_unavailable", ...).
-	Code    string
-	Message string
-	// RetryAfter, in seconds, is sent as Retry-After when > 0.
-	RetryAfter int
-}
+type APIError = apierror.Error
 
-func (e *APIError) Error() string { return e.Message }
-
-func (e *APIError) openAIType() string {
-	switch {
-	case e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden:
-		return "authentication_error"
-	case e.Status == http.StatusTooManyRequests:
-		return "rate_limit_error"
-	case e.Status >= 500:
-		return "server_error"
-	default:
-		return "invalid_request_error"
-	}
-}
+// DialectOf tells the dialect from the request path.
+func DialectOf(path string) Dialect { return apierror.DialectOf(path) }
 
 // WriteError answers with e in dialect d.
-func WriteError(w http.ResponseWriter, d Dialect, e *APIError) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	if e.RetryAfter > 0 {
-		h.Set("Retry-After", strconv.Itoa(e.RetryAfter))
-	}
-	w.WriteHeader(e.Status)
-	_, _ = w.Write(errorBody(d, e))
-}
+func WriteError(w http.ResponseWriter, d Dialect, e *APIError) { apierror.Write(w, d, e) }
 
-func errorBody(d Dialect, e *APIError) []byte {
-	var v any
-	if d == OpenAI {
-		type detail struct {
-			Message string  `json:"message"`
-			Type    string  `json:"type"`
-			Param   *string `json:"param"`
-			Code    string  `json:"code,omitempty"`
-		}
-		v = struct {
-			Error detail `json:"error"`
-		}{detail{Message: e.Message, Type: e.openAIType(), Code: e.Code}}
-	} else {
-		v = struct {
-			Error string `json:"error"`
-		}{e.Message}
-	}
-	b, _ := json.Marshal(v) // plain strings: cannot fail
-	return append(b, '\n')
-}
-
-// streamErrorEvent is written when a stream breaks after its first byte: the status is
-// gone, so the error travels as one more event the client's parser understands.
 func streamErrorEvent(contentType string, e *APIError) []byte {
-	if strings.HasPrefix(contentType, "text/event-stream") {
-		return append(append([]byte("data: "), errorBody(OpenAI, e)...), '\n')
-	}
-	return errorBody(Ollama, e)
+	return apierror.StreamEvent(contentType, e)
 }

@@ -1,13 +1,11 @@
 package router
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/logging"
+	"github.com/hearthlab/hearth/internal/streamtail"
 )
 
 // ForwarderConfig bounds the calls to backends.
@@ -223,62 +222,12 @@ func (f *Forwarder) endStream(w http.ResponseWriter, flusher http.Flusher, resp 
 	}
 }
 
-const tailSize = 4096
+// keepTail keeps about the last 4 KiB of a response: enough to read the final chunk's token
+// counts without holding the whole answer.
+func keepTail(tail, p []byte) []byte { return streamtail.Keep(tail, p) }
 
-// keepTail keeps the last tailSize bytes of a response: enough to read the final chunk's
-// token counts without holding the whole answer.
-func keepTail(tail, p []byte) []byte { return KeepTail(tail, p) }
-
-// KeepTail appends p to tail, keeping about the last 4 KiB: enough to read a response's final
-// token counts (TokenCounts) without holding the whole answer.
-func KeepTail(tail, p []byte) []byte {
-	if len(p) >= tailSize {
-		return append(tail[:0], p[len(p)-tailSize:]...)
-	}
-	if len(tail)+len(p) > 2*tailSize {
-		keep := tailSize - len(p)
-		tail = append(tail[:0], tail[len(tail)-keep:]...)
-	}
-	return append(tail, p...)
-}
-
-// usage reads generated-token counts from the end of a response (see TokenCounts).
+// usage reads generated-token counts from the end of a response (see streamtail.TokenCounts).
 func usage(tail []byte) (tokens int64, evalTime time.Duration, ok bool) {
-	_, tokens, evalTime, ok = TokenCounts(tail)
+	_, tokens, evalTime, ok = streamtail.TokenCounts(tail)
 	return tokens, evalTime, ok
-}
-
-// TokenCounts reads prompt and generated token counts from the end of a response: Ollama's
-// final chunk (prompt_eval_count, eval_count, eval_duration) or OpenAI usage.
-func TokenCounts(tail []byte) (prompt, generated int64, evalTime time.Duration, ok bool) {
-	if n, ok := LastInt(tail, `"eval_count":`); ok {
-		p, _ := LastInt(tail, `"prompt_eval_count":`)
-		d, _ := LastInt(tail, `"eval_duration":`)
-		return p, n, time.Duration(d), true
-	}
-	if n, ok := LastInt(tail, `"completion_tokens":`); ok {
-		p, _ := LastInt(tail, `"prompt_tokens":`)
-		return p, n, 0, true
-	}
-	return 0, 0, 0, false
-}
-
-// LastInt reads the non-negative integer after the last occurrence of key; false when there
-// is none or it does not fit in an int64.
-func LastInt(b []byte, key string) (int64, bool) {
-	i := bytes.LastIndex(b, []byte(key))
-	if i < 0 {
-		return 0, false
-	}
-	rest := bytes.TrimLeft(b[i+len(key):], " ")
-	var n int64
-	end := 0
-	for ; end < len(rest) && rest[end] >= '0' && rest[end] <= '9'; end++ {
-		d := int64(rest[end] - '0')
-		if n > (math.MaxInt64-d)/10 {
-			return 0, false
-		}
-		n = n*10 + d
-	}
-	return n, end > 0
 }

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 )
 
 // TestBackendRequestOnTheWire: the request a backend gets is byte for byte the one built by
@@ -70,30 +69,6 @@ func TestBackendRequestOnTheWire(t *testing.T) {
 				t.Errorf("host %q url %q, want %q %q", got.Host, got.URL, want.Host, want.URL)
 			}
 		})
-	}
-}
-
-func TestTokenCounts(t *testing.T) {
-	tests := []struct {
-		tail        string
-		prompt, gen int64
-		evalTime    time.Duration
-		ok          bool
-	}{
-		{`{"done":false}` + "\n" + `{"done":true,"prompt_eval_count":12,"eval_count":34,"eval_duration":5000}`, 12, 34, 5000, true},
-		{`{"eval_count":1}{"eval_count": 7}`, 0, 7, 0, true},
-		{`data: {"usage":{"prompt_tokens":3,"completion_tokens":9}}`, 3, 9, 0, true},
-		{`{"eval_count":9223372036854775807}`, 0, 9223372036854775807, 0, true},
-		{`{"eval_count":9223372036854775808,"completion_tokens":2}`, 0, 2, 0, true},
-		{`{"eval_count":-1}`, 0, 0, 0, false},
-		{`{"eval_count":}`, 0, 0, 0, false},
-		{`{"done":true}`, 0, 0, 0, false},
-	}
-	for _, tt := range tests {
-		p, g, d, ok := TokenCounts([]byte(tt.tail))
-		if p != tt.prompt || g != tt.gen || d != tt.evalTime || ok != tt.ok {
-			t.Errorf("%s: got %d %d %v %v", tt.tail, p, g, d, ok)
-		}
 	}
 }
 

@@ -1,7 +1,7 @@
 // Package router is hearth's request path: it chooses the node that serves a model (the
 // Picker), forwards raw request bytes to it with every stream chunk flushed (the Forwarder),
 // and serves the Ollama- and OpenAI-compatible HTTP surface (the Server). Role packages
-// (agent, relay) import router; router never imports them.
+// (agent) import router; router never imports them, and the relay does not need it.
 package router
 
 import (
@@ -11,8 +11,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
+
+	"github.com/hearthlab/hearth/internal/modelname"
 )
 
 // Errors a Picker returns; the Server turns each into a status and a message in the caller's
@@ -193,14 +194,6 @@ type Picker interface {
 }
 
 // NormalizeModel gives a model name its canonical form: lower case with an explicit tag, so
-// that "llama3", "Llama3" and "llama3:latest" are one model, as Ollama treats them.
-func NormalizeModel(name string) string {
-	name = strings.ToLower(strings.TrimSpace(name))
-	if name == "" {
-		return ""
-	}
-	if strings.LastIndexByte(name, ':') <= strings.LastIndexByte(name, '/') {
-		name += ":latest"
-	}
-	return name
-}
+// that "llama3", "Llama3" and "llama3:latest" are one model, as Ollama treats them (see
+// internal/modelname, which the relay shares).
+func NormalizeModel(name string) string { return modelname.Normalize(name) }

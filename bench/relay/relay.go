@@ -20,6 +20,8 @@ import (
 
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/relay"
+	"github.com/hearthlab/hearth/relay/tokens"
+	"github.com/hearthlab/hearth/relay/usage"
 )
 
 // relayDomain is the relay's name in the bench; clients dial it at the relay's listener.
@@ -59,7 +61,7 @@ func startRelay(ctx context.Context, dir, vendorBase string) (*benchRelay, error
 	if err != nil {
 		return nil, err
 	}
-	token, _, err := rl.Store().Create(ctx, relay.TokenSpec{Name: "bench"})
+	token, _, err := rl.Store().Create(ctx, tokens.Spec{Name: "bench"})
 	if err != nil {
 		rctx, cancel := context.WithCancel(ctx)
 		cancel()
@@ -81,12 +83,12 @@ func (b *benchRelay) stop() error {
 
 // usageRecords reads, after stop, how many usage records the relay wrote, by channel.
 func (b *benchRelay) usageRecords(ctx context.Context) (map[string]int64, error) {
-	store, err := relay.OpenStore(b.db, nil)
+	store, err := tokens.Open(b.db, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer store.Close()
-	rows, err := relay.ReadUsage(ctx, store, "channel", time.Unix(0, 0))
+	rows, err := usage.Read(ctx, store, "channel", time.Unix(0, 0))
 	if err != nil {
 		return nil, err
 	}

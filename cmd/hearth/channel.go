@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hearthlab/hearth/internal/config"
-	"github.com/hearthlab/hearth/relay"
+	"github.com/hearthlab/hearth/relay/chain"
 )
 
 // adminClient calls the relay's admin API.
@@ -37,7 +37,7 @@ func newChannelCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			var out struct {
-				Channels []relay.ChannelView `json:"channels"`
+				Channels []chain.ChannelView `json:"channels"`
 			}
 			if err := c.do(cmd.Context(), http.MethodGet, "/admin/v1/channels", &out); err != nil {
 				return err
@@ -72,7 +72,7 @@ func newChannelCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			var out struct {
-				Channels []relay.ChannelView `json:"channels"`
+				Channels []chain.ChannelView `json:"channels"`
 			}
 			if err := c.do(cmd.Context(), http.MethodPost, "/admin/v1/channels/reload", &out); err != nil {
 				return err
@@ -136,7 +136,7 @@ func (c *adminClient) do(ctx context.Context, method, path string, out any) erro
 	return json.Unmarshal(body, out)
 }
 
-func renderChannels(w io.Writer, chs []relay.ChannelView) {
+func renderChannels(w io.Writer, chs []chain.ChannelView) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CHANNEL\tTYPE\tPRIO\tSTATE\tREQUESTS\tSUCCESS\tLATENCY\tKEYS\tLAST ERROR")
 	for _, c := range chs {

@@ -30,6 +30,7 @@ import (
 	"github.com/hearthlab/hearth/internal/ollamasim"
 	"github.com/hearthlab/hearth/internal/setup"
 	"github.com/hearthlab/hearth/relay"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 // runInitCmd runs `hearth init ARGS` with the machine parts given (no chown, no systemctl).
@@ -154,7 +155,7 @@ func TestInitConfigsConnectAndChat(t *testing.T) {
 		}
 	})
 
-	token, _, err := rl.Store().Create(context.Background(), relay.TokenSpec{Name: "phone"})
+	token, _, err := rl.Store().Create(context.Background(), tokens.Spec{Name: "phone"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -127,14 +129,18 @@ func newRelayCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// SIGHUP re-reads channels and routes without dropping requests in flight.
+			// SIGHUP re-reads channels and routes without dropping requests in flight; the
+			// reload loop ends with the relay, and the command waits for it.
+			ctx, cancel := context.WithCancel(cmd.Context())
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
-			go func() {
+			var reloads sync.WaitGroup
+			defer func() { cancel(); reloads.Wait() }()
+			reloads.Go(func() {
 				for {
 					select {
-					case <-cmd.Context().Done():
+					case <-ctx.Done():
 						return
 					case <-hup:
 						if err := r.Reload(); err == nil {
@@ -142,8 +148,8 @@ func newRelayCmd(g *globalFlags) *cobra.Command {
 						}
 					}
 				}
-			}()
-			return runNotified(cmd.Context(), log, systemdNotifier(), r.Run, nil)
+			})
+			return runNotified(ctx, log, systemdNotifier(), r.Run, nil)
 		},
 	}
 }

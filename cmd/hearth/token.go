@@ -17,7 +17,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
-	"github.com/hearthlab/hearth/relay"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 // newTokenCmd is `hearth token create|list|set|revoke`: the relay's client tokens, kept in
@@ -32,15 +32,15 @@ once, by "create". The database is the relay's (db in --config, default ` + conf
 --db PATH names it directly and skips loading the rest of the config.`,
 	}
 	cmd.PersistentFlags().StringVar(&dbPath, "db", "", "the relay's token database (default: db from the relay config)")
-	open := func(c *cobra.Command) (*relay.Store, error) { return openRelayStore(c, g, dbPath) }
+	open := func(c *cobra.Command) (*tokens.Store, error) { return openRelayStore(c, g, dbPath) }
 	cmd.AddCommand(newTokenCreateCmd(open), newTokenListCmd(open), newTokenSetCmd(open), newTokenRevokeCmd(open))
 	return cmd
 }
 
-type openStoreFunc func(*cobra.Command) (*relay.Store, error)
+type openStoreFunc func(*cobra.Command) (*tokens.Store, error)
 
 // openRelayStore opens the relay's database as --db or the relay config names it.
-func openRelayStore(c *cobra.Command, g *globalFlags, dbFlag string) (*relay.Store, error) {
+func openRelayStore(c *cobra.Command, g *globalFlags, dbFlag string) (*tokens.Store, error) {
 	path, err := tokenDBPath(g.config, dbFlag, c.ErrOrStderr())
 	if err != nil {
 		return nil, err
@@ -49,7 +49,7 @@ func openRelayStore(c *cobra.Command, g *globalFlags, dbFlag string) (*relay.Sto
 	if err != nil {
 		return nil, err
 	}
-	return relay.OpenStore(path, log)
+	return tokens.Open(path, log)
 }
 
 // tokenDBPath is --db, else db from the relay config; with no --config and no file at the
@@ -75,7 +75,7 @@ func tokenDBPath(configPath, dbFlag string, stderr io.Writer) (string, error) {
 }
 
 func newTokenCreateCmd(open openStoreFunc) *cobra.Command {
-	var spec relay.TokenSpec
+	var spec tokens.Spec
 	var expires string
 	cmd := &cobra.Command{
 		Use:   "create --name NAME [--models 'qwen3:*,rag:*'] [--expires 90d] [--ollama-key \"ssh-ed25519 AAAA...\"] [--rpm N] [--tpm N] [--quota-tokens N] [--quota-cost X]",
@@ -86,7 +86,7 @@ func newTokenCreateCmd(open openStoreFunc) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if spec.Expires, err = relay.ParseLifetime(expires); err != nil {
+			if spec.Expires, err = tokens.ParseLifetime(expires); err != nil {
 				return fmt.Errorf("--expires %w", err)
 			}
 			st, err := open(cmd)
@@ -124,7 +124,7 @@ func newTokenCreateCmd(open openStoreFunc) *cobra.Command {
 }
 
 func newTokenSetCmd(open openStoreFunc) *cobra.Command {
-	var l relay.TokenLimits
+	var l tokens.Limits
 	cmd := &cobra.Command{
 		Use:   "set NAME|ID [--rpm N] [--tpm N] [--quota-tokens N] [--quota-cost X]",
 		Short: "Change a token's limits (0 = the relay's default rpm, or no limit); the secret stays the same",
@@ -141,7 +141,7 @@ func newTokenSetCmd(open openStoreFunc) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			tok, err := st.SetLimits(cmd.Context(), args[0], func(cur *relay.TokenLimits) {
+			tok, err := st.SetLimits(cmd.Context(), args[0], func(cur *tokens.Limits) {
 				if f.Changed("rpm") {
 					cur.RPM = l.RPM
 				}
@@ -172,7 +172,7 @@ func newTokenSetCmd(open openStoreFunc) *cobra.Command {
 }
 
 // limitsText says a token's limits in a few words.
-func limitsText(l relay.TokenLimits, none string) string {
+func limitsText(l tokens.Limits, none string) string {
 	var parts []string
 	if l.RPM > 0 {
 		parts = append(parts, humanize.Comma(int64(l.RPM))+" requests/min")
@@ -235,12 +235,12 @@ func newTokenRevokeCmd(open openStoreFunc) *cobra.Command {
 
 // renderTokens prints the token table; times are UTC, like the relay's messages. The LIMITS
 // column is there when some token has limits of its own.
-func renderTokens(w io.Writer, toks []relay.Token, now time.Time) {
+func renderTokens(w io.Writer, toks []tokens.Token, now time.Time) {
 	if len(toks) == 0 {
 		fmt.Fprintln(w, "No tokens yet: create one with `hearth token create --name NAME`.")
 		return
 	}
-	limits := slices.ContainsFunc(toks, func(t relay.Token) bool { return t.Limits() != relay.TokenLimits{} })
+	limits := slices.ContainsFunc(toks, func(t tokens.Token) bool { return t.Limits() != tokens.Limits{} })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	header := "NAME\tID\tMODELS\tEXPIRES\tCREATED\tLAST USED\tREVOKED\tOLLAMA KEY"
 	if limits {

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/hearthlab/hearth/relay"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 func runTokenCmd(g *globalFlags, args ...string) (stdout, stderr string, err error) {
@@ -30,9 +30,9 @@ func runTokenCmd(g *globalFlags, args ...string) (stdout, stderr string, err err
 
 var secretRe = regexp.MustCompile(`hth_[A-Za-z0-9_-]{43}`)
 
-func checkSecret(t *testing.T, db, secret string) (relay.Token, error) {
+func checkSecret(t *testing.T, db, secret string) (tokens.Token, error) {
 	t.Helper()
-	st, err := relay.OpenStore(db, nil)
+	st, err := tokens.Open(db, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestTokenCLICreateListRevoke(t *testing.T) {
 	if err != nil || !strings.Contains(out, "Revoked phone") {
 		t.Fatalf("revoke: %v\n%s", err, out)
 	}
-	if _, err := checkSecret(t, db, secrets[0]); !errors.Is(err, relay.ErrRevoked) {
+	if _, err := checkSecret(t, db, secrets[0]); !errors.Is(err, tokens.ErrRevoked) {
 		t.Errorf("after revoke: %v", err)
 	}
 	out, _, _ = runTokenCmd(g, "list", "--db", db)
@@ -155,7 +155,7 @@ func TestTokenListRender(t *testing.T) {
 		v, _ := time.Parse(time.RFC3339, s)
 		return &v
 	}
-	toks := []relay.Token{
+	toks := []tokens.Token{
 		{ID: "tok_1", Name: "phone", Models: []string{"qwen3:*", "rag:*"}, CreatedAt: *at("2026-01-01T10:00:00Z"),
 			ExpiresAt: at("2026-04-01T10:00:00Z"), LastUsedAt: at("2026-02-28T09:15:00Z")},
 		{ID: "tok_2", Name: "old", CreatedAt: *at("2026-01-02T10:00:00Z"), ExpiresAt: at("2026-02-01T10:00:00Z")},

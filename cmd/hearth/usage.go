@@ -11,7 +11,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
-	"github.com/hearthlab/hearth/relay"
+	"github.com/hearthlab/hearth/relay/usage"
 )
 
 var usageGroupings = []string{"day", "token", "channel", "model"}
@@ -35,7 +35,7 @@ default the relay's default); --db PATH names it directly.`,
 			if !slices.Contains(usageGroupings, by) {
 				return fmt.Errorf("--by %q: use %s", by, strings.Join(usageGroupings, ", "))
 			}
-			from, err := relay.ParseSince(since, time.Now())
+			from, err := usage.ParseSince(since, time.Now())
 			if err != nil {
 				return fmt.Errorf("--%w", err)
 			}
@@ -44,7 +44,7 @@ default the relay's default); --db PATH names it directly.`,
 				return err
 			}
 			defer st.Close()
-			rows, err := relay.ReadUsage(cmd.Context(), st, by, from)
+			rows, err := usage.Read(cmd.Context(), st, by, from)
 			if err != nil {
 				return err
 			}
@@ -54,13 +54,13 @@ default the relay's default); --db PATH names it directly.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&by, "by", "day", "group by day, token, channel or model")
-	f.StringVar(&since, "since", relay.DefaultUsageSince, "from when: a period back from now (7d, 12h), a date (2026-03-01, UTC) or all")
+	f.StringVar(&since, "since", usage.DefaultSince, "from when: a period back from now (7d, 12h), a date (2026-03-01, UTC) or all")
 	f.StringVar(&dbPath, "db", "", "the relay's database (default: db from the relay config)")
 	return cmd
 }
 
 // renderUsage prints the summary table and a total line.
-func renderUsage(w io.Writer, by string, since time.Time, rows []relay.UsageRow) {
+func renderUsage(w io.Writer, by string, since time.Time, rows []usage.Row) {
 	from := since.UTC().Format("2006-01-02 15:04 UTC")
 	if since.Unix() <= 0 {
 		from = "the beginning"
@@ -72,7 +72,7 @@ func renderUsage(w io.Writer, by string, since time.Time, rows []relay.UsageRow)
 	fmt.Fprintf(w, "Usage since %s, by %s:\n\n", from, by)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "%s\tREQUESTS\tERRORS\tPROMPT\tCOMPLETION\tESTIMATED\tCOST\tAVG TTFT\tAVG TIME\n", strings.ToUpper(by))
-	var total relay.UsageRow
+	var total usage.Row
 	var estimated float64
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.4f\t%s\t%s\n", r.Key, humanize.Comma(r.Requests), humanize.Comma(r.Errors),

@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
-	"github.com/hearthlab/hearth/relay"
+	"github.com/hearthlab/hearth/relay/tokens"
+	"github.com/hearthlab/hearth/relay/usage"
 )
 
 func runUsageCmd(g *globalFlags, args ...string) (string, error) {
@@ -25,15 +26,15 @@ func runUsageCmd(g *globalFlags, args ...string) (string, error) {
 }
 
 // writeUsage fills a relay database with records the way the running relay does.
-func writeUsage(t *testing.T, db string, recs []relay.UsageRecord) {
+func writeUsage(t *testing.T, db string, recs []usage.Record) {
 	t.Helper()
-	st, err := relay.OpenStore(db, nil)
+	st, err := tokens.Open(db, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
 	prices := []config.Price{{Model: "deepseek-*", Prompt: 0.27, Completion: 1.10}, {Model: "gpt-4o*", Prompt: 2.5, Completion: 10}}
-	u, err := relay.NewUsageLog(st, config.UsageConfig{FlushInterval: time.Hour}, prices, nil)
+	u, err := usage.New(st, config.UsageConfig{FlushInterval: time.Hour}, prices, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,11 +48,11 @@ func writeUsage(t *testing.T, db string, recs []relay.UsageRecord) {
 	}
 }
 
-func sampleUsage() []relay.UsageRecord {
+func sampleUsage() []usage.Record {
 	d1 := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 	d2 := time.Date(2026, 3, 2, 21, 0, 0, 0, time.UTC)
 	old := time.Date(2026, 2, 20, 9, 0, 0, 0, time.UTC)
-	return []relay.UsageRecord{
+	return []usage.Record{
 		{Time: d1, TokenID: "tok_1", TokenName: "phone", Channel: "home", RequestedModel: "qwen3:14b", ServedModel: "qwen3:14b",
 			PromptTokens: 1200, CompletionTokens: 3400, TTFT: 180 * time.Millisecond, Duration: 2400 * time.Millisecond, Status: 200, Stream: true},
 		{Time: d1, TokenID: "tok_1", TokenName: "phone", Channel: "deepseek", KeyID: "deepseek#1", RequestedModel: "qwen3:14b",
@@ -108,7 +109,7 @@ func TestUsageCLIGolden(t *testing.T) {
 func TestUsageCLIArguments(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "relay.db")
-	writeUsage(t, db, []relay.UsageRecord{{TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200, PromptTokens: 7}})
+	writeUsage(t, db, []usage.Record{{TokenID: "tok_1", TokenName: "phone", Channel: "home", Status: 200, PromptTokens: 7}})
 	g := &globalFlags{logLevel: "info", logFormat: "text"}
 	for _, tc := range []struct {
 		args []string

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hearthlab/hearth/internal/hearthtest"
 )
 
 // startSim starts a sim on 127.0.0.1 that the test's cleanup closes.
@@ -119,13 +121,7 @@ func decode[T any](t *testing.T, s string) T {
 // waitFor polls cond until it holds; the deadline is generous because machines are noisy.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	hearthtest.Eventually(t, what, 20*time.Second, cond)
 }
 
 // streamLines reads complete lines of a streaming answer until the body ends, returning

@@ -68,6 +68,7 @@ type Picker struct {
 	client   *http.Client    // for loads ahead of need
 	bg       context.Context // cancelled by Close: ends loads ahead of need
 	stop     context.CancelFunc
+	preloads sync.WaitGroup // the loads ahead of need under way; Close waits for them
 	queue    []*waiter
 	affinity *lru.Cache[string, string]
 	changed  func() // tells the membership layer that Queued changed
@@ -75,8 +76,15 @@ type Picker struct {
 
 type waiter struct {
 	req   router.PickRequest
-	ready chan *router.Target // buffered: the dispatcher never blocks
+	ready chan dispatch // buffered: the dispatcher never blocks
 	since time.Time
+}
+
+// dispatch is how a wait ends: a target, or the reason there will be none (the model's
+// last candidate left: waiting longer cannot help).
+type dispatch struct {
+	t   *router.Target
+	err error
 }
 
 // NewPicker returns a picker over src. local is this node's backend (nil for router-only).
@@ -106,9 +114,13 @@ func NewPicker(cfg PickerConfig, src PeerSource, local router.Node, m *PickerMet
 	}
 }
 
-// Close abandons the loads ahead of need still under way (the Ollamas carry on loading).
+// Close abandons the loads ahead of need still under way (the Ollamas carry on loading) and
+// waits for their goroutines to end.
 func (p *Picker) Close() {
-	p.stop()
+	p.mu.Lock()
+	p.stop() // under mu: no preload starts after this
+	p.mu.Unlock()
+	p.preloads.Wait()
 	p.client.CloseIdleConnections()
 }
 
@@ -308,7 +320,10 @@ func (p *Picker) Kick() {
 }
 
 // dispatchLocked hands free slots to waiters in arrival order; a waiter whose nodes are all
-// full does not block one behind it that wants another model. It returns how many left.
+// full does not block one behind it that wants another model. A waiter whose model has no
+// candidate any more (its last node left, or its Ollama stopped answering) leaves at once with
+// that error, as a new request would: DESIGN.md promises model_unavailable without a wait, which
+// is what lets the relay fall back. It returns how many left.
 func (p *Picker) dispatchLocked() int {
 	if len(p.queue) == 0 {
 		return 0
@@ -318,16 +333,17 @@ func (p *Picker) dispatchLocked() int {
 	ahead := map[string]int{} // per model, the waiters before this one that stay
 	for _, w := range p.queue {
 		cands, err := p.candidates(w.req, now)
-		var t *router.Target
-		if err == nil {
-			t = p.choose(w.req, cands, w.since, ahead[w.req.Model])
+		if err != nil {
+			w.ready <- dispatch{err: err}
+			continue
 		}
+		t := p.choose(w.req, cands, w.since, ahead[w.req.Model])
 		if t == nil {
 			ahead[w.req.Model]++
 			kept = append(kept, w)
 			continue
 		}
-		w.ready <- t
+		w.ready <- dispatch{t: t}
 	}
 	n := len(p.queue) - len(kept)
 	clear(p.queue[len(kept):])
@@ -363,7 +379,7 @@ func (p *Picker) Pick(ctx context.Context, req router.PickRequest) (*router.Targ
 		p.mu.Unlock()
 		return nil, fmt.Errorf("%w: %d requests are already waiting (router.max_queue)", router.ErrBusy, p.cfg.MaxQueue)
 	}
-	w := &waiter{req: req, ready: make(chan *router.Target, 1), since: time.Now()}
+	w := &waiter{req: req, ready: make(chan dispatch, 1), since: time.Now()}
 	p.queue = append(p.queue, w)
 	p.metrics.queued.Set(float64(len(p.queue)))
 	p.mu.Unlock()
@@ -380,7 +396,7 @@ func (p *Picker) waitingFor(model string) bool {
 	return false
 }
 
-// wait blocks until w is dispatched, its client leaves, or the queue timeout passes. Gossip
+// wait blocks until w is dispatched (or failed), its client leaves, or the queue timeout passes. Gossip
 // brings other routers' releases without a local event, so it also re-examines the queue
 // every poll.
 func (p *Picker) wait(ctx context.Context, w *waiter) (*router.Target, error) {
@@ -391,8 +407,8 @@ func (p *Picker) wait(ctx context.Context, w *waiter) (*router.Target, error) {
 wait:
 	for {
 		select {
-		case t := <-w.ready:
-			return p.dispatched(t, w), nil
+		case d := <-w.ready:
+			return p.dispatched(d, w)
 		case <-poll.C:
 			p.Kick()
 		case <-ctx.Done():
@@ -408,13 +424,15 @@ wait:
 		p.metrics.queued.Set(float64(len(p.queue)))
 	}
 	p.mu.Unlock()
-	if i < 0 { // dispatched at the same moment
-		t := <-w.ready
+	if i < 0 { // dispatched (or failed) at the same moment
+		d := <-w.ready
 		if ctx.Err() != nil {
-			t.Done(router.Outcome{Err: ctx.Err()})
+			if d.t != nil {
+				d.t.Done(router.Outcome{Err: ctx.Err()})
+			}
 			return nil, ctx.Err()
 		}
-		return p.dispatched(t, w), nil
+		return p.dispatched(d, w)
 	}
 	p.changed()
 	if ctx.Err() != nil {
@@ -424,11 +442,14 @@ wait:
 	return nil, fmt.Errorf("%w: waited %s for a free slot (router.queue_timeout)", router.ErrBusy, p.cfg.QueueTimeout)
 }
 
-func (p *Picker) dispatched(t *router.Target, w *waiter) *router.Target {
-	t.Waited = time.Since(w.since)
-	p.metrics.queueWait.WithLabelValues(w.req.Model).Observe(t.Waited.Seconds())
+func (p *Picker) dispatched(d dispatch, w *waiter) (*router.Target, error) {
 	p.mu.Lock()
 	p.metrics.queued.Set(float64(len(p.queue)))
 	p.mu.Unlock()
-	return t
+	if d.err != nil {
+		return nil, d.err
+	}
+	d.t.Waited = time.Since(w.since)
+	p.metrics.queueWait.WithLabelValues(w.req.Model).Observe(d.t.Waited.Seconds())
+	return d.t, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -288,4 +289,71 @@ func TestPickNode(t *testing.T) {
 	if _, err := p.PickNode(context.Background(), "nas"); !errors.Is(err, router.ErrNoNode) || err.Error() != `node not found: "nas" (nodes that serve models: gpu, me)` {
 		t.Fatalf("router-only node: %v", err)
 	}
+}
+
+// TestPickerQueuedFailWhenLastNodeLeaves: requests waiting for a model's nodes get
+// model_unavailable as soon as the last of those nodes leaves, not "all nodes busy" after
+// router.queue_timeout (an hour here); while one node that has the model stays, they wait
+// for it and get its freed slot.
+func TestPickerQueuedFailWhenLastNodeLeaves(t *testing.T) {
+	p, src := newTestPicker(t, PickerConfig{QueueTimeout: time.Hour},
+		peer("a", 1, []string{"m:latest"}, []string{"m:latest"}),
+		peer("b", 1, []string{"m:latest"}, []string{"m:latest"}))
+	defer p.Close()
+	busyA, busyB := pick(t, p, "m:latest", ""), pick(t, p, "m:latest", "")
+	if busyA.Node == busyB.Node {
+		t.Fatalf("both picks went to %s", busyA.Node)
+	}
+	type result struct {
+		tg  *router.Target
+		err error
+	}
+	results := make(chan result, 3)
+	for i := 0; i < 3; i++ {
+		go func() {
+			tg, err := p.Pick(t.Context(), router.PickRequest{Model: "m:latest"})
+			results <- result{tg, err}
+		}()
+		waitQueued(t, p, i+1)
+	}
+	leave := func(name string) {
+		src.mu.Lock()
+		src.peers = slices.DeleteFunc(src.peers, func(pr Peer) bool { return pr.Name == name })
+		src.mu.Unlock()
+	}
+	next := func() result {
+		t.Helper()
+		select {
+		case r := <-results:
+			return r
+		case <-time.After(time.Second): // the queue's own poll notices a leave within 100ms
+			t.Fatalf("no answer within a second; queued %d", p.Queued())
+			return result{}
+		}
+	}
+
+	// a leaves; b still has the model: the waiters stay, and the first gets b's freed slot.
+	leave(busyA.Node)
+	p.Kick()
+	if p.Queued() != 3 {
+		t.Fatalf("queued %d after one of two nodes left, want 3", p.Queued())
+	}
+	busyB.Done(router.Outcome{})
+	r := next()
+	if r.err != nil || r.tg.Node != busyB.Node {
+		t.Fatalf("after %s's slot freed: %v, %v", busyB.Node, r.tg, r.err)
+	}
+
+	// b, the model's last node, leaves (the test does not Kick: the queue's poll must see it).
+	leave(busyB.Node)
+	for i := 0; i < 2; i++ {
+		r := next()
+		if !errors.Is(r.err, router.ErrNoCandidate) || r.tg != nil {
+			t.Fatalf("waiter %d after the last node left: %v, %v; want ErrNoCandidate", i, r.tg, r.err)
+		}
+	}
+	if p.Queued() != 0 {
+		t.Fatalf("queued %d, want 0", p.Queued())
+	}
+	r.tg.Done(router.Outcome{})
 }

@@ -198,8 +198,12 @@ func (p *Picker) planInput(peers []Peer, now time.Time) (planInput, bool) {
 }
 
 // preload asks pr's Ollama to load model (a generate request with no prompt), counting it as
-// warm there from now on, with the load's expected end.
+// warm there from now on, with the load's expected end. Called with p.mu held; after Close it
+// does nothing.
 func (p *Picker) preload(pr Peer, model string, now time.Time) {
+	if p.bg.Err() != nil {
+		return
+	}
 	p.lastSent[pr.Name] = sent{model: model, at: now}
 	p.loads[pr.Name] = loading{model: model, until: now.Add(p.est.loadOf(pr.Name, p.cfg.ColdWait))}
 	p.metrics.picks.WithLabelValues(pr.Name, model, "preload").Inc()
@@ -211,7 +215,9 @@ func (p *Picker) preload(pr Peer, model string, now time.Time) {
 		u, _ = url.Parse(pr.Meta.API) // checked when the peer was accepted
 		header = p.cfg.Header
 	}
+	p.preloads.Add(1)
 	go func() {
+		defer p.preloads.Done()
 		began := time.Now()
 		err := p.sendPreload(u, header, model)
 		p.mu.Lock()

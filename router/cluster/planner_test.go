@@ -240,3 +240,63 @@ func TestPickerRequestDoesNotEvictForASecondCopy(t *testing.T) {
 		t.Fatalf("after a freed up: %s (%s)", tg.Node, tg.Reason)
 	}
 }
+
+// TestPickerCloseWaitsForPreloads: Close cancels a load ahead of need that its node has not
+// answered yet, and returns only once the goroutine that sent it has finished.
+func TestPickerCloseWaitsForPreloads(t *testing.T) {
+	asked := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // then the server notices the client going
+		asked <- struct{}{}
+		select { // a cold load that takes longer than the test
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	t.Cleanup(srv.Close)
+	b := peer("b", 4, []string{"m:latest"}, nil)
+	b.Meta.API, b.Meta.Holds = srv.URL, 1
+	a := peer("a", 1, []string{"m:latest"}, []string{"m:latest"})
+	a.Meta.Holds = 1
+	p, _ := newTestPicker(t, PickerConfig{QueueTimeout: time.Minute}, a, b)
+	p.mu.Lock()
+	p.est.learnService("a", "m:latest", 100*time.Millisecond)
+	for range 40 {
+		p.noteArrival("m:latest", time.Now())
+	}
+	p.mu.Unlock()
+	busy := pick(t, p, "m:latest", "")
+	ctx, cancel := context.WithCancel(t.Context())
+	waited := make(chan error, 1)
+	go func() {
+		_, err := p.Pick(ctx, router.PickRequest{Model: "m:latest"})
+		waited <- err
+	}()
+	select {
+	case <-asked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the planner sent no load to b")
+	}
+	cancel()
+	if err := <-waited; !errors.Is(err, context.Canceled) {
+		t.Fatalf("waiter: %v", err)
+	}
+	p.Close()
+	p.mu.Lock()
+	_, loading := p.loads["b"]
+	p.mu.Unlock()
+	if loading {
+		t.Fatal("Close returned while the load on b was still being sent")
+	}
+	// After Close no load starts: the planner's next turn sends nothing.
+	p.mu.Lock()
+	p.preload(b, "m:latest", time.Now())
+	p.mu.Unlock()
+	p.preloads.Wait()
+	select {
+	case <-asked:
+		t.Fatal("a load was sent after Close")
+	default:
+	}
+	busy.Done(router.Outcome{})
+}
