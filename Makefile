@@ -28,3 +28,9 @@ bench:
 lint:
 	go vet ./...
 	go run $(STATICCHECK) ./...
+
+# The web app's vendored marked and DOMPurify, fetched from npm at pinned versions and checked
+# against recorded sha256 sums (internal/webapp/static/vendor/VENDOR.md). Only to change them.
+.PHONY: vendor-js
+vendor-js:
+	bash internal/webapp/vendor-js.sh
