@@ -20,6 +20,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
+	"github.com/hearthlab/hearth/internal/webapp"
 	"github.com/hearthlab/hearth/router"
 	"github.com/hearthlab/hearth/router/cluster"
 )
@@ -37,6 +38,7 @@ type Agent struct {
 	tunnel  *Tunnel       // nil when tunnel.relay is empty
 	fwd     *router.Forwarder
 	srv     *http.Server
+	app     *webapp.App // the web app at /app/ (agent/webapp.go)
 }
 
 // New builds the agent and binds its API listener, so that a port already in use fails here
@@ -110,7 +112,10 @@ func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) 
 		ConnectTimeout:   cfg.Ollama.ConnectTimeout,
 		FirstByteTimeout: cfg.Ollama.FirstByteTimeout,
 	}, metrics, logger.With("component", "forwarder"))
+	loop := &appLoop{}
+	a.app = webapp.New(webapp.Options{Role: "agent", API: loop}, logger.With("component", "webapp"))
 	api := router.NewServer(router.ServerConfig{
+		App:     a.app,
 		MaxBody: int64(cfg.Node.MaxBody),
 		APIKeys: keys,
 		Trusted: trusted,
@@ -119,6 +124,7 @@ func New(cfg config.Agent, logger *slog.Logger, version string) (*Agent, error) 
 		Mounts:  mounts,
 		Tunnel:  tunnelView,
 	}, picker, a.fwd, metrics, logger.With("component", "api"))
+	loop.srv = api
 	a.srv = &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -143,6 +149,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 
 	var wg sync.WaitGroup
+	wg.Go(func() { a.app.Run(ctx) })
 	if a.backend != nil {
 		wg.Go(func() { _ = a.backend.Run(ctx) })
 	}

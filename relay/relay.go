@@ -20,6 +20,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
+	"github.com/hearthlab/hearth/internal/webapp"
 	"github.com/hearthlab/hearth/router"
 )
 
@@ -38,6 +39,7 @@ type Relay struct {
 	chain    *Chain
 	usage    *UsageLog
 	sites    *sites
+	app      *webapp.App
 	path     string // the config file, for Reload
 	httpsLn  net.Listener
 	httpLn   net.Listener // nil when listen.http is off
@@ -137,6 +139,7 @@ func (rl *Relay) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { rl.watchSites(ctx) })
 	wg.Go(func() { rl.chain.Run(ctx) })
+	wg.Go(func() { rl.app.Run(ctx) })
 	wg.Go(func() {
 		if err := rl.usage.Run(ctx); err != nil {
 			rl.log.Error("usage log stopped", "err", err)
@@ -272,8 +275,8 @@ func (rl *Relay) apiRoutes() http.Handler {
 		r.Get("/v1/models", rl.chain.Models)
 		r.Handle("/v1/*", rl.home)
 		r.Handle("/api/*", rl.home)
-		r.Get("/", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "Ollama is running") })
 	})
+	rl.mountApp(r)
 	return r
 }
 

@@ -34,6 +34,8 @@ type ServerConfig struct {
 	// Mounts are extra GET handlers by path that do their own authentication (the cluster's
 	// inventory exchange).
 	Mounts map[string]http.Handler
+	// App is the web app, served at /app/ and to browsers at / (nil: none; router/app.go).
+	App http.Handler
 }
 
 // Server is the Ollama- and OpenAI-compatible API in front of a Picker.
@@ -102,6 +104,7 @@ func (s *Server) routes() http.Handler {
 		r.Head("/api/blobs/{digest}", s.blob)
 		r.Post("/api/blobs/{digest}", s.blob)
 	})
+	s.mountApp(r)
 	return r
 }
 

@@ -70,10 +70,7 @@ func (f *fakeChat) counts() (calls, canceled, finished int) {
 
 func newTestApp(t *testing.T, up http.Handler, lim Limits) (*App, *httptest.Server) {
 	t.Helper()
-	a, err := New(Options{Role: "relay", API: up, HomeChannels: []string{"home"}, Limits: lim}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := New(Options{Role: "relay", API: up, HomeChannels: []string{"home"}, Limits: lim}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { a.Run(ctx); close(done) }()

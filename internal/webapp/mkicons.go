@@ -7,11 +7,11 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"image"
 	"image/color"
 	"image/png"
 	"math"
+	"os"
 )
 
 func main() {

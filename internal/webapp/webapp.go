@@ -66,26 +66,23 @@ type asset struct {
 }
 
 // New builds the app; the static files are read and gzipped here, once.
-func New(opts Options, logger *slog.Logger) (*App, error) {
+func New(opts Options, logger *slog.Logger) *App {
 	a := &App{opts: opts, log: logging.OrDiscard(logger), files: map[string]*asset{}}
 	a.opts.Limits = opts.Limits.complete()
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.gens = newGenerations(a.opts.Limits)
-	err := fs.WalkDir(staticFS, "static", func(p string, d fs.DirEntry, err error) error {
+	// The files are compiled in: reading them cannot fail.
+	_ = fs.WalkDir(staticFS, "static", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
 		b, err := staticFS.ReadFile(p)
-		if err != nil {
-			return err
+		if err == nil {
+			a.add(strings.TrimPrefix(p, "static"), b)
 		}
-		a.add(strings.TrimPrefix(p, "static"), b)
-		return nil
+		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return a, nil
+	return a
 }
 
 func (a *App) add(name string, b []byte) {
