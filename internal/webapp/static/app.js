@@ -386,19 +386,19 @@ async function listConvs() {
     const small = document.createElement('small');
     small.textContent = `${new Date(c.updated).toLocaleString()} · ${c.model}`;
     open.append(small);
-    const ren = button('✎', async () => {
+    const ren = button('Rename', async () => {
       const t = prompt('Rename chat', c.title);
       if (t && t.trim()) { c.title = t.trim(); await store.save(c); if (c.id === state.conv.id) state.conv.title = c.title; listConvs(); }
     });
-    ren.className = 'icon';
+    ren.className = 'small';
     ren.setAttribute('aria-label', 'Rename');
-    const del = button('🗑', async () => {
+    const del = button('Delete', async () => {
       if (!confirm(`Delete "${c.title}"?`)) return;
       await store.remove(c.id);
       if (c.id === state.conv.id) { state.conv = store.newConversation($('model').value); renderConv(); }
       listConvs();
     });
-    del.className = 'icon';
+    del.className = 'small';
     del.setAttribute('aria-label', 'Delete');
     li.append(open, ren, del);
     ul.append(li);
