@@ -59,12 +59,17 @@ async function render(root, key) {
     } else askKey(root, e.message);
     return;
   }
-  const body = el('div', { style: 'padding: 0 12px 24px' },
+  let body;
+  try {
+    body = el('div', { style: 'padding: 0 12px 24px' },
     el('h2', {}, 'Home and tunnel'), homeTable(agents),
     el('h2', {}, 'Channels'), channelTable(channels.channels || []),
     el('h2', {}, 'Usage, last 30 days'),
     chart('Tokens by day', byDay.rows, true), chart('Tokens by token', byToken.rows), chart('Tokens by channel', byChannel.rows),
     el('h2', {}, 'Tokens'), tokenSection(root, key, tokens.tokens || []));
+  } catch (e) {
+    body = el('p', { class: 'errmsg' }, 'The relay answered in a shape this app does not know: ' + e.message);
+  }
   root.replaceChildren(bar(root, key), body);
 }
 
@@ -97,7 +102,7 @@ function chart(title, rows = [], byDay = false) {
   svg.setAttribute('role', 'img');
   svg.setAttribute('aria-label', title);
   const total = (r) => r.prompt_tokens + r.completion_tokens;
-  const max = Math.max(1, ...rows.map(total));
+  const max = () => Math.max(1, ...rows.map(total));
   const add = (tag, attrs, text) => {
     const n = document.createElementNS(NS, tag);
     for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
@@ -106,12 +111,21 @@ function chart(title, rows = [], byDay = false) {
   };
   if (!rows.length) return el('p', {}, `${title}: nothing yet.`);
   if (byDay) {
+    // The last 14 days, one slot each, so that one busy day is one bar and quiet days show.
+    const have = new Map(rows.map((r) => [r.key, r]));
+    rows = [];
+    for (let d = 13; d >= 0; d--) {
+      const key = new Date(Date.now() - d * 86400e3).toISOString().slice(0, 10);
+      rows.push(have.get(key) || { key, prompt_tokens: 0, completion_tokens: 0, requests: 0 });
+    }
     const W = 360, H = 120, bw = W / rows.length;
     svg.setAttribute('viewBox', `0 0 ${W} ${H + 14}`);
     rows.forEach((r, i) => {
-      const h = Math.max(1, (total(r) / max) * H);
-      add('rect', { x: i * bw + 1, y: H - h, width: Math.max(1, bw - 2), height: h }).lastChild;
-      svg.lastChild.append(Object.assign(document.createElementNS(NS, 'title'), { textContent: `${r.key}: ${total(r)} tokens, ${r.requests} requests` }));
+      const h = Math.max(1, (total(r) / max()) * H);
+      add('rect', { x: i * bw + 1, y: H - h, width: Math.max(1, bw - 2), height: h });
+      const tip = document.createElementNS(NS, 'title');
+      tip.textContent = `${r.key}: ${total(r)} tokens, ${r.requests} requests`;
+      svg.lastChild.append(tip);
     });
     add('text', { x: 0, y: H + 12 }, rows[0].key);
     add('text', { x: W, y: H + 12, 'text-anchor': 'end' }, rows.at(-1).key);
@@ -119,12 +133,12 @@ function chart(title, rows = [], byDay = false) {
     const H = 18, W = 360;
     svg.setAttribute('viewBox', `0 0 ${W} ${rows.length * H}`);
     rows.forEach((r, i) => {
-      add('rect', { x: 110, y: i * H + 3, width: Math.max(1, (total(r) / max) * (W - 180)), height: H - 6 });
+      add('rect', { x: 110, y: i * H + 3, width: Math.max(1, (total(r) / max()) * (W - 180)), height: H - 6 });
       add('text', { x: 0, y: i * H + 13 }, r.key.slice(0, 18));
       add('text', { x: W, y: i * H + 13, 'text-anchor': 'end' }, `${total(r)} tok · ${r.requests}`);
     });
   }
-  return el('figure', { style: 'margin: .5em 0' }, el('figcaption', {}, title), svg);
+  return el('figure', {}, el('figcaption', {}, title), svg);
 }
 
 function tokenSection(root, key, toks) {

@@ -259,6 +259,8 @@ async function followAnswer(asst, view) {
     globalThis.hearthStats.flushes++;
     if (pinned) log.scrollTop = log.scrollHeight;
     if (Date.now() - lastSave > 2000) { lastSave = Date.now(); persist(); }
+    // Finished blocks still waiting (a lump after a reconnect): the next part in the next frame.
+    if (r.behind && !timer) timer = setTimeout(() => requestAnimationFrame(flush), 0);
   };
   const schedule = () => {
     if (!timer) timer = setTimeout(() => requestAnimationFrame(flush), Math.max(0, FLUSH_MS - (performance.now() - lastFlush)));
@@ -275,7 +277,9 @@ async function followAnswer(asst, view) {
   clearTimeout(timer);
   setNet(true);
   asst.pending = null;
-  r.set(asst.content);
+  for (let i = 0; i < asst.content.length / 512 + 2 && (r.set(asst.content), r.behind); i++) {
+    await new Promise(requestAnimationFrame);
+  }
   finishView(asst, view);
   state.live = null;
   setBusy(false);
