@@ -3,7 +3,11 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"image"
+	"image/color"
+	"image/png"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -145,6 +149,28 @@ func TestWebApp(t *testing.T) {
 		}
 	})
 
+	t.Run("image for a model that takes them", func(t *testing.T) {
+		if js[bool](t, ctx, `!document.getElementById('attach-label').hidden`) {
+			t.Errorf("the image button shows for rag:docs, which takes no images")
+		}
+		pick(t, ctx, "llava:latest")
+		waitJS(t, ctx, "the image button for llava", `!document.getElementById('attach-label').hidden`, 2*time.Second)
+		img := filepath.Join(t.TempDir(), "dot.png")
+		if err := os.WriteFile(img, onePixelPNG(t), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		browse(t, ctx, chromedp.SetUploadFiles(chromedp.CSS("#attach"), []string{img}))
+		waitJS(t, ctx, "the attached image's preview", `document.querySelectorAll('#attachments img').length === 1`, 5*time.Second)
+		n := send(t, ctx, "what is in this picture?")
+		waitDone(t, ctx, n, 10*time.Second)
+		if body := w.up.lastBody(); !strings.Contains(body, `"image_url":{"url":"data:image/png;base64,`) || !strings.Contains(body, "what is in this picture?") {
+			t.Errorf("home's Ollama got %.300s, want the question with the image as an image_url part", body)
+		}
+		if got := int(js[float64](t, ctx, `[...document.querySelectorAll('.msg.user')].at(-1).querySelectorAll('img').length`)); got != 1 {
+			t.Errorf("the sent message shows %d images, want 1", got)
+		}
+	})
+
 	t.Run("xss in an answer is inert", func(t *testing.T) {
 		pick(t, ctx, "sim:latest")
 		n := send(t, ctx, "script:xss please")
@@ -161,6 +187,13 @@ func TestWebApp(t *testing.T) {
 	t.Run("48 KB markdown answer", func(t *testing.T) {
 		js[bool](t, ctx, `hearthStats.updates = [], true`)
 		n := send(t, ctx, "script:long")
+		// Reading back while tokens arrive: the view stays where the reader put it.
+		waitJS(t, ctx, "a long part of the answer", fmt.Sprintf(`document.querySelectorAll('.msg.assistant .body')[%d].textContent.length > 6000`, n), 20*time.Second)
+		js[bool](t, ctx, `document.getElementById('log').scrollTop = 200, true`)
+		time.Sleep(400 * time.Millisecond)
+		if got := js[string](t, ctx, fmt.Sprintf(`document.getElementById('log').scrollTop + ' ' + !!document.querySelectorAll('.msg.assistant')[%d].querySelector('.body.cursor')`, n)); got != "200 true" {
+			t.Errorf("scroll position and still streaming after scrolling up = %q, want \"200 true\": the view jumped", got)
+		}
 		waitDone(t, ctx, n, 60*time.Second)
 		st := js[map[string]float64](t, ctx, `(() => { const u = hearthStats.updates.slice().sort((a, b) => a - b);
 			return { n: u.length, max: u.at(-1), p50: u[u.length >> 1], p95: u[Math.floor(u.length * 0.95)] }; })()`)
@@ -292,6 +325,17 @@ func TestWebAppOnAgent(t *testing.T) {
 	if !strings.HasPrefix(label, "answered by") {
 		t.Errorf("served label %q, want \"answered by …\"", label)
 	}
+}
+
+func onePixelPNG(t *testing.T) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	img := image.NewNRGBA(image.Rect(0, 0, 1, 1))
+	img.Set(0, 0, color.NRGBA{0xe8, 0x62, 0x1c, 0xff})
+	if err := png.Encode(&b, img); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }
 
 func browse(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {

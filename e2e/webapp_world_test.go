@@ -130,6 +130,14 @@ type appUpstream struct {
 	srv      *httptest.Server
 	calls    atomic.Int64 // chat requests for sim
 	canceled atomic.Int64 // of those, the ones whose caller went away before the end
+	mu       sync.Mutex
+	last     []byte // the last chat request's body
+}
+
+func (u *appUpstream) lastBody() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return string(u.last)
 }
 
 var scripts = map[string]string{
@@ -141,7 +149,7 @@ var scripts = map[string]string{
 
 func newAppUpstream(t *testing.T) *appUpstream {
 	t.Helper()
-	u := &appUpstream{sim: ollamasim.New(ollamasim.Config{Models: []ollamasim.Model{{Name: "sim"}, {Name: "rag:docs"}},
+	u := &appUpstream{sim: ollamasim.New(ollamasim.Config{Models: []ollamasim.Model{{Name: "sim"}, {Name: "rag:docs"}, {Name: "llava"}},
 		Parallel: 4, Tokens: simTokens, TokenDelay: simDelay})}
 	u.srv = httptest.NewServer(http.HandlerFunc(u.serve))
 	t.Cleanup(func() { u.srv.Close(); u.sim.Close() })
@@ -154,6 +162,9 @@ func (u *appUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, _ := io.ReadAll(r.Body)
+	u.mu.Lock()
+	u.last = body
+	u.mu.Unlock()
 	var req struct {
 		Model    string
 		Messages []struct{ Content any }

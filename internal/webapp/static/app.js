@@ -1,6 +1,7 @@
 // hearth's chat app: sign-in, model picker, streaming answers that survive a dropped
 // connection, history on the device. Plain modules, no framework.
-import { Renderer, fragment } from './md.js';
+import { Renderer } from './md.js';
+import { button, messageEl, metaEl } from './view.js';
 import * as store from './store.js';
 import { api, APIError, startGeneration, stopGeneration, follow } from './stream.js';
 
@@ -88,6 +89,25 @@ function setNet(online, text) {
 
 // ---- rendering ----
 
+const hooks = {
+  label: (meta) => label(meta),
+  isLast: (i) => i === state.conv.messages.length - 1,
+  edit: (i) => edit(i),
+  regenerate: () => regenerate(),
+};
+
+// appendNew shows the messages not on screen yet, without redrawing the others (a long
+// conversation stays cheap), and takes Regenerate off the answer before them.
+function appendNew() {
+  const log = $('log'), c = state.conv;
+  log.querySelector('.empty')?.remove();
+  const from = log.querySelectorAll('.msg').length;
+  const prev = c.messages[from - 1];
+  if (prev?.role === 'assistant') log.querySelector(`[data-index="${from - 1}"] .foot`)?.replaceWith(metaEl(prev, from - 1, hooks));
+  for (let i = from; i < c.messages.length; i++) log.append(messageEl(c.messages[i], i, hooks));
+  log.scrollTop = log.scrollHeight;
+}
+
 function renderConv() {
   const log = $('log');
   log.replaceChildren();
@@ -97,92 +117,8 @@ function renderConv() {
     p.textContent = 'Ask anything. Answers come from your own machines first.';
     log.append(p);
   }
-  state.conv.messages.forEach((m, i) => log.append(messageEl(m, i)));
+  state.conv.messages.forEach((m, i) => log.append(messageEl(m, i, hooks)));
   log.scrollTop = log.scrollHeight;
-}
-
-function messageEl(m, i) {
-  const el = document.createElement('div');
-  el.className = 'msg ' + m.role;
-  el.dataset.index = i;
-  if (m.role === 'user') {
-    el.textContent = store.textOf(m);
-    for (const p of Array.isArray(m.content) ? m.content : []) {
-      if (p.type === 'image_url') {
-        const img = document.createElement('img');
-        img.src = p.image_url.url;
-        img.alt = 'attached image';
-        el.append(img);
-      }
-    }
-    const meta = document.createElement('div');
-    meta.className = 'meta';
-    meta.append(button('Edit', () => edit(i)));
-    el.append(meta);
-    return el;
-  }
-  const body = document.createElement('div');
-  body.className = 'body';
-  el.append(body);
-  if (m.content) body.append(fragment(m.content));
-  el.append(metaEl(m, i));
-  return el;
-}
-
-function metaEl(m, i) {
-  const meta = document.createElement('div');
-  meta.className = 'meta';
-  if (m.error) {
-    const e = document.createElement('span');
-    e.className = 'errmsg';
-    e.textContent = m.error;
-    meta.append(e);
-  }
-  const who = label(m.meta || {});
-  if (who) {
-    const s = document.createElement('span');
-    s.className = 'served';
-    s.textContent = who + (m.meta?.state === 'stopped' ? ' · stopped' : '');
-    meta.append(s);
-  }
-  if (!m.pending) {
-    meta.append(button('Copy', () => navigator.clipboard?.writeText(m.content)));
-    if (i === state.conv.messages.length - 1) meta.append(button('Regenerate', regenerate));
-  }
-  const wrap = document.createDocumentFragment();
-  wrap.append(meta);
-  if (m.meta?.sources?.length) wrap.append(sourcesEl(m.meta.sources));
-  const box = document.createElement('div');
-  box.className = 'foot';
-  box.append(wrap);
-  return box;
-}
-
-function sourcesEl(sources) {
-  const box = document.createElement('div');
-  box.className = 'sources';
-  sources.forEach((s, n) => {
-    const a = document.createElement('a');
-    a.href = '#';
-    a.className = 'cite';
-    a.textContent = `[${n + 1}] ${s.file || s.path || s.document || 'source'}${s.page ? ` p. ${s.page}` : ''}`;
-    a.addEventListener('click', (e) => {
-      e.preventDefault();
-      const open = box.querySelector('.cite-detail');
-      const was = open?.dataset.n === String(n);
-      open?.remove();
-      box.querySelectorAll('a.open').forEach((x) => x.classList.remove('open'));
-      if (was) return;
-      const d = document.createElement('div');
-      d.className = 'cite-detail';
-      d.dataset.n = n;
-      d.textContent = [s.file || s.path, s.page ? `page ${s.page}` : '', s.text || s.snippet || ''].filter(Boolean).join('\n');
-      a.classList.add('open');
-      box.append(d);
-    });
-    box.append(a);
-  });
-  return box;
 }
 
 function label(meta) {
@@ -194,14 +130,6 @@ function label(meta) {
     if (!state.models.some((m) => m.group === 'home')) s += ', home is offline';
   }
   return s;
-}
-
-function button(text, fn) {
-  const b = document.createElement('button');
-  b.type = 'button';
-  b.textContent = text;
-  b.addEventListener('click', fn);
-  return b;
 }
 
 // ---- conversation ----
@@ -224,7 +152,7 @@ async function generate() {
   const asst = { role: 'assistant', content: '', meta: { model: '' }, pending: null };
   const body = { model: c.model, stream: true, messages: c.messages.map((m) => ({ role: m.role, content: m.content })) };
   c.messages.push(asst);
-  renderConv();
+  appendNew();
   const view = $('log').lastElementChild;
   view.querySelector('.body').classList.add('cursor');
   setBusy(true);
@@ -320,7 +248,7 @@ function onEvent(asst, ev) {
 function finishView(asst, view) {
   view.querySelector('.body').classList.remove('cursor');
   const i = state.conv.messages.indexOf(asst);
-  view.querySelector('.foot')?.replaceWith(metaEl(asst, i));
+  view.querySelector('.foot')?.replaceWith(metaEl(asst, i, hooks));
 }
 
 function setBusy(busy) {
@@ -339,7 +267,10 @@ async function stop() {
 async function regenerate() {
   if (state.live) return;
   const c = state.conv;
-  if (c.messages.at(-1)?.role === 'assistant') c.messages.pop();
+  if (c.messages.at(-1)?.role === 'assistant') {
+    c.messages.pop();
+    $('log').querySelector(`[data-index="${c.messages.length}"]`)?.remove();
+  }
   await generate();
 }
 

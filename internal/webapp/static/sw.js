@@ -3,7 +3,7 @@
 const CACHE = 'hearth-shell-v1';
 // '/' is the same page as '/app/', which is what is kept: the relay answers a GET / that does
 // not ask for HTML (as the worker's own fetches do not) as the Ollama API.
-const SHELL = ['/app/', '/app/app.css', '/app/app.js', '/app/md.js', '/app/store.js', '/app/stream.js', '/app/admin.js',
+const SHELL = ['/app/', '/app/app.css', '/app/app.js', '/app/md.js', '/app/store.js', '/app/stream.js', '/app/view.js', '/app/admin.js',
   '/app/vendor/marked.esm.js', '/app/vendor/purify.min.js', '/app/manifest.webmanifest', '/app/offline.html',
   '/app/icons/icon-192.png'];
 
