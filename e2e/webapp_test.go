@@ -5,10 +5,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,7 +104,7 @@ func TestWebApp(t *testing.T) {
 		cut := w.hop.cut()
 		at := len(answerText(t, ctx, n))
 		t.Logf("cut %d connections with %d of %d bytes shown", cut, at, len(uninterrupted))
-		waitJS(t, ctx, "the answer's end after reconnecting", fmt.Sprintf(`(document.querySelectorAll('.msg.assistant .served')[%d]?.textContent || '') !== ''`, n), 30*time.Second)
+		waitDone(t, ctx, n, 30*time.Second)
 		if got := answerText(t, ctx, n); got != uninterrupted {
 			t.Errorf("after the cut the app ended with %q, an uninterrupted run with %q", got, uninterrupted)
 		}
@@ -113,6 +113,23 @@ func TestWebApp(t *testing.T) {
 		}
 		if got := w.up.calls.Load() - calls; got != 1 {
 			t.Errorf("home's Ollama was asked %d times, want 1: the reconnect must not start the answer again", got)
+		}
+	})
+
+	t.Run("reload mid-answer resumes", func(t *testing.T) {
+		// The phone killed the app in the background: the answer went on at the server, and
+		// the app opened again picks it up from what it had saved.
+		calls := w.up.calls.Load()
+		n := send(t, ctx, "and after a reload?")
+		waitJS(t, ctx, "a third of the answer", fmt.Sprintf(`(document.querySelectorAll('.msg.assistant .body')[%d]?.textContent || '').length >= %d`, n, len(uninterrupted)/3), 10*time.Second)
+		browse(t, ctx, chromedp.Reload())
+		waitJS(t, ctx, "the app again", `!document.getElementById('main').hidden`, 10*time.Second)
+		waitDone(t, ctx, n, 30*time.Second)
+		if got := answerText(t, ctx, n); got != uninterrupted {
+			t.Errorf("after the reload the app ended with %q, an uninterrupted run with %q", got, uninterrupted)
+		}
+		if got := w.up.calls.Load() - calls; got != 1 {
+			t.Errorf("home's Ollama was asked %d times, want 1", got)
 		}
 	})
 
@@ -129,6 +146,7 @@ func TestWebApp(t *testing.T) {
 		if !strings.Contains(detail, "two years from purchase") || !strings.Contains(detail, "page 12") {
 			t.Errorf("tapping citation 1 shows %q, want its file, page and text", detail)
 		}
+		shot(t, ctx, shots, "citations.png")
 	})
 
 	t.Run("regenerate and edit", func(t *testing.T) {

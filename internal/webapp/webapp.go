@@ -2,7 +2,8 @@
 // memory, its own strict Content-Security-Policy), the grouped model list and the server-owned
 // generations that outlive a phone's connection. The relay and the agent mount one App each and
 // give it the handler their own /v1 surface runs through, so every API call the app makes is
-// authenticated and routed exactly as any other client's. Only the roles import this package.
+// authenticated and routed exactly as any other client's. Only the relay and the agent (its
+// router's HTTP surface) import this package.
 package webapp
 
 import (

@@ -451,8 +451,11 @@ function wire() {
   const vv = globalThis.visualViewport;
   if (vv) {
     const fit = () => {
+      const log = $('log');
+      const pinned = log.scrollHeight - log.scrollTop - log.clientHeight < 48;
       const kb = Math.max(0, innerHeight - vv.height - vv.offsetTop);
       document.documentElement.style.setProperty('--kb', kb + 'px');
+      if (pinned) log.scrollTop = log.scrollHeight;
     };
     vv.addEventListener('resize', fit);
     vv.addEventListener('scroll', fit);

@@ -49,7 +49,7 @@ export function metaEl(m, i, h) {
     e.textContent = m.error;
     meta.append(e);
   }
-  const who = h.label(m.meta || {});
+  const who = m.pending ? '' : h.label(m.meta || {});
   if (who) {
     const s = document.createElement('span');
     s.className = 'served';
