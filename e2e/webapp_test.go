@@ -146,6 +146,13 @@ func TestWebApp(t *testing.T) {
 		if !strings.Contains(detail, "two years from purchase") || !strings.Contains(detail, "page 12") {
 			t.Errorf("tapping citation 1 shows %q, want its file, page and text", detail)
 		}
+		inline := js[string](t, ctx, fmt.Sprintf(`(() => { const m = document.querySelectorAll('.msg.assistant')[%d];
+			const refs = m.querySelectorAll('.body a.cite-ref'); refs[1]?.click();
+			return refs.length + ' ' + (m.querySelector('.cite-detail')?.textContent || ''); })()`, n))
+		if !strings.HasPrefix(inline, "2 ") || !strings.Contains(inline, "Change the filter every year.") {
+			t.Errorf("inline markers and what tapping [2] opens: %q, want 2 markers and source 2", inline)
+		}
+		js[bool](t, ctx, fmt.Sprintf(`document.querySelectorAll('.msg.assistant')[%d].querySelector('.sources a.cite').click(), true`, n))
 		shot(t, ctx, shots, "citations.png")
 	})
 

@@ -1,7 +1,7 @@
 // hearth's chat app: sign-in, model picker, streaming answers that survive a dropped
 // connection, history on the device. Plain modules, no framework.
 import { Renderer } from './md.js';
-import { button, messageEl, metaEl } from './view.js';
+import { button, linkCitations, messageEl, metaEl } from './view.js';
 import * as store from './store.js';
 import { api, APIError, startGeneration, stopGeneration, follow } from './stream.js';
 
@@ -176,9 +176,10 @@ async function followAnswer(asst, view) {
   const ctl = { stopped: false, online: (ok) => setNet(ok) };
   state.live = { asst, ctl, view, r };
   setBusy(true);
-  let timer = 0, lastFlush = 0, lastSave = Date.now();
+  let timer = 0, lastFlush = 0, lastSave = Date.now(), over = false;
   const flush = () => {
     timer = 0;
+    if (over) return; // a frame asked for before the end: the final render below has run
     lastFlush = performance.now();
     const log = $('log');
     const pinned = log.scrollHeight - log.scrollTop - log.clientHeight < 48;
@@ -203,6 +204,7 @@ async function followAnswer(asst, view) {
     asst.error = e.message;
   }
   clearTimeout(timer);
+  over = true;
   setNet(true);
   asst.pending = null;
   for (let i = 0; i < asst.content.length / 512 + 2 && (r.set(asst.content), r.behind); i++) {
@@ -247,6 +249,7 @@ function onEvent(asst, ev) {
 
 function finishView(asst, view) {
   view.querySelector('.body').classList.remove('cursor');
+  linkCitations(view.querySelector('.body'), asst.meta?.sources?.length || 0);
   const i = state.conv.messages.indexOf(asst);
   view.querySelector('.foot')?.replaceWith(metaEl(asst, i, hooks));
 }
@@ -442,6 +445,12 @@ function wire() {
     openAdmin($('admin'));
   });
   $('log').addEventListener('click', (e) => {
+    const ref = e.target.closest('a.cite-ref');
+    if (ref) {
+      e.preventDefault();
+      ref.closest('.msg').querySelectorAll('.sources a.cite')[ref.dataset.n]?.click();
+      return;
+    }
     const b = e.target.closest('button[data-copy]');
     if (!b) return;
     const code = b.parentElement.querySelector('code')?.textContent || '';

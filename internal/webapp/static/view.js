@@ -36,6 +36,7 @@ export function messageEl(m, i, h) {
   body.className = 'body';
   el.append(body);
   if (m.content) body.append(fragment(m.content));
+  linkCitations(body, m.meta?.sources?.length || 0);
   el.append(metaEl(m, i, h));
   return el;
 }
@@ -94,4 +95,34 @@ function sourcesEl(sources) {
     box.append(a);
   });
   return box;
+}
+
+// linkCitations makes an answer's [1] … [n] markers (n sources) tappable: the app opens the
+// matching citation. Text in code is left alone.
+export function linkCitations(body, n) {
+  if (!n) return;
+  const walker = document.createTreeWalker(body, NodeFilter.SHOW_TEXT, {
+    acceptNode: (t) => (t.parentElement.closest('code, pre, a') || !/\[\d{1,2}\]/.test(t.data) ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
+  });
+  const texts = [];
+  while (walker.nextNode()) texts.push(walker.currentNode);
+  for (const t of texts) {
+    const frag = document.createDocumentFragment();
+    let last = 0;
+    for (const m of t.data.matchAll(/\[(\d{1,2})\]/g)) {
+      const k = Number(m[1]);
+      if (k < 1 || k > n) continue;
+      frag.append(t.data.slice(last, m.index));
+      const a = document.createElement('a');
+      a.href = '#';
+      a.className = 'cite-ref';
+      a.dataset.n = k - 1;
+      a.textContent = m[0];
+      frag.append(a);
+      last = m.index + m[0].length;
+    }
+    if (last === 0) continue;
+    frag.append(t.data.slice(last));
+    t.replaceWith(frag);
+  }
 }
