@@ -3,6 +3,7 @@ package webapp
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -101,7 +102,8 @@ func (c *captureWriter) finish(ctxErr error) {
 	state, detail := "done", ""
 	switch {
 	case c.over:
-		state, detail = "error", "the answer passed the server's limit of "+itoa(c.limit)+" bytes and was stopped"
+		state, detail = "error", fmt.Sprintf("the answer passed the server's limit (%d bytes for one answer, %d for all it keeps) and was stopped",
+			c.limit, g.gs.lim.TotalBytes)
 	case stopped:
 		state = "stopped"
 	case status >= 300:

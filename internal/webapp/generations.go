@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,6 +30,9 @@ type Limits struct {
 	PerToken int
 	// Total is the most generations the app keeps at once (default 512).
 	Total int
+	// TotalBytes is the most event bytes all generations keep together (default 256 MiB);
+	// an answer that would pass it is stopped with an error event.
+	TotalBytes int64
 	// MaxBody is the largest request body, in bytes (default 32 MiB: attached images).
 	MaxBody int64
 	// HeaderWait is how long POST waits for the upstream's status before it answers with the
@@ -37,7 +41,8 @@ type Limits struct {
 }
 
 // DefaultLimits are the limits a zero Limits means.
-var DefaultLimits = Limits{MaxBytes: 8 << 20, TTL: 10 * time.Minute, PerToken: 16, Total: 512, MaxBody: 32 << 20, HeaderWait: 3 * time.Second}
+var DefaultLimits = Limits{MaxBytes: 8 << 20, TTL: 10 * time.Minute, PerToken: 16, Total: 512, TotalBytes: 256 << 20,
+	MaxBody: 32 << 20, HeaderWait: 3 * time.Second}
 
 func (l Limits) complete() Limits {
 	d := DefaultLimits
@@ -52,6 +57,9 @@ func (l Limits) complete() Limits {
 	}
 	if l.Total > 0 {
 		d.Total = l.Total
+	}
+	if l.TotalBytes > 0 {
+		d.TotalBytes = l.TotalBytes
 	}
 	if l.MaxBody > 0 {
 		d.MaxBody = l.MaxBody
@@ -73,12 +81,14 @@ type generation struct {
 	id     string
 	owner  [32]byte
 	cancel context.CancelFunc
+	gs     *generations
 
 	mu       sync.Mutex
 	events   []event
 	size     int
 	state    string // running, done, stopped, error
 	stop     bool   // DELETE asked for the stop
+	gone     bool   // forgotten by the app: nothing more is kept or counted
 	status   int    // the upstream's HTTP status, 0 until known
 	channel  string
 	model    string
@@ -88,9 +98,10 @@ type generation struct {
 }
 
 type generations struct {
-	lim Limits
-	mu  sync.Mutex
-	m   map[string]*generation
+	lim   Limits
+	bytes atomic.Int64 // event bytes kept by all generations
+	mu    sync.Mutex
+	m     map[string]*generation
 }
 
 func newGenerations(lim Limits) *generations {
@@ -135,8 +146,18 @@ func (gs *generations) add(g *generation) error {
 
 func (gs *generations) remove(id string) {
 	gs.mu.Lock()
-	delete(gs.m, id)
-	gs.mu.Unlock()
+	defer gs.mu.Unlock()
+	gs.forgetLocked(id)
+}
+
+func (gs *generations) forgetLocked(id string) {
+	if g := gs.m[id]; g != nil {
+		g.mu.Lock()
+		gs.bytes.Add(-int64(g.size))
+		g.size, g.gone = 0, true
+		g.mu.Unlock()
+		delete(gs.m, id)
+	}
 }
 
 // sweep forgets generations that finished more than TTL ago.
@@ -148,19 +169,24 @@ func (gs *generations) sweep(now time.Time) {
 		old := !g.finished.IsZero() && now.Sub(g.finished) > gs.lim.TTL
 		g.mu.Unlock()
 		if old {
-			delete(gs.m, id)
+			gs.forgetLocked(id)
 		}
 	}
 }
 
-// appendEvent keeps ev unless the generation is over its byte limit; false means stop.
+// appendEvent keeps ev unless the generation, or all of them together, would pass their byte
+// limit; false means stop. The end event is always kept.
 func (g *generation) appendEvent(ev event, limit int) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.size+len(ev.data) > limit && ev.name != "end" {
+	if g.gone {
+		return ev.name == "end"
+	}
+	if ev.name != "end" && (g.size+len(ev.data) > limit || g.gs.bytes.Load()+int64(len(ev.data)) > g.gs.lim.TotalBytes) {
 		return false
 	}
 	g.size += len(ev.data)
+	g.gs.bytes.Add(int64(len(ev.data)))
 	g.events = append(g.events, ev)
 	close(g.changed)
 	g.changed = make(chan struct{})
@@ -203,7 +229,7 @@ func (a *App) startGeneration(w http.ResponseWriter, r *http.Request) {
 	var idb [16]byte
 	_, _ = rand.Read(idb[:])
 	ctx, cancel := context.WithCancel(a.ctx)
-	g := &generation{id: hex.EncodeToString(idb[:]), owner: ownerOf(r), cancel: cancel, state: "running",
+	g := &generation{id: hex.EncodeToString(idb[:]), owner: ownerOf(r), cancel: cancel, gs: a.gens, state: "running",
 		changed: make(chan struct{}), ended: make(chan struct{})}
 	if err := a.gens.add(g); err != nil {
 		cancel()

@@ -292,7 +292,7 @@ func TestGenerationLimits(t *testing.T) {
 		_, srv := newTestApp(t, up, Limits{MaxBytes: 2000})
 		id := start(t, srv, "alice")
 		evs := read(t, call(t, http.MethodGet, srv.URL+"/app/v1/generations/"+id+"/events", "alice", ""), 0)
-		if s := endState(t, evs); s != "error" || !strings.Contains(evs[len(evs)-1].data, "2000 bytes") {
+		if s := endState(t, evs); s != "error" || !strings.Contains(evs[len(evs)-1].data, "2000 bytes for one answer") {
 			t.Errorf("end %q %s, want error naming the limit", s, evs[len(evs)-1].data)
 		}
 		if n := len(text(evs)); n > 2000 {
@@ -300,6 +300,24 @@ func TestGenerationLimits(t *testing.T) {
 		}
 		if _, canceled, finished := up.counts(); canceled != 1 || finished != 0 {
 			t.Errorf("upstream: %d cancels, %d whole answers; want the limit to cancel it", canceled, finished)
+		}
+	})
+	t.Run("bytes of all generations", func(t *testing.T) {
+		up := &fakeChat{n: 1000, tick: 100 * time.Microsecond}
+		a, srv := newTestApp(t, up, Limits{TotalBytes: 3000})
+		first := start(t, srv, "alice")
+		evs := read(t, call(t, http.MethodGet, srv.URL+"/app/v1/generations/"+first+"/events", "alice", ""), 0)
+		if s := endState(t, evs); s != "error" || !strings.Contains(evs[len(evs)-1].data, "3000 for all") {
+			t.Errorf("end %q %s, want error naming the shared limit", s, evs[len(evs)-1].data)
+		}
+		if n := a.gens.bytes.Load(); n > 3000+200 {
+			t.Errorf("the generations keep %d bytes, shared limit 3000", n)
+		}
+		resp := call(t, http.MethodDelete, srv.URL+"/app/v1/generations/"+first, "alice", "")
+		resp.Body.Close()
+		a.gens.sweep(time.Now().Add(DefaultLimits.TTL + time.Second))
+		if n := a.gens.bytes.Load(); n != 0 {
+			t.Errorf("after the generation expired %d bytes are still counted, want 0", n)
 		}
 	})
 	t.Run("ttl", func(t *testing.T) {
