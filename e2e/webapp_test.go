@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 )
 
@@ -327,6 +329,18 @@ func TestWebApp(t *testing.T) {
 			t.Errorf("vendor answer shown as %q", got)
 		}
 		shot(t, ctx, shots, "vendor.png")
+	})
+
+	t.Run("dark mode", func(t *testing.T) {
+		browse(t, ctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+				Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}})
+			return err
+		}))
+		if bg := js[string](t, ctx, `getComputedStyle(document.body).backgroundColor`); bg != "rgb(26, 18, 13)" {
+			t.Errorf("background in dark mode %q, want the dark theme's rgb(26, 18, 13)", bg)
+		}
+		shot(t, ctx, shots, "dark.png")
 	})
 }
 
