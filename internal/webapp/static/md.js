@@ -34,7 +34,7 @@ export function fragment(src) {
 
 // budget is how many bytes of finished blocks one update renders at most: an answer that
 // arrives in a lump (after a reconnect) is caught up over a few frames, never in one long task.
-const budget = 1024;
+const budget = 512;
 
 // Renderer renders one answer into el as its text grows.
 export class Renderer {
