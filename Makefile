@@ -36,3 +36,9 @@ dist:
 	VERSION=$(VERSION) COMMIT=$(COMMIT) sh deploy/dist.sh
 dist-bin:
 	VERSION=$(VERSION) COMMIT=$(COMMIT) DIST_PACKAGES=0 sh deploy/dist.sh
+
+# The web app's vendored marked and DOMPurify, fetched from npm at pinned versions and checked
+# against recorded sha256 sums (internal/webapp/static/vendor/VENDOR.md). Only to change them.
+.PHONY: vendor-js
+vendor-js:
+	bash internal/webapp/vendor-js.sh

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
+	"github.com/hearthlab/hearth/internal/webapp"
 	"github.com/hearthlab/hearth/router"
 	"github.com/hearthlab/hearth/router/cluster"
 )
@@ -40,6 +41,7 @@ type Agent struct {
 	node    *nodeParts    // the model store, a managed Ollama
 	fwd     *router.Forwarder
 	srv     *http.Server
+	app     *webapp.App // the web app at /app/ (agent/webapp.go)
 }
 
 // New builds the agent and binds its API listener, so that a port already in use fails here
@@ -127,7 +129,10 @@ func New(cfg config.Agent, logger *slog.Logger, version string, opts ...Option) 
 		ConnectTimeout:   cfg.Ollama.ConnectTimeout,
 		FirstByteTimeout: cfg.Ollama.FirstByteTimeout,
 	}, metrics, logger.With("component", "forwarder"))
+	loop := &appLoop{}
+	a.app = webapp.New(webapp.Options{Role: "agent", API: loop}, logger.With("component", "webapp"))
 	api := router.NewServer(router.ServerConfig{
+		App:     a.app,
 		MaxBody: int64(cfg.Node.MaxBody),
 		APIKeys: keys,
 		Trusted: trusted,
@@ -140,6 +145,7 @@ func New(cfg config.Agent, logger *slog.Logger, version string, opts ...Option) 
 		APIMounts: map[string]http.Handler{"/rag/v1": a.rag.api},
 		Node:    a.node.nodeAPI(),
 	}, picker, a.fwd, metrics, logger.With("component", "api"))
+	loop.srv = api
 	a.srv = &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -164,6 +170,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 
 	var wg sync.WaitGroup
+	wg.Go(func() { a.app.Run(ctx) })
 	if a.backend != nil {
 		wg.Go(func() { _ = a.backend.Run(ctx) })
 	}

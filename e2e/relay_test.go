@@ -174,7 +174,8 @@ type relayProc struct {
 
 // startRelay starts Pebble and `hearth relay`, and returns once the relay serves
 // https://relay.test/healthz with a certificate that Pebble issued. Both stop when t ends.
-func startRelay(t *testing.T, s *stack) *relayProc {
+// extra is appended to its relay.yaml (channels:, routes:).
+func startRelay(t *testing.T, s *stack, extra ...string) *relayProc {
 	t.Helper()
 	var ports [3]int
 	for i := range ports {
@@ -209,7 +210,7 @@ tunnel:
 db: %q
 admin_key: %q
 `, httpsPort, httpPort, relayDomain, ca.DirectoryURL, ca.ServerRootFile, filepath.Join(dir, "certs"),
-		rl.tunnel, relayTunnelToken, rl.db, relayAdminKey)
+		rl.tunnel, relayTunnelToken, rl.db, relayAdminKey) + strings.Join(extra, "")
 	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}

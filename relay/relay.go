@@ -27,6 +27,7 @@ import (
 	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/tunnel"
 	"github.com/hearthlab/hearth/relay/usage"
+	"github.com/hearthlab/hearth/internal/webapp"
 )
 
 // shutdownGrace is how long streams in flight may finish when the relay stops.
@@ -44,6 +45,7 @@ type Relay struct {
 	chain    *chain.Chain
 	usage    *usage.Log
 	sites    *auth.Sites
+	app      *webapp.App
 	path     string // the config file, for Reload
 	httpsLn  net.Listener
 	httpLn   net.Listener // nil when listen.http is off
@@ -143,6 +145,7 @@ func (rl *Relay) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { rl.watchSites(ctx) })
 	wg.Go(func() { rl.chain.Run(ctx) })
+	wg.Go(func() { rl.app.Run(ctx) })
 	wg.Go(func() {
 		if err := rl.usage.Run(ctx); err != nil {
 			rl.log.Error("usage log stopped", "err", err)
@@ -278,8 +281,8 @@ func (rl *Relay) apiRoutes() http.Handler {
 		r.Get("/v1/models", rl.chain.Models)
 		r.Handle("/v1/*", rl.home)
 		r.Handle("/api/*", rl.home)
-		r.Get("/", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "Ollama is running") })
 	})
+	rl.mountApp(r)
 	return r
 }
 

@@ -42,6 +42,8 @@ type ServerConfig struct {
 	// Node serves the agent's node operations under /hearth/v1/node/ behind the API key
 	// (nil: 404).
 	Node http.Handler
+	// App is the web app, served at /app/ and to browsers at / (nil: none; router/app.go).
+	App http.Handler
 }
 
 // Server is the Ollama- and OpenAI-compatible API in front of a Picker.
@@ -116,6 +118,7 @@ func (s *Server) routes() http.Handler {
 		r.Head("/api/blobs/{digest}", s.blob)
 		r.Post("/api/blobs/{digest}", s.blob)
 	})
+	s.mountApp(r)
 	return r
 }
 
