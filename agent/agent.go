@@ -38,7 +38,7 @@ type Agent struct {
 	cluster *clusterParts // nil when cluster.bind is empty
 	tunnel  *Tunnel       // nil when tunnel.relay is empty
 	rag     *ragParts
-	node    *nodeParts    // the model store, a managed Ollama
+	node    *nodeParts // the model store, a managed Ollama
 	fwd     *router.Forwarder
 	srv     *http.Server
 	app     *webapp.App // the web app at /app/ (agent/webapp.go)
@@ -143,7 +143,7 @@ func New(cfg config.Agent, logger *slog.Logger, version string, opts ...Option) 
 
 		Virtual:   a.rag.virtual,
 		APIMounts: map[string]http.Handler{"/rag/v1": a.rag.api},
-		Node:    a.node.nodeAPI(),
+		Node:      a.node.nodeAPI(),
 	}, picker, a.fwd, metrics, logger.With("component", "api"))
 	loop.srv = api
 	a.srv = &http.Server{

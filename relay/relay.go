@@ -21,13 +21,13 @@ import (
 	"github.com/hearthlab/hearth/internal/apierror"
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/logging"
+	"github.com/hearthlab/hearth/internal/webapp"
 	"github.com/hearthlab/hearth/relay/auth"
 	"github.com/hearthlab/hearth/relay/certs"
 	"github.com/hearthlab/hearth/relay/chain"
 	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/tunnel"
 	"github.com/hearthlab/hearth/relay/usage"
-	"github.com/hearthlab/hearth/internal/webapp"
 )
 
 // shutdownGrace is how long streams in flight may finish when the relay stops.
