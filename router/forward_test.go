@@ -73,7 +73,9 @@ func TestBackendRequestOnTheWire(t *testing.T) {
 }
 
 // TestBackendConnectionsReused: at concurrency 32 the forwarder keeps its backend
-// connections: none is closed between requests (http.Transport's default keeps 2 per host).
+// connections (http.Transport's default keeps 2 per host, which would close most of them).
+// One or two may still close on a loaded machine, when a response's end and the next request
+// cross in the pool; dozens would mean the pool is too small.
 func TestBackendConnectionsReused(t *testing.T) {
 	var mu sync.Mutex
 	states := map[http.ConnState]int{}
@@ -109,7 +111,7 @@ func TestBackendConnectionsReused(t *testing.T) {
 	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
-	if states[http.StateClosed] != 0 || states[http.StateNew] > 2*workers {
+	if states[http.StateClosed] > 2 || states[http.StateNew] > 2*workers {
 		t.Errorf("backend connections: %d opened, %d closed for %d requests from %d workers", states[http.StateNew], states[http.StateClosed], workers*each, workers)
 	}
 }
