@@ -58,6 +58,7 @@ func newRAG(cfg config.Agent, apiAddr string, logger *slog.Logger) (*ragParts, e
 		Chunk:       rag.ChunkOptions{Size: r.ChunkSize, Overlap: r.ChunkOverlap},
 		Embed:       rag.EmbedOptions{Batch: r.EmbedBatch, Concurrency: r.EmbedConcurrency},
 		Collections: cols,
+		PDFium:      r.PDFEngine == "pdfium",
 	}, client, logger)
 	if err != nil {
 		return nil, fmt.Errorf("agent: rag: %w", err)

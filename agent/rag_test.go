@@ -24,6 +24,7 @@ func startRAGAgent(t *testing.T, embedModel string) string {
 	base, _ := startAgent(t, sim.URL(), func(c *config.Agent) {
 		c.Rag.EmbedModel = embedModel
 		c.Rag.ChatModel = "tiny"
+		c.Rag.PDFEngine = "go" // PDFium's first start compiles for minutes under -race; e2e runs it
 	})
 	return base
 }

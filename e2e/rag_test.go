@@ -174,6 +174,24 @@ func TestRAG(t *testing.T) {
 		}
 	})
 
+	t.Run("PDFium read the PDFs", func(t *testing.T) {
+		log, err := os.ReadFile(a.Log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var started map[string]any
+		for _, line := range bytes.Split(log, []byte("\n")) {
+			if bytes.Contains(line, []byte("PDF engine (PDFium, WebAssembly) started")) {
+				_ = json.Unmarshal(line, &started)
+			}
+		}
+		if started == nil || started["err"] != nil {
+			t.Errorf("the agent did not start PDFium for the PDFs (log line: %v)", started)
+		} else {
+			t.Logf("PDFium started in %.1fs", started["seconds"])
+		}
+	})
+
 	t.Run("unknown collection", func(t *testing.T) {
 		resp, body := do(t, "POST", a.URL, "/api/chat", `{"model":"rag:nope","messages":[{"role":"user","content":"x"}]}`)
 		if resp.StatusCode != 404 || !bytes.Contains(body, []byte(`no node holds that collection`)) {

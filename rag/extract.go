@@ -56,6 +56,16 @@ func Supported(name string) bool {
 type Extractor struct {
 	// CSVRows is how many rows one CSV section holds (0: 20).
 	CSVRows int
+	// PDF, when set, reads PDFs with PDFium; nil reads them with the pure-Go parser
+	// (github.com/ledongthuc/pdf), which is also the fallback when PDFium cannot start.
+	PDF *pdfEngine
+}
+
+// Close stops the PDF engine, if one was started.
+func (x *Extractor) Close() {
+	if x.PDF != nil {
+		x.PDF.close()
+	}
 }
 
 // Extract reads data as the type its name says. Errors wrapping ErrUnreadable mean the file
@@ -81,7 +91,7 @@ func (x *Extractor) Extract(name string, data []byte) (Extracted, error) {
 			doc, err = extractHTML(data)
 		}
 	case ".pdf":
-		doc, err = extractPDF(data)
+		doc, err = x.extractPDF(data)
 	case ".docx":
 		doc, err = extractDOCX(data)
 	case ".csv":

@@ -12,13 +12,23 @@ import (
 // maxPDFPages bounds the pages read from one PDF.
 const maxPDFPages = 5000
 
-// extractPDF reads a PDF's text page by page, keeping page numbers. The library is
-// github.com/ledongthuc/pdf (pure Go, no start-up cost); it panics on some damaged files,
-// which is caught here and reported as a damaged file.
-func extractPDF(data []byte) (doc Extracted, err error) {
+// extractPDF reads a PDF's text page by page, keeping page numbers: with PDFium when the
+// extractor has it and it starts, else with the pure-Go parser.
+func (x *Extractor) extractPDF(data []byte) (Extracted, error) {
 	if !bytes.HasPrefix(data, []byte("%PDF-")) {
 		return Extracted{}, unreadable("the file is not a PDF (%s)", sniff(data))
 	}
+	if x.PDF != nil {
+		if err := x.PDF.start(); err == nil {
+			return x.PDF.extract(data)
+		}
+	}
+	return extractPDFGo(data)
+}
+
+// extractPDFGo reads a PDF with github.com/ledongthuc/pdf (pure Go, no start-up cost); it
+// panics on some damaged files, which is caught here and reported as a damaged file.
+func extractPDFGo(data []byte) (doc Extracted, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			doc, err = Extracted{}, unreadable("the PDF is damaged: %v", p)

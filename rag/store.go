@@ -38,6 +38,9 @@ type Config struct {
 	Embed       EmbedOptions
 	// Collections are created (or re-bound to their folders) at Open.
 	Collections []CollectionConfig
+	// PDFium reads PDFs with PDFium (WebAssembly, started on the first PDF, its compiled code
+	// cached under Dir/.pdfium-cache); false uses the pure-Go parser only.
+	PDFium bool
 }
 
 // CollectionConfig binds a collection to folders.
@@ -74,6 +77,9 @@ type Store struct {
 // Open opens every collection under cfg.Dir and creates the configured ones.
 func Open(ctx context.Context, cfg Config, emb Embedder, logger *slog.Logger) (*Store, error) {
 	s := &Store{cfg: cfg, log: logging.OrDiscard(logger), emb: emb, x: &Extractor{}, cols: map[string]*Collection{}}
+	if cfg.PDFium {
+		s.x.PDF = &pdfEngine{CacheDir: filepath.Join(cfg.Dir, ".pdfium-cache"), Log: s.log}
+	}
 	// rag.dir is made with the first collection: an agent without RAG leaves no trace.
 	entries, err := os.ReadDir(cfg.Dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -207,6 +213,7 @@ func (s *Store) Close() {
 		_ = c.Close()
 	}
 	clear(s.cols)
+	s.x.Close()
 }
 
 // Run re-syncs every folder-bound collection at start and then every interval until ctx ends.

@@ -32,6 +32,10 @@ type Rag struct {
 	ChunkSize int `yaml:"chunk_size"`
 	// ChunkOverlap is how many characters a chunk repeats from the one before. Default 150.
 	ChunkOverlap int `yaml:"chunk_overlap"`
+	// PDFEngine reads PDFs: "pdfium" (PDFium compiled to WebAssembly, in-process: the best
+	// text, CJK included; its first start compiles for several seconds, later ones take
+	// about 0.2 s) or "go" (a light pure-Go parser). Default "pdfium".
+	PDFEngine string `yaml:"pdf_engine"`
 	// EmbedBatch is how many chunks one /api/embed call carries. Default 32.
 	EmbedBatch int `yaml:"embed_batch"`
 	// EmbedConcurrency is how many /api/embed calls run at once. Default 2.
@@ -69,7 +73,7 @@ func (r Rag) DirFor(dataDir string) string {
 
 func defaultRag() Rag {
 	return Rag{EmbedModel: "nomic-embed-text", ChatModel: "qwen3:8b", NumCtx: 8192, TopK: 6, MaxFileSize: 100 << 20,
-		ChunkSize: 1000, ChunkOverlap: 150, EmbedBatch: 32, EmbedConcurrency: 2, RescanInterval: 10 * time.Minute}
+		ChunkSize: 1000, ChunkOverlap: 150, PDFEngine: "pdfium", EmbedBatch: 32, EmbedConcurrency: 2, RescanInterval: 10 * time.Minute}
 }
 
 var ragNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
@@ -99,6 +103,9 @@ func (c *Agent) validateRag(add func(string, ...any)) {
 		}
 	}
 	checkChunk("rag", r.ChunkSize, r.ChunkOverlap)
+	if r.PDFEngine != "pdfium" && r.PDFEngine != "go" {
+		add("rag.pdf_engine %q: use \"pdfium\" or \"go\"", r.PDFEngine)
+	}
 	if r.EmbedBatch < 1 || r.EmbedBatch > 512 {
 		add("rag.embed_batch %d: use between 1 and 512", r.EmbedBatch)
 	}

@@ -18,7 +18,7 @@ func TestRagGood(t *testing.T) {
 	}
 	r := c.Rag
 	if r.DirFor(c.Node.DataDir) != "/srv/hearth/rag" || r.EmbedModel != "bge-m3" || r.ChatModel != "qwen3:14b" ||
-		r.MaxFileSize != 20<<20 || r.RescanInterval != 0 || r.ChunkSize != 1000 || len(r.Collections) != 2 ||
+		r.MaxFileSize != 20<<20 || r.RescanInterval != 0 || r.PDFEngine != "go" || r.ChunkSize != 1000 || len(r.Collections) != 2 ||
 		r.Collections[0].Exclude[0] != "**/tmp/**" || r.Collections[1].ChunkSize != 500 {
 		t.Errorf("got %+v", r)
 	}
@@ -35,7 +35,7 @@ func TestRagExampleConfig(t *testing.T) {
 	def := DefaultAgent().Rag
 	r := c.Rag
 	if r.EmbedModel != def.EmbedModel || r.ChatModel != def.ChatModel || r.NumCtx != def.NumCtx || r.MaxFileSize != def.MaxFileSize ||
-		r.ChunkSize != def.ChunkSize || r.RescanInterval != def.RescanInterval || len(r.Collections) != 1 || r.Collections[0].Name != "docs" {
+		r.ChunkSize != def.ChunkSize || r.RescanInterval != def.RescanInterval || r.PDFEngine != "pdfium" || len(r.Collections) != 1 || r.Collections[0].Name != "docs" {
 		t.Errorf("configs/agent.yaml rag section does not show the defaults: %+v", r)
 	}
 }
