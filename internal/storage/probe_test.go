@@ -112,3 +112,42 @@ func TestProbeRequireMount(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestProbeSlowScan: reading the models of a big store on a slow NAS may take longer than
+// the health timeout. The store stays healthy (its stat answers), and the scan's models
+// arrive with a later check.
+func TestProbeSlowScan(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := storetest.Model(dir, "tiny", 10); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var scans atomic.Int32
+	p := NewProbe(ProbeConfig{Dir: dir, Timeout: 50 * time.Millisecond, MountInfo: fakeMounts(t, dir, "ext4"),
+		Scan: func(dir string) ([]Model, error) {
+			if scans.Add(1) == 1 {
+				<-release
+			}
+			return ReadModels(dir)
+		}}, nil)
+	ctx := context.Background()
+	p.Check(ctx)
+	if h := p.Health(); !h.Ready() || len(p.Models()) != 0 {
+		t.Fatalf("first check, scan still running: %+v, models %v", h, p.Models())
+	}
+	p.Check(ctx) // the scan still runs: no second one, and the store is healthy
+	if h := p.Health(); !h.Ready() || h.Error != "" || scans.Load() != 1 {
+		t.Fatalf("second check while the scan runs: %+v, %d scans", h, scans.Load())
+	}
+	close(release)
+	for i := 0; i < 400 && p.scanning.Load(); i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.Check(ctx)
+	if m := p.Models(); len(m) != 1 || m[0].Name != "tiny:latest" {
+		t.Fatalf("after the slow scan ended: models %v", m)
+	}
+	if h := p.Health(); !h.Ready() {
+		t.Fatalf("health %+v", h)
+	}
+}
