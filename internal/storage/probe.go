@@ -188,6 +188,14 @@ func (p *Probe) waitingFor(h Health) string {
 func (p *Probe) Check(ctx context.Context) {
 	h := Health{Dir: p.cfg.Dir, Required: p.cfg.RequireMount}
 	ms, err := CheckMount(p.cfg.MountInfo, p.cfg.Dir, p.cfg.FSTypes)
+	if err == nil && !ms.Mounted && ms.Mount.FSType == "autofs" && !slices.Contains(p.cfg.FSTypes, "autofs") {
+		// An automount (x-systemd.automount) mounts the share on first access: access it,
+		// bounded like any stat, then read the mounts again.
+		if _, serr := p.bounded(ctx, "automount", func() ([]Model, error) { return nil, p.cfg.Stat(p.cfg.Dir) }); serr != nil {
+			p.log.Debug("the automount did not answer", "dir", p.cfg.Dir, "err", serr)
+		}
+		ms, err = CheckMount(p.cfg.MountInfo, p.cfg.Dir, p.cfg.FSTypes)
+	}
 	if err != nil {
 		h.Error = err.Error()
 	} else {

@@ -151,3 +151,34 @@ func TestProbeSlowScan(t *testing.T) {
 		t.Fatalf("health %+v", h)
 	}
 }
+
+// TestProbeTriggersAnAutomount: with x-systemd.automount the share is mounted on first
+// access; until then mountinfo shows autofs at the store. The probe accesses the store (a
+// bounded stat), so the share gets mounted, and then finds it mounted.
+func TestProbeTriggersAnAutomount(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := storetest.Model(dir, "tiny", 10); err != nil {
+		t.Fatal(err)
+	}
+	info := filepath.Join(t.TempDir(), "mountinfo")
+	autofs := fmt.Sprintf("27 1 253:0 / / rw - ext4 /dev/root rw\n40 27 0:45 / %s rw,relatime shared:30 - autofs systemd-1 rw,fd=52,pgrp=1,timeout=0\n", dir)
+	if err := os.WriteFile(info, []byte(autofs), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var accessed atomic.Int32
+	p := NewProbe(ProbeConfig{Dir: dir, RequireMount: true, Timeout: time.Second, MountInfo: info,
+		Stat: func(d string) error {
+			if accessed.Add(1) == 1 { // the kernel mounts the share behind the autofs
+				nfs := autofs + fmt.Sprintf("41 40 0:46 / %s rw,relatime shared:31 - nfs4 nas:/export/ollama rw,vers=4.2\n", dir)
+				if err := os.WriteFile(info, []byte(nfs), 0o644); err != nil {
+					return err
+				}
+			}
+			return readOne(d)
+		}}, nil)
+	p.Check(context.Background())
+	h := p.Health()
+	if !h.Ready() || !h.Mounted || h.FSType != "nfs4" || len(p.Models()) != 1 {
+		t.Fatalf("an automounted store: %+v, models %v", h, p.Models())
+	}
+}
