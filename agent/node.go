@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/storage"
 	"github.com/hearthlab/hearth/router"
 )
 
@@ -23,6 +25,10 @@ type nodeParts struct {
 	ollama  *OllamaProc // nil unless ollama.manage
 	waker   *waker      // nil without wake: rules and a cluster
 	sleep   *sleepGuard // nil on a router-only node, or with idle.inhibit off and no idle.after
+
+	diagnosing atomic.Bool // a storage report runs (it may hang on a stale NFS handle)
+	// diagnose builds the storage report; nil = storage.Diagnose (tests make it hang).
+	diagnose func(ctx context.Context, node string, h storage.Health, models []storage.Model, u storage.User, readLimit int64) storage.Report
 }
 
 // wrapPicker adds waking sleeping nodes (wake:) to the cluster's picker.

@@ -94,12 +94,25 @@ func (n *nodeParts) storageReport(w http.ResponseWriter, r *http.Request) {
 		}
 		readMB = v
 	}
+	h, models, u := n.store.probe.Health(), n.store.probe.Models(), n.ollamaUser()
+	// A stale NFS handle hangs the stats for ever: the report is given up at the deadline,
+	// and while one hangs no other starts (one stuck goroutine at most).
+	if !n.diagnosing.CompareAndSwap(false, true) {
+		writeNodeError(w, http.StatusServiceUnavailable, "storage_busy",
+			fmt.Sprintf("an earlier storage report on %s has not finished: the store %s may hang (a stale NFS handle or an unreachable server?); try again later", n.cfg.Node.Name, h.Dir))
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), doctorTimeout)
 	defer cancel()
-	h, models, u := n.store.probe.Health(), n.store.probe.Models(), n.ollamaUser()
+	diagnose := n.diagnose
+	if diagnose == nil {
+		diagnose = storage.Diagnose
+	}
 	done := make(chan storage.Report, 1)
-	// A stale NFS handle hangs the stats for ever: the report is given up at the deadline.
-	go func() { done <- storage.Diagnose(ctx, n.cfg.Node.Name, h, models, u, int64(readMB)<<20) }()
+	go func() {
+		defer n.diagnosing.Store(false)
+		done <- diagnose(ctx, n.cfg.Node.Name, h, models, u, int64(readMB)<<20)
+	}()
 	select {
 	case rep := <-done:
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -130,6 +143,11 @@ func (n *nodeParts) prewarm(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || req.Model == "" {
 		writeNodeError(w, http.StatusBadRequest, "bad_request", `send {"model": "NAME"}`)
+		return
+	}
+	if h := n.store.probe.Health(); !h.Ready() {
+		writeNodeError(w, http.StatusServiceUnavailable, "storage_unavailable",
+			fmt.Sprintf("node %s's model store is not usable, so nothing is read from it: %s", n.cfg.Node.Name, h.Error))
 		return
 	}
 	want := router.NormalizeModel(req.Model)

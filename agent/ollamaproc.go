@@ -121,6 +121,9 @@ func (p *OllamaProc) runOnce(ctx context.Context) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out := &lineLog{log: p.log}
 	cmd.Stdout, cmd.Stderr = out, out
+	// Its runners inherit the output pipe: when `ollama serve` dies and leaves one running,
+	// Wait returns this long after it, not when the runner ends, and the group is killed.
+	cmd.WaitDelay = pipeDelay
 	if err := cmd.Start(); err != nil {
 		return &startError{err}
 	}
@@ -159,6 +162,9 @@ func (p *OllamaProc) runOnce(ctx context.Context) error {
 	}
 	return nil
 }
+
+// pipeDelay is how long Wait waits for the output of a dead Ollama's children.
+const pipeDelay = 2 * time.Second
 
 // startError: the binary could not be started at all (missing, not executable); retrying
 // will not help.
@@ -201,11 +207,13 @@ func (l *lineLog) Write(p []byte) (int, error) {
 		if i < 0 && len(l.buf) < maxLine {
 			return len(p), nil
 		}
-		if i < 0 {
-			i = maxLine
+		if i < 0 || i > maxLine { // a line longer than maxLine: its first piece
+			l.emit(string(l.buf[:maxLine]))
+			l.buf = l.buf[maxLine:]
+			continue
 		}
 		l.emit(string(l.buf[:i]))
-		l.buf = l.buf[min(i+1, len(l.buf)):]
+		l.buf = l.buf[i+1:]
 	}
 }
 

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -162,5 +163,64 @@ func TestOllamaProcPruneOwnerAndMissingBinary(t *testing.T) {
 	err = p.Run(ctx)
 	if err == nil || !strings.Contains(err.Error(), `cannot start the managed Ollama (ollama.binary "/nonexistent/ollama")`) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestOllamaProcRestartsWhenARunnerOutlivesIt: Ollama's runners inherit its output; when
+// `ollama serve` dies and leaves one running, the supervisor still restarts it (and kills
+// the runner with its process group) instead of waiting for the runner's end.
+func TestOllamaProcRestartsWhenARunnerOutlivesIt(t *testing.T) {
+	dir := t.TempDir()
+	startsFile, runnerFile := filepath.Join(dir, "starts"), filepath.Join(dir, "runner")
+	script := `#!/bin/sh
+echo "$$" >> "` + startsFile + `"
+if [ "$(wc -l < "` + startsFile + `")" -eq 1 ]; then
+  sleep 60 &
+  echo "$!" > "` + runnerFile + `"
+  echo "level=ERROR dying, a runner left behind"
+  exit 3
+fi
+trap 'exit 0' TERM
+while :; do sleep 0.05; done
+`
+	binary := filepath.Join(dir, "ollama")
+	if err := os.WriteFile(binary, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p, _, _, _ := startProc(t, procConfig(binary))
+	eventually(t, "Ollama is started again although its runner holds the output", func() bool { return p.Starts() == 2 && p.PID() != 0 })
+	runner := pids(t, runnerFile)
+	if len(runner) != 1 {
+		t.Fatalf("runner pids %v", runner)
+	}
+	eventually(t, "the left-behind runner is killed with the group", func() bool { return !alive(runner[0]) })
+}
+
+// TestLineLogBoundsLines: a child's output reaches the log in records of at most maxLine
+// bytes, also when a long line ends in the same write.
+func TestLineLogBoundsLines(t *testing.T) {
+	logs := &syncBuffer{}
+	l := &lineLog{log: slog.New(slog.NewJSONHandler(logs, nil))}
+	long := strings.Repeat("a", 3*maxLine+10)
+	if n, err := l.Write([]byte(long + "\nshort\n")); err != nil || n != len(long)+7 {
+		t.Fatalf("Write: %d, %v", n, err)
+	}
+	l.flush()
+	var total int
+	var records []string
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var rec struct{ Msg string }
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatal(err)
+		}
+		records = append(records, rec.Msg)
+		msg := strings.TrimPrefix(rec.Msg, "ollama: ")
+		if len(msg) > maxLine {
+			t.Errorf("a record of %d bytes, over %d", len(msg), maxLine)
+		}
+		total += len(msg)
+	}
+	if len(records) != 5 || records[4] != "ollama: short" || total != len(long)+len("short") {
+		t.Errorf("%d records, %d bytes: last %q", len(records), total, records[len(records)-1])
 	}
 }

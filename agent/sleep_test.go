@@ -108,3 +108,31 @@ func startAgentWith(t *testing.T, cfg config.Agent, opts ...Option) (string, *sy
 	})
 	return "http://" + a.Addr().String(), logs
 }
+
+// TestSleepInhibitorReleasedWhenTheAgentStops: requests still in flight when the guard stops
+// (the agent shutting down) do not leave the inhibitor running.
+func TestSleepInhibitorReleasedWhenTheAgentStops(t *testing.T) {
+	dir := t.TempDir()
+	pidFile, inhibitor := filepath.Join(dir, "inhibitor.pid"), filepath.Join(dir, "inhibit")
+	if err := os.WriteFile(inhibitor, []byte("#!/bin/sh\necho $$ > "+pidFile+"\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	g := newSleepGuard([]string{inhibitor}, 0, "", func() int { return 1 }, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	g.changed()
+	var pid int
+	eventually(t, "the inhibitor runs", func() bool {
+		data, _ := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+		return pid > 0 && alive(pid)
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if alive(pid) {
+		t.Errorf("the inhibitor %d still runs after the guard stopped", pid)
+	}
+}

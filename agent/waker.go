@@ -39,6 +39,7 @@ type waker struct {
 	rules map[string]config.WakeRule
 	peers func() []cluster.Peer
 	send  func(context.Context, config.WakeRule) error
+	now   func() time.Time // the rate limit's clock
 	log   *slog.Logger
 	dir   string // node.data_dir, where lastSeen is kept; "" = not kept
 
@@ -53,7 +54,7 @@ type waker struct {
 
 func newWaker(inner router.Picker, rules []config.WakeRule, peers func() []cluster.Peer, dataDir string, reg prometheus.Registerer, logger *slog.Logger) (*waker, error) {
 	w := &waker{
-		Picker: inner, rules: map[string]config.WakeRule{}, peers: peers, send: SendWake, log: logger, dir: dataDir,
+		Picker: inner, rules: map[string]config.WakeRule{}, peers: peers, send: SendWake, now: time.Now, log: logger, dir: dataDir,
 		lastSent: map[string]time.Time{}, woken: map[string]time.Time{}, lastSeen: map[string][]string{},
 		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hearth_wake_packets_total", Help: "Wake-on-LAN magic packets sent, by node.",
@@ -202,7 +203,7 @@ func (w *waker) Wake(ctx context.Context, node string) error {
 
 // wake sends the packet unless one went to the node within wakeRepeat.
 func (w *waker) wake(ctx context.Context, rule config.WakeRule, why string) error {
-	now := time.Now()
+	now := w.now()
 	w.mu.Lock()
 	if last, ok := w.lastSent[rule.Node]; ok && now.Sub(last) < wakeRepeat {
 		w.mu.Unlock()

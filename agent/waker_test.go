@@ -2,6 +2,8 @@ package agent
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"os"
@@ -122,4 +124,62 @@ func TestWakeRemembersWhatANodeHad(t *testing.T) {
 	if _, ok := w2.ruleFor("other:latest"); ok {
 		t.Errorf("a model gpu never had wakes it")
 	}
+}
+
+// TestWakeRateLimit: under both policies, a burst of requests (and a held request polling)
+// sends one magic packet per wakeRepeat; the next window sends again; by hand is never held
+// back. The clock is the test's.
+func TestWakeRateLimit(t *testing.T) {
+	for _, policy := range []string{"fallback", "hold"} {
+		t.Run(policy, func(t *testing.T) {
+			nas := cluster.Peer{Name: "nas", Meta: cluster.Meta{Role: cluster.RoleRouter, StorageOK: true}}
+			nas.Inventory.Stored = []router.ModelInfo{{Name: "tiny:latest"}}
+			rules := []config.WakeRule{{Node: "gpu", MAC: "aa:bb:cc:dd:ee:ff", Broadcast: "127.0.0.1:9", Wait: 300 * time.Millisecond, Policy: policy}}
+			w, err := newWaker(noCandidate{}, rules, func() []cluster.Peer { return []cluster.Peer{nas} }, "", prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			clock := time.Unix(1_800_000_000, 0)
+			var sent int
+			w.now = func() time.Time { return clock }
+			w.send = func(context.Context, config.WakeRule) error { sent++; return nil }
+			pick := func() {
+				t.Helper()
+				_, err := w.Pick(context.Background(), router.PickRequest{Model: "tiny:latest"})
+				var api *router.APIError
+				if !errors.As(err, &api) || api.Status != http.StatusServiceUnavailable || api.Code != "model_unavailable" {
+					t.Fatalf("Pick: %v", err)
+				}
+			}
+			for range 3 {
+				pick()
+			}
+			if sent != 1 {
+				t.Fatalf("three requests within %s sent %d packets, want 1", wakeRepeat, sent)
+			}
+			clock = clock.Add(wakeRepeat - time.Second)
+			pick()
+			if sent != 1 {
+				t.Fatalf("a request %s after the packet sent another", wakeRepeat-time.Second)
+			}
+			clock = clock.Add(2 * time.Second)
+			pick()
+			if sent != 2 {
+				t.Fatalf("a request past %s sent %d packets in all, want 2", wakeRepeat, sent)
+			}
+			if err := w.Wake(context.Background(), "gpu"); err != nil || sent != 3 {
+				t.Fatalf("by hand: %v, %d packets in all, want 3", err, sent)
+			}
+			if err := w.Wake(context.Background(), "other"); err == nil || !strings.Contains(err.Error(), `no wake rule for "other"`) {
+				t.Fatalf("waking a node without a rule: %v", err)
+			}
+		})
+	}
+}
+
+// noCandidate is a cluster where nothing can serve.
+type noCandidate struct{ router.Picker }
+
+func (noCandidate) Pick(context.Context, router.PickRequest) (*router.Target, error) {
+	return nil, router.ErrNoCandidate
 }

@@ -23,13 +23,17 @@ import (
 func storeNodes(v router.ClusterView, name string) ([]router.NodeView, error) {
 	var out []router.NodeView
 	var all []string
+	known := false
 	for _, n := range v.Nodes {
 		all = append(all, n.Name)
+		known = known || n.Name == name
 		if (name == "" || n.Name == name) && n.Storage != nil {
 			out = append(out, n)
 		}
 	}
 	switch {
+	case name != "" && !known:
+		return nil, fmt.Errorf("no node %q in the cluster (nodes: %s): give --node one of them", name, strings.Join(all, ", "))
 	case name != "" && len(out) == 0:
 		return nil, fmt.Errorf("node %q has no model store in the cluster view (nodes: %s); set its storage.models_dir", name, strings.Join(all, ", "))
 	case len(out) == 0:
@@ -84,6 +88,9 @@ func newModelsPrewarmCmd() *cobra.Command {
 					}
 				}
 				done++
+			}
+			if done == 0 && node != "" {
+				return fmt.Errorf("node %s's store does not hold %s: `hearth models ls` shows where models are", node, args[0])
 			}
 			if done == 0 {
 				return fmt.Errorf("no serving node's store holds %s: `hearth models ls` shows where models are", args[0])

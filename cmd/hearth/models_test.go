@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +136,37 @@ func TestDoctorComparesUIDs(t *testing.T) {
 	n := renderDoctor(&out, []storage.Report{report("nas", 997), report("gpu-pc", 998)}, nil)
 	if n != 1 || !strings.Contains(out.String(), "PROBLEM: Ollama's UID differs: 997 on nas, 998 on gpu-pc") {
 		t.Errorf("%d problems:\n%s", n, out.String())
+	}
+}
+
+// TestModelsCommandErrors: an unknown node, a model a node does not hold and an agent that
+// does not answer each get a message that says what is wrong and what to do.
+func TestModelsCommandErrors(t *testing.T) {
+	base := startStoreAgent(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"models", "prewarm", "tiny", "--node", "nope", "--agent", base}, `no node "nope" in the cluster (nodes: gpu-pc): give --node one of them`},
+		{[]string{"models", "prewarm", "nope", "--node", "gpu-pc", "--agent", base}, "node gpu-pc's store does not hold nope"},
+		{[]string{"models", "pull", "tiny", "--node", "nope", "--agent", base}, `answered 404 Not Found: unknown node "nope" (this agent serves node "gpu-pc")`},
+		{[]string{"models", "rm", "tiny", "--node", "nope", "--agent", base}, `answered 404 Not Found: unknown node "nope"`},
+		{[]string{"models", "rm", "nope", "--agent", base}, `answered 404 Not Found: model 'nope' not found`},
+		{[]string{"models", "ls", "--agent", dead}, "cannot reach the agent at " + dead},
+		{[]string{"models", "pull", "tiny", "--agent", dead}, "(is `hearth agent` running there?)"},
+		{[]string{"models", "doctor", "--agent", dead}, "cannot reach the agent at " + dead},
+		{[]string{"wake", "gpu-pc", "--agent", dead}, "cannot reach the agent at " + dead},
+	}
+	for _, tc := range tests {
+		out, err := run(tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v (output %q), want an error with %q", tc.args, err, out, tc.want)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -87,6 +88,9 @@ func permWords(need uint32) string {
 	}
 	return "rwx permission"
 }
+
+// nobody is the UID (and GID) an NFS server gives root under root_squash.
+const nobody = 65534
 
 // Space is a filesystem's size and what is free for unprivileged users, in bytes.
 type Space struct {
@@ -241,6 +245,16 @@ func Diagnose(ctx context.Context, node string, h Health, models []Model, user U
 		rep.Problems = append(rep.Problems, "the store is not mounted: check the NFS mount (systemctl status on its .mount unit, or `mount | grep nfs`)")
 	}
 	rep.Access = CheckAccess(h.Dir, user.UID, user.GIDs)
+	if user.UID == 0 && strings.HasPrefix(h.FSType, "nfs") {
+		// An NFS server maps root to nobody (root_squash, its default): root passes every
+		// local check and is still refused on the share.
+		for i, a := range CheckAccess(h.Dir, nobody, []uint32{nobody}) {
+			if i < len(rep.Access) && rep.Access[i].OK && !a.OK {
+				rep.Access[i].OK = false
+				rep.Access[i].Problem = fmt.Sprintf("Ollama runs as root, which the NFS server maps to nobody (uid %d) unless the export has no_root_squash: %s", nobody, a.Problem)
+			}
+		}
+	}
 	for _, a := range rep.Access {
 		if !a.OK {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: %s", a.Path, a.Problem))

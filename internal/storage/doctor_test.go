@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/hearthlab/hearth/internal/storage/storetest"
@@ -67,5 +68,28 @@ func TestReadSpeedAndPrewarm(t *testing.T) {
 	sp, err := FreeSpace(dir)
 	if err != nil || sp.Total <= 0 || sp.Free > sp.Total {
 		t.Fatalf("FreeSpace %+v %v", sp, err)
+	}
+}
+
+// TestDiagnoseRootOnNFS: root passes every local permission check, but an NFS server maps it
+// to nobody (root_squash), so a store only its owner may enter is a problem for a root Ollama.
+func TestDiagnoseRootOnNFS(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	root := User{Name: "root", UID: 0, GIDs: []uint32{0}}
+	h := Health{Dir: dir, Required: true, Mounted: true, FSType: "nfs4", Healthy: true}
+	rep := Diagnose(context.Background(), "gpu-pc", h, nil, root, 0)
+	var found bool
+	for _, p := range rep.Problems {
+		found = found || (strings.HasPrefix(p, dir+": Ollama runs as root, which the NFS server maps to nobody (uid 65534)") && strings.Contains(p, "lacks rwx permission"))
+	}
+	if !found {
+		t.Fatalf("problems %q", rep.Problems)
+	}
+	h.FSType, h.Required, h.Mounted = "ext4", false, false // a local store: root may
+	if rep := Diagnose(context.Background(), "gpu-pc", h, nil, root, 0); len(rep.Problems) != 0 {
+		t.Fatalf("a local store as root: %q", rep.Problems)
 	}
 }

@@ -52,8 +52,10 @@ func ParseMountInfo(r io.Reader) ([]Mount, error) {
 }
 
 // parseMountLine reads "36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw".
+// The kernel separates fields by one space and escapes spaces inside them, so an empty field
+// (a mount whose source is "", as `mount -t tmpfs "" /mnt` makes) is two spaces in a row.
 func parseMountLine(line string) (Mount, error) {
-	fields := strings.Fields(line)
+	fields := strings.Split(line, " ")
 	sep := slices.Index(fields, "-")
 	if sep < 6 || len(fields) < sep+3 {
 		return Mount{}, fmt.Errorf("want at least 6 fields, \"-\", type and source: %q", line)

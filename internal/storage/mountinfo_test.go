@@ -111,3 +111,18 @@ func TestCheckMountTmpfs(t *testing.T) {
 		t.Errorf("tmpfs counted as a network filesystem with the default fs_types")
 	}
 }
+
+// TestParseMountInfoEmptySource: a mount with an empty source ("- tmpfs  rw") keeps its
+// fields in place: the source is "", not the super options.
+func TestParseMountInfoEmptySource(t *testing.T) {
+	in := "27 1 253:0 / / rw shared:1 - ext4 /dev/root rw\n" +
+		"50 27 0:46 / /mnt/models rw,relatime shared:30 - tmpfs  rw,size=10240k\n"
+	mounts, err := ParseMountInfo(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := MountOf(mounts, "/mnt/models/blobs")
+	if !ok || m.ID != 50 || m.FSType != "tmpfs" || m.Source != "" || m.MountPoint != "/mnt/models" || m.Options != "rw,relatime" {
+		t.Fatalf("got %+v, %v", m, ok)
+	}
+}

@@ -62,7 +62,9 @@ type Probe struct {
 	cfg ProbeConfig
 	log *slog.Logger
 
-	pending  atomic.Bool // a stat or scan has not returned yet
+	pending  atomic.Bool // a stat has not returned yet
+	scanning atomic.Bool // a scan of the models has not returned yet
+	scanRes  chan scanResult
 	changed  chan struct{}
 	mountedC chan struct{} // closed the first time the store is mounted and answers
 	onceM    sync.Once
@@ -94,7 +96,7 @@ func NewProbe(cfg ProbeConfig, logger *slog.Logger) *Probe {
 	if cfg.Scan == nil {
 		cfg.Scan = ReadModels
 	}
-	return &Probe{cfg: cfg, log: logger, changed: make(chan struct{}, 1), mountedC: make(chan struct{}),
+	return &Probe{cfg: cfg, log: logger, changed: make(chan struct{}, 1), mountedC: make(chan struct{}), scanRes: make(chan scanResult, 1),
 		health: Health{Dir: cfg.Dir, Required: cfg.RequireMount, Error: "not checked yet"}}
 }
 
@@ -186,6 +188,14 @@ func (p *Probe) waitingFor(h Health) string {
 func (p *Probe) Check(ctx context.Context) {
 	h := Health{Dir: p.cfg.Dir, Required: p.cfg.RequireMount}
 	ms, err := CheckMount(p.cfg.MountInfo, p.cfg.Dir, p.cfg.FSTypes)
+	if err == nil && !ms.Mounted && ms.Mount.FSType == "autofs" && !slices.Contains(p.cfg.FSTypes, "autofs") {
+		// An automount (x-systemd.automount) mounts the share on first access: access it,
+		// bounded like any stat, then read the mounts again.
+		if _, serr := p.bounded(ctx, "automount", func() ([]Model, error) { return nil, p.cfg.Stat(p.cfg.Dir) }); serr != nil {
+			p.log.Debug("the automount did not answer", "dir", p.cfg.Dir, "err", serr)
+		}
+		ms, err = CheckMount(p.cfg.MountInfo, p.cfg.Dir, p.cfg.FSTypes)
+	}
 	if err != nil {
 		h.Error = err.Error()
 	} else {
@@ -205,14 +215,62 @@ func (p *Probe) Check(ctx context.Context) {
 		}
 		h.Healthy = true
 		var err error
-		models, err = p.bounded(ctx, "scan", func() ([]Model, error) { return p.cfg.Scan(p.cfg.Dir) })
-		scanned = models != nil || err == nil
+		var ended bool
+		models, err, ended = p.scan(ctx)
+		scanned = ended && (models != nil || err == nil)
 		if err != nil {
 			p.log.Warn("some models on the store cannot be read", "dir", p.cfg.Dir, "err", err)
 		}
 	}
 	h.CheckedAt = time.Now()
 	p.store(h, models, scanned)
+}
+
+type scanResult struct {
+	models []Model
+	err    error
+}
+
+// scan reads the store's models, waiting up to Timeout. A store of many models on a slow
+// NAS (a disk spinning up) may take longer: that scan goes on, one at a time, and a later
+// check takes its result. ended is false while no result is in. The store's health is the
+// stat's alone: a slow scan does not make it unhealthy.
+func (p *Probe) scan(ctx context.Context) (models []Model, err error, ended bool) {
+	select {
+	case r := <-p.scanRes: // a scan an earlier check did not wait for
+		return r.models, r.err, true
+	default:
+	}
+	if !p.scanning.CompareAndSwap(false, true) {
+		return nil, nil, false
+	}
+	go func() {
+		models, err := p.cfg.Scan(p.cfg.Dir)
+		r := scanResult{models, err}
+		for range 2 { // never blocks: a result nobody took yet is replaced by this newer one
+			select {
+			case p.scanRes <- r:
+				p.scanning.Store(false)
+				return
+			default:
+				select {
+				case <-p.scanRes:
+				default:
+				}
+			}
+		}
+		p.scanning.Store(false)
+	}()
+	t := time.NewTimer(p.cfg.Timeout)
+	defer t.Stop()
+	select {
+	case r := <-p.scanRes:
+		return r.models, r.err, true
+	case <-t.C:
+		p.log.Info("reading the store's models takes longer than storage.health_timeout; a later check takes the result", "dir", p.cfg.Dir, "timeout", p.cfg.Timeout.String())
+	case <-ctx.Done():
+	}
+	return nil, nil, false
 }
 
 // bounded runs fn with the probe's deadline. While an earlier fn still hangs, it fails at

@@ -112,3 +112,73 @@ func TestProbeRequireMount(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestProbeSlowScan: reading the models of a big store on a slow NAS may take longer than
+// the health timeout. The store stays healthy (its stat answers), and the scan's models
+// arrive with a later check.
+func TestProbeSlowScan(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := storetest.Model(dir, "tiny", 10); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var scans atomic.Int32
+	p := NewProbe(ProbeConfig{Dir: dir, Timeout: 50 * time.Millisecond, MountInfo: fakeMounts(t, dir, "ext4"),
+		Scan: func(dir string) ([]Model, error) {
+			if scans.Add(1) == 1 {
+				<-release
+			}
+			return ReadModels(dir)
+		}}, nil)
+	ctx := context.Background()
+	p.Check(ctx)
+	if h := p.Health(); !h.Ready() || len(p.Models()) != 0 {
+		t.Fatalf("first check, scan still running: %+v, models %v", h, p.Models())
+	}
+	p.Check(ctx) // the scan still runs: no second one, and the store is healthy
+	if h := p.Health(); !h.Ready() || h.Error != "" || scans.Load() != 1 {
+		t.Fatalf("second check while the scan runs: %+v, %d scans", h, scans.Load())
+	}
+	close(release)
+	for i := 0; i < 400 && p.scanning.Load(); i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.Check(ctx)
+	if m := p.Models(); len(m) != 1 || m[0].Name != "tiny:latest" {
+		t.Fatalf("after the slow scan ended: models %v", m)
+	}
+	if h := p.Health(); !h.Ready() {
+		t.Fatalf("health %+v", h)
+	}
+}
+
+// TestProbeTriggersAnAutomount: with x-systemd.automount the share is mounted on first
+// access; until then mountinfo shows autofs at the store. The probe accesses the store (a
+// bounded stat), so the share gets mounted, and then finds it mounted.
+func TestProbeTriggersAnAutomount(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := storetest.Model(dir, "tiny", 10); err != nil {
+		t.Fatal(err)
+	}
+	info := filepath.Join(t.TempDir(), "mountinfo")
+	autofs := fmt.Sprintf("27 1 253:0 / / rw - ext4 /dev/root rw\n40 27 0:45 / %s rw,relatime shared:30 - autofs systemd-1 rw,fd=52,pgrp=1,timeout=0\n", dir)
+	if err := os.WriteFile(info, []byte(autofs), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var accessed atomic.Int32
+	p := NewProbe(ProbeConfig{Dir: dir, RequireMount: true, Timeout: time.Second, MountInfo: info,
+		Stat: func(d string) error {
+			if accessed.Add(1) == 1 { // the kernel mounts the share behind the autofs
+				nfs := autofs + fmt.Sprintf("41 40 0:46 / %s rw,relatime shared:31 - nfs4 nas:/export/ollama rw,vers=4.2\n", dir)
+				if err := os.WriteFile(info, []byte(nfs), 0o644); err != nil {
+					return err
+				}
+			}
+			return readOne(d)
+		}}, nil)
+	p.Check(context.Background())
+	h := p.Health()
+	if !h.Ready() || !h.Mounted || h.FSType != "nfs4" || len(p.Models()) != 1 {
+		t.Fatalf("an automounted store: %+v, models %v", h, p.Models())
+	}
+}
