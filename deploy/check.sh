@@ -3,66 +3,102 @@
 # temporary root (DESTDIR) what it should; the installed units pass `systemd-analyze verify`
 # and score at most 2.0 on `systemd-analyze security --offline=yes`.
 # When dist/ holds .deb packages (make dist), their contents and scripts are checked too.
+# Every failure says which check failed and shows the output that tells why.
 #   sh deploy/check.sh [HEARTH-BINARY]     (default: builds one with go build)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+step="starting"
+# A command that fails under set -e ends the script here: name the check it was part of.
+on_exit() {
+	rc=$?
+	if [ "$rc" != 0 ]; then echo "deploy/check.sh: FAILED (exit $rc) while: $step" >&2; fi
+	rm -rf "$tmp"
+}
+trap on_exit EXIT
 fail() { echo "deploy/check.sh: $*" >&2; exit 1; }
+# show FILE: the output of the command that failed, on stderr.
+show() { if [ -s "$1" ]; then echo "--- output:" >&2; cat "$1" >&2; echo "---" >&2; fi; }
 
 bin=${1:-}
 if [ -z "$bin" ]; then
+	step="building hearth (go build ./cmd/hearth)"
 	bin="$tmp/hearth"
 	(cd "$here/.." && CGO_ENABLED=0 go build -o "$bin" ./cmd/hearth)
 fi
+[ -f "$bin" ] || fail "no hearth binary at $bin: run make dist (dist/hearth-linux-amd64) or pass a binary"
 
-shellcheck "$here/install.sh" "$here/check.sh" "$here/dist.sh" "$here/packaging/postinstall.sh" "$here/packaging/preremove.sh"
+step="shellcheck of the shell scripts"
+if ! shellcheck "$here/install.sh" "$here/check.sh" "$here/dist.sh" "$here/packaging/postinstall.sh" "$here/packaging/preremove.sh" >"$tmp/out" 2>&1; then
+	show "$tmp/out"
+	fail "shellcheck found problems in deploy/'s scripts (above)"
+fi
 echo "shellcheck: ok"
 
+step="install.sh into a temporary root"
 root="$tmp/root"
-DESTDIR="$root" sh "$here/install.sh" --bin "$bin" >"$tmp/install.log"
+if ! DESTDIR="$root" sh "$here/install.sh" --bin "$bin" >"$tmp/out" 2>&1; then
+	show "$tmp/out"
+	fail "DESTDIR=$root sh install.sh --bin $bin failed"
+fi
 for f in usr/local/bin/hearth etc/systemd/system/hearth-agent.service etc/systemd/system/hearth-relay.service; do
-	[ -f "$root/$f" ] || fail "install.sh did not install /$f"
+	[ -f "$root/$f" ] || { show "$tmp/out"; fail "install.sh did not install /$f"; }
 done
 [ -x "$root/usr/local/bin/hearth" ] || fail "the installed hearth is not executable"
 [ -d "$root/etc/hearth" ] || fail "install.sh did not make /etc/hearth"
-"$root/usr/local/bin/hearth" version | grep -q '^hearth ' || fail "the installed hearth does not run"
+if ! "$root/usr/local/bin/hearth" version >"$tmp/out" 2>&1 || ! grep -q '^hearth ' "$tmp/out"; then
+	show "$tmp/out"
+	fail "the installed hearth does not run: \`hearth version\` should print \"hearth VERSION ...\""
+fi
 for role in agent relay; do
-	grep -q "^ExecStart=/usr/local/bin/hearth $role --config /etc/hearth/$role.yaml$" "$root/etc/systemd/system/hearth-$role.service" ||
-		fail "hearth-$role.service: ExecStart does not run /usr/local/bin/hearth"
+	grep -q "^ExecStart=/usr/local/bin/hearth $role --config /etc/hearth/$role.yaml$" "$root/etc/systemd/system/hearth-$role.service" || {
+		grep '^ExecStart=' "$root/etc/systemd/system/hearth-$role.service" >&2 || true
+		fail "hearth-$role.service: ExecStart does not run /usr/local/bin/hearth $role --config /etc/hearth/$role.yaml"
+	}
 done
 echo "install.sh into $root: ok"
 
 for role in agent relay; do
 	unit="$root/etc/systemd/system/hearth-$role.service"
+	step="systemd-analyze verify hearth-$role.service"
 	# verify wants the ExecStart binary to exist on this machine: point a copy at the installed one.
 	mkdir -p "$tmp/verify"
 	sed "s|^ExecStart=/usr/local/bin/hearth |ExecStart=$root/usr/local/bin/hearth |; s|^ExecReload=/bin/kill |ExecReload=$(command -v kill) |" \
 		"$unit" >"$tmp/verify/hearth-$role.service"
 	# verify exits 0 on unknown keys: any message at all is a failure here.
-	if ! systemd-analyze verify "$tmp/verify/hearth-$role.service" >"$tmp/verify.log" 2>&1 || [ -s "$tmp/verify.log" ]; then
-		cat "$tmp/verify.log" >&2
+	if ! systemd-analyze verify "$tmp/verify/hearth-$role.service" >"$tmp/out" 2>&1 || [ -s "$tmp/out" ]; then
+		show "$tmp/out"
 		fail "hearth-$role.service does not verify cleanly"
 	fi
-	score=$(systemd-analyze security --offline=yes "$unit" 2>/dev/null | sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p')
-	systemd-analyze security --offline=yes --threshold=20 "$unit" >/dev/null ||
-		fail "hearth-$role.service scores $score on systemd-analyze security, above 2.0"
+	step="systemd-analyze security --offline=yes hearth-$role.service"
+	# --threshold is in tenths of the printed 0.0-10.0 exposure: 20 is 2.0.
+	if ! systemd-analyze security --offline=yes --threshold=20 "$unit" >"$tmp/out" 2>&1; then
+		show "$tmp/out"
+		score=$(sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p' "$tmp/out")
+		fail "hearth-$role.service scores ${score:-no score} on systemd-analyze security, above 2.0 (the ✗ lines above cost it)"
+	fi
+	score=$(sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p' "$tmp/out")
+	[ -n "$score" ] || { show "$tmp/out"; fail "systemd-analyze security printed no exposure level for hearth-$role.service"; }
 	echo "hearth-$role.service: verify ok, security exposure $score (at most 2.0)"
 done
 
 for deb in "$here"/../dist/hearth_*.deb; do
 	[ -f "$deb" ] || continue
+	name=$(basename "$deb")
+	step="the contents of $name"
 	dpkg-deb -c "$deb" >"$tmp/deb.list"
 	for f in ./usr/bin/hearth ./usr/lib/systemd/system/hearth-agent.service ./usr/lib/systemd/system/hearth-relay.service; do
-		grep -q " $f\$" "$tmp/deb.list" || fail "$(basename "$deb") lacks $f"
+		grep -q " $f\$" "$tmp/deb.list" || { show "$tmp/deb.list"; fail "$name lacks $f"; }
 	done
 	mkdir -p "$tmp/control"
 	dpkg-deb -e "$deb" "$tmp/control"
-	grep -q "useradd --system" "$tmp/control/postinst" || fail "$(basename "$deb") does not create the hearth user"
-	echo "$(basename "$deb"): binary, units and the hearth user: ok"
+	grep -q "useradd --system" "$tmp/control/postinst" || { show "$tmp/control/postinst"; fail "$name does not create the hearth user"; }
+	echo "$name: binary, units and the hearth user: ok"
 done
 
 if [ -f "$here/../dist/SHA256SUMS" ]; then
-	(cd "$here/../dist" && sha256sum --quiet -c SHA256SUMS) || fail "dist/SHA256SUMS does not match dist/"
+	step="sha256sum -c dist/SHA256SUMS"
+	(cd "$here/../dist" && sha256sum --quiet -c SHA256SUMS) >"$tmp/out" 2>&1 || { show "$tmp/out"; fail "dist/SHA256SUMS does not match dist/"; }
 	echo "dist/SHA256SUMS: ok"
 fi
+step="done"

@@ -210,15 +210,7 @@ func defaultDataDir() string {
 
 // LoadAgent reads an agent config file over the defaults and validates it.
 func LoadAgent(path string) (Agent, error) {
-	cfg := DefaultAgent()
-	if err := decodeFile(path, &cfg); err != nil {
-		return cfg, err
-	}
-	cfg.Complete()
-	if err := cfg.Validate(); err != nil {
-		return cfg, fmt.Errorf("%s: %w", path, err)
-	}
-	return cfg, nil
+	return LoadAgentWith(path, os.LookupEnv)
 }
 
 // Complete fills defaults inside list items, which DefaultAgent cannot hold.

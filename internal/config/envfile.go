@@ -52,15 +52,11 @@ func EnvLookup(env map[string]string) func(string) (string, bool) {
 	}
 }
 
-// LoadRelayWith is LoadRelay with ${VAR} looked up by lookup instead of the process
-// environment: `hearth init` validates what it wrote against the env file it wrote beside it.
+// LoadRelayWith reads a relay config file over the defaults and validates it, with ${VAR}
+// looked up by lookup: LoadRelay passes os.LookupEnv, `hearth init` the env file it wrote.
 func LoadRelayWith(path string, lookup func(string) (string, bool)) (Relay, error) {
 	cfg := DefaultRelay()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
-	}
-	if err := decode(path, data, &cfg, lookup); err != nil {
+	if err := decodeFile(path, &cfg, lookup); err != nil {
 		return cfg, err
 	}
 	cfg.Complete()
@@ -70,14 +66,11 @@ func LoadRelayWith(path string, lookup func(string) (string, bool)) (Relay, erro
 	return cfg, nil
 }
 
-// LoadAgentWith is LoadAgent with ${VAR} looked up by lookup.
+// LoadAgentWith reads an agent config file over the defaults and validates it, with ${VAR}
+// looked up by lookup: LoadAgent passes os.LookupEnv, `hearth init` the env file it wrote.
 func LoadAgentWith(path string, lookup func(string) (string, bool)) (Agent, error) {
 	cfg := DefaultAgent()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
-	}
-	if err := decode(path, data, &cfg, lookup); err != nil {
+	if err := decodeFile(path, &cfg, lookup); err != nil {
 		return cfg, err
 	}
 	cfg.Complete()

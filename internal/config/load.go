@@ -30,13 +30,14 @@ func (e Errors) Error() string {
 }
 
 // decodeFile reads path and decodes it strictly into dst, which holds the defaults already:
-// a key absent from the file keeps its default, a key present replaces it.
-func decodeFile(path string, dst any) error {
+// a key absent from the file keeps its default, a key present replaces it. lookup resolves
+// ${VAR} (os.LookupEnv, or an env file's values).
+func decodeFile(path string, dst any, lookup func(string) (string, bool)) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	return decode(path, data, dst, os.LookupEnv)
+	return decode(path, data, dst, lookup)
 }
 
 func decode(name string, data []byte, dst any, lookup func(string) (string, bool)) error {

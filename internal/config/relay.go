@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"time"
 )
@@ -179,15 +180,7 @@ func DefaultRelay() Relay {
 
 // LoadRelay reads a relay config file over the defaults and validates it.
 func LoadRelay(path string) (Relay, error) {
-	cfg := DefaultRelay()
-	if err := decodeFile(path, &cfg); err != nil {
-		return cfg, err
-	}
-	cfg.Complete()
-	if err := cfg.Validate(); err != nil {
-		return cfg, fmt.Errorf("%s: %w", path, err)
-	}
-	return cfg, nil
+	return LoadRelayWith(path, os.LookupEnv)
 }
 
 // Complete fills defaults inside list items, which DefaultRelay cannot hold.

@@ -115,9 +115,11 @@ func WriteAgent(ctx context.Context, o Agent, env Env) (Written, Ollama, error) 
 	}
 	next = append(next, "",
 		"Start the agent:   systemctl enable --now hearth-agent   (or: hearth agent --config "+cfgPath+")",
-		"Check it:          hearth doctor --role agent",
+		"Check it:          "+withConfig("hearth doctor --role agent", cfgPath, config.DefaultAgentPath),
 		"", "To add another home machine to this cluster, run there:", "",
-		"  hearth init agent --name NAME --join "+o.Name+":"+ClusterPort+" --cluster-secret "+secret)
+		"  hearth init agent --name NAME --join "+o.Name+":"+ClusterPort+" --cluster-secret KEY",
+		"",
+		"with KEY the value of HEARTH_CLUSTER_KEY in "+envPath+" (sudo cat it: secrets are not printed).")
 	return Written{Config: cfgPath, EnvFile: envPath, Next: next}, found, nil
 }
 

@@ -171,6 +171,15 @@ func writeTemp(f file, env Env) (string, error) {
 	return name, nil
 }
 
+// withConfig is command with --config path added when path is not where hearth looks by
+// default, so that a printed next step runs as printed.
+func withConfig(command, path, defaultPath string) string {
+	if path == defaultPath {
+		return command
+	}
+	return command + " --config " + path
+}
+
 // envFile renders VAR=value lines under a header.
 func envFile(header string, vars [][2]string) []byte {
 	var b strings.Builder
