@@ -262,7 +262,9 @@ func (s *Store) Reindex(ctx context.Context, name string, progress func(Progress
 		rep.add(PutResult{Source: d.Source, Outcome: Indexed, Chunks: len(texts)})
 		progress(Progress{Collection: name, File: d.Source, Index: i + 1, Total: len(docs), Outcome: Indexed, Chunks: len(texts), Embedded: embedded})
 		if i == 0 && len(vecs) > 0 {
+			c.mu.Lock()
 			c.meta.Dims = len(vecs[0])
+			c.mu.Unlock()
 		}
 	}
 	c.mu.Lock()
