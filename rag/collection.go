@@ -213,8 +213,11 @@ func (c *Collection) commit(ctx context.Context, entry, old *DocEntry, chunks []
 		return fmt.Errorf("rag: journal: %w", err)
 	}
 	if len(vecs) > 0 && c.meta.Dims == 0 {
+		c.mu.Lock()
 		c.meta.Dims = len(vecs[0])
-		if err := writeJSON(filepath.Join(c.dir, "meta.json"), c.meta); err != nil {
+		err := writeJSON(filepath.Join(c.dir, "meta.json"), c.meta)
+		c.mu.Unlock()
+		if err != nil {
 			return fmt.Errorf("rag: collection meta: %w", err)
 		}
 	}
@@ -342,7 +345,7 @@ func (c *Collection) recover(ctx context.Context) error {
 		found, err := readJSON(c.textPath(d.ID, d.Gen), &chunks)
 		complete := err == nil && found && len(chunks) == len(d.Chunks)
 		for i := 0; complete && i < len(chunks); i++ {
-			complete = chunks[i].ID == d.Chunks[i] && c.vec.Has(ctx, chunks[i].ID)
+			complete = chunks[i].ID == d.Chunks[i] && c.vec.Index(ctx, chunks[i].ID)
 		}
 		if !complete {
 			c.log.Warn("rag: document incomplete after a crash; the next sync indexes it again", "source", src)

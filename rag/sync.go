@@ -243,7 +243,7 @@ func (s *Store) Reindex(ctx context.Context, name string, progress func(Progress
 	}
 	docs := c.Documents()
 	rep := Report{Collection: name, Files: len(docs), Items: []PutResult{}}
-	embedded, dims := 0, 0
+	embedded := 0
 	for i, d := range docs {
 		c.mu.RLock()
 		texts := make([]string, len(d.Chunks))
@@ -261,14 +261,13 @@ func (s *Store) Reindex(ctx context.Context, name string, progress func(Progress
 		embedded += len(texts)
 		rep.add(PutResult{Source: d.Source, Outcome: Indexed, Chunks: len(texts)})
 		progress(Progress{Collection: name, File: d.Source, Index: i + 1, Total: len(docs), Outcome: Indexed, Chunks: len(texts), Embedded: embedded})
-		if dims == 0 && len(vecs) > 0 {
-			dims = len(vecs[0])
+		if i == 0 && len(vecs) > 0 {
+			c.mu.Lock()
+			c.meta.Dims = len(vecs[0])
+			c.mu.Unlock()
 		}
 	}
 	c.mu.Lock()
-	if dims > 0 {
-		c.meta.Dims = dims
-	}
 	c.meta.EmbedModel = c.model
 	err = writeJSON(filepath.Join(c.dir, "meta.json"), c.meta)
 	c.mu.Unlock()

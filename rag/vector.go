@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
+	"strings"
 	"sync"
 
 	chromem "github.com/philippgille/chromem-go"
@@ -81,6 +84,8 @@ type Vectors struct {
 
 	mu  sync.RWMutex // col is replaced by Reset
 	col *chromem.Collection
+
+	flat *flatIndex
 }
 
 func (v *Vectors) collection() *chromem.Collection {
@@ -107,7 +112,7 @@ func OpenVectors(dir string, e Embedder, model string) (*Vectors, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Vectors{db: db, col: col}, nil
+	return &Vectors{db: db, col: col, flat: newFlatIndex()}, nil
 }
 
 // Add stores vectors for chunks of document docID in generation gen.
@@ -122,7 +127,27 @@ func (v *Vectors) Add(ctx context.Context, docID, gen string, ids []string, vecs
 	if err := v.collection().AddDocuments(ctx, docs, 4); err != nil {
 		return fmt.Errorf("rag: vector store: %w", err)
 	}
+	for i, id := range ids {
+		v.flat.put(id, unit(vecs[i]))
+	}
 	return nil
+}
+
+// unit is v scaled to length 1, as chromem-go stores it.
+func unit(v []float32) []float32 {
+	var n float64
+	for _, x := range v {
+		n += float64(x) * float64(x)
+	}
+	if n == 0 || math.Abs(n-1) < 1e-6 {
+		return v
+	}
+	inv := float32(1 / math.Sqrt(n))
+	out := make([]float32, len(v))
+	for i, x := range v {
+		out[i] = x * inv
+	}
+	return out
 }
 
 // Delete removes chunks by id.
@@ -132,6 +157,9 @@ func (v *Vectors) Delete(ctx context.Context, ids []string) error {
 	}
 	if err := v.collection().Delete(ctx, nil, nil, ids...); err != nil {
 		return fmt.Errorf("rag: vector store: %w", err)
+	}
+	for _, id := range ids {
+		v.flat.remove(id)
 	}
 	return nil
 }
@@ -144,12 +172,19 @@ func (v *Vectors) DeleteGeneration(ctx context.Context, docID, gen string) error
 	return nil
 }
 
-// Search returns the n chunks nearest to q by cosine similarity.
+// Search returns the n chunks nearest to q by cosine similarity: candidates from the compact
+// index, re-ranked with the exact vectors; chromem-go's own exhaustive search when the
+// compact index does not hold every vector.
 func (v *Vectors) Search(ctx context.Context, q []float32, n int) ([]Hit, error) {
 	col := v.collection()
 	n = min(n, col.Count())
 	if n <= 0 {
 		return nil, nil
+	}
+	if v.flat.len() == col.Count() {
+		if hits, ok := v.rerank(ctx, col, unit(q), n); ok {
+			return hits, nil
+		}
 	}
 	res, err := col.QueryEmbedding(ctx, q, n, nil, nil)
 	if err != nil {
@@ -165,10 +200,43 @@ func (v *Vectors) Search(ctx context.Context, q []float32, n int) ([]Hit, error)
 // Count is the number of vectors stored.
 func (v *Vectors) Count() int { return v.collection().Count() }
 
-// Has reports whether chunk id has a vector.
-func (v *Vectors) Has(ctx context.Context, id string) bool {
-	_, err := v.collection().GetByID(ctx, id)
-	return err == nil
+func (v *Vectors) rerank(ctx context.Context, col *chromem.Collection, q []float32, n int) ([]Hit, bool) {
+	cands, ok := v.flat.search(q, max(4*n, 40))
+	if !ok {
+		return nil, false
+	}
+	hits := make([]Hit, 0, len(cands))
+	for _, id := range cands {
+		doc, err := col.GetByID(ctx, id)
+		if err != nil || len(doc.Embedding) != len(q) {
+			continue
+		}
+		var s float32
+		for i, x := range q {
+			s += x * doc.Embedding[i]
+		}
+		hits = append(hits, Hit{ID: id, Score: float64(s)})
+	}
+	slices.SortFunc(hits, func(a, b Hit) int {
+		switch {
+		case a.Score > b.Score:
+			return -1
+		case a.Score < b.Score:
+			return 1
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return hits[:min(n, len(hits))], true
+}
+
+// Index reports whether chunk id has a vector, and puts it in the compact search index.
+func (v *Vectors) Index(ctx context.Context, id string) bool {
+	doc, err := v.collection().GetByID(ctx, id)
+	if err != nil {
+		return false
+	}
+	v.flat.put(id, doc.Embedding)
+	return true
 }
 
 // Reset drops every vector (before a reindex with another model).
@@ -183,6 +251,7 @@ func (v *Vectors) Reset(e Embedder, model string) error {
 	v.mu.Lock()
 	v.col = nv
 	v.mu.Unlock()
+	v.flat.reset()
 	return nil
 }
 

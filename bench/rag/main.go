@@ -55,7 +55,7 @@ func main() {
 	if strings.TrimSpace(*sizes) == "" {
 		return
 	}
-	fmt.Printf("\nquery latency (one query at a time, top 10, %d-dim vectors, chromem-go exhaustive cosine, bleve BM25) and ingest with embedding excluded:\n", *dims)
+	fmt.Printf("\nquery latency (one query at a time, top 10, %d-dim vectors: compact int8 scan re-ranked with chromem-go's exact vectors; bleve BM25) and ingest with embedding excluded:\n", *dims)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "chunks\tingest chunks/s\tkeyword p50\tp99\tvector p50\tp99\thybrid p50\tp99\t")
 	for _, s := range strings.Split(*sizes, ",") {
