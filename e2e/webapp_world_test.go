@@ -26,6 +26,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/hearthlab/hearth/internal/ollamasim"
+	"github.com/hearthlab/hearth/rag/ragtest"
 )
 
 // appWorld is the web app's world: `hearth relay` with a home channel and a vendor, `hearth
@@ -103,7 +104,9 @@ routes:
 func (w *appWorld) startHome(t *testing.T, s *stack) *agentProc {
 	t.Helper()
 	spec := agentSpec{Name: "home", OllamaURL: w.up.srv.URL, Parallel: 4, Tunnel: &agentTunnel{
-		Relay: w.rl.tunnel, Token: relayTunnelToken, Name: "home", CA: w.rl.issuerFile, ServerName: relayDomain}}
+		Relay: w.rl.tunnel, Token: relayTunnelToken, Name: "home", CA: w.rl.issuerFile, ServerName: relayDomain},
+		YAML: fmt.Sprintf("rag:\n  embed_model: embed\n  chat_model: ragchat\n  pdf_engine: go\n  rescan_interval: 0s\n"+
+			"  collections:\n    - { name: docs, paths: [%q] }\n", appDocs(t))}
 	a, err := s.startAgent(spec, filepath.Join(t.TempDir(), "home"))
 	if a != nil {
 		t.Cleanup(a.stop)
@@ -122,9 +125,9 @@ func (w *appWorld) startHome(t *testing.T, s *stack) *agentProc {
 	return a
 }
 
-// appUpstream is the home Ollama: ollamasim for sim (tokens at a steady pace) and scripted
-// answers for the prompts that name one ("script:xss"), and for rag:docs, whose answers carry
-// the sources field a RAG answer has.
+// appUpstream is the home Ollama: ollamasim for sim (tokens at a steady pace) and embed (the
+// RAG collection's vectors), scripted answers for the prompts that name one ("script:xss"),
+// and for ragchat, the model that writes the home agent's rag:docs answers.
 type appUpstream struct {
 	sim      *ollamasim.Server
 	srv      *httptest.Server
@@ -149,7 +152,7 @@ var scripts = map[string]string{
 
 func newAppUpstream(t *testing.T) *appUpstream {
 	t.Helper()
-	u := &appUpstream{sim: ollamasim.New(ollamasim.Config{Models: []ollamasim.Model{{Name: "sim"}, {Name: "rag:docs"}, {Name: "llava"}},
+	u := &appUpstream{sim: ollamasim.New(ollamasim.Config{Models: []ollamasim.Model{{Name: "sim"}, {Name: "llava"}, {Name: "embed"}, {Name: "ragchat"}},
 		Parallel: 4, Tokens: simTokens, TokenDelay: simDelay})}
 	u.srv = httptest.NewServer(http.HandlerFunc(u.serve))
 	t.Cleanup(func() { u.srv.Close(); u.sim.Close() })
@@ -174,13 +177,12 @@ func (u *appUpstream) serve(w http.ResponseWriter, r *http.Request) {
 	if n := len(req.Messages); n > 0 {
 		last = fmt.Sprint(req.Messages[n-1].Content)
 	}
+	if r.URL.Path == "/api/chat" && strings.HasPrefix(req.Model, "ragchat") {
+		streamNDJSON(w, r, req.Model, scripts["rag"], 6, 10*time.Millisecond)
+		return
+	}
 	if r.URL.Path == "/v1/chat/completions" {
 		switch {
-		case strings.HasPrefix(req.Model, "rag:"):
-			streamScript(w, r, req.Model, scripts["rag"], []map[string]any{
-				{"file": "manuals/dishwasher.pdf", "page": 12, "text": "The warranty is two years from purchase."},
-				{"file": "notes/filters.md", "page": 0, "text": "Change the filter every year."}}, 6, 10*time.Millisecond)
-			return
 		case strings.Contains(last, "script:long"):
 			streamScript(w, r, req.Model, longMarkdown(48<<10), nil, 160, 4*time.Millisecond)
 			return
@@ -227,6 +229,45 @@ func streamScript(w http.ResponseWriter, r *http.Request, model, text string, so
 		"usage": map[string]int{"prompt_tokens": 5, "completion_tokens": len(text) / 4}})
 	io.WriteString(bw, "data: [DONE]\n\n")
 	bw.Flush()
+}
+
+// streamNDJSON streams text as Ollama's /api/chat does, size bytes a chunk.
+func streamNDJSON(w http.ResponseWriter, r *http.Request, model, text string, size int, delay time.Duration) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	for i := 0; i < len(text); i += size {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(delay):
+		}
+		_ = enc.Encode(map[string]any{"model": model, "message": map[string]string{"role": "assistant", "content": text[i:min(i+size, len(text))]}, "done": false})
+		w.(http.Flusher).Flush()
+	}
+	_ = enc.Encode(map[string]any{"model": model, "message": map[string]string{"role": "assistant", "content": ""}, "done": true,
+		"done_reason": "stop", "prompt_eval_count": 5, "eval_count": len(text) / 4})
+}
+
+// appDocs writes the home collection's folder: a dishwasher manual (PDF) whose warranty
+// answers the test's question, and a note on filters.
+func appDocs(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string][]byte{
+		"manuals/dishwasher.pdf": ragtest.PDF("Dishwasher manual", [][]string{{"Warranty", "The warranty is two years from purchase."}}, ""),
+		"notes/filters.md":       []byte("# Filters\n\nChange the filter every year.\n"),
+	}
+	for name, b := range files {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 // longMarkdown is about n bytes of the markdown models write: headings, paragraphs, lists,

@@ -1,7 +1,7 @@
 // hearth's chat app: sign-in, model picker, streaming answers that survive a dropped
 // connection, history on the device. Plain modules, no framework.
 import { Renderer } from './md.js';
-import { button, linkCitations, messageEl, metaEl } from './view.js';
+import { button, citedSources, linkCitations, messageEl, metaEl } from './view.js';
 import * as store from './store.js';
 import { api, APIError, startGeneration, stopGeneration, follow } from './stream.js';
 
@@ -225,7 +225,7 @@ function onEvent(asst, ev) {
       Object.assign(asst.meta, { channel: j.channel || '', model: j.model || asst.meta.model, node: j.node || '' });
       break;
     case 'sources':
-      asst.meta.sources = Array.isArray(j) ? j : j.sources || [];
+      asst.meta.sources = citedSources(Array.isArray(j) ? j : j.sources);
       break;
     case 'error':
       asst.error = j.error?.message || j.error || 'the server could not answer';
@@ -236,12 +236,12 @@ function onEvent(asst, ev) {
       break;
     case 'response':
       asst.content += j.choices?.[0]?.message?.content || '';
-      if (j.sources) asst.meta.sources = j.sources;
+      if (j.sources) asst.meta.sources = citedSources(j.sources);
       break;
     default: {
       const d = j.choices?.[0]?.delta;
       if (d?.content) asst.content += d.content;
-      if (j.sources) asst.meta.sources = j.sources;
+      if (j.sources) asst.meta.sources = citedSources(j.sources);
       if (j.model && !asst.meta.model) asst.meta.model = j.model;
     }
   }
@@ -249,7 +249,7 @@ function onEvent(asst, ev) {
 
 function finishView(asst, view) {
   view.querySelector('.body').classList.remove('cursor');
-  linkCitations(view.querySelector('.body'), asst.meta?.sources?.length || 0);
+  linkCitations(view.querySelector('.body'), asst.meta?.sources);
   const i = state.conv.messages.indexOf(asst);
   view.querySelector('.foot')?.replaceWith(metaEl(asst, i, hooks));
 }
@@ -448,7 +448,7 @@ function wire() {
     const ref = e.target.closest('a.cite-ref');
     if (ref) {
       e.preventDefault();
-      ref.closest('.msg').querySelectorAll('.sources a.cite')[ref.dataset.n]?.click();
+      ref.closest('.msg').querySelector(`.sources a.cite[data-k="${ref.dataset.k}"]`)?.click();
       return;
     }
     const b = e.target.closest('button[data-copy]');

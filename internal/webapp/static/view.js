@@ -36,7 +36,7 @@ export function messageEl(m, i, h) {
   body.className = 'body';
   el.append(body);
   if (m.content) body.append(fragment(m.content));
-  linkCitations(body, m.meta?.sources?.length || 0);
+  linkCitations(body, m.meta?.sources);
   el.append(metaEl(m, i, h));
   return el;
 }
@@ -73,22 +73,23 @@ export function metaEl(m, i, h) {
 function sourcesEl(sources) {
   const box = document.createElement('div');
   box.className = 'sources';
-  sources.forEach((s, n) => {
+  sources.forEach((s) => {
     const a = document.createElement('a');
     a.href = '#';
     a.className = 'cite';
-    a.textContent = `[${n + 1}] ${s.file || s.path || s.document || 'source'}${s.page ? ` p. ${s.page}` : ''}`;
+    a.dataset.k = s.n;
+    a.textContent = `[${s.n}] ${s.file || 'source'}${s.page ? ` p. ${s.page}` : ''}`;
     a.addEventListener('click', (e) => {
       e.preventDefault();
       const open = box.querySelector('.cite-detail');
-      const was = open?.dataset.n === String(n);
+      const was = open?.dataset.k === String(s.n);
       open?.remove();
       box.querySelectorAll('a.open').forEach((x) => x.classList.remove('open'));
       if (was) return;
       const d = document.createElement('div');
       d.className = 'cite-detail';
-      d.dataset.n = n;
-      d.textContent = [s.file || s.path, s.page ? `page ${s.page}` : '', s.text || s.snippet || ''].filter(Boolean).join('\n');
+      d.dataset.k = s.n;
+      d.textContent = [s.file, s.page ? `page ${s.page}` : '', s.text].filter(Boolean).join('\n');
       a.classList.add('open');
       box.append(d);
     });
@@ -97,10 +98,28 @@ function sourcesEl(sources) {
   return box;
 }
 
+// citedSources reads an answer's sources in the shapes that arrive: hearth's RAG
+// ({n, source, page, excerpt, cited}) or {file, page, text}. Only the sources the answer cites
+// are kept (a RAG answer lists every source it was given, with cited true or false), each
+// with the number the answer's [n] markers use.
+export function citedSources(list) {
+  if (!Array.isArray(list)) return [];
+  return list
+    .map((s, i) => ({
+      n: Number(s.n) || i + 1,
+      file: s.file || s.source || s.path || s.document || '',
+      page: s.page || 0,
+      text: s.text || s.excerpt || s.snippet || '',
+      cited: s.cited !== false,
+    }))
+    .filter((s) => s.cited);
+}
+
 // linkCitations makes an answer's [1] … [n] markers (n sources) tappable: the app opens the
 // matching citation. Text in code is left alone.
-export function linkCitations(body, n) {
-  if (!n) return;
+export function linkCitations(body, sources) {
+  const known = new Set((sources || []).map((s) => s.n));
+  if (!known.size) return;
   const walker = document.createTreeWalker(body, NodeFilter.SHOW_TEXT, {
     acceptNode: (t) => (t.parentElement.closest('code, pre, a') || !/\[\d{1,2}\]/.test(t.data) ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
   });
@@ -111,12 +130,12 @@ export function linkCitations(body, n) {
     let last = 0;
     for (const m of t.data.matchAll(/\[(\d{1,2})\]/g)) {
       const k = Number(m[1]);
-      if (k < 1 || k > n) continue;
+      if (!known.has(k)) continue;
       frag.append(t.data.slice(last, m.index));
       const a = document.createElement('a');
       a.href = '#';
       a.className = 'cite-ref';
-      a.dataset.n = k - 1;
+      a.dataset.k = k;
       a.textContent = m[0];
       frag.append(a);
       last = m.index + m[0].length;
