@@ -29,6 +29,8 @@ type OllamaProc struct {
 	log    *slog.Logger
 
 	grace       time.Duration // SIGTERM to SIGKILL
+	killWait    time.Duration // SIGKILL to giving up on the process
+	kill        func(pid int, sig syscall.Signal) error
 	backoffMin  time.Duration
 	backoffMax  time.Duration
 	stableAfter time.Duration // a run this long resets the backoff
@@ -46,7 +48,7 @@ func newOllamaProc(cfg config.Agent, logger *slog.Logger) (*OllamaProc, error) {
 	}
 	return &OllamaProc{
 		binary: cfg.Ollama.Binary, env: ollamaEnv(cfg, host), log: logger,
-		grace: 10 * time.Second, backoffMin: time.Second, backoffMax: 30 * time.Second, stableAfter: time.Minute,
+		grace: 10 * time.Second, killWait: 5 * time.Second, kill: syscall.Kill, backoffMin: time.Second, backoffMax: 30 * time.Second, stableAfter: time.Minute,
 	}, nil
 }
 
@@ -144,7 +146,7 @@ func (p *OllamaProc) runOnce(ctx context.Context) error {
 	go func() { exited <- cmd.Wait() }()
 	select {
 	case err := <-exited:
-		_ = syscall.Kill(-pid, syscall.SIGKILL) // runners it left behind
+		_ = p.kill(-pid, syscall.SIGKILL) // runners it left behind
 		return exitError(err)
 	case <-ctx.Done():
 	}
@@ -153,12 +155,21 @@ func (p *OllamaProc) runOnce(ctx context.Context) error {
 	defer t.Stop()
 	select {
 	case err := <-exited:
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		_ = p.kill(-pid, syscall.SIGKILL)
 		p.log.Info("managed Ollama stopped", "pid", pid, "status", exitStatus(err))
+		return nil
 	case <-t.C:
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		<-exited
+	}
+	_ = p.kill(-pid, syscall.SIGKILL)
+	// A process in uninterruptible sleep (reading a hung NFS store) dies only when the read
+	// returns: the agent does not wait for that for ever.
+	k := time.NewTimer(p.killWait)
+	defer k.Stop()
+	select {
+	case <-exited:
 		p.log.Warn(fmt.Sprintf("managed Ollama did not stop within %s of SIGTERM; killed it", p.grace), "pid", pid)
+	case <-k.C:
+		p.log.Error(fmt.Sprintf("managed Ollama did not die within %s of SIGKILL (stuck in the kernel, on a hung NFS store?); leaving it", p.killWait), "pid", pid)
 	}
 	return nil
 }

@@ -33,6 +33,7 @@ n=$(wc -l < "` + startsFile + `")
 echo "start $n host=$OLLAMA_HOST models=$OLLAMA_MODELS parallel=$OLLAMA_NUM_PARALLEL loaded=$OLLAMA_MAX_LOADED_MODELS keep=$OLLAMA_KEEP_ALIVE noprune=${OLLAMA_NOPRUNE:-unset} fa=$OLLAMA_FLASH_ATTENTION"
 if [ "$n" -le ` + strconv.Itoa(fails) + ` ]; then echo "level=ERROR dying" >&2; exit 3; fi
 ` + trap + `
+echo serving
 while :; do sleep 0.05; done
 `
 	binary = filepath.Join(dir, "ollama")
@@ -92,7 +93,10 @@ func pids(t *testing.T, file string) []int {
 func TestOllamaProcRestartsWithBackoffAndStops(t *testing.T) {
 	binary, starts := fakeOllama(t, 2, false)
 	p, logs, cancel, done := startProc(t, procConfig(binary))
-	eventually(t, "the third start stays up", func() bool { return p.Starts() == 3 && p.PID() != 0 })
+	// "serving" comes once its SIGTERM trap is set.
+	eventually(t, "the third start stays up", func() bool {
+		return p.Starts() == 3 && p.PID() != 0 && strings.Contains(logs.String(), "ollama: serving")
+	})
 	out := logs.String()
 	for _, want := range []string{
 		"start 1 host=127.0.0.1:11999 models=/mnt/nas/ollama-models parallel=3 loaded=2 keep=30m noprune=1 fa=1",
@@ -126,7 +130,7 @@ func TestOllamaProcRestartsWithBackoffAndStops(t *testing.T) {
 func TestOllamaProcKillsAfterGrace(t *testing.T) {
 	binary, _ := fakeOllama(t, 0, true)
 	p, logs, cancel, done := startProc(t, procConfig(binary))
-	eventually(t, "Ollama runs", func() bool { return p.PID() != 0 && strings.Contains(logs.String(), "start 1") })
+	eventually(t, "Ollama runs", func() bool { return p.PID() != 0 && strings.Contains(logs.String(), "ollama: serving") })
 	pid := p.PID()
 	cancel()
 	if err := <-done; err != nil {
@@ -219,5 +223,46 @@ func TestLineLogBoundsLines(t *testing.T) {
 	}
 	if len(records) != 5 || records[4] != "ollama: short" || total != len(long)+len("short") {
 		t.Errorf("%d records, %d bytes: last %q", len(records), total, records[len(records)-1])
+	}
+}
+
+// TestOllamaProcStopIsBounded: an Ollama that SIGKILL does not end at once (in the kernel,
+// reading a hung NFS store) does not hold the agent's stop for ever.
+func TestOllamaProcStopIsBounded(t *testing.T) {
+	binary, _ := fakeOllama(t, 0, true)
+	logs := &syncBuffer{}
+	p, err := newOllamaProc(procConfig(binary), slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.grace, p.killWait = 100*time.Millisecond, 200*time.Millisecond
+	var killed []int
+	p.kill = func(pid int, sig syscall.Signal) error { // SIGKILL "does not land" yet
+		if sig == syscall.SIGKILL {
+			killed = append(killed, pid)
+			return nil
+		}
+		return syscall.Kill(pid, sig)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	eventually(t, "Ollama runs", func() bool { return p.PID() != 0 && strings.Contains(logs.String(), "ollama: serving") })
+	pid := p.PID()
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the supervisor waits for an Ollama that does not die")
+	}
+	if len(killed) != 1 || killed[0] != -pid {
+		t.Errorf("SIGKILL went to %v, want the group -%d", killed, pid)
+	}
+	if !strings.Contains(logs.String(), "did not die within 200ms of SIGKILL") {
+		t.Errorf("log:\n%s", logs.String())
 	}
 }
