@@ -62,6 +62,10 @@ func (n *nodeParts) ollamaUser() storage.User {
 	for _, g := range gids {
 		self.GIDs = append(self.GIDs, uint32(g))
 	}
+	if n.backend == nil { // a router-only node: only the agent reads the store
+		self.Name, self.ReadOnly = "(the agent's user; no Ollama on this node)", true
+		return self
+	}
 	if n.cfg.Ollama.Manage {
 		return self
 	}
