@@ -24,7 +24,8 @@ func TestSleepInhibitorWhileRequestsRun(t *testing.T) {
 	if err := os.WriteFile(inhibitor, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	sim := ollamasim.New(ollamasim.Config{Models: []ollamasim.Model{{Name: "tiny"}}, TokenDelay: 40 * time.Millisecond, Tokens: 10, Parallel: 2})
+	// 2s requests: the inhibitor is seen while they run, even on a busy machine.
+	sim := ollamasim.New(ollamasim.Config{Models: []ollamasim.Model{{Name: "tiny"}}, TokenDelay: 40 * time.Millisecond, Tokens: 50, Parallel: 2})
 	if err := sim.Start(); err != nil {
 		t.Fatal(err)
 	}
