@@ -137,3 +137,38 @@ func TestSleepInhibitorReleasedWhenTheAgentStops(t *testing.T) {
 		t.Errorf("the inhibitor %d still runs after the guard stopped", pid)
 	}
 }
+
+// TestSleepInhibitorDuringAPull: a pull on a clustered node (a store operation, no model
+// request) is work in flight too: the machine does not fall asleep in the middle of it.
+func TestSleepInhibitorDuringAPull(t *testing.T) {
+	dir := t.TempDir()
+	pidFile, inhibitor := filepath.Join(dir, "inhibitor.pid"), filepath.Join(dir, "inhibit")
+	if err := os.WriteFile(inhibitor, []byte("#!/bin/sh\necho $$ > "+pidFile+"\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	gpu := startMember(t, memberSpec{name: "gpu", models: []string{"tiny"}, opts: []Option{WithInhibitCommand(inhibitor)},
+		mutate: func(c *config.Agent) { c.Idle.Inhibit = true }}, "")
+	waitMembers(t, gpu, 1)
+	if err := gpu.sim.SetFault(ollamasim.Fault{Kind: ollamasim.FaultHang, Paths: []string{"/api/pull"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pulled := make(chan struct{})
+	go func() {
+		defer close(pulled)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gpu.base+"/api/pull", strings.NewReader(`{"model":"big"}`))
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	var pid int
+	eventually(t, "the inhibitor runs during the pull", func() bool {
+		data, _ := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+		return pid > 0 && alive(pid)
+	})
+	cancel() // the pull ends
+	<-pulled
+	eventually(t, "the inhibitor is released after the pull", func() bool { return !alive(pid) })
+}
