@@ -172,3 +172,39 @@ func TestSleepInhibitorDuringAPull(t *testing.T) {
 	<-pulled
 	eventually(t, "the inhibitor is released after the pull", func() bool { return !alive(pid) })
 }
+
+// TestSleepInhibitorDuringALoad: `hearth models prewarm --load` loads a model through the
+// node API, not a model request; the machine stays awake for it too.
+func TestSleepInhibitorDuringALoad(t *testing.T) {
+	dir := t.TempDir()
+	pidFile, inhibitor := filepath.Join(dir, "inhibitor.pid"), filepath.Join(dir, "inhibit")
+	if err := os.WriteFile(inhibitor, []byte("#!/bin/sh\necho $$ > "+pidFile+"\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sim := startSim(t, "tiny")
+	cfg := config.DefaultAgent()
+	cfg.Node.Name, cfg.Node.Listen, cfg.Ollama.URL = "gpu", "127.0.0.1:0", sim.URL()
+	base, _ := startAgentWith(t, cfg, WithInhibitCommand(inhibitor))
+	if err := sim.SetFault(ollamasim.Fault{Kind: ollamasim.FaultHang, Paths: []string{"/api/generate"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	loaded := make(chan struct{})
+	go func() {
+		defer close(loaded)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+NodePath+"/load", strings.NewReader(`{"model":"tiny"}`))
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	var pid int
+	eventually(t, "the inhibitor runs during the load", func() bool {
+		data, _ := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+		return pid > 0 && alive(pid)
+	})
+	cancel()
+	<-loaded
+	eventually(t, "the inhibitor is released after the load", func() bool { return !alive(pid) })
+}
