@@ -75,6 +75,19 @@ func ollamaEnv(cfg config.Agent, host string) []string {
 	return env
 }
 
+// childEnv is the agent's environment without hearth's own variables (HEARTH_*: the
+// cluster secret, API keys and tunnel token that agent.yaml names as ${HEARTH_...}), which
+// Ollama and its runners have no use for.
+func childEnv(environ []string) []string {
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		if !strings.HasPrefix(kv, "HEARTH_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 // PID is the running Ollama's process id, 0 between runs.
 func (p *OllamaProc) PID() int {
 	p.mu.Lock()
@@ -117,7 +130,7 @@ func (p *OllamaProc) Run(ctx context.Context) error {
 // runOnce runs one `ollama serve` until it exits or ctx ends.
 func (p *OllamaProc) runOnce(ctx context.Context) error {
 	cmd := exec.Command(p.binary, "serve")
-	cmd.Env = append(os.Environ(), p.env...)
+	cmd.Env = append(childEnv(os.Environ()), p.env...)
 	// Its own process group, so that its runners are stopped with it; and it dies with the
 	// agent, so that a crashed agent leaves no Ollama holding the port.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

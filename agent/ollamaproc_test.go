@@ -266,3 +266,21 @@ func TestOllamaProcStopIsBounded(t *testing.T) {
 		t.Errorf("log:\n%s", logs.String())
 	}
 }
+
+// TestOllamaProcGetsNoHearthSecrets: the managed Ollama does not inherit hearth's own
+// variables (the cluster secret, API keys, the tunnel token).
+func TestOllamaProcGetsNoHearthSecrets(t *testing.T) {
+	t.Setenv("HEARTH_CLUSTER_KEY", "c2VjcmV0LXNlY3JldC1zZWNyZXQ=")
+	t.Setenv("SOME_PROXY_SETTING", "kept")
+	dir := t.TempDir()
+	binary := filepath.Join(dir, "ollama")
+	script := "#!/bin/sh\necho \"cluster=${HEARTH_CLUSTER_KEY:-unset} proxy=${SOME_PROXY_SETTING:-unset} host=$OLLAMA_HOST\"\ntrap 'exit 0' TERM\necho serving\nwhile :; do sleep 0.05; done\n"
+	if err := os.WriteFile(binary, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, logs, _, _ := startProc(t, procConfig(binary))
+	eventually(t, "Ollama runs", func() bool { return strings.Contains(logs.String(), "ollama: serving") })
+	if out := logs.String(); !strings.Contains(out, "cluster=unset proxy=kept host=127.0.0.1:11999") || strings.Contains(out, "c2VjcmV0") {
+		t.Errorf("Ollama's environment:\n%s", out)
+	}
+}
