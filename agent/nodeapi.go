@@ -62,6 +62,10 @@ func (n *nodeParts) ollamaUser() storage.User {
 	for _, g := range gids {
 		self.GIDs = append(self.GIDs, uint32(g))
 	}
+	if n.backend == nil { // a router-only node: only the agent reads the store
+		self.Name, self.ReadOnly = "(the agent's user; no Ollama on this node)", true
+		return self
+	}
 	if n.cfg.Ollama.Manage {
 		return self
 	}
@@ -162,6 +166,9 @@ func (n *nodeParts) prewarm(w http.ResponseWriter, r *http.Request) {
 		writeNodeError(w, http.StatusNotFound, "model_not_found", fmt.Sprintf("model %q is not on node %s's store (%s)", req.Model, n.cfg.Node.Name, n.cfg.Storage.ModelsDir))
 		return
 	}
+	if n.backend != nil { // reading many GB is work on this machine: not a time to sleep
+		defer n.backend.Begin("")()
+	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
 	flusher, _ := w.(http.Flusher)
@@ -232,6 +239,7 @@ func (n *nodeParts) load(w http.ResponseWriter, r *http.Request) {
 		writeNodeError(w, http.StatusBadRequest, "bad_request", `send {"model": "NAME", "keep_alive": "30m"}`)
 		return
 	}
+	defer n.backend.Begin("")() // a cold load is work in flight: the sleep guard sees it
 	body, _ := json.Marshal(map[string]any{"model": req.Model, "keep_alive": req.KeepAlive, "stream": false})
 	ctx, cancel := context.WithTimeout(r.Context(), loadTimeout)
 	defer cancel()

@@ -77,3 +77,15 @@ func TestNodeAPIOnAHungStore(t *testing.T) {
 		t.Fatalf("a prewarm on a hung store: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestOllamaUserOfARouterOnlyNode: a node without Ollama reports its agent's user as one that
+// only reads the store.
+func TestOllamaUserOfARouterOnlyNode(t *testing.T) {
+	u := (&nodeParts{}).ollamaUser()
+	if !u.ReadOnly || !strings.Contains(u.Name, "no Ollama on this node") {
+		t.Errorf("router-only node: %+v", u)
+	}
+	if u := (&nodeParts{backend: &Backend{}}).ollamaUser(); u.ReadOnly {
+		t.Errorf("a node with Ollama: %+v", u)
+	}
+}

@@ -29,6 +29,8 @@ type OllamaProc struct {
 	log    *slog.Logger
 
 	grace       time.Duration // SIGTERM to SIGKILL
+	killWait    time.Duration // SIGKILL to giving up on the process
+	kill        func(pid int, sig syscall.Signal) error
 	backoffMin  time.Duration
 	backoffMax  time.Duration
 	stableAfter time.Duration // a run this long resets the backoff
@@ -46,7 +48,7 @@ func newOllamaProc(cfg config.Agent, logger *slog.Logger) (*OllamaProc, error) {
 	}
 	return &OllamaProc{
 		binary: cfg.Ollama.Binary, env: ollamaEnv(cfg, host), log: logger,
-		grace: 10 * time.Second, backoffMin: time.Second, backoffMax: 30 * time.Second, stableAfter: time.Minute,
+		grace: 10 * time.Second, killWait: 5 * time.Second, kill: syscall.Kill, backoffMin: time.Second, backoffMax: 30 * time.Second, stableAfter: time.Minute,
 	}, nil
 }
 
@@ -71,6 +73,19 @@ func ollamaEnv(cfg config.Agent, host string) []string {
 		env = append(env, k+"="+cfg.Ollama.Env[k])
 	}
 	return env
+}
+
+// childEnv is the agent's environment without hearth's own variables (HEARTH_*: the
+// cluster secret, API keys and tunnel token that agent.yaml names as ${HEARTH_...}), which
+// Ollama and its runners have no use for.
+func childEnv(environ []string) []string {
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		if !strings.HasPrefix(kv, "HEARTH_") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // PID is the running Ollama's process id, 0 between runs.
@@ -115,7 +130,7 @@ func (p *OllamaProc) Run(ctx context.Context) error {
 // runOnce runs one `ollama serve` until it exits or ctx ends.
 func (p *OllamaProc) runOnce(ctx context.Context) error {
 	cmd := exec.Command(p.binary, "serve")
-	cmd.Env = append(os.Environ(), p.env...)
+	cmd.Env = append(childEnv(os.Environ()), p.env...)
 	// Its own process group, so that its runners are stopped with it; and it dies with the
 	// agent, so that a crashed agent leaves no Ollama holding the port.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -144,7 +159,7 @@ func (p *OllamaProc) runOnce(ctx context.Context) error {
 	go func() { exited <- cmd.Wait() }()
 	select {
 	case err := <-exited:
-		_ = syscall.Kill(-pid, syscall.SIGKILL) // runners it left behind
+		_ = p.kill(-pid, syscall.SIGKILL) // runners it left behind
 		return exitError(err)
 	case <-ctx.Done():
 	}
@@ -153,12 +168,21 @@ func (p *OllamaProc) runOnce(ctx context.Context) error {
 	defer t.Stop()
 	select {
 	case err := <-exited:
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		_ = p.kill(-pid, syscall.SIGKILL)
 		p.log.Info("managed Ollama stopped", "pid", pid, "status", exitStatus(err))
+		return nil
 	case <-t.C:
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		<-exited
+	}
+	_ = p.kill(-pid, syscall.SIGKILL)
+	// A process in uninterruptible sleep (reading a hung NFS store) dies only when the read
+	// returns: the agent does not wait for that for ever.
+	k := time.NewTimer(p.killWait)
+	defer k.Stop()
+	select {
+	case <-exited:
 		p.log.Warn(fmt.Sprintf("managed Ollama did not stop within %s of SIGTERM; killed it", p.grace), "pid", pid)
+	case <-k.C:
+		p.log.Error(fmt.Sprintf("managed Ollama did not die within %s of SIGKILL (stuck in the kernel, on a hung NFS store?); leaving it", p.killWait), "pid", pid)
 	}
 	return nil
 }

@@ -33,7 +33,7 @@ n=$(wc -l < "` + startsFile + `")
 echo "start $n host=$OLLAMA_HOST models=$OLLAMA_MODELS parallel=$OLLAMA_NUM_PARALLEL loaded=$OLLAMA_MAX_LOADED_MODELS keep=$OLLAMA_KEEP_ALIVE noprune=${OLLAMA_NOPRUNE:-unset} fa=$OLLAMA_FLASH_ATTENTION"
 if [ "$n" -le ` + strconv.Itoa(fails) + ` ]; then echo "level=ERROR dying" >&2; exit 3; fi
 ` + trap + `
-echo "level=INFO signals set"
+echo serving
 while :; do sleep 0.05; done
 `
 	binary = filepath.Join(dir, "ollama")
@@ -93,8 +93,9 @@ func pids(t *testing.T, file string) []int {
 func TestOllamaProcRestartsWithBackoffAndStops(t *testing.T) {
 	binary, starts := fakeOllama(t, 2, false)
 	p, logs, cancel, done := startProc(t, procConfig(binary))
+	// "serving" comes once its SIGTERM trap is set.
 	eventually(t, "the third start stays up", func() bool {
-		return p.Starts() == 3 && p.PID() != 0 && strings.Contains(logs.String(), "signals set")
+		return p.Starts() == 3 && p.PID() != 0 && strings.Contains(logs.String(), "ollama: serving")
 	})
 	out := logs.String()
 	for _, want := range []string{
@@ -129,7 +130,7 @@ func TestOllamaProcRestartsWithBackoffAndStops(t *testing.T) {
 func TestOllamaProcKillsAfterGrace(t *testing.T) {
 	binary, _ := fakeOllama(t, 0, true)
 	p, logs, cancel, done := startProc(t, procConfig(binary))
-	eventually(t, "Ollama runs", func() bool { return p.PID() != 0 && strings.Contains(logs.String(), "signals set") })
+	eventually(t, "Ollama runs", func() bool { return p.PID() != 0 && strings.Contains(logs.String(), "ollama: serving") })
 	pid := p.PID()
 	cancel()
 	if err := <-done; err != nil {
@@ -222,5 +223,64 @@ func TestLineLogBoundsLines(t *testing.T) {
 	}
 	if len(records) != 5 || records[4] != "ollama: short" || total != len(long)+len("short") {
 		t.Errorf("%d records, %d bytes: last %q", len(records), total, records[len(records)-1])
+	}
+}
+
+// TestOllamaProcStopIsBounded: an Ollama that SIGKILL does not end at once (in the kernel,
+// reading a hung NFS store) does not hold the agent's stop for ever.
+func TestOllamaProcStopIsBounded(t *testing.T) {
+	binary, _ := fakeOllama(t, 0, true)
+	logs := &syncBuffer{}
+	p, err := newOllamaProc(procConfig(binary), slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.grace, p.killWait = 100*time.Millisecond, 200*time.Millisecond
+	var killed []int
+	p.kill = func(pid int, sig syscall.Signal) error { // SIGKILL "does not land" yet
+		if sig == syscall.SIGKILL {
+			killed = append(killed, pid)
+			return nil
+		}
+		return syscall.Kill(pid, sig)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	eventually(t, "Ollama runs", func() bool { return p.PID() != 0 && strings.Contains(logs.String(), "ollama: serving") })
+	pid := p.PID()
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the supervisor waits for an Ollama that does not die")
+	}
+	if len(killed) != 1 || killed[0] != -pid {
+		t.Errorf("SIGKILL went to %v, want the group -%d", killed, pid)
+	}
+	if !strings.Contains(logs.String(), "did not die within 200ms of SIGKILL") {
+		t.Errorf("log:\n%s", logs.String())
+	}
+}
+
+// TestOllamaProcGetsNoHearthSecrets: the managed Ollama does not inherit hearth's own
+// variables (the cluster secret, API keys, the tunnel token).
+func TestOllamaProcGetsNoHearthSecrets(t *testing.T) {
+	t.Setenv("HEARTH_CLUSTER_KEY", "c2VjcmV0LXNlY3JldC1zZWNyZXQ=")
+	t.Setenv("SOME_PROXY_SETTING", "kept")
+	dir := t.TempDir()
+	binary := filepath.Join(dir, "ollama")
+	script := "#!/bin/sh\necho \"cluster=${HEARTH_CLUSTER_KEY:-unset} proxy=${SOME_PROXY_SETTING:-unset} host=$OLLAMA_HOST\"\ntrap 'exit 0' TERM\necho serving\nwhile :; do sleep 0.05; done\n"
+	if err := os.WriteFile(binary, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, logs, _, _ := startProc(t, procConfig(binary))
+	eventually(t, "Ollama runs", func() bool { return strings.Contains(logs.String(), "ollama: serving") })
+	if out := logs.String(); !strings.Contains(out, "cluster=unset proxy=kept host=127.0.0.1:11999") || strings.Contains(out, "c2VjcmV0") {
+		t.Errorf("Ollama's environment:\n%s", out)
 	}
 }

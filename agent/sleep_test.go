@@ -24,7 +24,8 @@ func TestSleepInhibitorWhileRequestsRun(t *testing.T) {
 	if err := os.WriteFile(inhibitor, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	sim := ollamasim.New(ollamasim.Config{Models: []ollamasim.Model{{Name: "tiny"}}, TokenDelay: 40 * time.Millisecond, Tokens: 10, Parallel: 2})
+	// 2s requests: the inhibitor is seen while they run, even on a busy machine.
+	sim := ollamasim.New(ollamasim.Config{Models: []ollamasim.Model{{Name: "tiny"}}, TokenDelay: 40 * time.Millisecond, Tokens: 50, Parallel: 2})
 	if err := sim.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -135,4 +136,75 @@ func TestSleepInhibitorReleasedWhenTheAgentStops(t *testing.T) {
 	if alive(pid) {
 		t.Errorf("the inhibitor %d still runs after the guard stopped", pid)
 	}
+}
+
+// TestSleepInhibitorDuringAPull: a pull on a clustered node (a store operation, no model
+// request) is work in flight too: the machine does not fall asleep in the middle of it.
+func TestSleepInhibitorDuringAPull(t *testing.T) {
+	dir := t.TempDir()
+	pidFile, inhibitor := filepath.Join(dir, "inhibitor.pid"), filepath.Join(dir, "inhibit")
+	if err := os.WriteFile(inhibitor, []byte("#!/bin/sh\necho $$ > "+pidFile+"\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	gpu := startMember(t, memberSpec{name: "gpu", models: []string{"tiny"}, opts: []Option{WithInhibitCommand(inhibitor)},
+		mutate: func(c *config.Agent) { c.Idle.Inhibit = true }}, "")
+	waitMembers(t, gpu, 1)
+	if err := gpu.sim.SetFault(ollamasim.Fault{Kind: ollamasim.FaultHang, Paths: []string{"/api/pull"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pulled := make(chan struct{})
+	go func() {
+		defer close(pulled)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gpu.base+"/api/pull", strings.NewReader(`{"model":"big"}`))
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	var pid int
+	eventually(t, "the inhibitor runs during the pull", func() bool {
+		data, _ := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+		return pid > 0 && alive(pid)
+	})
+	cancel() // the pull ends
+	<-pulled
+	eventually(t, "the inhibitor is released after the pull", func() bool { return !alive(pid) })
+}
+
+// TestSleepInhibitorDuringALoad: `hearth models prewarm --load` loads a model through the
+// node API, not a model request; the machine stays awake for it too.
+func TestSleepInhibitorDuringALoad(t *testing.T) {
+	dir := t.TempDir()
+	pidFile, inhibitor := filepath.Join(dir, "inhibitor.pid"), filepath.Join(dir, "inhibit")
+	if err := os.WriteFile(inhibitor, []byte("#!/bin/sh\necho $$ > "+pidFile+"\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sim := startSim(t, "tiny")
+	cfg := config.DefaultAgent()
+	cfg.Node.Name, cfg.Node.Listen, cfg.Ollama.URL = "gpu", "127.0.0.1:0", sim.URL()
+	base, _ := startAgentWith(t, cfg, WithInhibitCommand(inhibitor))
+	if err := sim.SetFault(ollamasim.Fault{Kind: ollamasim.FaultHang, Paths: []string{"/api/generate"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	loaded := make(chan struct{})
+	go func() {
+		defer close(loaded)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+NodePath+"/load", strings.NewReader(`{"model":"tiny"}`))
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	var pid int
+	eventually(t, "the inhibitor runs during the load", func() bool {
+		data, _ := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+		return pid > 0 && alive(pid)
+	})
+	cancel()
+	<-loaded
+	eventually(t, "the inhibitor is released after the load", func() bool { return !alive(pid) })
 }

@@ -121,12 +121,14 @@ func (w *waker) observe() {
 	}
 }
 
-// ruleFor is the wake rule of a node that is not alive and holds model.
+// ruleFor is the wake rule of a node that is not up and holds model. A node that has joined
+// but whose Ollama does not answer yet (booting, waiting for its store) is not up: requests
+// for it are held or answered 503 as while it slept, not 404 for a model that exists.
 func (w *waker) ruleFor(model string) (config.WakeRule, bool) {
 	alive := map[string]bool{}
 	onStore := false
 	for _, pr := range w.peers() {
-		alive[pr.Name] = true
+		alive[pr.Name] = pr.Meta.Role == cluster.RoleServe && pr.Meta.BackendOK
 		onStore = onStore || pr.Inventory.OnStore(model)
 	}
 	w.mu.Lock()

@@ -124,6 +124,16 @@ func TestWakeRemembersWhatANodeHad(t *testing.T) {
 	if _, ok := w2.ruleFor("other:latest"); ok {
 		t.Errorf("a model gpu never had wakes it")
 	}
+	// Woken: gpu has joined, but its Ollama does not answer yet. Its models are still held
+	// for (or 503), not unknown.
+	peers = []cluster.Peer{{Name: "gpu", Meta: cluster.Meta{Role: cluster.RoleServe, BackendOK: false}}}
+	if r, ok := w2.ruleFor("tiny:latest"); !ok || r.Node != "gpu" {
+		t.Errorf("gpu joined with its Ollama not up yet: tiny has no wake rule (%v %v)", r, ok)
+	}
+	peers = []cluster.Peer{gpu}
+	if _, ok := w2.ruleFor("tiny:latest"); ok {
+		t.Errorf("gpu is up with its Ollama, and still a wake rule applies")
+	}
 }
 
 // TestWakeRateLimit: under both policies, a burst of requests (and a held request polling)

@@ -214,7 +214,11 @@ func renderDoctor(w io.Writer, reports []storage.Report, failed []string) int {
 	for _, rep := range reports {
 		h := rep.Health
 		fmt.Fprintf(w, "%s: %s on %s (mounted %s, healthy %s)\n", rep.Node, rep.Dir, orDash(h.FSType), yesNo(h.Mounted), yesNo(h.Healthy))
-		fmt.Fprintf(w, "  ollama runs as %s (uid %d, gids %v)\n", rep.OllamaUser.Name, rep.OllamaUser.UID, rep.OllamaUser.GIDs)
+		if u := rep.OllamaUser; u.ReadOnly {
+			fmt.Fprintf(w, "  no Ollama here; the agent reads the store as uid %d (gids %v)\n", u.UID, u.GIDs)
+		} else {
+			fmt.Fprintf(w, "  ollama runs as %s (uid %d, gids %v)\n", u.Name, u.UID, u.GIDs)
+		}
 		if sp := rep.Space; sp != nil {
 			fmt.Fprintf(w, "  free space: %s of %s\n", humanize.Bytes(uint64(sp.Free)), humanize.Bytes(uint64(sp.Total)))
 		}
@@ -259,11 +263,19 @@ func renderDoctor(w io.Writer, reports []storage.Report, failed []string) int {
 // checks numbers, so the same name with another UID is another user.
 func uidProblems(reports []storage.Report) []string {
 	byDir := map[string][]storage.Report{}
+	var dirs []string
 	for _, r := range reports {
+		if r.OllamaUser.ReadOnly {
+			continue // no Ollama there: its agent's UID need not match
+		}
+		if _, ok := byDir[storeKey(r)]; !ok {
+			dirs = append(dirs, storeKey(r))
+		}
 		byDir[storeKey(r)] = append(byDir[storeKey(r)], r)
 	}
 	var out []string
-	for _, group := range byDir {
+	for _, dir := range dirs { // in the order of the reports
+		group := byDir[dir]
 		if len(group) < 2 {
 			continue
 		}

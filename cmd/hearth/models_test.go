@@ -137,6 +137,14 @@ func TestDoctorComparesUIDs(t *testing.T) {
 	if n != 1 || !strings.Contains(out.String(), "PROBLEM: Ollama's UID differs: 997 on nas, 998 on gpu-pc") {
 		t.Errorf("%d problems:\n%s", n, out.String())
 	}
+	// A node without Ollama reads the store as its agent's user, whose UID need not match.
+	router := report("nas", 0)
+	router.OllamaUser = storage.User{Name: "(the agent's user; no Ollama on this node)", UID: 0, GIDs: []uint32{0}, ReadOnly: true}
+	out.Reset()
+	n = renderDoctor(&out, []storage.Report{router, report("gpu-pc", 998), report("gpu-box", 998)}, nil)
+	if n != 0 || !strings.Contains(out.String(), "no Ollama here; the agent reads the store as uid 0") || !strings.Contains(out.String(), "all 3 store(s) look fine") {
+		t.Errorf("%d problems:\n%s", n, out.String())
+	}
 }
 
 // TestModelsCommandErrors: an unknown node, a model a node does not hold and an agent that

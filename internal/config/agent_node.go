@@ -132,7 +132,7 @@ func (c *Agent) validateNode(add func(string, ...any)) {
 	for _, k := range sortedEnv(o.Env) {
 		switch {
 		case !envName.MatchString(k):
-			add("ollama.env %q is not a variable name", k)
+			add("ollama.env %q is not a variable name: use letters, digits and _, not starting with a digit (e.g. OLLAMA_FLASH_ATTENTION)", k)
 		case slices.Contains(managedEnv, k):
 			add("ollama.env.%s is set by hearth from its own keys (ollama.url, storage.models_dir, ollama.parallel, ollama.max_loaded, ollama.keep_alive, storage.prune_owner): remove it", k)
 		}
@@ -156,6 +156,9 @@ func (c *Agent) validateWake(add func(string, ...any)) {
 			add("wake[%d].node %q: name the sleeping node (its node.name), once", i, w.Node)
 		}
 		seen[w.Node] = true
+		if w.Node != "" && w.Node == c.Node.Name {
+			add("wake[%d].node %q is this node itself: put the rule in the agent.yaml of a machine that stays awake (the NAS), naming the one that sleeps", i, w.Node)
+		}
 		if hw, err := net.ParseMAC(w.MAC); err != nil || len(hw) != 6 {
 			add("wake[%d].mac %q is not a MAC address such as \"aa:bb:cc:dd:ee:ff\"", i, w.MAC)
 		}

@@ -133,15 +133,16 @@ func TestAgentBadFiles(t *testing.T) {
   storage.fs_types is empty: list the filesystem types that count as mounted, e.g. [nfs, nfs4]
   storage.health_timeout must be greater than 0 (got 0s)`},
 		{"storage-nodir", "testdata/storage-nodir.bad.yaml: storage.require_mount and storage.prune_owner need storage.models_dir: set it to the store's path"},
-		{"wake", `testdata/wake.bad.yaml: 5 problems:
+		{"wake", `testdata/wake.bad.yaml: 6 problems:
   wake[0].mac "aa:bb:cc:dd:ee" is not a MAC address such as "aa:bb:cc:dd:ee:ff"
   wake[0].broadcast "[::1]:9": give the LAN's IPv4 broadcast address, e.g. "192.168.1.255:9"
   wake[0].policy "wait": use "hold" (wait for the node) or "fallback" (503 at once)
   wake[1].node "gpu-pc": name the sleeping node (its node.name), once
-  wake[1].broadcast "192.168.1.255": not host:port (for example "192.168.1.255:9")`},
+  wake[1].broadcast "192.168.1.255": not host:port (for example "192.168.1.255:9")
+  wake[2].node "nas" is this node itself: put the rule in the agent.yaml of a machine that stays awake (the NAS), naming the one that sleeps`},
 		{"managed", `testdata/managed.bad.yaml: 5 problems:
   ollama.binary is empty: give the ollama program's path or name, e.g. "/usr/local/bin/ollama"
-  ollama.env "1BAD" is not a variable name
+  ollama.env "1BAD" is not a variable name: use letters, digits and _, not starting with a digit (e.g. OLLAMA_FLASH_ATTENTION)
   ollama.env.OLLAMA_MODELS is set by hearth from its own keys (ollama.url, storage.models_dir, ollama.parallel, ollama.max_loaded, ollama.keep_alive, storage.prune_owner): remove it
   ollama.keep_alive "soon": give a duration such as "30m", seconds, or "-1" to keep models loaded
   idle.after and idle.command go together: set both (e.g. after: 30m, command: "systemctl suspend") or neither`},

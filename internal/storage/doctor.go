@@ -31,6 +31,12 @@ type Access struct {
 // parent directory without x for the Ollama user, or a store owned by another UID on
 // another machine.
 func CheckAccess(dir string, uid uint32, gids []uint32) []Access {
+	return checkAccess(dir, uid, gids, 0o7)
+}
+
+// checkAccess is CheckAccess with what the user needs in the store and its subdirectories:
+// rwx for an Ollama, r-x for an agent that only reads the manifests.
+func checkAccess(dir string, uid uint32, gids []uint32, storeNeed uint32) []Access {
 	var paths []string
 	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
 		paths = append(paths, p)
@@ -56,7 +62,7 @@ func CheckAccess(dir string, uid uint32, gids []uint32) []Access {
 		a.UID, a.GID, a.Mode = st.Uid, st.Gid, os.FileMode(st.Mode&0o7777).String()
 		need := uint32(0o1) // x: traverse
 		if p == filepath.Clean(dir) || filepath.Dir(p) == filepath.Clean(dir) {
-			need = 0o7 // the store and its subdirectories: list, read and write
+			need = storeNeed // the store and its subdirectories: list, read (and write)
 		}
 		a.OK = permits(st, uid, gids, need)
 		if !a.OK {
@@ -83,8 +89,11 @@ func permits(st syscall.Stat_t, uid uint32, gids []uint32, need uint32) bool {
 }
 
 func permWords(need uint32) string {
-	if need == 0o1 {
+	switch need {
+	case 0o1:
 		return "x (search) permission"
+	case 0o5:
+		return "r-x (read and search) permission"
 	}
 	return "rwx permission"
 }
@@ -216,6 +225,9 @@ type User struct {
 	Name string   `json:"name"`
 	UID  uint32   `json:"uid"`
 	GIDs []uint32 `json:"gids"`
+	// ReadOnly: no Ollama runs on this node; this is the agent, which only reads the
+	// manifests, so it needs r-x where an Ollama needs rwx.
+	ReadOnly bool `json:"read_only,omitempty"`
 }
 
 // ReadView is a ReadResult for JSON.
@@ -244,11 +256,15 @@ func Diagnose(ctx context.Context, node string, h Health, models []Model, user U
 	if h.Required && !h.Mounted {
 		rep.Problems = append(rep.Problems, "the store is not mounted: check the NFS mount (systemctl status on its .mount unit, or `mount | grep nfs`)")
 	}
-	rep.Access = CheckAccess(h.Dir, user.UID, user.GIDs)
+	storeNeed := uint32(0o7)
+	if user.ReadOnly {
+		storeNeed = 0o5
+	}
+	rep.Access = checkAccess(h.Dir, user.UID, user.GIDs, storeNeed)
 	if user.UID == 0 && strings.HasPrefix(h.FSType, "nfs") {
 		// An NFS server maps root to nobody (root_squash, its default): root passes every
 		// local check and is still refused on the share.
-		for i, a := range CheckAccess(h.Dir, nobody, []uint32{nobody}) {
+		for i, a := range checkAccess(h.Dir, nobody, []uint32{nobody}, storeNeed) {
 			if i < len(rep.Access) && rep.Access[i].OK && !a.OK {
 				rep.Access[i].OK = false
 				rep.Access[i].Problem = fmt.Sprintf("Ollama runs as root, which the NFS server maps to nobody (uid %d) unless the export has no_root_squash: %s", nobody, a.Problem)

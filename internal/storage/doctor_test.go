@@ -93,3 +93,28 @@ func TestDiagnoseRootOnNFS(t *testing.T) {
 		t.Fatalf("a local store as root: %q", rep.Problems)
 	}
 }
+
+// TestDiagnoseReadOnlyAgent: on a node without Ollama (the NAS that only routes) the agent
+// only reads the manifests: a store it may read but not write is fine there, and not for an
+// Ollama.
+func TestDiagnoseReadOnlyAgent(t *testing.T) {
+	dir, err := os.MkdirTemp("", "hearth-ro-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const other = 54321 // neither owner nor group of dir
+	h := Health{Dir: dir, Healthy: true, FSType: "ext4"}
+	agent := User{Name: "(the agent's user)", UID: other, GIDs: []uint32{other}, ReadOnly: true}
+	if rep := Diagnose(context.Background(), "nas", h, nil, agent, 0); len(rep.Problems) != 0 {
+		t.Errorf("a readable store for an agent without Ollama: %q", rep.Problems)
+	}
+	ollama := User{Name: "ollama", UID: other, GIDs: []uint32{other}}
+	rep := Diagnose(context.Background(), "gpu", h, nil, ollama, 0)
+	if len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0], "uid 54321 (gids [54321]) lacks rwx permission here") {
+		t.Errorf("a store Ollama cannot write: %q", rep.Problems)
+	}
+}

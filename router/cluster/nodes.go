@@ -91,7 +91,17 @@ func (p *Picker) PickNode(_ context.Context, name string) (*router.Target, error
 
 func (p *Picker) storeTarget(pr Peer) (*router.Target, error) {
 	if pr.Self && p.local != nil {
-		t := router.NewTarget(pr.Name, p.local.State().URL, nil)
+		// A pull of many GB is work in flight on this node, as router.Single counts it: the
+		// node's sleep inhibitor and idle timer see it.
+		var end func()
+		if lc, ok := p.local.(router.LoadCounter); ok {
+			end = lc.Begin(p.cfg.Self)
+		}
+		t := router.NewTarget(pr.Name, p.local.State().URL, func(router.Outcome) {
+			if end != nil {
+				end()
+			}
+		})
 		t.Reason = "local"
 		return t, nil
 	}
