@@ -4,7 +4,7 @@ COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
-.PHONY: build run test e2e bench lint dist dist-bin
+.PHONY: build run test e2e bench lint dist dist-bin dist-ci
 
 build:
 	go build -ldflags "$(LDFLAGS)" -o bin/hearth ./cmd/hearth
@@ -31,11 +31,15 @@ lint:
 	go run $(STATICCHECK) ./...
 
 # Release builds into dist/: static binaries (linux amd64/arm64/armv7, darwin arm64), .deb/.rpm
-# (nfpm via go run) and SHA256SUMS. dist-bin skips the packages.
+# (nfpm built once into ~/.cache/hearth-dist) and SHA256SUMS. dist-bin skips the packages.
 dist:
 	VERSION=$(VERSION) COMMIT=$(COMMIT) sh deploy/dist.sh
 dist-bin:
 	VERSION=$(VERSION) COMMIT=$(COMMIT) DIST_PACKAGES=0 sh deploy/dist.sh
+# CI: every target cross-built (only linux/amd64 kept, and packaged), then deploy/check.sh.
+dist-ci:
+	VERSION=$(VERSION) COMMIT=$(COMMIT) DIST_CI=1 sh deploy/dist.sh
+	sh deploy/check.sh dist/hearth-linux-amd64
 
 # The web app's vendored marked and DOMPurify, fetched from npm at pinned versions and checked
 # against recorded sha256 sums (internal/webapp/static/vendor/VENDOR.md). Only to change them.

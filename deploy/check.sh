@@ -20,11 +20,12 @@ fail() { echo "deploy/check.sh: $*" >&2; exit 1; }
 # show FILE: the output of the command that failed, on stderr.
 show() { if [ -s "$1" ]; then echo "--- output:" >&2; cat "$1" >&2; echo "---" >&2; fi; }
 
+head=$(git -C "$here/.." rev-parse --short=12 HEAD 2>/dev/null || true)
 bin=${1:-}
 if [ -z "$bin" ]; then
 	step="building hearth (go build ./cmd/hearth)"
 	bin="$tmp/hearth"
-	(cd "$here/.." && CGO_ENABLED=0 go build -o "$bin" ./cmd/hearth)
+	(cd "$here/.." && CGO_ENABLED=0 go build -trimpath -ldflags "-X main.commit=$head" -o "$bin" ./cmd/hearth)
 fi
 [ -f "$bin" ] || fail "no hearth binary at $bin: run make dist (dist/hearth-linux-amd64) or pass a binary"
 
@@ -35,7 +36,7 @@ if ! shellcheck "$here/install.sh" "$here/check.sh" "$here/dist.sh" "$here/packa
 fi
 echo "shellcheck: ok"
 
-step="install.sh into a temporary root"
+step="install.sh into a temporary root, and the installed hearth's version"
 root="$tmp/root"
 if ! DESTDIR="$root" sh "$here/install.sh" --bin "$bin" >"$tmp/out" 2>&1; then
 	show "$tmp/out"
@@ -49,6 +50,11 @@ done
 if ! "$root/usr/local/bin/hearth" version >"$tmp/out" 2>&1 || ! grep -q '^hearth ' "$tmp/out"; then
 	show "$tmp/out"
 	fail "the installed hearth does not run: \`hearth version\` should print \"hearth VERSION ...\""
+fi
+# `hearth version` names the commit it was built from (make and dist.sh pass it as main.commit).
+if [ -n "$head" ] && ! grep -q "(commit $head," "$tmp/out"; then
+	show "$tmp/out"
+	fail "\`hearth version\` does not name the commit $head it was built from"
 fi
 for role in agent relay; do
 	grep -q "^ExecStart=/usr/local/bin/hearth $role --config /etc/hearth/$role.yaml$" "$root/etc/systemd/system/hearth-$role.service" || {

@@ -54,6 +54,15 @@ func TestCheckShSaysWhy(t *testing.T) {
 		}
 	}
 
+	if head, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output(); err == nil {
+		stale := filepath.Join(t.TempDir(), "hearth")
+		os.WriteFile(stale, []byte("#!/bin/sh\necho 'hearth v0.1.0 (commit 0123456789ab, go1.26 linux/amd64)'\n"), 0o755)
+		out, code = runCheck(t, stale, "", 0)
+		if want := "does not name the commit " + strings.TrimSpace(string(head)); code == 0 || !strings.Contains(out, want) {
+			t.Errorf("a binary of another commit: exit %d, output lacks %q:\n%s", code, want, out)
+		}
+	}
+
 	out, code = runCheck(t, filepath.Join(t.TempDir(), "none"), "", 0)
 	if code == 0 || !strings.Contains(out, "no hearth binary at ") {
 		t.Errorf("no binary: exit %d:\n%s", code, out)

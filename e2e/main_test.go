@@ -141,7 +141,10 @@ func (s *stack) stop() {
 func (s *stack) buildHearth(out string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/hearth")
+	// Built as the releases are (static, -trimpath): what ships is what is tested, and in CI
+	// `make dist-ci` has compiled it already, so this is a link from the build cache.
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./cmd/hearth")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Dir = s.root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./cmd/hearth: %w\n%s", err, b)

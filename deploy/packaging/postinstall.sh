@@ -7,7 +7,10 @@ if ! getent passwd hearth >/dev/null 2>&1; then
 fi
 mkdir -p /etc/hearth
 chmod 0755 /etc/hearth
-if [ -d /run/systemd/system ]; then
+# HEARTH_SYSTEMD_RUN (default /run/systemd/system) tells whether systemd runs; tests point it elsewhere.
+if [ -d "${HEARTH_SYSTEMD_RUN:-/run/systemd/system}" ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
+	# An upgrade: the services that run restart on the new binary (a first install starts none).
+	systemctl try-restart hearth-agent.service hearth-relay.service >/dev/null 2>&1 || true
 fi
 echo "hearth installed. VPS: hearth init relay --domain DOMAIN --email EMAIL; home: the hearth init agent line it prints."

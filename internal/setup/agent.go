@@ -95,7 +95,11 @@ func WriteAgent(ctx context.Context, o Agent, env Env) (Written, Ollama, error) 
 				"# HEARTH_CLUSTER_KEY is the same on every home machine.\n", vars)},
 	}
 	err := writeFiles(files, o.Force, env, func(tmp map[string]string) error {
-		if _, err := config.LoadAgentWith(tmp[cfgPath], lookupIn(vars)); err != nil {
+		lookup, err := readBack(tmp[envPath], vars)
+		if err != nil {
+			return renamedError(err, tmp)
+		}
+		if _, err := config.LoadAgentWith(tmp[cfgPath], lookup); err != nil {
 			return renamedError(fmt.Errorf("setup: the agent config written does not load: %w", err), tmp)
 		}
 		return nil
@@ -143,6 +147,11 @@ func checkAgentOptions(o Agent) error {
 	if o.Relay != "" {
 		if _, port, err := net.SplitHostPort(o.Relay); err != nil || port == "" {
 			return fmt.Errorf("--relay %q: give the relay's host:port, e.g. ai.example.com:%s", o.Relay, TunnelPort)
+		}
+	}
+	for _, v := range [][2]string{{"--token", o.Token}, {"--cluster-secret", o.ClusterSecret}} {
+		if p := envValueProblem(v[1]); p != "" {
+			return fmt.Errorf("%s holds %s: paste it exactly as printed (the secrets hearth makes are hex or base64)", v[0], p)
 		}
 	}
 	if len(o.Join) > 0 && o.ClusterSecret == "" {

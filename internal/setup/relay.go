@@ -59,7 +59,11 @@ func WriteRelay(o Relay, env Env) (Written, error) {
 				"# HEARTH_TUNNEL_TOKEN goes into `hearth init agent --token` at home; HEARTH_ADMIN_KEY guards /admin/v1.\n", vars)},
 	}
 	err = writeFiles(files, o.Force, env, func(tmp map[string]string) error {
-		if _, err := config.LoadRelayWith(tmp[cfgPath], lookupIn(vars)); err != nil {
+		lookup, err := readBack(tmp[envPath], vars)
+		if err != nil {
+			return renamedError(err, tmp)
+		}
+		if _, err := config.LoadRelayWith(tmp[cfgPath], lookup); err != nil {
 			return renamedError(fmt.Errorf("setup: the relay config written does not load: %w", err), tmp)
 		}
 		return nil

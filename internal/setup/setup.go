@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hearthlab/hearth/internal/config"
 )
 
 // ServiceUser is the fixed user the units run as (not DynamicUser: its random UIDs break the
@@ -190,17 +192,35 @@ func envFile(header string, vars [][2]string) []byte {
 	return []byte(b.String())
 }
 
-// lookupIn resolves ${VAR} from the env file being written, never the caller's environment,
-// so that validation proves the pair of files works on its own.
-func lookupIn(vars [][2]string) func(string) (string, bool) {
-	return func(k string) (string, bool) {
-		for _, kv := range vars {
-			if kv[0] == k {
-				return kv[1], true
-			}
-		}
-		return "", false
+// readBack reads the env file written at path as hearth reads it and checks that it gives
+// back exactly vars; its lookup resolves ${VAR} from that file only, never the caller's
+// environment, so that validation proves the pair of files works on its own.
+func readBack(path string, vars [][2]string) (func(string) (string, bool), error) {
+	env, err := config.ReadEnvFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("setup: the env file written does not read back: %w", err)
 	}
+	for _, kv := range vars {
+		if v, ok := env[kv[0]]; !ok || v != kv[1] {
+			return nil, fmt.Errorf("setup: %s does not read back from the env file as written", kv[0])
+		}
+	}
+	if len(env) != len(vars) {
+		return nil, fmt.Errorf("setup: the env file written holds %d variables, not the %d written", len(env), len(vars))
+	}
+	return func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil
+}
+
+// envValueProblem says why v cannot be a value in an env file that systemd, docker compose
+// and hearth all read the same way ("" when it can).
+func envValueProblem(v string) string {
+	if strings.TrimSpace(v) != v {
+		return "spaces at its ends"
+	}
+	if i := strings.IndexFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f || strings.ContainsRune("\"'`$", r) }); i >= 0 {
+		return fmt.Sprintf("the character %q", v[i])
+	}
+	return ""
 }
 
 // renamedError shows the final path in a validation message about the temporary file.

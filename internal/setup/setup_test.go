@@ -172,6 +172,12 @@ func TestInitOptionErrors(t *testing.T) {
 		{setup.Agent{Name: "pc", Join: []string{"nas.lan:7946"}, ClusterSecret: "not base64!"},
 			"setup: the agent config written does not load: " + filepath.Join(dir, "agent.yaml") + ": cluster.secret is not base64"},
 		{setup.Agent{Name: "pc", Relay: "ai.example.com:7000", Token: "short"}, "tunnel.token must be the relay's tunnel.token"},
+		// A value the env file would not give back as given (a line break would even add a variable).
+		{setup.Agent{Name: "pc", Relay: "ai.example.com:7000", Token: "0123456789abcdef0123456789abcdef\nHEARTH_CLUSTER_KEY=AAAA"},
+			`--token holds the character '\n': paste it exactly as printed`},
+		{setup.Agent{Name: "pc", Relay: "ai.example.com:7000", Token: "0123456789abcdef0123456789abcdef "}, "--token holds spaces at its ends"},
+		{setup.Agent{Name: "pc", Join: []string{"nas.lan:7946"}, ClusterSecret: `"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="`},
+			`--cluster-secret holds the character '"'`},
 	}
 	for _, tt := range agentTests {
 		tt.o.Dir, tt.o.OllamaURL = dir, "http://127.0.0.1:1"
