@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -55,21 +54,7 @@ func startAgent(t *testing.T, ollamaURL string, mutate func(*config.Agent)) (str
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	logs := &syncBuffer{}
-	a, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent Run: %v", err)
-		}
-	})
-	return "http://" + a.Addr().String(), logs
+	return startAgentWith(t, cfg)
 }
 
 func do(t *testing.T, method, url, body string, header ...string) (*http.Response, string) {
