@@ -55,26 +55,26 @@ func EnvLookup(env map[string]string) func(string) (string, bool) {
 // LoadRelayWith reads a relay config file over the defaults and validates it, with ${VAR}
 // looked up by lookup: LoadRelay passes os.LookupEnv, `hearth init` the env file it wrote.
 func LoadRelayWith(path string, lookup func(string) (string, bool)) (Relay, error) {
-	cfg := DefaultRelay()
-	if err := decodeFile(path, &cfg, lookup); err != nil {
-		return cfg, err
-	}
-	cfg.Complete()
-	if err := cfg.Validate(); err != nil {
-		return cfg, fmt.Errorf("%s: %w", path, err)
-	}
-	return cfg, nil
+	return loadWith(path, DefaultRelay(), lookup)
 }
 
 // LoadAgentWith reads an agent config file over the defaults and validates it, with ${VAR}
 // looked up by lookup: LoadAgent passes os.LookupEnv, `hearth init` the env file it wrote.
 func LoadAgentWith(path string, lookup func(string) (string, bool)) (Agent, error) {
-	cfg := DefaultAgent()
+	return loadWith(path, DefaultAgent(), lookup)
+}
+
+// loadWith is every role's load: the file over cfg's defaults, list defaults, validation.
+func loadWith[T any, P interface {
+	*T
+	Complete()
+	Validate() error
+}](path string, cfg T, lookup func(string) (string, bool)) (T, error) {
 	if err := decodeFile(path, &cfg, lookup); err != nil {
 		return cfg, err
 	}
-	cfg.Complete()
-	if err := cfg.Validate(); err != nil {
+	P(&cfg).Complete()
+	if err := P(&cfg).Validate(); err != nil {
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
 	return cfg, nil
