@@ -131,9 +131,8 @@ func (p *OllamaProc) Run(ctx context.Context) error {
 func (p *OllamaProc) runOnce(ctx context.Context) error {
 	cmd := exec.Command(p.binary, "serve")
 	cmd.Env = append(childEnv(os.Environ()), p.env...)
-	// Its own process group, so that its runners are stopped with it; and it dies with the
-	// agent, so that a crashed agent leaves no Ollama holding the port.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// Its own process group, so that its runners are stopped with it (see childAttr).
+	cmd.SysProcAttr = childAttr()
 	out := &lineLog{log: p.log}
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its runners inherit the output pipe: when `ollama serve` dies and leaves one running,

@@ -110,7 +110,7 @@ func (g *sleepGuard) hold() {
 	var out strings.Builder
 	lw := &limitedWriter{b: &out, n: 1024}
 	cmd.Stdout, cmd.Stderr = lw, lw
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
 		g.disabled = true
 		g.log.Warn("no sleep inhibitor: this machine may fall asleep in the middle of an answer", "command", g.argv[0], "err", err)

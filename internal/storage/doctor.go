@@ -74,10 +74,10 @@ func checkAccess(dir string, uid uint32, gids []uint32, storeNeed uint32) []Acce
 }
 
 func permits(st syscall.Stat_t, uid uint32, gids []uint32, need uint32) bool {
+	mode := uint32(st.Mode) // uint16 on darwin
 	if uid == 0 {
-		return need&0o1 == 0 || st.Mode&0o111 != 0 || st.Mode&syscall.S_IFDIR != 0
+		return need&0o1 == 0 || mode&0o111 != 0 || mode&syscall.S_IFDIR != 0
 	}
-	mode := st.Mode
 	switch {
 	case st.Uid == uid:
 		return (mode>>6)&need == need
@@ -113,7 +113,9 @@ func FreeSpace(dir string) (Space, error) {
 	if err := unix.Statfs(dir, &s); err != nil {
 		return Space{}, fmt.Errorf("storage: statfs %s: %w", dir, err)
 	}
-	return Space{Total: int64(s.Blocks) * s.Bsize, Free: int64(s.Bavail) * s.Bsize}, nil
+	// Bsize is int32 on 32-bit ARM and int64 elsewhere.
+	bsize := int64(s.Bsize)
+	return Space{Total: int64(s.Blocks) * bsize, Free: int64(s.Bavail) * bsize}, nil
 }
 
 // ReadResult is one measured read of a blob.
@@ -145,9 +147,9 @@ func ReadSpeed(ctx context.Context, path string, limit int64, dropCache bool, pr
 	defer f.Close()
 	r := ReadResult{Path: path}
 	if dropCache {
-		r.Cached = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED) != nil
+		r.Cached = !dropCachedPages(f)
 	}
-	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
+	adviseSequential(f)
 	buf := make([]byte, 4<<20)
 	start := time.Now()
 	for limit <= 0 || r.Bytes < limit {

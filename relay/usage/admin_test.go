@@ -122,7 +122,7 @@ func BenchmarkUsage(b *testing.B) {
 		}
 		return u
 	}
-	tok := tokens.Token{ID: "tok_1", Name: "phone", TPM: 1 << 40, MonthlyTokens: 1 << 50, MonthlyCost: 1e12}
+	tok := tokens.Token{ID: "tok_1", Name: "phone", TPM: 1 << 30, MonthlyTokens: 1 << 50, MonthlyCost: 1e12}
 	rec := Record{Time: time.Now(), TokenID: "tok_1", TokenName: "phone", Channel: "deepseek", RequestedModel: "qwen3:14b",
 		ServedModel: "deepseek-chat", PromptTokens: 100, CompletionTokens: 200, Status: 200, Stream: true}
 	b.Run("reserve+settle", func(b *testing.B) {
