@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,66 +20,6 @@ import (
 
 	"github.com/hearthlab/hearth/router"
 )
-
-// agentFlags are how operator commands reach an agent.
-type agentFlags struct {
-	url, key string
-}
-
-func (f *agentFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.url, "agent", "http://127.0.0.1:11500", "any agent's API URL")
-	cmd.Flags().StringVar(&f.key, "key", "", "API key for the agents (default $HEARTH_API_KEY)")
-}
-
-func (f *agentFlags) apiKey() string {
-	if f.key != "" {
-		return f.key
-	}
-	return os.Getenv("HEARTH_API_KEY")
-}
-
-// call sends one request to base+path and returns the answer, or an error that quotes the
-// agent's own message for a status other than 2xx.
-func call(ctx context.Context, method, base, path, key string, body any) (*http.Response, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, rd)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", base, err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach the agent at %s: %w (is `hearth agent` running there?)", base, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var e struct {
-			Error json.RawMessage `json:"error"`
-		}
-		msg := strings.TrimSpace(string(b))
-		if json.Unmarshal(b, &e) == nil && len(e.Error) > 0 {
-			var s string
-			if json.Unmarshal(e.Error, &s) == nil {
-				msg = s
-			}
-		}
-		return nil, fmt.Errorf("the agent at %s answered %s: %s", base, resp.Status, msg)
-	}
-	return resp, nil
-}
 
 func newModelsCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -154,13 +93,13 @@ func renderModels(w io.Writer, v router.ClusterView) {
 }
 
 func newModelsLsCmd() *cobra.Command {
-	var f agentFlags
+	var a agentAPI
 	cmd := &cobra.Command{
 		Use:   "ls",
 		Short: "Every model of the cluster: its size, which stores hold it, where it is loaded now",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := fetchCluster(cmd.Context(), f.url, f.apiKey())
+			v, err := a.cluster(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -168,12 +107,12 @@ func newModelsLsCmd() *cobra.Command {
 			return nil
 		},
 	}
-	f.add(cmd)
+	a.flags(cmd.Flags(), "any agent's API URL")
 	return cmd
 }
 
 func newModelsRmCmd() *cobra.Command {
-	var f agentFlags
+	var a agentAPI
 	var node string
 	cmd := &cobra.Command{
 		Use:   "rm MODEL",
@@ -182,7 +121,7 @@ func newModelsRmCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
 			defer cancel()
-			resp, err := call(ctx, http.MethodDelete, f.url, "/api/delete"+nodeQuery(node), f.apiKey(), map[string]string{"model": args[0]})
+			resp, err := a.call(ctx, http.MethodDelete, "", "/api/delete"+nodeQuery(node), map[string]string{"model": args[0]})
 			if err != nil {
 				return err
 			}
@@ -191,7 +130,7 @@ func newModelsRmCmd() *cobra.Command {
 			return nil
 		},
 	}
-	f.add(cmd)
+	a.flags(cmd.Flags(), "any agent's API URL")
 	cmd.Flags().StringVar(&node, "node", "", "the node whose Ollama deletes it (default: the agent's choice)")
 	return cmd
 }
@@ -211,14 +150,14 @@ func onNode(node string) string {
 }
 
 func newModelsPullCmd() *cobra.Command {
-	var f agentFlags
+	var a agentAPI
 	var node string
 	cmd := &cobra.Command{
 		Use:   "pull MODEL",
 		Short: "Download a model into a node's store, showing Ollama's progress",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			resp, err := call(cmd.Context(), http.MethodPost, f.url, "/api/pull"+nodeQuery(node), f.apiKey(),
+			resp, err := a.call(cmd.Context(), http.MethodPost, "", "/api/pull"+nodeQuery(node),
 				map[string]any{"model": args[0], "stream": true})
 			if err != nil {
 				return err
@@ -227,7 +166,7 @@ func newModelsPullCmd() *cobra.Command {
 			return showPull(cmd.OutOrStdout(), resp.Body, isTerminal(cmd.OutOrStdout()))
 		},
 	}
-	f.add(cmd)
+	a.flags(cmd.Flags(), "any agent's API URL")
 	cmd.Flags().StringVar(&node, "node", "", "the node whose Ollama pulls it (default: the agent's choice)")
 	return cmd
 }

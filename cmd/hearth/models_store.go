@@ -50,7 +50,7 @@ func nodeAPI(n router.NodeView, fallback string) string {
 }
 
 func newModelsPrewarmCmd() *cobra.Command {
-	var f agentFlags
+	var a agentAPI
 	var node, keepAlive string
 	var load bool
 	cmd := &cobra.Command{
@@ -58,7 +58,7 @@ func newModelsPrewarmCmd() *cobra.Command {
 		Short: "Read a model's blobs from the store into each node's page cache, so that its first load does not wait on NFS",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			v, err := fetchCluster(cmd.Context(), f.url, f.apiKey())
+			v, err := a.cluster(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -79,11 +79,11 @@ func newModelsPrewarmCmd() *cobra.Command {
 				if !has {
 					continue
 				}
-				if err := prewarmOn(cmd.Context(), cmd.OutOrStdout(), nodeAPI(n, f.url), f.apiKey(), n.Name, args[0], isTerminal(cmd.OutOrStdout())); err != nil {
+				if err := a.prewarmOn(cmd.Context(), cmd.OutOrStdout(), nodeAPI(n, a.url), n.Name, args[0], isTerminal(cmd.OutOrStdout())); err != nil {
 					return err
 				}
 				if load {
-					if err := loadOn(cmd.Context(), cmd.OutOrStdout(), nodeAPI(n, f.url), f.apiKey(), n.Name, args[0], keepAlive); err != nil {
+					if err := a.loadOn(cmd.Context(), cmd.OutOrStdout(), nodeAPI(n, a.url), n.Name, args[0], keepAlive); err != nil {
 						return err
 					}
 				}
@@ -98,15 +98,15 @@ func newModelsPrewarmCmd() *cobra.Command {
 			return nil
 		},
 	}
-	f.add(cmd)
+	a.flags(cmd.Flags(), "any agent's API URL")
 	cmd.Flags().StringVar(&node, "node", "", "only this node (default: every serving node whose store holds the model)")
 	cmd.Flags().BoolVar(&load, "load", false, "then load it into each node's Ollama too")
 	cmd.Flags().StringVar(&keepAlive, "keep-alive", "30m", "with --load: how long Ollama keeps it loaded")
 	return cmd
 }
 
-func loadOn(ctx context.Context, w io.Writer, api, key, node, model, keepAlive string) error {
-	resp, err := call(ctx, http.MethodPost, api, agent.NodePath+"/load", key, map[string]string{"model": model, "keep_alive": keepAlive})
+func (a *agentAPI) loadOn(ctx context.Context, w io.Writer, api, node, model, keepAlive string) error {
+	resp, err := a.call(ctx, http.MethodPost, api, agent.NodePath+"/load", map[string]string{"model": model, "keep_alive": keepAlive})
 	if err != nil {
 		return err
 	}
@@ -121,8 +121,8 @@ func loadOn(ctx context.Context, w io.Writer, api, key, node, model, keepAlive s
 	return nil
 }
 
-func prewarmOn(ctx context.Context, w io.Writer, api, key, node, model string, tty bool) error {
-	resp, err := call(ctx, http.MethodPost, api, agent.NodePath+"/prewarm", key, map[string]string{"model": model})
+func (a *agentAPI) prewarmOn(ctx context.Context, w io.Writer, api, node, model string, tty bool) error {
+	resp, err := a.call(ctx, http.MethodPost, api, agent.NodePath+"/prewarm", map[string]string{"model": model})
 	if err != nil {
 		return err
 	}
@@ -155,14 +155,14 @@ func prewarmOn(ctx context.Context, w io.Writer, api, key, node, model string, t
 }
 
 func newModelsDoctorCmd() *cobra.Command {
-	var f agentFlags
+	var a agentAPI
 	var readMB int
 	cmd := &cobra.Command{
 		Use:   "doctor",
 		Short: "Check the model store on every node: mounted, permissions, UIDs, free space, read speed and cold-load times",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := fetchCluster(cmd.Context(), f.url, f.apiKey())
+			v, err := a.cluster(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -173,7 +173,7 @@ func newModelsDoctorCmd() *cobra.Command {
 			var reports []storage.Report
 			var failed []string
 			for _, n := range nodes {
-				rep, err := fetchReport(cmd.Context(), nodeAPI(n, f.url), f.apiKey(), readMB)
+				rep, err := a.storageReport(cmd.Context(), nodeAPI(n, a.url), readMB)
 				if err != nil {
 					failed = append(failed, fmt.Sprintf("%s: %v", n.Name, err))
 					continue
@@ -187,16 +187,16 @@ func newModelsDoctorCmd() *cobra.Command {
 			return nil
 		},
 	}
-	f.add(cmd)
+	a.flags(cmd.Flags(), "any agent's API URL")
 	cmd.Flags().IntVar(&readMB, "read-mb", 256, "MiB of the largest blob to read on each node to time the store (0: no read)")
 	return cmd
 }
 
-func fetchReport(ctx context.Context, api, key string, readMB int) (storage.Report, error) {
+func (a *agentAPI) storageReport(ctx context.Context, api string, readMB int) (storage.Report, error) {
 	var rep storage.Report
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
-	resp, err := call(ctx, http.MethodGet, api, fmt.Sprintf("%s/storage?read_mb=%d", agent.NodePath, readMB), key, nil)
+	resp, err := a.call(ctx, http.MethodGet, api, fmt.Sprintf("%s/storage?read_mb=%d", agent.NodePath, readMB), nil)
 	if err != nil {
 		return rep, err
 	}

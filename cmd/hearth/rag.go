@@ -2,15 +2,12 @@ package main
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -20,81 +17,18 @@ import (
 	"github.com/hearthlab/hearth/rag"
 )
 
-// ragClient talks to an agent's /rag/v1 API.
-type ragClient struct {
-	agent, key string
-	http       *http.Client
-}
+// ragClient talks to an agent's RAG API (under ragAPI).
+type ragClient struct{ agentAPI }
 
-func (c *ragClient) do(ctx context.Context, method, path, contentType string, body io.Reader) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.agent, "/")+"/rag/v1"+path, body)
-	if err != nil {
-		return nil, fmt.Errorf("--agent %q: %w", c.agent, err)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	if c.key != "" {
-		req.Header.Set("Authorization", "Bearer "+c.key)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach the agent at %s: %w (is `hearth agent` running? pass --agent URL)", c.agent, err)
-	}
-	return resp, nil
-}
-
-// call sends a JSON request and decodes a JSON answer; error answers become errors.
-func (c *ragClient) call(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	resp, err := c.do(ctx, method, path, "application/json", body)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		return answerError(resp.Status, b)
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
-}
-
-func answerError(status string, body []byte) error {
-	var e struct {
-		Error string `json:"error"`
-	}
-	if json.Unmarshal(body, &e) == nil && e.Error != "" {
-		return errors.New(e.Error)
-	}
-	return fmt.Errorf("the agent answered %s: %s", status, strings.TrimSpace(string(body)))
-}
+const ragAPI = "/rag/v1"
 
 func newRagCmd() *cobra.Command {
-	c := &ragClient{http: &http.Client{}}
+	c := &ragClient{}
 	cmd := &cobra.Command{
 		Use:   "rag",
 		Short: "Collections of home documents: index folders and files, search them, chat with them (models rag:NAME)",
-		PersistentPreRun: func(*cobra.Command, []string) {
-			if c.key == "" {
-				c.key = os.Getenv("HEARTH_API_KEY")
-			}
-		},
 	}
-	cmd.PersistentFlags().StringVar(&c.agent, "agent", "http://127.0.0.1:11500", "the agent's API URL (the one holding the collection)")
-	cmd.PersistentFlags().StringVar(&c.key, "key", "", "API key for the agent (default $HEARTH_API_KEY)")
+	c.flags(cmd.PersistentFlags(), "the agent's API URL (the one holding the collection)")
 	cmd.AddCommand(ragLs(c), ragCreate(c), ragAdd(c), ragSync(c, "sync"), ragSync(c, "reindex"), ragRm(c), ragQuery(c), ragChat(c))
 	return cmd
 }
@@ -104,7 +38,7 @@ func ragLs(c *ragClient) *cobra.Command {
 		Use: "ls", Short: "List the collections", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var out struct{ Collections []rag.Info }
-			if err := c.call(cmd.Context(), http.MethodGet, "/collections", nil, &out); err != nil {
+			if err := c.callJSON(cmd.Context(), http.MethodGet, "", ragAPI+"/collections", nil, &out); err != nil {
 				return err
 			}
 			renderCollections(cmd.OutOrStdout(), out.Collections)
@@ -150,7 +84,7 @@ func ragCreate(c *ragClient) *cobra.Command {
 			}
 			cc := rag.CollectionConfig{Name: args[0], Paths: paths, Include: include, Exclude: exclude}
 			var info rag.Info
-			if err := c.call(cmd.Context(), http.MethodPost, "/collections", cc, &info); err != nil {
+			if err := c.callJSON(cmd.Context(), http.MethodPost, "", ragAPI+"/collections", cc, &info); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "created collection %s: chat with it as model rag:%s\n", info.Name, info.Name)
@@ -171,7 +105,7 @@ func ragRm(c *ragClient) *cobra.Command {
 	return &cobra.Command{
 		Use: "rm NAME", Short: "Delete a collection (hearth's indexes; never your files)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := c.call(cmd.Context(), http.MethodDelete, "/collections/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := c.callJSON(cmd.Context(), http.MethodDelete, "", ragAPI+"/collections/"+url.PathEscape(args[0]), nil, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "deleted collection %s\n", args[0])
@@ -194,7 +128,7 @@ func ragSync(c *ragClient, verb string) *cobra.Command {
 			names := args
 			if len(names) == 0 {
 				var out struct{ Collections []rag.Info }
-				if err := c.call(cmd.Context(), http.MethodGet, "/collections", nil, &out); err != nil {
+				if err := c.callJSON(cmd.Context(), http.MethodGet, "", ragAPI+"/collections", nil, &out); err != nil {
 					return err
 				}
 				for _, ci := range out.Collections {
@@ -216,14 +150,14 @@ func ragSync(c *ragClient, verb string) *cobra.Command {
 
 // stream runs a sync or reindex and shows its NDJSON progress, then the report.
 func (c *ragClient) stream(cmd *cobra.Command, path string) error {
-	resp, err := c.do(cmd.Context(), http.MethodPost, path, "application/json", nil)
+	resp, err := c.do(cmd.Context(), http.MethodPost, "", ragAPI+path, "application/json", nil)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return answerError(resp.Status, b)
+		return c.answerError("", resp.Status, b)
 	}
 	out := cmd.OutOrStdout()
 	view := newProgressView(out, isTerminal(out))

@@ -77,7 +77,7 @@ func (c *ragClient) upload(cmd *cobra.Command, collection, file string) (rag.Put
 		}
 		pw.CloseWithError(err)
 	}()
-	resp, err := c.do(cmd.Context(), http.MethodPost, "/collections/"+url.PathEscape(collection)+"/documents", mw.FormDataContentType(), pr)
+	resp, err := c.do(cmd.Context(), http.MethodPost, "", ragAPI+"/collections/"+url.PathEscape(collection)+"/documents", mw.FormDataContentType(), pr)
 	pr.CloseWithError(io.ErrClosedPipe)
 	if err != nil {
 		return rag.PutResult{}, err
@@ -90,7 +90,7 @@ func (c *ragClient) upload(cmd *cobra.Command, collection, file string) (rag.Put
 	if (resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnprocessableEntity) && json.Unmarshal(b, &out) == nil && len(out.Results) == 1 {
 		return out.Results[0], nil
 	}
-	return rag.PutResult{}, answerError(resp.Status, b)
+	return rag.PutResult{}, c.answerError("", resp.Status, b)
 }
 
 func ragQuery(c *ragClient) *cobra.Command {
@@ -101,7 +101,7 @@ func ragQuery(c *ragClient) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			q.Text = args[1]
 			var ans rag.Answer
-			if err := c.call(cmd.Context(), http.MethodPost, "/collections/"+url.PathEscape(args[0])+"/query", q, &ans); err != nil {
+			if err := c.callJSON(cmd.Context(), http.MethodPost, "", ragAPI+"/collections/"+url.PathEscape(args[0])+"/query", q, &ans); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -187,14 +187,14 @@ func ragChat(c *ragClient) *cobra.Command {
 // chat streams one answer: its tokens as they come, then the sources it cited.
 func (c *ragClient) chat(cmd *cobra.Command, collection, mode string, history []rag.Message, q string) (string, error) {
 	body, _ := json.Marshal(map[string]any{"messages": history, "query": q, "mode": mode})
-	resp, err := c.do(cmd.Context(), http.MethodPost, "/collections/"+url.PathEscape(collection)+"/chat", "application/json", strings.NewReader(string(body)))
+	resp, err := c.do(cmd.Context(), http.MethodPost, "", ragAPI+"/collections/"+url.PathEscape(collection)+"/chat", "application/json", strings.NewReader(string(body)))
 	if err != nil {
 		return "", err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return "", answerError(resp.Status, b)
+		return "", c.answerError("", resp.Status, b)
 	}
 	out := cmd.OutOrStdout()
 	var answer strings.Builder

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,7 +13,7 @@ import (
 )
 
 func newStatusCmd() *cobra.Command {
-	var agentURL, key string
+	var a agentAPI
 	var watch bool
 	var every time.Duration
 	cmd := &cobra.Command{
@@ -25,12 +21,9 @@ func newStatusCmd() *cobra.Command {
 		Short: "Show the cluster: nodes, health, slots, load, warm and available models",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if key == "" {
-				key = os.Getenv("HEARTH_API_KEY")
-			}
 			out := cmd.OutOrStdout()
 			for {
-				view, err := fetchCluster(cmd.Context(), agentURL, key)
+				view, err := a.cluster(cmd.Context())
 				if watch {
 					fmt.Fprint(out, "\033[H\033[2J") // clear the terminal between refreshes
 					fmt.Fprintf(out, "%s  every %s  (Ctrl-C to stop)\n\n", time.Now().Format(time.TimeOnly), every)
@@ -54,47 +47,10 @@ func newStatusCmd() *cobra.Command {
 			}
 		},
 	}
-	cmd.Flags().StringVar(&agentURL, "agent", "http://127.0.0.1:11500", "any agent's API URL")
-	cmd.Flags().StringVar(&key, "key", "", "API key for the agent (default $HEARTH_API_KEY)")
+	a.flags(cmd.Flags(), "any agent's API URL")
 	cmd.Flags().BoolVar(&watch, "watch", false, "refresh until interrupted")
 	cmd.Flags().DurationVar(&every, "every", 2*time.Second, "refresh interval with --watch")
 	return cmd
-}
-
-func fetchCluster(ctx context.Context, agentURL, key string) (router.ClusterView, error) {
-	var view router.ClusterView
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(agentURL, "/")+"/hearth/v1/cluster", nil)
-	if err != nil {
-		return view, fmt.Errorf("--agent %q: %w", agentURL, err)
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return view, fmt.Errorf("cannot reach the agent at %s: %w (is `hearth agent` running? pass --agent URL)", agentURL, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return view, fmt.Errorf("reading the cluster view from %s: %w", agentURL, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		_ = json.Unmarshal(body, &e)
-		if e.Error == "" {
-			e.Error = strings.TrimSpace(string(body))
-		}
-		return view, fmt.Errorf("the agent at %s answered %s: %s", agentURL, resp.Status, e.Error)
-	}
-	if err := json.Unmarshal(body, &view); err != nil {
-		return view, fmt.Errorf("the agent at %s sent an unexpected cluster view: %w", agentURL, err)
-	}
-	return view, nil
 }
 
 // renderCluster prints one line per node; "*" marks the node that answered.

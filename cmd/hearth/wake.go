@@ -12,7 +12,7 @@ import (
 )
 
 func newWakeCmd() *cobra.Command {
-	var f agentFlags
+	var a agentAPI
 	cmd := &cobra.Command{
 		Use:   "wake NODE",
 		Short: "Wake a sleeping node by Wake-on-LAN, through an agent on its LAN that has a wake rule for it",
@@ -20,7 +20,7 @@ func newWakeCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
-			resp, err := call(ctx, http.MethodPost, f.url, agent.NodePath+"/wake", f.apiKey(), map[string]string{"node": args[0]})
+			resp, err := a.call(ctx, http.MethodPost, "", agent.NodePath+"/wake", map[string]string{"node": args[0]})
 			if err != nil {
 				return err
 			}
@@ -29,6 +29,6 @@ func newWakeCmd() *cobra.Command {
 			return nil
 		},
 	}
-	f.add(cmd)
+	a.flags(cmd.Flags(), "an agent on the sleeping node's LAN (its API URL)")
 	return cmd
 }
