@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"io"
 	"net"
 	"net/http"
@@ -281,7 +282,7 @@ func TestStreamFlushesEachChunk(t *testing.T) {
 		t.Fatalf("final chunk missing: %q", sc.Text())
 	}
 	resp.Body.Close()
-	waitFor(t, func() bool {
+	hearthtest.Eventually(t, "tokens counted", 10*time.Second, func() bool {
 		return testutil.ToFloat64(ts.metrics.tokens.WithLabelValues("tiny:latest", "node-a")) == 3
 	})
 }
@@ -366,16 +367,5 @@ func TestRawBytesForwarded(t *testing.T) {
 	}
 	if b := <-got; string(b) != body {
 		t.Fatalf("backend got\n%s\nwant\n%s", b, body)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

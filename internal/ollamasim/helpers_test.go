@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hearthlab/hearth/internal/hearthtest"
 )
 
 // startSim starts a sim on 127.0.0.1 that the test's cleanup closes.
@@ -118,11 +117,8 @@ func decode[T any](t *testing.T, s string) T {
 	return v
 }
 
-// waitFor polls cond until it holds; the deadline is generous because machines are noisy.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	hearthtest.Eventually(t, what, 20*time.Second, cond)
-}
+// waitLimit bounds the tests' waits; it is generous because machines are noisy.
+const waitLimit = 20 * time.Second
 
 // streamLines reads complete lines of a streaming answer until the body ends, returning
 // them with the error that ended the body (nil for a clean end).

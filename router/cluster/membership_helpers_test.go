@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -111,17 +112,6 @@ func startMember(t *testing.T, name string, o memberOpts) *memberNode {
 	return &memberNode{name: name, m: m, local: local, logs: logs, api: api.URL, stop: stop}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", waitTimeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func peerNames(m *Membership) []string {
 	var names []string
 	for _, p := range m.Peers() {
@@ -190,7 +180,7 @@ func startTrio(t *testing.T, secret []byte) (a, b, c *memberNode) {
 	b = startMember(t, "b", memberOpts{secret: secret, join: []string{a.m.Addr()}})
 	c = startMember(t, "c", memberOpts{secret: secret, join: []string{a.m.Addr()}})
 	for _, nd := range []*memberNode{a, b, c} {
-		waitFor(t, nd.name+" sees a, b, c", seesExactly(nd.m, []string{"a", "b", "c"}))
+		hearthtest.Eventually(t, nd.name+" sees a, b, c", waitTimeout, seesExactly(nd.m, []string{"a", "b", "c"}))
 	}
 	return a, b, c
 }

@@ -181,9 +181,7 @@ func TestPickerQueueIsFIFOAndTimesOut(t *testing.T) {
 			order <- i
 			tg.Done(router.Outcome{})
 		}()
-		for long.Queued() != i+1 {
-			time.Sleep(time.Millisecond)
-		}
+		waitQueued(t, long, i+1)
 	}
 	if _, err := long.Pick(ctx, router.PickRequest{Model: "m:latest"}); !errors.Is(err, router.ErrBusy) {
 		t.Fatalf("fourth waiter: %v, want ErrBusy (queue full)", err)
@@ -216,9 +214,7 @@ func TestPickerWaiterLeavesWhenClientGoes(t *testing.T) {
 		_, err := p.Pick(ctx, router.PickRequest{Model: "m:latest"})
 		done <- err
 	}()
-	for p.Queued() != 1 {
-		time.Sleep(time.Millisecond)
-	}
+	waitQueued(t, p, 1)
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) || p.Queued() != 0 {
 		t.Fatalf("got %v, queued %d", err, p.Queued())

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -97,13 +99,7 @@ func TestPickerWaitsForFastNodeUntilSlowIsSooner(t *testing.T) {
 
 func waitQueued(t *testing.T, p *Picker, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Queued() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("queued %d, want %d", p.Queued(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	hearthtest.Eventually(t, fmt.Sprintf("%d queued", n), 5*time.Second, func() bool { return p.Queued() == n })
 }
 
 // TestPlannerLoadsAnotherCopy: when a model's demand exceeds what its loaded copy serves, the
@@ -136,7 +132,7 @@ func TestPlannerLoadsAnotherCopy(t *testing.T) {
 		}
 		waited <- tg
 	}()
-	waitFor(t, "a load on b", func() bool { return len(pl.got()) == 1 })
+	hearthtest.Eventually(t, "a load on b", waitTimeout, func() bool { return len(pl.got()) == 1 })
 	if got := pl.got(); got[0] != "m:latest" || pl.auth[0] != "Bearer cluster-key" {
 		t.Fatalf("load request for %v with %q", got, pl.auth[0])
 	}

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ func TestMembershipGossipsTheStore(t *testing.T) {
 		inv.Storage = health
 	})
 	a.m.LocalChanged()
-	waitFor(t, "b sees a's store", func() bool {
+	hearthtest.Eventually(t, "b sees a's store", waitTimeout, func() bool {
 		pr, ok := peerNamed(b.m, "a")
 		return ok && pr.Inventory.Storage != nil && pr.Inventory.OnStore("qwen3:14b") && pr.Meta.PruneOwner
 	})
@@ -37,7 +38,7 @@ func TestMembershipGossipsTheStore(t *testing.T) {
 		inv.Storage = &router.StorageView{Dir: health.Dir, Required: true, Mounted: true, FSType: "nfs4", Error: "stat timed out"}
 	})
 	a.m.LocalChanged()
-	waitFor(t, "b sees a's store go unhealthy", func() bool {
+	hearthtest.Eventually(t, "b sees a's store go unhealthy", waitTimeout, func() bool {
 		pr, ok := peerNamed(b.m, "a")
 		return ok && pr.Inventory.Storage != nil && !pr.Inventory.Storage.Healthy
 	})
