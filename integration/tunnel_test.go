@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -106,25 +105,7 @@ type tunnelPart struct {
 
 func runTunnelPart(t *testing.T, what string, fn func(context.Context) error) tunnelPart {
 	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- fn(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("%s: Run: %v", what, err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Errorf("%s: Run did not return within 10s of its context ending", what)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return tunnelPart{stop: stop}
+	return tunnelPart{stop: hearthtest.Run(t, what, fn)}
 }
 
 func startRelayTunnel(t *testing.T, pki tunnelPKI, bind string) (*tunnel.Server, tunnelPart, *hearthtest.Logs) {

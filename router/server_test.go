@@ -333,7 +333,7 @@ func TestClientGoneCancelsBackend(t *testing.T) {
 	}))
 	t.Cleanup(backend.Close)
 	ts := newTestServer(t, healthyNode(t, backend.URL, "tiny:latest"), nil)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.url+"/api/generate", strings.NewReader(`{"model":"tiny"}`))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

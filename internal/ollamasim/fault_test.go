@@ -102,7 +102,7 @@ func TestFaultHangUntilClientGivesUp(t *testing.T) {
 	if err := s.SetFault(Fault{Kind: FaultHang}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
 	body := chatBody("tiny", true, "")
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL()+"/api/chat", strings.NewReader(body))

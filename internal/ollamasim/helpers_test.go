@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // startSim starts a sim on 127.0.0.1 that the test's cleanup closes.
@@ -36,7 +35,7 @@ func newClient(t *testing.T) *http.Client {
 // testCtx bounds every request of a test: nothing may block forever.
 func testCtx(t *testing.T) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }

@@ -47,7 +47,7 @@ func TestProbeHungStat(t *testing.T) {
 			close(release)
 		}
 	})
-	ctx := context.Background()
+	ctx := t.Context()
 
 	p.Check(ctx)
 	h := p.Health()
@@ -86,12 +86,12 @@ func TestProbeHungStat(t *testing.T) {
 func TestProbeRequireMount(t *testing.T) {
 	dir := t.TempDir()
 	p := NewProbe(ProbeConfig{Dir: dir, RequireMount: true, Timeout: time.Second, MountInfo: fakeMounts(t, dir, "ext4")}, nil)
-	p.Check(context.Background())
+	p.Check(t.Context())
 	h := p.Health()
 	if h.Ready() || h.Mounted || h.FSType != "ext4" || !strings.Contains(h.Error, "is not on a mounted network filesystem") {
 		t.Fatalf("unmounted store: %+v", h)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -104,11 +104,11 @@ func TestProbeRequireMount(t *testing.T) {
 
 	// Without require_mount a local directory is fine.
 	p = NewProbe(ProbeConfig{Dir: dir, Timeout: time.Second, MountInfo: fakeMounts(t, dir, "ext4")}, nil)
-	p.Check(context.Background())
+	p.Check(t.Context())
 	if h := p.Health(); !h.Ready() || h.Mounted {
 		t.Fatalf("local store: %+v", h)
 	}
-	if err := p.WaitReady(context.Background(), time.Second); err != nil {
+	if err := p.WaitReady(t.Context(), time.Second); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -130,7 +130,7 @@ func TestProbeSlowScan(t *testing.T) {
 			}
 			return ReadModels(dir)
 		}}, nil)
-	ctx := context.Background()
+	ctx := t.Context()
 	p.Check(ctx)
 	if h := p.Health(); !h.Ready() || len(p.Models()) != 0 {
 		t.Fatalf("first check, scan still running: %+v, models %v", h, p.Models())
@@ -176,7 +176,7 @@ func TestProbeTriggersAnAutomount(t *testing.T) {
 			}
 			return readOne(d)
 		}}, nil)
-	p.Check(context.Background())
+	p.Check(t.Context())
 	h := p.Health()
 	if !h.Ready() || !h.Mounted || h.FSType != "nfs4" || len(p.Models()) != 1 {
 		t.Fatalf("an automounted store: %+v, models %v", h, p.Models())

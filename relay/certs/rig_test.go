@@ -101,25 +101,8 @@ func startCertsRig(t *testing.T, challenges []string, caHTTPPort int) *certsRig 
 	go httpsSrv.Serve(tls.NewListener(httpsLn, tlsCfg))
 	t.Cleanup(func() { httpSrv.Close(); httpsSrv.Close() })
 
-	ctx, cancel := context.WithCancel(t.Context())
-	rig.ctx = ctx
-	ran := make(chan error, 1)
-	go func() { ran <- rig.certs.Run(ctx) }()
-	var once sync.Once
-	rig.stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-ran:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Error("Run did not return within 10s of its context ending")
-			}
-		})
-	}
-	t.Cleanup(rig.stop)
+	rig.ctx = t.Context() // obtaining also stops when Run ends
+	rig.stop = hearthtest.Run(t, "certs", rig.certs.Run)
 	return rig
 }
 

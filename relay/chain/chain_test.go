@@ -167,7 +167,7 @@ func (w *chainWorld) rows(t *testing.T, n int) []usage.Row {
 	var rows []usage.Row
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		rs, err := w.usage.Summary(context.Background(), "channel", time.Now().Add(-time.Hour))
+		rs, err := w.usage.Summary(t.Context(), "channel", time.Now().Add(-time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -55,7 +55,7 @@ type memberNode struct {
 	local *memberLocal
 	logs  *logCapture
 	api   string
-	stop  func() error // cancels Run and waits for it
+	stop  func() // cancels Run and waits for it
 }
 
 type memberOpts struct {
@@ -92,23 +92,7 @@ func startMember(t *testing.T, name string, o memberOpts) *memberNode {
 	handler.Store(&h)
 	local.set(func(meta *Meta, _ *router.Inventory) { meta.API = api.URL })
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	stop := sync.OnceValue(func() error {
-		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(waitTimeout):
-			return fmt.Errorf("%s: Run did not return after its context ended", name)
-		}
-	})
-	t.Cleanup(func() {
-		if err := stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	stop := hearthtest.Run(t, "membership "+name, m.Run)
 	return &memberNode{name: name, m: m, local: local, logs: logs, api: api.URL, stop: stop}
 }
 

@@ -69,7 +69,7 @@ func TestPickerWaitsForFastNodeUntilSlowIsSooner(t *testing.T) {
 	got := make(chan *router.Target, 3)
 	for i := range 3 {
 		go func() {
-			tg, err := p.Pick(context.Background(), router.PickRequest{Model: "m:latest"})
+			tg, err := p.Pick(t.Context(), router.PickRequest{Model: "m:latest"})
 			if err != nil {
 				t.Errorf("waiter %d: %v", i, err)
 				return
@@ -126,7 +126,7 @@ func TestPlannerLoadsAnotherCopy(t *testing.T) {
 	// with a request waiting the planner loads the model on b.
 	waited := make(chan *router.Target, 1)
 	go func() {
-		tg, err := p.Pick(context.Background(), router.PickRequest{Model: "m:latest"})
+		tg, err := p.Pick(t.Context(), router.PickRequest{Model: "m:latest"})
 		if err != nil {
 			t.Errorf("waiter: %v", err)
 		}
@@ -191,7 +191,7 @@ func TestPlannerKeepsAModelsOnlyCopy(t *testing.T) {
 		t.Fatalf("loads %v (%d under way): m2's only copy on b must stay", got, loads)
 	}
 	// With a waiting for its slot, m1's next request waits rather than evict m2 from b.
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	if tg, err := p.Pick(ctx, router.PickRequest{Model: "m1:latest"}); err == nil {
 		t.Fatalf("m1 went to %s (%s) while m2 is in demand there", tg.Node, tg.Reason)
@@ -224,7 +224,7 @@ func TestPickerRequestDoesNotEvictForASecondCopy(t *testing.T) {
 	if busy.Node != "a" {
 		t.Fatalf("m1 went to %s", busy.Node)
 	}
-	tg, err := p.Pick(context.Background(), router.PickRequest{Model: "m1:latest"})
+	tg, err := p.Pick(t.Context(), router.PickRequest{Model: "m1:latest"})
 	if err == nil {
 		t.Fatalf("m1 went to %s (%s): it unloaded m2 while m1 has a copy", tg.Node, tg.Reason)
 	}

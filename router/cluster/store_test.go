@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"context"
 	"errors"
 	"github.com/hearthlab/hearth/internal/hearthtest"
 	"strings"
@@ -52,11 +51,11 @@ func TestPickerStoreOnly(t *testing.T) {
 	nas := Peer{Name: "nas", Meta: Meta{Role: RoleRouter, StorageOK: true}}
 	nas.Inventory.Stored = []router.ModelInfo{{Name: "qwen3:14b"}}
 	p, _ := newTestPicker(t, PickerConfig{}, nas, peer("gpu2", 2, []string{"tiny:latest"}, nil))
-	_, err := p.Pick(context.Background(), router.PickRequest{Model: "qwen3:14b"})
+	_, err := p.Pick(t.Context(), router.PickRequest{Model: "qwen3:14b"})
 	if !errors.Is(err, router.ErrNoCandidate) || !strings.Contains(err.Error(), "on the model store of nas, but no node that serves it is up") {
 		t.Fatalf("a model only the store holds: %v", err)
 	}
-	_, err = p.Pick(context.Background(), router.PickRequest{Model: "nope:latest"})
+	_, err = p.Pick(t.Context(), router.PickRequest{Model: "nope:latest"})
 	if !errors.Is(err, router.ErrUnknownModel) {
 		t.Fatalf("a model nowhere: %v", err)
 	}
@@ -71,7 +70,7 @@ func TestPickerUnhealthyStoreNoColdLoads(t *testing.T) {
 		t.Fatalf("warm pick went to %s", tg.Node)
 	}
 	tg.Done(router.Outcome{})
-	_, err := p.Pick(context.Background(), router.PickRequest{Model: "big:latest"})
+	_, err := p.Pick(t.Context(), router.PickRequest{Model: "big:latest"})
 	if !errors.Is(err, router.ErrNoCandidate) || !strings.Contains(err.Error(), "sick's model storage is not answering") {
 		t.Fatalf("a cold load on a node whose store hangs: %v", err)
 	}
