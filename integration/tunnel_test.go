@@ -132,16 +132,11 @@ func startAgentTunnel(t *testing.T, cfg config.Tunnel, apiAddr string) (*agent.T
 	return tun, runTunnelPart(t, "agent tunnel "+cfg.Name, tun.Run), sink
 }
 
-// tunnelEventually polls cond every 10ms for up to limit and returns how long it took.
+// tunnelEventually waits as hearthtest.Eventually does and returns how long it took.
 func tunnelEventually(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for !cond() {
-		if time.Since(start) > limit {
-			t.Fatalf("%s: not within %s", what, limit)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	hearthtest.Eventually(t, what, limit, cond)
 	return time.Since(start)
 }
 

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"fmt"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,9 +72,7 @@ func TestProbeHungStat(t *testing.T) {
 
 	hang.Store(false)
 	close(release)
-	for i := 0; i < 200 && p.pending.Load(); i++ {
-		time.Sleep(5 * time.Millisecond)
-	}
+	hearthtest.Eventually(t, "the hung stat returns", time.Second, func() bool { return !p.pending.Load() })
 	p.Check(ctx)
 	if h := p.Health(); !h.Ready() || h.Error != "" {
 		t.Fatalf("recovered store: %+v", h)
@@ -140,9 +139,7 @@ func TestProbeSlowScan(t *testing.T) {
 		t.Fatalf("second check while the scan runs: %+v, %d scans", h, scans.Load())
 	}
 	close(release)
-	for i := 0; i < 400 && p.scanning.Load(); i++ {
-		time.Sleep(5 * time.Millisecond)
-	}
+	hearthtest.Eventually(t, "the scan ends", 2*time.Second, func() bool { return !p.scanning.Load() })
 	p.Check(ctx)
 	if m := p.Models(); len(m) != 1 || m[0].Name != "tiny:latest" {
 		t.Fatalf("after the slow scan ended: models %v", m)
