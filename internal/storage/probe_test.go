@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"context"
 	"fmt"
 	"github.com/hearthlab/hearth/internal/hearthtest"
 	"os"
@@ -90,16 +89,12 @@ func TestProbeRequireMount(t *testing.T) {
 	if h.Ready() || h.Mounted || h.FSType != "ext4" || !strings.Contains(h.Error, "is not on a mounted network filesystem") {
 		t.Fatalf("unmounted store: %+v", h)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	err := p.WaitReady(ctx, 30*time.Millisecond)
+	stop := hearthtest.Run(t, "probe", p.Run)
+	err := p.WaitReady(t.Context(), 30*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "still not ready after 30ms (storage.mount_timeout): a mount of type [nfs nfs4 cifs smb3]") {
 		t.Fatalf("WaitReady: %v", err)
 	}
-	cancel()
-	<-done
+	stop()
 
 	// Without require_mount a local directory is fine.
 	p = NewProbe(ProbeConfig{Dir: dir, Timeout: time.Second, MountInfo: fakeMounts(t, dir, "ext4")}, nil)
