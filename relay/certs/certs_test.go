@@ -43,8 +43,8 @@ func TestCertsHTTP01(t *testing.T) {
 
 	// A restarted relay finds the certificate in acme.storage and asks the CA for nothing.
 	hits := rig.http01Hits.Load()
-	logs := &certsTestLog{}
-	again, err := New(rig.cfg, logs.logger())
+	logs := &hearthtest.Logs{}
+	again, err := New(rig.cfg, certsLogger(logs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,8 +123,8 @@ func TestCertsUntrustedCAIsExplained(t *testing.T) {
 	cfg := config.DefaultRelay()
 	cfg.Domains = []string{"relay.test"}
 	cfg.ACME = config.ACME{CA: ca.DirectoryURL, Storage: t.TempDir(), Challenges: []string{"tls-alpn-01"}}
-	logs := &certsTestLog{}
-	certs, err := New(cfg, logs.logger())
+	logs := &hearthtest.Logs{}
+	certs, err := New(cfg, certsLogger(logs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,8 +143,8 @@ func TestCertsBringYourOwn(t *testing.T) {
 	cfg := config.DefaultRelay()
 	cfg.Domains = []string{"relay.test"}
 	cfg.TLS = config.TLSFiles{Cert: certFile, Key: keyFile}
-	logs := &certsTestLog{}
-	certs, err := New(cfg, logs.logger())
+	logs := &hearthtest.Logs{}
+	certs, err := New(cfg, certsLogger(logs))
 	if err != nil {
 		t.Fatal(err)
 	}
