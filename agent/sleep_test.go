@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"github.com/hearthlab/hearth/internal/hearthtest"
 	"log/slog"
 	"net/http"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/internal/ollamasim"
 )
 

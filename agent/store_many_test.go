@@ -2,12 +2,12 @@ package agent
 
 import (
 	"fmt"
-	"github.com/hearthlab/hearth/internal/hearthtest"
 	"testing"
 
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/router/cluster"
 )
 

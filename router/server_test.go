@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"github.com/hearthlab/hearth/internal/hearthtest"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/hearthlab/hearth/internal/hearthtest"
 )
 
 // fakeNode is a Node whose state the test sets.

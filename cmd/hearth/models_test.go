@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"github.com/hearthlab/hearth/internal/hearthtest"
 	"log/slog"
 	"net"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/hearthlab/hearth/agent"
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/internal/ollamasim"
 	"github.com/hearthlab/hearth/internal/storage"
 	"github.com/hearthlab/hearth/internal/storage/storetest"

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"github.com/hearthlab/hearth/internal/hearthtest"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hearthlab/hearth/internal/hearthtest"
 )
 
 func TestFaultRefuseThenRecover(t *testing.T) {

@@ -3,7 +3,6 @@ package ollamasim
 import (
 	"context"
 	"fmt"
-	"github.com/hearthlab/hearth/internal/hearthtest"
 	"io"
 	"net/http"
 	"slices"
@@ -11,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hearthlab/hearth/internal/hearthtest"
 )
 
 // send starts a non-streaming chat in the background; its result arrives on the channel.

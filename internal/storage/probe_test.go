@@ -2,7 +2,6 @@ package storage
 
 import (
 	"fmt"
-	"github.com/hearthlab/hearth/internal/hearthtest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/internal/storage/storetest"
 )
 

@@ -2,11 +2,11 @@ package cluster
 
 import (
 	"errors"
-	"github.com/hearthlab/hearth/internal/hearthtest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/router"
 )
 
