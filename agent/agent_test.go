@@ -1,32 +1,18 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/internal/ollamasim"
 )
-
-// syncBuffer is a log sink safe for the agent's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func startSim(t *testing.T, models ...string) *ollamasim.Server {
 	t.Helper()
@@ -43,7 +29,7 @@ func startSim(t *testing.T, models ...string) *ollamasim.Server {
 }
 
 // startAgent runs an agent in front of ollamaURL and returns its base URL and its log.
-func startAgent(t *testing.T, ollamaURL string, mutate func(*config.Agent)) (string, *syncBuffer) {
+func startAgent(t *testing.T, ollamaURL string, mutate func(*config.Agent)) (string, *hearthtest.Logs) {
 	t.Helper()
 	cfg := config.DefaultAgent()
 	cfg.Node.Name = "test-node"
@@ -78,16 +64,8 @@ func do(t *testing.T, method, url, body string, header ...string) (*http.Respons
 	return resp, string(b)
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 15s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// waitLimit bounds the agent tests' waits for what the agent does on its own.
+const waitLimit = 15 * time.Second
 
 // TestRecoversWhenOllamaAppears: started before Ollama, the agent says so, answers 503, and
 // serves as soon as Ollama is up, without a restart.
@@ -96,7 +74,7 @@ func TestRecoversWhenOllamaAppears(t *testing.T) {
 	sim.SetFault(ollamasim.Fault{Kind: ollamasim.FaultRefuse})
 	base, logs := startAgent(t, sim.URL(), nil)
 
-	eventually(t, "first check logged", func() bool { return strings.Contains(logs.String(), "Ollama is not reachable yet") })
+	hearthtest.Eventually(t, "first check logged", waitLimit, func() bool { return strings.Contains(logs.String(), "Ollama is not reachable yet") })
 	if !strings.Contains(logs.String(), "connection refused): start Ollama with `ollama serve`, or point ollama.url at it") {
 		t.Errorf("log does not say what to do:\n%s", logs)
 	}
@@ -110,7 +88,7 @@ func TestRecoversWhenOllamaAppears(t *testing.T) {
 	}
 
 	sim.SetFault(ollamasim.Fault{})
-	eventually(t, "ready after Ollama appears", func() bool {
+	hearthtest.Eventually(t, "ready after Ollama appears", waitLimit, func() bool {
 		resp, _ := do(t, http.MethodGet, base+"/readyz", "")
 		return resp.StatusCode == http.StatusOK
 	})
@@ -128,7 +106,7 @@ func TestRecoversWhenOllamaAppears(t *testing.T) {
 func TestViewsAndStoreOperations(t *testing.T) {
 	sim := startSim(t, "tiny", "tiny2")
 	base, _ := startAgent(t, sim.URL(), func(c *config.Agent) { c.Ollama.PollInterval = time.Hour })
-	eventually(t, "ready", func() bool { r, _ := do(t, http.MethodGet, base+"/readyz", ""); return r.StatusCode == 200 })
+	hearthtest.Eventually(t, "ready", waitLimit, func() bool { r, _ := do(t, http.MethodGet, base+"/readyz", ""); return r.StatusCode == 200 })
 
 	names := func() []string {
 		_, body := do(t, http.MethodGet, base+"/api/tags", "")
@@ -209,7 +187,7 @@ func TestMetricsAndSecrets(t *testing.T) {
 		c.Node.APIKeys = []string{key}
 		c.Node.TrustedNetworks = nil // every caller needs the key, loopback too
 	})
-	eventually(t, "ready", func() bool { r, _ := do(t, http.MethodGet, base+"/readyz", ""); return r.StatusCode == 200 })
+	hearthtest.Eventually(t, "ready", waitLimit, func() bool { r, _ := do(t, http.MethodGet, base+"/readyz", ""); return r.StatusCode == 200 })
 
 	resp, _ := do(t, http.MethodPost, base+"/api/chat", `{"model":"tiny"}`, "Authorization", "Bearer wrong-"+key)
 	if resp.StatusCode != http.StatusUnauthorized {
@@ -255,7 +233,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	if _, err := New(cfg, nil, "test"); err == nil || !strings.Contains(err.Error(), "cannot listen on node.listen") {
 		t.Errorf("port in use: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	_ = a.Run(ctx)
 }

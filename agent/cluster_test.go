@@ -2,11 +2,9 @@ package agent
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/internal/ollamasim"
 	"github.com/hearthlab/hearth/router"
 )
@@ -28,7 +27,7 @@ type member struct {
 	base   string
 	gossip string
 	sim    *ollamasim.Server // nil for a router-only node
-	logs   *syncBuffer
+	logs   *hearthtest.Logs
 	stop   func()
 }
 
@@ -45,7 +44,7 @@ type memberSpec struct {
 // startMember runs one clustered agent; join is a gossip address ("" for the seed).
 func startMember(t *testing.T, spec memberSpec, join string) *member {
 	t.Helper()
-	m := &member{name: spec.name, logs: &syncBuffer{}}
+	m := &member{name: spec.name, logs: &hearthtest.Logs{}}
 	cfg := config.DefaultAgent()
 	cfg.Node.Name = spec.name
 	cfg.Node.Listen = "127.0.0.1:0"
@@ -82,25 +81,13 @@ func startMember(t *testing.T, spec memberSpec, join string) *member {
 	if spec.mutate != nil {
 		spec.mutate(&cfg)
 	}
-	a, err := New(cfg, slog.New(slog.NewJSONHandler(m.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), "test", spec.opts...)
+	a, err := New(cfg, m.logs.Logger(), "test", spec.opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.base = "http://" + a.Addr().String()
 	m.gossip = a.GossipAddr()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	var once sync.Once
-	m.stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("agent %s: %v", spec.name, err)
-			}
-		})
-	}
-	t.Cleanup(m.stop)
+	m.stop = hearthtest.Run(t, "agent "+spec.name, a.Run)
 	return m
 }
 
@@ -134,7 +121,7 @@ func clusterView(t *testing.T, m *member) router.ClusterView {
 // waitMembers waits until m sees n members whose inventories have arrived.
 func waitMembers(t *testing.T, m *member, n int) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("%s sees %d members", m.name, n), func() bool {
+	hearthtest.Eventually(t, fmt.Sprintf("%s sees %d members", m.name, n), waitLimit, func() bool {
 		v := clusterView(t, m)
 		if len(v.Nodes) != n {
 			return false
@@ -201,7 +188,7 @@ func TestClusterRoutesByModel(t *testing.T) {
 	if err := ms[1].sim.SetFault(ollamasim.Fault{Kind: ollamasim.FaultRefuse}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "tiny2 unavailable", func() bool {
+	hearthtest.Eventually(t, "tiny2 unavailable", waitLimit, func() bool {
 		resp, _ := do(t, http.MethodPost, nas.base+"/api/chat", `{"model":"tiny2","stream":false}`)
 		return resp.StatusCode == http.StatusServiceUnavailable
 	})
@@ -251,7 +238,7 @@ func TestClusterWrongSecretCannotJoin(t *testing.T) {
 	ms := startCluster(t, memberSpec{name: "a", models: []string{"tiny"}}, memberSpec{name: "b", models: []string{"tiny"}})
 	intruder := startMember(t, memberSpec{name: "intruder", models: []string{"evil"},
 		secret: "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="}, ms[0].gossip)
-	eventually(t, "intruder's join attempt logged", func() bool { return strings.Contains(intruder.logs.String(), "join") })
+	hearthtest.Eventually(t, "intruder's join attempt logged", waitLimit, func() bool { return strings.Contains(intruder.logs.String(), "join") })
 	time.Sleep(500 * time.Millisecond) // give a wrongful join every chance to show
 	for _, m := range ms {
 		if v := clusterView(t, m); len(v.Nodes) != 2 {

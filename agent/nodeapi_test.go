@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/internal/storage"
 )
 
@@ -40,20 +41,12 @@ func TestNodeAPIOnAHungStore(t *testing.T) {
 		<-unblock // a stat of the store that never returns
 		return storage.Diagnose(ctx, node, h, models, u, n)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent Run: %v", err)
-		}
-	})
+	hearthtest.Run(t, "agent", a.Run)
 	base := "http://" + a.Addr().String()
-	eventually(t, "the store is ready", func() bool { return a.node.store.ok() && len(a.node.store.stored()) == 1 })
+	hearthtest.Eventually(t, "the store is ready", waitLimit, func() bool { return a.node.store.ok() && len(a.node.store.stored()) == 1 })
 
 	// A report whose client gives up; its diagnosis still hangs.
-	rctx, rcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	rctx, rcancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	req, _ := http.NewRequestWithContext(rctx, http.MethodGet, base+NodePath+"/storage?read_mb=0", nil)
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		resp.Body.Close()
@@ -65,13 +58,13 @@ func TestNodeAPIOnAHungStore(t *testing.T) {
 		t.Fatalf("a report while one hangs: %d %s", resp.StatusCode, body)
 	}
 	close(unblock)
-	eventually(t, "a report once the hung one ended", func() bool {
+	hearthtest.Eventually(t, "a report once the hung one ended", waitLimit, func() bool {
 		resp, body := do(t, http.MethodGet, base+NodePath+"/storage?read_mb=0", "")
 		return resp.StatusCode == http.StatusOK && strings.Contains(body, `"node":"gpu"`)
 	})
 
 	hang.Store(true)
-	eventually(t, "the store is unhealthy", func() bool { return !a.node.store.ok() })
+	hearthtest.Eventually(t, "the store is unhealthy", waitLimit, func() bool { return !a.node.store.ok() })
 	resp, body = do(t, http.MethodPost, base+NodePath+"/prewarm", `{"model":"tiny"}`)
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "node gpu's model store is not usable, so nothing is read from it") {
 		t.Fatalf("a prewarm on a hung store: %d %s", resp.StatusCode, body)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 )
 
 // fakeOllama writes a shell script that stands in for `ollama serve`: it prints its
@@ -43,26 +44,17 @@ while :; do sleep 0.05; done
 	return binary, startsFile
 }
 
-func startProc(t *testing.T, cfg config.Agent) (*OllamaProc, *syncBuffer, context.CancelFunc, chan error) {
+// startProc runs a supervisor of cfg's Ollama; stop stops it and fails the test if its Run
+// failed.
+func startProc(t *testing.T, cfg config.Agent) (p *OllamaProc, logs *hearthtest.Logs, stop func()) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs = &hearthtest.Logs{}
 	p, err := newOllamaProc(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.backoffMin, p.backoffMax, p.grace = 10*time.Millisecond, 40*time.Millisecond, 200*time.Millisecond
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("the supervisor did not return")
-		}
-	})
-	return p, logs, cancel, done
+	return p, logs, hearthtest.Run(t, "the Ollama supervisor", p.Run)
 }
 
 func procConfig(binary string) config.Agent {
@@ -92,9 +84,9 @@ func pids(t *testing.T, file string) []int {
 
 func TestOllamaProcRestartsWithBackoffAndStops(t *testing.T) {
 	binary, starts := fakeOllama(t, 2, false)
-	p, logs, cancel, done := startProc(t, procConfig(binary))
+	p, logs, stop := startProc(t, procConfig(binary))
 	// "serving" comes once its SIGTERM trap is set.
-	eventually(t, "the third start stays up", func() bool {
+	hearthtest.Eventually(t, "the third start stays up", waitLimit, func() bool {
 		return p.Starts() == 3 && p.PID() != 0 && strings.Contains(logs.String(), "ollama: serving")
 	})
 	out := logs.String()
@@ -111,11 +103,7 @@ func TestOllamaProcRestartsWithBackoffAndStops(t *testing.T) {
 		t.Errorf("restarted more than twice:\n%s", out)
 	}
 	last := p.PID()
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	done <- nil // for the cleanup
+	stop()
 	if got := pids(t, starts); len(got) != 3 || got[2] != last {
 		t.Errorf("started pids %v, last %d", got, last)
 	}
@@ -129,14 +117,10 @@ func TestOllamaProcRestartsWithBackoffAndStops(t *testing.T) {
 
 func TestOllamaProcKillsAfterGrace(t *testing.T) {
 	binary, _ := fakeOllama(t, 0, true)
-	p, logs, cancel, done := startProc(t, procConfig(binary))
-	eventually(t, "Ollama runs", func() bool { return p.PID() != 0 && strings.Contains(logs.String(), "ollama: serving") })
+	p, logs, stop := startProc(t, procConfig(binary))
+	hearthtest.Eventually(t, "Ollama runs", waitLimit, func() bool { return p.PID() != 0 && strings.Contains(logs.String(), "ollama: serving") })
 	pid := p.PID()
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	done <- nil
+	stop()
 	if alive(pid) {
 		t.Errorf("Ollama %d still runs", pid)
 	}
@@ -154,12 +138,12 @@ func TestOllamaProcPruneOwnerAndMissingBinary(t *testing.T) {
 			t.Errorf("the prune owner got %s", kv)
 		}
 	}
-	logs := &syncBuffer{}
+	logs := &hearthtest.Logs{}
 	p, err := newOllamaProc(cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	err = p.Run(ctx)
 	if err == nil || !strings.Contains(err.Error(), `cannot start the managed Ollama (ollama.binary "/nonexistent/ollama")`) {
@@ -188,19 +172,19 @@ while :; do sleep 0.05; done
 	if err := os.WriteFile(binary, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	p, _, _, _ := startProc(t, procConfig(binary))
-	eventually(t, "Ollama is started again although its runner holds the output", func() bool { return p.Starts() == 2 && p.PID() != 0 })
+	p, _, _ := startProc(t, procConfig(binary))
+	hearthtest.Eventually(t, "Ollama is started again although its runner holds the output", waitLimit, func() bool { return p.Starts() == 2 && p.PID() != 0 })
 	runner := pids(t, runnerFile)
 	if len(runner) != 1 {
 		t.Fatalf("runner pids %v", runner)
 	}
-	eventually(t, "the left-behind runner is killed with the group", func() bool { return !alive(runner[0]) })
+	hearthtest.Eventually(t, "the left-behind runner is killed with the group", waitLimit, func() bool { return !alive(runner[0]) })
 }
 
 // TestLineLogBoundsLines: a child's output reaches the log in records of at most maxLine
 // bytes, also when a long line ends in the same write.
 func TestLineLogBoundsLines(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &hearthtest.Logs{}
 	l := &lineLog{log: slog.New(slog.NewJSONHandler(logs, nil))}
 	long := strings.Repeat("a", 3*maxLine+10)
 	if n, err := l.Write([]byte(long + "\nshort\n")); err != nil || n != len(long)+7 {
@@ -230,7 +214,7 @@ func TestLineLogBoundsLines(t *testing.T) {
 // reading a hung NFS store) does not hold the agent's stop for ever.
 func TestOllamaProcStopIsBounded(t *testing.T) {
 	binary, _ := fakeOllama(t, 0, true)
-	logs := &syncBuffer{}
+	logs := &hearthtest.Logs{}
 	p, err := newOllamaProc(procConfig(binary), slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -244,10 +228,10 @@ func TestOllamaProcStopIsBounded(t *testing.T) {
 		}
 		return syscall.Kill(pid, sig)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	eventually(t, "Ollama runs", func() bool { return p.PID() != 0 && strings.Contains(logs.String(), "ollama: serving") })
+	hearthtest.Eventually(t, "Ollama runs", waitLimit, func() bool { return p.PID() != 0 && strings.Contains(logs.String(), "ollama: serving") })
 	pid := p.PID()
 	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
 	cancel()
@@ -278,8 +262,8 @@ func TestOllamaProcGetsNoHearthSecrets(t *testing.T) {
 	if err := os.WriteFile(binary, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	_, logs, _, _ := startProc(t, procConfig(binary))
-	eventually(t, "Ollama runs", func() bool { return strings.Contains(logs.String(), "ollama: serving") })
+	_, logs, _ := startProc(t, procConfig(binary))
+	hearthtest.Eventually(t, "Ollama runs", waitLimit, func() bool { return strings.Contains(logs.String(), "ollama: serving") })
 	if out := logs.String(); !strings.Contains(out, "cluster=unset proxy=kept host=127.0.0.1:11999") || strings.Contains(out, "c2VjcmV0") {
 		t.Errorf("Ollama's environment:\n%s", out)
 	}

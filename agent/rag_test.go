@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/internal/ollamasim"
 	"github.com/hearthlab/hearth/rag/ragtest"
 )
@@ -221,7 +222,7 @@ func TestRAGAcrossTheCluster(t *testing.T) {
 	if resp, body := upload(t, nas.base+"/rag/v1/collections/docs/documents", "house.md", []byte("# House\n\nThe spare key is under the blue pot.")); resp.StatusCode != 200 {
 		t.Fatalf("upload: %d %s", resp.StatusCode, body)
 	}
-	eventually(t, "laptop lists rag:docs", func() bool {
+	hearthtest.Eventually(t, "laptop lists rag:docs", waitLimit, func() bool {
 		_, body := do(t, http.MethodGet, laptop.base+"/v1/models", "")
 		return strings.Contains(body, `"rag:docs"`)
 	})

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/internal/ollamasim"
 )
 
@@ -35,7 +36,7 @@ func TestSleepInhibitorWhileRequestsRun(t *testing.T) {
 	cfg.Ollama.PollInterval = 100 * time.Millisecond
 	cfg.Idle.After, cfg.Idle.Command = 300*time.Millisecond, "echo idle >> "+idleFile
 	base, logs := startAgentWith(t, cfg, WithInhibitCommand(inhibitor, "--what=sleep"))
-	eventually(t, "the agent sees tiny", func() bool {
+	hearthtest.Eventually(t, "the agent sees tiny", waitLimit, func() bool {
 		resp, body := do(t, http.MethodGet, base+"/api/tags", "")
 		return resp.StatusCode == 200 && strings.Contains(body, "tiny")
 	})
@@ -50,7 +51,7 @@ func TestSleepInhibitorWhileRequestsRun(t *testing.T) {
 		})
 	}
 	var pid int
-	eventually(t, "the inhibitor runs during the requests", func() bool {
+	hearthtest.Eventually(t, "the inhibitor runs during the requests", waitLimit, func() bool {
 		data, _ := os.ReadFile(pidFile)
 		f := strings.Fields(string(data))
 		if len(f) < 2 {
@@ -60,11 +61,11 @@ func TestSleepInhibitorWhileRequestsRun(t *testing.T) {
 		return f[1] == "--what=sleep" && alive(pid)
 	})
 	wg.Wait()
-	eventually(t, "the inhibitor is released after the requests", func() bool { return !alive(pid) })
+	hearthtest.Eventually(t, "the inhibitor is released after the requests", waitLimit, func() bool { return !alive(pid) })
 	if data, _ := os.ReadFile(pidFile); strings.Count(string(data), "\n") != 1 {
 		t.Errorf("one inhibitor for two overlapping requests, got:\n%s", data)
 	}
-	eventually(t, "idle.command runs after idle.after", func() bool {
+	hearthtest.Eventually(t, "idle.command runs after idle.after", waitLimit, func() bool {
 		data, _ := os.ReadFile(idleFile)
 		return strings.HasPrefix(string(data), "idle\n")
 	})
@@ -79,34 +80,26 @@ func TestSleepInhibitorMissing(t *testing.T) {
 	cfg.Node.Name, cfg.Node.Listen, cfg.Ollama.URL = "gpu", "127.0.0.1:0", sim.URL()
 	base, logs := startAgentWith(t, cfg, WithInhibitCommand("/nonexistent/systemd-inhibit"))
 	for range 3 {
-		eventually(t, "generate", func() bool {
+		hearthtest.Eventually(t, "generate", waitLimit, func() bool {
 			resp, _ := do(t, http.MethodPost, base+"/api/generate", `{"model":"tiny","prompt":"hi","stream":false}`)
 			return resp.StatusCode == 200
 		})
 	}
-	eventually(t, "the missing inhibitor is reported", func() bool { return strings.Contains(logs.String(), "no sleep inhibitor") })
+	hearthtest.Eventually(t, "the missing inhibitor is reported", waitLimit, func() bool { return strings.Contains(logs.String(), "no sleep inhibitor") })
 	if n := strings.Count(logs.String(), "no sleep inhibitor"); n != 1 {
 		t.Errorf("reported %d times, want once", n)
 	}
 }
 
 // startAgentWith runs an agent with cfg and options; it returns its base URL and log.
-func startAgentWith(t *testing.T, cfg config.Agent, opts ...Option) (string, *syncBuffer) {
+func startAgentWith(t *testing.T, cfg config.Agent, opts ...Option) (string, *hearthtest.Logs) {
 	t.Helper()
-	logs := &syncBuffer{}
-	a, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), "test", opts...)
+	logs := &hearthtest.Logs{}
+	a, err := New(cfg, logs.Logger(), "test", opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent Run: %v", err)
-		}
-	})
+	hearthtest.Run(t, "agent", a.Run)
 	return "http://" + a.Addr().String(), logs
 }
 
@@ -119,20 +112,15 @@ func TestSleepInhibitorReleasedWhenTheAgentStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := newSleepGuard([]string{inhibitor}, 0, "", func() int { return 1 }, slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
+	stop := hearthtest.Run(t, "sleep guard", g.Run)
 	g.changed()
 	var pid int
-	eventually(t, "the inhibitor runs", func() bool {
+	hearthtest.Eventually(t, "the inhibitor runs", waitLimit, func() bool {
 		data, _ := os.ReadFile(pidFile)
 		pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
 		return pid > 0 && alive(pid)
 	})
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 	if alive(pid) {
 		t.Errorf("the inhibitor %d still runs after the guard stopped", pid)
 	}
@@ -152,7 +140,7 @@ func TestSleepInhibitorDuringAPull(t *testing.T) {
 	if err := gpu.sim.SetFault(ollamasim.Fault{Kind: ollamasim.FaultHang, Paths: []string{"/api/pull"}}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	pulled := make(chan struct{})
 	go func() {
@@ -163,14 +151,14 @@ func TestSleepInhibitorDuringAPull(t *testing.T) {
 		}
 	}()
 	var pid int
-	eventually(t, "the inhibitor runs during the pull", func() bool {
+	hearthtest.Eventually(t, "the inhibitor runs during the pull", waitLimit, func() bool {
 		data, _ := os.ReadFile(pidFile)
 		pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
 		return pid > 0 && alive(pid)
 	})
 	cancel() // the pull ends
 	<-pulled
-	eventually(t, "the inhibitor is released after the pull", func() bool { return !alive(pid) })
+	hearthtest.Eventually(t, "the inhibitor is released after the pull", waitLimit, func() bool { return !alive(pid) })
 }
 
 // TestSleepInhibitorDuringALoad: `hearth models prewarm --load` loads a model through the
@@ -188,7 +176,7 @@ func TestSleepInhibitorDuringALoad(t *testing.T) {
 	if err := sim.SetFault(ollamasim.Fault{Kind: ollamasim.FaultHang, Paths: []string{"/api/generate"}}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	loaded := make(chan struct{})
 	go func() {
@@ -199,12 +187,12 @@ func TestSleepInhibitorDuringALoad(t *testing.T) {
 		}
 	}()
 	var pid int
-	eventually(t, "the inhibitor runs during the load", func() bool {
+	hearthtest.Eventually(t, "the inhibitor runs during the load", waitLimit, func() bool {
 		data, _ := os.ReadFile(pidFile)
 		pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
 		return pid > 0 && alive(pid)
 	})
 	cancel()
 	<-loaded
-	eventually(t, "the inhibitor is released after the load", func() bool { return !alive(pid) })
+	hearthtest.Eventually(t, "the inhibitor is released after the load", waitLimit, func() bool { return !alive(pid) })
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/router/cluster"
 )
 
@@ -23,7 +24,7 @@ func TestStoreOfManyModels(t *testing.T) {
 		memberSpec{name: "nas", mutate: withStore(dir, true), opts: []Option{WithMountInfo(mounts)}},
 		memberSpec{name: "gpu", models: []string{"tiny"}},
 	)
-	eventually(t, "gpu sees the 200 models of the NAS store", func() bool {
+	hearthtest.Eventually(t, "gpu sees the 200 models of the NAS store", waitLimit, func() bool {
 		nv, ok := nodeNamed(clusterView(t, ms[1]), "nas")
 		return ok && nv.Storage != nil && nv.Storage.Healthy && len(nv.Stored) == 200
 	})
@@ -36,7 +37,7 @@ func TestStoreOfManyModels(t *testing.T) {
 	store := newNodeStore(func() config.Storage { c := config.DefaultAgent(); withStore(dir, true)(&c); return c.Storage }(),
 		options{mountInfo: mounts}, nil)
 	local := &localNode{store: store, prune: true, api: "http://nas.lan:11500"}
-	eventually(t, "the store's 200 models are read", func() bool {
+	hearthtest.Eventually(t, "the store's 200 models are read", waitLimit, func() bool {
 		store.probe.Check(t.Context())
 		return len(local.Inventory().Stored) == 200
 	})

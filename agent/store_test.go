@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/internal/storage/storetest"
 	"github.com/hearthlab/hearth/router"
 )
@@ -74,7 +75,7 @@ func TestStoreInventoryAndHealth(t *testing.T) {
 			opts: []Option{WithMountInfo(gpuMounts), WithStoreStat(stat)}},
 	)
 	nas, gpu := ms[0], ms[1]
-	eventually(t, "gpu sees the NAS store", func() bool {
+	hearthtest.Eventually(t, "gpu sees the NAS store", waitLimit, func() bool {
 		nv, ok := nodeNamed(clusterView(t, gpu), "nas")
 		return ok && nv.Storage != nil && nv.Storage.Healthy && len(nv.Stored) == 2
 	})
@@ -98,7 +99,7 @@ func TestStoreInventoryAndHealth(t *testing.T) {
 		t.Fatalf("tiny before the hang: %d %s", resp.StatusCode, body)
 	}
 	hang.Store(true)
-	eventually(t, "nas sees gpu's store unhealthy", func() bool {
+	hearthtest.Eventually(t, "nas sees gpu's store unhealthy", waitLimit, func() bool {
 		nv, ok := nodeNamed(clusterView(t, nas), "gpu")
 		return ok && !nv.StorageOK && nv.Storage != nil && strings.Contains(nv.Storage.Error, "not answered since an earlier check")
 	})
@@ -112,7 +113,7 @@ func TestStoreInventoryAndHealth(t *testing.T) {
 	}
 	hang.Store(false)
 	release <- struct{}{} // the hung stat returns
-	eventually(t, "gpu's store recovers", func() bool {
+	hearthtest.Eventually(t, "gpu's store recovers", waitLimit, func() bool {
 		nv, ok := nodeNamed(clusterView(t, nas), "gpu")
 		return ok && nv.StorageOK && nv.Storage.Healthy
 	})
@@ -130,12 +131,12 @@ func TestStoreMountTimeout(t *testing.T) {
 	cfg.Node.Name, cfg.Node.Listen, cfg.Ollama.URL = "gpu", "127.0.0.1:0", "http://127.0.0.1:1"
 	withStore(dir, true)(&cfg)
 	cfg.Storage.MountTimeout = 200 * time.Millisecond
-	logs := &syncBuffer{}
+	logs := &hearthtest.Logs{}
 	a, err := New(cfg, slog.New(slog.NewJSONHandler(logs, nil)), "test", WithMountInfo(mounts))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	err = a.Run(ctx)
 	if err == nil || !strings.Contains(err.Error(), "still not ready after 200ms (storage.mount_timeout): a mount of type [nfs nfs4 cifs smb3] at "+dir) {
@@ -158,7 +159,7 @@ func TestTwoPruneOwners(t *testing.T) {
 		memberSpec{name: "b", models: []string{"tiny"}, mutate: owner, opts: []Option{WithMountInfo(mounts)}},
 	)
 	for _, m := range ms {
-		eventually(t, m.name+" reports two prune owners", func() bool {
+		hearthtest.Eventually(t, m.name+" reports two prune owners", waitLimit, func() bool {
 			return strings.Contains(m.logs.String(), "MORE THAN ONE NODE HAS storage.prune_owner: true") &&
 				strings.Contains(m.logs.String(), `"prune_owners":["a","b"]`)
 		})
@@ -191,7 +192,7 @@ func TestSingleNodeStore(t *testing.T) {
 	cfg.Ollama.PollInterval = 100 * time.Millisecond
 	withStore(dir, true)(&cfg)
 	base, _ := startAgentWith(t, cfg, WithMountInfo(mounts), WithStoreStat(stat))
-	eventually(t, "tiny loads", func() bool {
+	hearthtest.Eventually(t, "tiny loads", waitLimit, func() bool {
 		resp, _ := do(t, http.MethodPost, base+"/api/generate", `{"model":"tiny","prompt":"hi","stream":false}`)
 		return resp.StatusCode == 200
 	})
@@ -200,7 +201,7 @@ func TestSingleNodeStore(t *testing.T) {
 		t.Errorf("a model only on the store: %d %s", resp.StatusCode, body)
 	}
 	hang.Store(true)
-	eventually(t, "the store is reported hung", func() bool {
+	hearthtest.Eventually(t, "the store is reported hung", waitLimit, func() bool {
 		v := clusterViewAt(t, base)
 		return len(v.Nodes) == 1 && v.Nodes[0].Storage != nil && !v.Nodes[0].Storage.Healthy
 	})

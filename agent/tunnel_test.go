@@ -1,13 +1,13 @@
 package agent_test
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -66,20 +66,7 @@ func runAgentTunnel(t *testing.T, cfg config.Tunnel) *agent.Tunnel {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- tun.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return within 10s of its context ending")
-		}
-	})
+	hearthtest.Run(t, "tunnel", tun.Run)
 	return tun
 }
 
@@ -158,13 +145,9 @@ func TestTunnelSaysWhyItCannotConnect(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tun := runAgentTunnel(t, config.Tunnel{Relay: tt.relay, Token: testTunnelToken, Name: "home", CA: tt.ca, ServerName: tt.serverName})
-			deadline := time.Now().Add(10 * time.Second)
-			for !strings.Contains(tun.State().LastError, tt.want) {
-				if time.Now().After(deadline) {
-					t.Fatalf("LastError %q, want it to contain %q", tun.State().LastError, tt.want)
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			hearthtest.Eventually(t, fmt.Sprintf("LastError containing %q", tt.want), 10*time.Second, func() bool {
+				return strings.Contains(tun.State().LastError, tt.want)
+			})
 			if st := tun.State(); st.Connected || st.Relay != tt.relay {
 				t.Errorf("state %+v", st)
 			}

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bytes"
-	"context"
 	"net"
 	"testing"
 	"time"
@@ -24,7 +23,7 @@ func udpListener(t *testing.T) (*net.UDPConn, string) {
 func TestMagicPacketBytes(t *testing.T) {
 	conn, addr := udpListener(t)
 	rule := config.WakeRule{Node: "gpu-pc", MAC: "aa:bb:cc:dd:ee:0f", Broadcast: addr}
-	if err := SendWake(context.Background(), rule); err != nil {
+	if err := SendWake(t.Context(), rule); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 512)

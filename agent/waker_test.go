@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/router"
 	"github.com/hearthlab/hearth/router/cluster"
 )
@@ -32,7 +33,7 @@ func TestWakeSleepingNode(t *testing.T) {
 				c.Node.DataDir = t.TempDir()
 				c.Wake = []config.WakeRule{{Node: "gpu", MAC: "aa:bb:cc:dd:ee:ff", Broadcast: addr, Wait: 20 * time.Second, Policy: policy}}
 			}}, "")
-			eventually(t, "the NAS advertises its store", func() bool {
+			hearthtest.Eventually(t, "the NAS advertises its store", waitLimit, func() bool {
 				nv, ok := nodeNamed(clusterView(t, nas), "nas")
 				return ok && len(nv.Stored) == 1
 			})
@@ -79,7 +80,7 @@ func TestWakeSleepingNode(t *testing.T) {
 					t.Fatalf("held request: %d %s", a.status, a.body)
 				}
 			} else {
-				eventually(t, "the woken node serves", func() bool {
+				hearthtest.Eventually(t, "the woken node serves", waitLimit, func() bool {
 					resp, _ := do(t, http.MethodPost, nas.base+"/v1/chat/completions", `{"model":"tiny","messages":[{"role":"user","content":"hi"}]}`)
 					return resp.StatusCode == http.StatusOK
 				})
@@ -155,7 +156,7 @@ func TestWakeRateLimit(t *testing.T) {
 			w.send = func(context.Context, config.WakeRule) error { sent++; return nil }
 			pick := func() {
 				t.Helper()
-				_, err := w.Pick(context.Background(), router.PickRequest{Model: "tiny:latest"})
+				_, err := w.Pick(t.Context(), router.PickRequest{Model: "tiny:latest"})
 				var api *router.APIError
 				if !errors.As(err, &api) || api.Status != http.StatusServiceUnavailable || api.Code != "model_unavailable" {
 					t.Fatalf("Pick: %v", err)
@@ -177,10 +178,10 @@ func TestWakeRateLimit(t *testing.T) {
 			if sent != 2 {
 				t.Fatalf("a request past %s sent %d packets in all, want 2", wakeRepeat, sent)
 			}
-			if err := w.Wake(context.Background(), "gpu"); err != nil || sent != 3 {
+			if err := w.Wake(t.Context(), "gpu"); err != nil || sent != 3 {
 				t.Fatalf("by hand: %v, %d packets in all, want 3", err, sent)
 			}
-			if err := w.Wake(context.Background(), "other"); err == nil || !strings.Contains(err.Error(), `no wake rule for "other"`) {
+			if err := w.Wake(t.Context(), "other"); err == nil || !strings.Contains(err.Error(), `no wake rule for "other"`) {
 				t.Fatalf("waking a node without a rule: %v", err)
 			}
 		})

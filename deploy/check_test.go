@@ -21,7 +21,7 @@ func runCheck(t *testing.T, bin, shellcheckSays string, shellcheckExit int) (str
 	if err := os.WriteFile(filepath.Join(fake, "shellcheck"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sh", "check.sh", bin)
 	cmd.Env = append(os.Environ(), "PATH="+fake+string(os.PathListSeparator)+os.Getenv("PATH"))

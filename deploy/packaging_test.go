@@ -18,7 +18,7 @@ func TestPreremoveKeepsServicesOnUpgrade(t *testing.T) {
 		dir := t.TempDir()
 		log := filepath.Join(dir, "systemctl.log")
 		os.WriteFile(filepath.Join(dir, "systemctl"), []byte("#!/bin/sh\necho \"$*\" >>"+log+"\n"), 0o755)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 		cmd := exec.CommandContext(ctx, "sh", "packaging/preremove.sh", arg)
 		cmd.Env = append(os.Environ(), "PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"), "HEARTH_SYSTEMD_RUN="+dir)
 		out, err := cmd.CombinedOutput()

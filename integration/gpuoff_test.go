@@ -41,13 +41,7 @@ func runAgent(t *testing.T, cfg config.Agent, logs io.Writer) runningAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	var once sync.Once
-	stop := func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
-	return runningAgent{gossip: a.GossipAddr(), stop: stop}
+	return runningAgent{gossip: a.GossipAddr(), stop: hearthtest.Run(t, "agent "+cfg.Node.Name, a.Run)}
 }
 
 func clusterAgent(name, ollamaURL, join string) config.Agent {

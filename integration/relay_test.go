@@ -205,13 +205,7 @@ func runRelay(t *testing.T, cfg config.Relay, logs io.Writer) (*relay.Relay, fun
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- rl.Run(ctx) }()
-	var once sync.Once
-	stop := func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
-	return rl, stop
+	return rl, hearthtest.Run(t, "relay", rl.Run)
 }
 
 func (w *world) homeOnline(t *testing.T) bool {

@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -106,25 +105,7 @@ type tunnelPart struct {
 
 func runTunnelPart(t *testing.T, what string, fn func(context.Context) error) tunnelPart {
 	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- fn(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("%s: Run: %v", what, err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Errorf("%s: Run did not return within 10s of its context ending", what)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return tunnelPart{stop: stop}
+	return tunnelPart{stop: hearthtest.Run(t, what, fn)}
 }
 
 func startRelayTunnel(t *testing.T, pki tunnelPKI, bind string) (*tunnel.Server, tunnelPart, *hearthtest.Logs) {
@@ -151,16 +132,11 @@ func startAgentTunnel(t *testing.T, cfg config.Tunnel, apiAddr string) (*agent.T
 	return tun, runTunnelPart(t, "agent tunnel "+cfg.Name, tun.Run), sink
 }
 
-// tunnelEventually polls cond every 10ms for up to limit and returns how long it took.
+// tunnelEventually waits as hearthtest.Eventually does and returns how long it took.
 func tunnelEventually(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for !cond() {
-		if time.Since(start) > limit {
-			t.Fatalf("%s: not within %s", what, limit)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	hearthtest.Eventually(t, what, limit, cond)
 	return time.Since(start)
 }
 

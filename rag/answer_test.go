@@ -31,7 +31,7 @@ func (f *fakeChat) ContextLength(context.Context, string) (int, error) { return 
 func TestAnswerCitesAndFitsTheWindow(t *testing.T) {
 	s := openStore(t, t.TempDir(), &ragtest.HashEmbedder{Dims: 32}, "m", CollectionConfig{Name: "docs"})
 	c, _ := s.Collection("docs")
-	ctx := context.Background()
+	ctx := t.Context()
 	for i, text := range []string{
 		"The boiler pressure should stay between 1.2 and 1.5 bar.",
 		"Boiler service is due every year in October.",

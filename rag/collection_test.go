@@ -41,7 +41,7 @@ func must(t *testing.T, err error) {
 
 func openStore(t *testing.T, dir string, emb Embedder, model string, cols ...CollectionConfig) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), Config{Dir: dir, EmbedModel: model, MaxFileSize: 100 << 10,
+	s, err := Open(t.Context(), Config{Dir: dir, EmbedModel: model, MaxFileSize: 100 << 10,
 		Chunk: ChunkOptions{Size: 400, Overlap: 60}, Embed: EmbedOptions{Batch: 4, Concurrency: 2}, Collections: cols}, emb, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +55,7 @@ func TestSyncIngestsFolderAndSkipsWithReasons(t *testing.T) {
 	emb := &ragtest.HashEmbedder{Dims: 64}
 	s := openStore(t, t.TempDir(), emb, "nomic-embed-text", CollectionConfig{Name: "docs", Paths: []string{docs}, Exclude: []string{"**/tmp/**"}})
 	var lines []Progress
-	rep, err := s.Sync(context.Background(), "docs", func(p Progress) {
+	rep, err := s.Sync(t.Context(), "docs", func(p Progress) {
 		if p.File != "" {
 			lines = append(lines, p)
 		}
@@ -96,7 +96,7 @@ func TestSyncIngestsFolderAndSkipsWithReasons(t *testing.T) {
 		{ModeVector, "deposit rent landlord", "office/lease.docx"},
 		{ModeHybrid, "batteries supermarket", "page.html"},
 	} {
-		ans, err := c.Search(context.Background(), Query{Text: tc.q, Mode: tc.mode, TopK: 3})
+		ans, err := c.Search(t.Context(), Query{Text: tc.q, Mode: tc.mode, TopK: 3})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +104,7 @@ func TestSyncIngestsFolderAndSkipsWithReasons(t *testing.T) {
 			t.Errorf("%s %q: top = %+v, want %s", tc.mode, tc.q, ans.Results, tc.want)
 		}
 	}
-	ans, _ := c.Search(context.Background(), Query{Text: "boiler", Mode: ModeKeyword, TopK: 10})
+	ans, _ := c.Search(t.Context(), Query{Text: "boiler", Mode: ModeKeyword, TopK: 10})
 	for _, r := range ans.Results {
 		if strings.Contains(r.Source, "tmp/") {
 			t.Errorf("excluded file found: %s", r.Source)
@@ -113,7 +113,7 @@ func TestSyncIngestsFolderAndSkipsWithReasons(t *testing.T) {
 	if ans.Results[0].Page == 0 || ans.Results[0].Title != "Boiler manual" {
 		t.Errorf("PDF chunk lost its page or title: %+v", ans.Results[0])
 	}
-	ans, _ = c.Search(context.Background(), Query{Text: "boiler", TopK: 10, Source: "*.txt"})
+	ans, _ = c.Search(t.Context(), Query{Text: "boiler", TopK: 10, Source: "*.txt"})
 	for _, r := range ans.Results {
 		if !strings.HasSuffix(r.Source, ".txt") {
 			t.Errorf("source filter *.txt let %s through", r.Source)
@@ -127,7 +127,7 @@ func TestSyncIsIncremental(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(docs, "b.md"), []byte("# B\n\nThe wifi password is on the router."), 0o644))
 	emb := &ragtest.HashEmbedder{Dims: 64}
 	s := openStore(t, t.TempDir(), emb, "m", CollectionConfig{Name: "docs", Paths: []string{docs}})
-	ctx := context.Background()
+	ctx := t.Context()
 	if rep, err := s.Sync(ctx, "docs", nil); err != nil || rep.Indexed != 2 {
 		t.Fatalf("first sync: %+v %v", rep, err)
 	}
@@ -159,7 +159,7 @@ func TestCrashLeavesOldOrNewDocument(t *testing.T) {
 		t.Run(step, func(t *testing.T) {
 			dir := t.TempDir()
 			emb := &ragtest.HashEmbedder{Dims: 32}
-			ctx := context.Background()
+			ctx := t.Context()
 			s := openStore(t, dir, emb, "m", CollectionConfig{Name: "docs"})
 			c, _ := s.Collection("docs")
 			if _, err := c.Put(ctx, "n.md", "", []byte("old content about apples"), nil); err != nil {
@@ -208,7 +208,7 @@ func TestCrashLeavesOldOrNewDocument(t *testing.T) {
 
 func TestEmbedModelChangeNeedsReindex(t *testing.T) {
 	dir := t.TempDir()
-	ctx := context.Background()
+	ctx := t.Context()
 	emb := &ragtest.HashEmbedder{Dims: 32}
 	s := openStore(t, dir, emb, "old-model", CollectionConfig{Name: "docs"})
 	c, _ := s.Collection("docs")
@@ -250,7 +250,7 @@ func TestSyncCancels(t *testing.T) {
 		must(t, os.WriteFile(filepath.Join(docs, string(rune('a'+i))+".txt"), []byte(strings.Repeat("word ", 50+i)), 0o644))
 	}
 	s := openStore(t, t.TempDir(), &ragtest.HashEmbedder{Dims: 16}, "m", CollectionConfig{Name: "docs", Paths: []string{docs}})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	rep, err := s.Sync(ctx, "docs", func(p Progress) {
 		if p.Index == 3 && p.Outcome != "" {
 			cancel()
@@ -259,7 +259,7 @@ func TestSyncCancels(t *testing.T) {
 	if !errors.Is(err, context.Canceled) || !rep.Canceled || rep.Indexed != 3 {
 		t.Fatalf("canceled sync: indexed %d canceled %v err %v, want 3 files then context.Canceled", rep.Indexed, rep.Canceled, err)
 	}
-	rep, err = s.Sync(context.Background(), "docs", nil)
+	rep, err = s.Sync(t.Context(), "docs", nil)
 	if err != nil || rep.Indexed != 17 || rep.Unchanged != 3 {
 		t.Fatalf("the next sync finishes the job: %+v %v", rep, err)
 	}
@@ -270,7 +270,7 @@ func TestEmbedModelMissingStopsSync(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(docs, "a.txt"), []byte("hello there"), 0o644))
 	emb := &ragtest.HashEmbedder{Models: []string{"other"}, Missing: ErrEmbedModel}
 	s := openStore(t, t.TempDir(), emb, "nomic-embed-text", CollectionConfig{Name: "docs", Paths: []string{docs}})
-	_, err := s.Sync(context.Background(), "docs", nil)
+	_, err := s.Sync(t.Context(), "docs", nil)
 	if !errors.Is(err, ErrEmbedModel) || !strings.Contains(err.Error(), "ollama pull nomic-embed-text") {
 		t.Fatalf("err = %v, want ErrEmbedModel naming ollama pull", err)
 	}
@@ -278,7 +278,7 @@ func TestEmbedModelMissingStopsSync(t *testing.T) {
 
 func TestUploadNames(t *testing.T) {
 	s := openStore(t, t.TempDir(), &ragtest.HashEmbedder{Dims: 16}, "m", CollectionConfig{Name: "docs"})
-	ctx := context.Background()
+	ctx := t.Context()
 	for name, want := range map[string]error{"../etc/passwd": ErrBadName, "a/b.txt": ErrBadName, "": ErrBadName, "ok.txt": nil} {
 		_, err := s.Upload(ctx, "docs", name, []byte("some text"))
 		if !errors.Is(err, want) && !(want == nil && err == nil) {
@@ -301,7 +301,7 @@ func TestSearchDuringReindexAndSync(t *testing.T) {
 		must(t, os.WriteFile(filepath.Join(docs, string(rune('a'+i))+".md"), []byte("# Note\n\nboiler pressure note number "+strings.Repeat("x", i)), 0o644))
 	}
 	s := openStore(t, t.TempDir(), &ragtest.HashEmbedder{Dims: 16}, "m", CollectionConfig{Name: "docs", Paths: []string{docs}})
-	ctx := context.Background()
+	ctx := t.Context()
 	if _, err := s.Sync(ctx, "docs", nil); err != nil {
 		t.Fatal(err)
 	}

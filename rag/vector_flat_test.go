@@ -1,7 +1,6 @@
 package rag
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -21,7 +20,7 @@ func randomUnit(rng *rand.Rand, dims int) []float32 {
 // TestCompactIndexFindsTheExactNeighbours: the int8 index's candidates, re-ranked with the
 // exact vectors, give the same top 10 as chromem-go's exhaustive search, also after deletes.
 func TestCompactIndexFindsTheExactNeighbours(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	rng := rand.New(rand.NewPCG(1, 2))
 	v, err := OpenVectors("", &ragtest.HashEmbedder{Dims: 64}, "m")
 	if err != nil {

@@ -2,7 +2,6 @@ package router
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net"
 	"net/http"
@@ -41,7 +40,7 @@ func TestBackendRequestOnTheWire(t *testing.T) {
 			}
 			body := []byte(`{"model":"tiny"}`)
 
-			got, err := backendRequest(context.Background(), in, target, bytes.NewReader(body), int64(len(body)), tt.query)
+			got, err := backendRequest(t.Context(), in, target, bytes.NewReader(body), int64(len(body)), tt.query)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -17,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/hearthlab/hearth/internal/hearthtest"
 )
 
 // fakeNode is a Node whose state the test sets.
@@ -281,7 +283,7 @@ func TestStreamFlushesEachChunk(t *testing.T) {
 		t.Fatalf("final chunk missing: %q", sc.Text())
 	}
 	resp.Body.Close()
-	waitFor(t, func() bool {
+	hearthtest.Eventually(t, "tokens counted", 10*time.Second, func() bool {
 		return testutil.ToFloat64(ts.metrics.tokens.WithLabelValues("tiny:latest", "node-a")) == 3
 	})
 }
@@ -332,7 +334,7 @@ func TestClientGoneCancelsBackend(t *testing.T) {
 	}))
 	t.Cleanup(backend.Close)
 	ts := newTestServer(t, healthyNode(t, backend.URL, "tiny:latest"), nil)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.url+"/api/generate", strings.NewReader(`{"model":"tiny"}`))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -366,16 +368,5 @@ func TestRawBytesForwarded(t *testing.T) {
 	}
 	if b := <-got; string(b) != body {
 		t.Fatalf("backend got\n%s\nwant\n%s", b, body)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -20,13 +20,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hearthlab/hearth/agent"
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/doctor"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/internal/ollamasim"
 	"github.com/hearthlab/hearth/internal/setup"
 	"github.com/hearthlab/hearth/relay"
@@ -41,7 +41,7 @@ func runInitCmd(t *testing.T, d initDeps, args ...string) string {
 	cmd.SetOut(&out)
 	cmd.SetErr(&out)
 	cmd.SetArgs(args)
-	if err := cmd.ExecuteContext(context.Background()); err != nil {
+	if err := cmd.ExecuteContext(t.Context()); err != nil {
 		t.Fatalf("hearth init %s: %v\n%s", strings.Join(args, " "), err, out.String())
 	}
 	return out.String()
@@ -131,12 +131,12 @@ func TestInitConfigsConnectAndChat(t *testing.T) {
 	rcfg := loadWritten(t, vps, "relay", config.LoadRelayWith)
 	rcfg.Listen = config.RelayListen{HTTPS: "127.0.0.1:0"}
 	rcfg.Tunnel.Bind = "127.0.0.1:0"
-	var logs syncBuffer
+	var logs hearthtest.Logs
 	rl, err := relay.New(rcfg, "", slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	runRole(t, rl.Run)
+	hearthtest.Run(t, "relay", rl.Run)
 
 	acfg := loadWritten(t, home, "agent", config.LoadAgentWith)
 	if acfg.Node.Name != "home-node" || acfg.Tunnel.Relay != "relay.test:7000" || acfg.Ollama.URL != sim.URL() {
@@ -148,14 +148,14 @@ func TestInitConfigsConnectAndChat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runRole(t, a.Run)
+	hearthtest.Run(t, "agent", a.Run)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("logs:\n%s", logs.String())
 		}
 	})
 
-	token, _, err := rl.Store().Create(context.Background(), tokens.Spec{Name: "phone"})
+	token, _, err := rl.Store().Create(t.Context(), tokens.Spec{Name: "phone"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func TestInitConfigsConnectAndChat(t *testing.T) {
 	t.Cleanup(phone.CloseIdleConnections)
 	var status int
 	var body []byte
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	hearthtest.Eventually(t, "a chat through the tunnel answered", 30*time.Second, func() bool {
 		req, _ := http.NewRequest(http.MethodPost, "https://relay.test/v1/chat/completions",
 			strings.NewReader(`{"model":"tiny","messages":[{"role":"user","content":"hello"}]}`))
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -181,10 +181,9 @@ func TestInitConfigsConnectAndChat(t *testing.T) {
 		}
 		body, _ = io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if status = resp.StatusCode; status == http.StatusOK {
-			break
-		}
-	}
+		status = resp.StatusCode
+		return status == http.StatusOK
+	})
 	var answer struct {
 		Choices []struct {
 			Message struct{ Content string } `json:"message"`
@@ -208,7 +207,7 @@ func TestInitConfigsConnectAndChat(t *testing.T) {
 	}
 	rcfg.Listen.HTTPS, rcfg.Tunnel.Bind = rl.HTTPSAddr().String(), rl.TunnelAddr().String()
 	acfg.Node.Listen, acfg.Cluster.Bind = a.Addr().String(), a.GossipAddr()
-	for _, report := range []doctor.Report{doctor.Relay(context.Background(), rcfg, env), doctor.Agent(context.Background(), acfg, env)} {
+	for _, report := range []doctor.Report{doctor.Relay(t.Context(), rcfg, env), doctor.Agent(t.Context(), acfg, env)} {
 		var b strings.Builder
 		report.Write(&b)
 		if !report.OK() || !strings.Contains(b.String(), "checks passed") {
@@ -249,37 +248,6 @@ func loadWritten[T any](t *testing.T, dir, role string, load func(string, func(s
 	}
 	return cfg
 }
-
-// runRole runs a role until the test ends.
-func runRole(t *testing.T, run func(context.Context) error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("Run did not return within 30s of its context ending")
-		}
-	})
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func TestEnvFileFillsTheEnvironment(t *testing.T) {
 	dir := t.TempDir()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"log/slog"
 	"net"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/hearthlab/hearth/agent"
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/internal/ollamasim"
 	"github.com/hearthlab/hearth/internal/storage"
 	"github.com/hearthlab/hearth/internal/storage/storetest"
@@ -38,27 +38,12 @@ func startStoreAgent(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	hearthtest.Run(t, "agent", a.Run)
 	base := "http://" + a.Addr().String()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	hearthtest.Eventually(t, "the agent lists its store", 15*time.Second, func() bool {
 		out, err := run("models", "ls", "--agent", base)
-		if err == nil && strings.Contains(out, "tiny:latest") && strings.Count(out, "gpu-pc") == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent does not list its store: %v\n%s", err, out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil && strings.Contains(out, "tiny:latest") && strings.Count(out, "gpu-pc") == 2
+	})
 	return base
 }
 

@@ -46,7 +46,7 @@ func TestRunNotified(t *testing.T) {
 	done := make(chan error, 1)
 	release := make(chan struct{})
 	go func() {
-		done <- runNotified(context.Background(), slog.New(slog.DiscardHandler), n, func(context.Context) error { <-release; return stop }, healthzAlive(srv.Listener.Addr()))
+		done <- runNotified(t.Context(), slog.New(slog.DiscardHandler), n, func(context.Context) error { <-release; return stop }, healthzAlive(srv.Listener.Addr()))
 	}()
 	if got := read(); got != "READY=1" {
 		t.Fatalf("first message %q", got)
@@ -70,16 +70,16 @@ func TestHealthzAlive(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) }))
 	defer srv.Close()
 	alive := healthzAlive(srv.Listener.Addr())
-	if err := alive(context.Background()); err != nil {
+	if err := alive(t.Context()); err != nil {
 		t.Errorf("healthy: %v", err)
 	}
 	status = http.StatusServiceUnavailable
-	if err := alive(context.Background()); err == nil || err.Error() != "GET "+srv.URL+"/healthz: 503 Service Unavailable" {
+	if err := alive(t.Context()); err == nil || err.Error() != "GET "+srv.URL+"/healthz: 503 Service Unavailable" {
 		t.Errorf("unhealthy: %v", err)
 	}
 	port := srv.Listener.Addr().(*net.TCPAddr).Port
 	srv.Close()
-	if err := healthzAlive(&net.TCPAddr{IP: net.IPv4zero, Port: port})(context.Background()); err == nil || !strings.Contains(err.Error(), "127.0.0.1:") {
+	if err := healthzAlive(&net.TCPAddr{IP: net.IPv4zero, Port: port})(t.Context()); err == nil || !strings.Contains(err.Error(), "127.0.0.1:") {
 		t.Errorf("an API on 0.0.0.0 is asked on loopback: %v", err)
 	}
 }

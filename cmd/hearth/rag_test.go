@@ -31,7 +31,7 @@ func (cannedChat) ContextLength(context.Context, string) (int, error) { return 0
 // ragAgent serves the real RAG API over a store with a deterministic embedder.
 func ragAgent(t *testing.T) string {
 	t.Helper()
-	store, err := rag.Open(context.Background(), rag.Config{Dir: t.TempDir(), EmbedModel: "m", MaxFileSize: 1 << 20,
+	store, err := rag.Open(t.Context(), rag.Config{Dir: t.TempDir(), EmbedModel: "m", MaxFileSize: 1 << 20,
 		Chunk: rag.ChunkOptions{Size: 500, Overlap: 50}}, &ragtest.HashEmbedder{Dims: 32}, nil)
 	if err != nil {
 		t.Fatal(err)

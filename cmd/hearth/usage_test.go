@@ -41,7 +41,7 @@ func writeUsage(t *testing.T, db string, recs []usage.Record) {
 	for _, r := range recs {
 		u.Record(r)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if err := u.Run(ctx); err != nil { // writes what is buffered and returns
 		t.Fatal(err)

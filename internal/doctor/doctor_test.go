@@ -73,7 +73,7 @@ func TestDNSCheck(t *testing.T) {
 	resolves := func(ips ...string) func(context.Context, string) ([]string, error) {
 		return func(context.Context, string) ([]string, error) { return ips, nil }
 	}
-	ctx := context.Background()
+	ctx := t.Context()
 	want(t, Env{LookupHost: resolves("203.0.113.5"), InterfaceAddrs: addrs("127.0.0.1", "203.0.113.5")}.complete().dnsCheck(ctx, "ai.example.com"),
 		true, "ai.example.com points at this machine (203.0.113.5).")
 	want(t, Env{LookupHost: resolves("198.51.100.7"), InterfaceAddrs: addrs("10.0.0.4"), PublicAddr: "198.51.100.7"}.complete().dnsCheck(ctx, "ai.example.com"),
@@ -174,15 +174,15 @@ func TestRelayTunnelCheck(t *testing.T) {
 	cfg := config.Relay{Domains: []string{"relay.test"}, TLS: config.TLSFiles{Cert: caFile}, Listen: config.RelayListen{HTTPS: addr},
 		Tunnel: config.RelayTunnel{Bind: ":7000"}, AdminKey: "admin-0123456789abcdef"}
 	env := Env{}.complete()
-	want(t, env.relayTunnelCheck(context.Background(), cfg), false, `no home agent is connected as "home": start `+"`hearth agent`"+` at home with tunnel.relay relay.test:7000`)
+	want(t, env.relayTunnelCheck(t.Context(), cfg), false, `no home agent is connected as "home": start `+"`hearth agent`"+` at home with tunnel.relay relay.test:7000`)
 	online = true
-	want(t, env.relayTunnelCheck(context.Background(), cfg), true, `the home agent "home" is connected through the tunnel.`)
+	want(t, env.relayTunnelCheck(t.Context(), cfg), true, `the home agent "home" is connected through the tunnel.`)
 	cfg.AdminKey = "wrong-0123456789abcdef"
-	want(t, env.relayTunnelCheck(context.Background(), cfg), false, "answered GET /admin/v1/agents with 401 Unauthorized: is admin_key the running relay's?")
+	want(t, env.relayTunnelCheck(t.Context(), cfg), false, "answered GET /admin/v1/agents with 401 Unauthorized: is admin_key the running relay's?")
 	closed, _ := net.Listen("tcp", "127.0.0.1:0")
 	cfg.Listen.HTTPS = closed.Addr().String()
 	closed.Close()
-	want(t, env.relayTunnelCheck(context.Background(), cfg), false, "the relay does not answer on "+cfg.Listen.HTTPS)
+	want(t, env.relayTunnelCheck(t.Context(), cfg), false, "the relay does not answer on "+cfg.Listen.HTTPS)
 }
 
 func TestClockCheck(t *testing.T) {
@@ -193,12 +193,12 @@ func TestClockCheck(t *testing.T) {
 	t.Cleanup(srv.Close)
 	env := Env{}.complete()
 	client, _ := env.client("")
-	want(t, env.clockCheck(context.Background(), client, srv.URL, "the relay"), true, "this clock agrees with the relay's within 30s.")
+	want(t, env.clockCheck(t.Context(), client, srv.URL, "the relay"), true, "this clock agrees with the relay's within 30s.")
 	offset = -5 * time.Minute
-	want(t, env.clockCheck(context.Background(), client, srv.URL, "the relay"), false, "this clock is 5m0s off the relay's")
+	want(t, env.clockCheck(t.Context(), client, srv.URL, "the relay"), false, "this clock is 5m0s off the relay's")
 	noDate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Header()["Date"] = nil }))
 	t.Cleanup(noDate.Close)
-	want(t, env.clockCheck(context.Background(), client, noDate.URL, "the relay"), false, "the relay sent no Date header")
+	want(t, env.clockCheck(t.Context(), client, noDate.URL, "the relay"), false, "the relay sent no Date header")
 }
 
 func TestOllamaCheck(t *testing.T) {
@@ -208,13 +208,13 @@ func TestOllamaCheck(t *testing.T) {
 	}
 	t.Cleanup(sim.Close)
 	env := Env{}.complete()
-	want(t, env.ollamaCheck(context.Background(), sim.URL()), true, "Ollama 0.12.3 answers at "+sim.URL()+".")
+	want(t, env.ollamaCheck(t.Context(), sim.URL()), true, "Ollama 0.12.3 answers at "+sim.URL()+".")
 	other := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(other.Close)
-	want(t, env.ollamaCheck(context.Background(), other.URL), false, "answered GET /api/version with 404 Not Found, not as Ollama does")
+	want(t, env.ollamaCheck(t.Context(), other.URL), false, "answered GET /api/version with 404 Not Found, not as Ollama does")
 	other.Close()
-	want(t, env.ollamaCheck(context.Background(), other.URL), false, "Ollama does not answer at "+other.URL)
-	want(t, env.ollamaCheck(context.Background(), ""), true, "serves no models")
+	want(t, env.ollamaCheck(t.Context(), other.URL), false, "Ollama does not answer at "+other.URL)
+	want(t, env.ollamaCheck(t.Context(), ""), true, "serves no models")
 }
 
 func TestViewChecks(t *testing.T) {

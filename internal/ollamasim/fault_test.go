@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hearthlab/hearth/internal/hearthtest"
 )
 
 func TestFaultRefuseThenRecover(t *testing.T) {
@@ -101,7 +103,7 @@ func TestFaultHangUntilClientGivesUp(t *testing.T) {
 	if err := s.SetFault(Fault{Kind: FaultHang}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
 	body := chatBody("tiny", true, "")
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL()+"/api/chat", strings.NewReader(body))
@@ -200,16 +202,16 @@ func TestCloseEndsEverything(t *testing.T) {
 	c := &http.Client{Transport: tr}
 	// Hold every kind of blocked request open: streaming, loading, queued, hung.
 	streaming := send(t, testCtx(t), c, s.URL()+"/api/chat", chatBody("warm", true, `"keep_alive":"1h"`))
-	waitFor(t, "the stream to run", func() bool { return s.Stats().Running == 1 })
+	hearthtest.Eventually(t, "the stream to run", waitLimit, func() bool { return s.Stats().Running == 1 })
 	loading := send(t, testCtx(t), c, s.URL()+"/api/chat", chatBody("tiny", true, ""))
-	waitFor(t, "the load to start", func() bool { return s.Stats().ColdLoads == 2 })
+	hearthtest.Eventually(t, "the load to start", waitLimit, func() bool { return s.Stats().ColdLoads == 2 })
 	queued := send(t, testCtx(t), c, s.URL()+"/api/chat", chatBody("tiny", true, ""))
-	waitFor(t, "the third request to queue", func() bool { return s.Stats().Queued == 1 })
+	hearthtest.Eventually(t, "the third request to queue", waitLimit, func() bool { return s.Stats().Queued == 1 })
 	if err := s.SetFault(Fault{Kind: FaultHang, Paths: []string{"/api/tags"}}); err != nil {
 		t.Fatal(err)
 	}
 	hung := send(t, testCtx(t), c, s.URL()+"/api/tags", "")
-	waitFor(t, "the hung request to arrive", func() bool { return len(s.Requests()) == 4 })
+	hearthtest.Eventually(t, "the hung request to arrive", waitLimit, func() bool { return len(s.Requests()) == 4 })
 
 	done := make(chan struct{})
 	go func() { s.Close(); close(done) }()
@@ -228,7 +230,7 @@ func TestCloseEndsEverything(t *testing.T) {
 	}
 	s.Close() // twice is fine
 	tr.CloseIdleConnections()
-	waitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+	hearthtest.Eventually(t, "goroutines to end", waitLimit, func() bool { return runtime.NumGoroutine() <= before })
 }
 
 // TestMountedHandler serves the sim through httptest instead of Start: faults that need the

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/hearthlab/hearth/internal/hearthtest"
 )
 
 // startSim starts a sim on 127.0.0.1 that the test's cleanup closes.
@@ -37,7 +35,7 @@ func newClient(t *testing.T) *http.Client {
 // testCtx bounds every request of a test: nothing may block forever.
 func testCtx(t *testing.T) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -118,11 +116,8 @@ func decode[T any](t *testing.T, s string) T {
 	return v
 }
 
-// waitFor polls cond until it holds; the deadline is generous because machines are noisy.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	hearthtest.Eventually(t, what, 20*time.Second, cond)
-}
+// waitLimit bounds the tests' waits; it is generous because machines are noisy.
+const waitLimit = 20 * time.Second
 
 // streamLines reads complete lines of a streaming answer until the body ends, returning
 // them with the error that ended the body (nil for a clean end).

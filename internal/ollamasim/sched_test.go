@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hearthlab/hearth/internal/hearthtest"
 )
 
 // send starts a non-streaming chat in the background; its result arrives on the channel.
@@ -59,12 +61,12 @@ func TestSlots(t *testing.T) {
 			var holders, queued []<-chan result
 			for i := range tt.parallel {
 				holders = append(holders, send(t, holdCtx, c, s.URL()+"/api/chat", chatBody("tiny", true, "")))
-				waitFor(t, fmt.Sprintf("holder %d to run", i), func() bool { return s.Stats().Running == i+1 })
+				hearthtest.Eventually(t, fmt.Sprintf("holder %d to run", i), waitLimit, func() bool { return s.Stats().Running == i+1 })
 			}
 			for i := range tt.queued {
 				queued = append(queued, send(t, testCtx(t), c, s.URL()+"/api/chat", chatBody("tiny", false, `"options":{"num_predict":2}`)))
 				// Arrival order is certain: the next request is sent once the sim queued this one.
-				waitFor(t, fmt.Sprintf("request %d to queue", i), func() bool { return s.Stats().Queued == i+1 })
+				hearthtest.Eventually(t, fmt.Sprintf("request %d to queue", i), waitLimit, func() bool { return s.Stats().Queued == i+1 })
 			}
 			if st := s.Stats(); st.Running != tt.parallel || st.MaxRunning != tt.parallel {
 				t.Errorf("with %d queued: stats %+v, want %d running", tt.queued, st, tt.parallel)
@@ -106,9 +108,9 @@ func TestQueueFull503(t *testing.T) {
 	c := newClient(t)
 	ctx, cancel := context.WithCancel(testCtx(t))
 	running := send(t, ctx, c, s.URL()+"/api/chat", chatBody("tiny", true, ""))
-	waitFor(t, "the first request to run", func() bool { return s.Stats().Running == 1 })
+	hearthtest.Eventually(t, "the first request to run", waitLimit, func() bool { return s.Stats().Running == 1 })
 	queued := send(t, ctx, c, s.URL()+"/api/chat", chatBody("tiny", true, ""))
-	waitFor(t, "the second request to queue", func() bool { return s.Stats().Queued == 1 })
+	hearthtest.Eventually(t, "the second request to queue", waitLimit, func() bool { return s.Stats().Queued == 1 })
 
 	tests := []struct {
 		path, body, contentType, want string
@@ -127,7 +129,7 @@ func TestQueueFull503(t *testing.T) {
 	cancel()
 	<-running
 	<-queued
-	waitFor(t, "the slot to be free", func() bool { st := s.Stats(); return st.Running == 0 && st.Queued == 0 })
+	hearthtest.Eventually(t, "the slot to be free", waitLimit, func() bool { st := s.Stats(); return st.Running == 0 && st.Queued == 0 })
 	if st := s.Stats(); st.Rejected != len(tests) {
 		t.Errorf("Rejected = %d, want %d", st.Rejected, len(tests))
 	}
@@ -148,12 +150,12 @@ func TestClientLeaves(t *testing.T) {
 			holderCtx, stopHolder := context.WithCancel(testCtx(t))
 			defer stopHolder()
 			holder := send(t, holderCtx, c, s.URL()+"/api/chat", chatBody("tiny", true, ""))
-			waitFor(t, "the holder to run", func() bool { return s.Stats().Running == 1 })
+			hearthtest.Eventually(t, "the holder to run", waitLimit, func() bool { return s.Stats().Running == 1 })
 			leaverCtx, leave := context.WithCancel(testCtx(t))
 			leaver := holder
 			if tt.queue {
 				leaver = send(t, leaverCtx, c, s.URL()+"/api/chat", chatBody("tiny", true, ""))
-				waitFor(t, "the leaver to queue", func() bool { return s.Stats().Queued == 1 })
+				hearthtest.Eventually(t, "the leaver to queue", waitLimit, func() bool { return s.Stats().Queued == 1 })
 				leave()
 			} else {
 				stopHolder()
@@ -161,7 +163,7 @@ func TestClientLeaves(t *testing.T) {
 			if res := <-leaver; res.status != -1 || !strings.Contains(res.body, "context canceled") {
 				t.Errorf("leaving client got %d %s, want its own cancellation", res.status, res.body)
 			}
-			waitFor(t, "the sim to forget the client", func() bool {
+			hearthtest.Eventually(t, "the sim to forget the client", waitLimit, func() bool {
 				st := s.Stats()
 				return st.Queued == 0 && st.Running == map[bool]int{true: 1, false: 0}[tt.queue]
 			})
@@ -268,7 +270,7 @@ func TestKeepAlive(t *testing.T) {
 				t.Fatalf("chat: %d %s", res.status, res.body)
 			}
 			if tt.wantGone {
-				waitFor(t, "the model to unload", func() bool { return len(psNames(t, c, s.URL())) == 0 })
+				hearthtest.Eventually(t, "the model to unload", waitLimit, func() bool { return len(psNames(t, c, s.URL())) == 0 })
 				if st := s.Stats(); st.Unloads != 1 {
 					t.Errorf("Unloads = %d, want 1", st.Unloads)
 				}
@@ -353,9 +355,9 @@ func TestPendingLoadIsNotOvertaken(t *testing.T) {
 		return s.blocked
 	}
 	send("a1", "a")
-	waitFor(t, "a1 running", func() bool { return s.Stats().ColdLoads == 1 })
+	hearthtest.Eventually(t, "a1 running", waitLimit, func() bool { return s.Stats().ColdLoads == 1 })
 	send("b1", "b")
-	waitFor(t, "b1 waiting for a to unload", func() bool { return blocked() == 1 })
+	hearthtest.Eventually(t, "b1 waiting for a to unload", waitLimit, func() bool { return blocked() == 1 })
 	send("a2", "a")
 	wg.Wait()
 	if strings.Join(order, ",") != "a1,b1,a2" {

@@ -81,7 +81,7 @@ func TestNotifyOutsideSystemdDoesNothing(t *testing.T) {
 	if n.Enabled() || n.Ready() != nil {
 		t.Error("without NOTIFY_SOCKET, Ready should do nothing and succeed")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	n.RunWatchdog(ctx, nil, nil) // returns at once: no socket
 }
@@ -102,7 +102,7 @@ func TestWatchdog(t *testing.T) {
 	if n.WatchdogInterval() != 40*time.Millisecond {
 		t.Fatalf("interval %v", n.WatchdogInterval())
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	// alive is answered by the test, round by round, so the order of events is fixed.
 	calls := make(chan chan error)

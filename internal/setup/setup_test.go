@@ -2,7 +2,6 @@ package setup_test
 
 import (
 	"bytes"
-	"context"
 	"flag"
 	"net/http"
 	"net/http/httptest"
@@ -181,7 +180,7 @@ func TestInitOptionErrors(t *testing.T) {
 	}
 	for _, tt := range agentTests {
 		tt.o.Dir, tt.o.OllamaURL = dir, "http://127.0.0.1:1"
-		if _, _, err := setup.WriteAgent(context.Background(), tt.o, env); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, _, err := setup.WriteAgent(t.Context(), tt.o, env); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%+v: %v, want %q", tt.o, err, tt.want)
 		}
 	}
@@ -218,7 +217,7 @@ func TestWriteAgent(t *testing.T) {
 				}
 				return ""
 			}
-			w, found, err := setup.WriteAgent(context.Background(), tt.o, env)
+			w, found, err := setup.WriteAgent(t.Context(), tt.o, env)
 			if err != nil {
 				t.Fatal(err)
 			}

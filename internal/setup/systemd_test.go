@@ -21,10 +21,10 @@ func TestSystemdInstall(t *testing.T) {
 		},
 		UserExists: func(string) bool { return false },
 	}
-	if err := s.EnsureUser(context.Background()); err != nil {
+	if err := s.EnsureUser(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	files, err := s.Install(context.Background())
+	files, err := s.Install(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,10 +57,10 @@ func TestSystemdInstall(t *testing.T) {
 	ran = nil
 	s.ModelsDir = ""
 	s.UserExists = func(string) bool { return true }
-	if err := s.EnsureUser(context.Background()); err != nil {
+	if err := s.EnsureUser(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Install(context.Background()); err != nil {
+	if _, err := s.Install(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(dropIn); !os.IsNotExist(err) {
@@ -70,7 +70,7 @@ func TestSystemdInstall(t *testing.T) {
 		t.Errorf("ran %v", ran)
 	}
 	s.ModelsDir = "relative/models"
-	if _, err := s.Install(context.Background()); err == nil || !strings.Contains(err.Error(), "give an absolute path") {
+	if _, err := s.Install(t.Context()); err == nil || !strings.Contains(err.Error(), "give an absolute path") {
 		t.Errorf("relative models dir: %v", err)
 	}
 }

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,12 +55,12 @@ func TestReadSpeedAndPrewarm(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := models[0]
-	r, err := ReadSpeed(context.Background(), BlobPath(dir, m.Largest().Digest), 5<<20, true, nil)
+	r, err := ReadSpeed(t.Context(), BlobPath(dir, m.Largest().Digest), 5<<20, true, nil)
 	if err != nil || r.Bytes != 5<<20 || r.BytesPerSecond() <= 0 {
 		t.Fatalf("ReadSpeed: %+v %v", r, err)
 	}
 	var last, total int64
-	sum, err := Prewarm(context.Background(), dir, m, func(done, t int64) { last, total = done, t })
+	sum, err := Prewarm(t.Context(), dir, m, func(done, t int64) { last, total = done, t })
 	if err != nil || sum.Bytes != m.Size || last != m.Size || total != m.Size {
 		t.Fatalf("Prewarm read %d of %d (progress %d/%d): %v", sum.Bytes, m.Size, last, total, err)
 	}
@@ -80,7 +79,7 @@ func TestDiagnoseRootOnNFS(t *testing.T) {
 	}
 	root := User{Name: "root", UID: 0, GIDs: []uint32{0}}
 	h := Health{Dir: dir, Required: true, Mounted: true, FSType: "nfs4", Healthy: true}
-	rep := Diagnose(context.Background(), "gpu-pc", h, nil, root, 0)
+	rep := Diagnose(t.Context(), "gpu-pc", h, nil, root, 0)
 	var found bool
 	for _, p := range rep.Problems {
 		found = found || (strings.HasPrefix(p, dir+": Ollama runs as root, which the NFS server maps to nobody (uid 65534)") && strings.Contains(p, "lacks rwx permission"))
@@ -89,7 +88,7 @@ func TestDiagnoseRootOnNFS(t *testing.T) {
 		t.Fatalf("problems %q", rep.Problems)
 	}
 	h.FSType, h.Required, h.Mounted = "ext4", false, false // a local store: root may
-	if rep := Diagnose(context.Background(), "gpu-pc", h, nil, root, 0); len(rep.Problems) != 0 {
+	if rep := Diagnose(t.Context(), "gpu-pc", h, nil, root, 0); len(rep.Problems) != 0 {
 		t.Fatalf("a local store as root: %q", rep.Problems)
 	}
 }
@@ -109,11 +108,11 @@ func TestDiagnoseReadOnlyAgent(t *testing.T) {
 	const other = 54321 // neither owner nor group of dir
 	h := Health{Dir: dir, Healthy: true, FSType: "ext4"}
 	agent := User{Name: "(the agent's user)", UID: other, GIDs: []uint32{other}, ReadOnly: true}
-	if rep := Diagnose(context.Background(), "nas", h, nil, agent, 0); len(rep.Problems) != 0 {
+	if rep := Diagnose(t.Context(), "nas", h, nil, agent, 0); len(rep.Problems) != 0 {
 		t.Errorf("a readable store for an agent without Ollama: %q", rep.Problems)
 	}
 	ollama := User{Name: "ollama", UID: other, GIDs: []uint32{other}}
-	rep := Diagnose(context.Background(), "gpu", h, nil, ollama, 0)
+	rep := Diagnose(t.Context(), "gpu", h, nil, ollama, 0)
 	if len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0], "uid 54321 (gids [54321]) lacks rwx permission here") {
 		t.Errorf("a store Ollama cannot write: %q", rep.Problems)
 	}

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/internal/storage/storetest"
 )
 
@@ -47,7 +47,7 @@ func TestProbeHungStat(t *testing.T) {
 			close(release)
 		}
 	})
-	ctx := context.Background()
+	ctx := t.Context()
 
 	p.Check(ctx)
 	h := p.Health()
@@ -71,9 +71,7 @@ func TestProbeHungStat(t *testing.T) {
 
 	hang.Store(false)
 	close(release)
-	for i := 0; i < 200 && p.pending.Load(); i++ {
-		time.Sleep(5 * time.Millisecond)
-	}
+	hearthtest.Eventually(t, "the hung stat returns", time.Second, func() bool { return !p.pending.Load() })
 	p.Check(ctx)
 	if h := p.Health(); !h.Ready() || h.Error != "" {
 		t.Fatalf("recovered store: %+v", h)
@@ -86,29 +84,25 @@ func TestProbeHungStat(t *testing.T) {
 func TestProbeRequireMount(t *testing.T) {
 	dir := t.TempDir()
 	p := NewProbe(ProbeConfig{Dir: dir, RequireMount: true, Timeout: time.Second, MountInfo: fakeMounts(t, dir, "ext4")}, nil)
-	p.Check(context.Background())
+	p.Check(t.Context())
 	h := p.Health()
 	if h.Ready() || h.Mounted || h.FSType != "ext4" || !strings.Contains(h.Error, "is not on a mounted network filesystem") {
 		t.Fatalf("unmounted store: %+v", h)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	err := p.WaitReady(ctx, 30*time.Millisecond)
+	stop := hearthtest.Run(t, "probe", p.Run)
+	err := p.WaitReady(t.Context(), 30*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "still not ready after 30ms (storage.mount_timeout): a mount of type [nfs nfs4 cifs smb3]") {
 		t.Fatalf("WaitReady: %v", err)
 	}
-	cancel()
-	<-done
+	stop()
 
 	// Without require_mount a local directory is fine.
 	p = NewProbe(ProbeConfig{Dir: dir, Timeout: time.Second, MountInfo: fakeMounts(t, dir, "ext4")}, nil)
-	p.Check(context.Background())
+	p.Check(t.Context())
 	if h := p.Health(); !h.Ready() || h.Mounted {
 		t.Fatalf("local store: %+v", h)
 	}
-	if err := p.WaitReady(context.Background(), time.Second); err != nil {
+	if err := p.WaitReady(t.Context(), time.Second); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -130,7 +124,7 @@ func TestProbeSlowScan(t *testing.T) {
 			}
 			return ReadModels(dir)
 		}}, nil)
-	ctx := context.Background()
+	ctx := t.Context()
 	p.Check(ctx)
 	if h := p.Health(); !h.Ready() || len(p.Models()) != 0 {
 		t.Fatalf("first check, scan still running: %+v, models %v", h, p.Models())
@@ -140,9 +134,7 @@ func TestProbeSlowScan(t *testing.T) {
 		t.Fatalf("second check while the scan runs: %+v, %d scans", h, scans.Load())
 	}
 	close(release)
-	for i := 0; i < 400 && p.scanning.Load(); i++ {
-		time.Sleep(5 * time.Millisecond)
-	}
+	hearthtest.Eventually(t, "the scan ends", 2*time.Second, func() bool { return !p.scanning.Load() })
 	p.Check(ctx)
 	if m := p.Models(); len(m) != 1 || m[0].Name != "tiny:latest" {
 		t.Fatalf("after the slow scan ended: models %v", m)
@@ -176,7 +168,7 @@ func TestProbeTriggersAnAutomount(t *testing.T) {
 			}
 			return readOne(d)
 		}}, nil)
-	p.Check(context.Background())
+	p.Check(t.Context())
 	h := p.Health()
 	if !h.Ready() || !h.Mounted || h.FSType != "nfs4" || len(p.Models()) != 1 {
 		t.Fatalf("an automounted store: %+v, models %v", h, p.Models())

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -60,7 +59,7 @@ func newAuthFixture(t *testing.T, limits config.RelayLimits, logger *slog.Logger
 
 func (f *authFixture) create(t *testing.T, spec tokens.Spec) string {
 	t.Helper()
-	secret, _, err := f.store.Create(context.Background(), spec)
+	secret, _, err := f.store.Create(t.Context(), spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,12 +457,12 @@ func BenchmarkAuthRequire(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	secret, _, err := st.Create(context.Background(), tokens.Spec{Name: "bench", Models: []string{"qwen3:*"}})
+	secret, _, err := st.Create(b.Context(), tokens.Spec{Name: "bench", Models: []string{"qwen3:*"}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	priv, _, keyLine := hearthtest.OllamaKey(b)
-	if _, _, err := st.Create(context.Background(), tokens.Spec{Name: "laptop", OllamaKey: keyLine}); err != nil {
+	if _, _, err := st.Create(b.Context(), tokens.Spec{Name: "laptop", OllamaKey: keyLine}); err != nil {
 		b.Fatal(err)
 	}
 	a := New(st, config.RelayLimits{RequestsPerMinute: 1 << 30, IPRequestsPerMinute: 1 << 30}, testAdminKey, nil)

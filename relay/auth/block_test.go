@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -211,7 +210,7 @@ func (f *authFixture) liveRevokedExpired(t *testing.T, spec tokens.Spec) (live, 
 	t.Helper()
 	live = f.create(t, spec)
 	revoked = f.create(t, tokens.Spec{Name: "old"})
-	if err := f.store.Revoke(context.Background(), "old"); err != nil {
+	if err := f.store.Revoke(t.Context(), "old"); err != nil {
 		t.Fatal(err)
 	}
 	expired = f.create(t, tokens.Spec{Name: "trial", Expires: time.Minute})

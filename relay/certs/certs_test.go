@@ -43,20 +43,15 @@ func TestCertsHTTP01(t *testing.T) {
 
 	// A restarted relay finds the certificate in acme.storage and asks the CA for nothing.
 	hits := rig.http01Hits.Load()
-	logs := &certsTestLog{}
-	again, err := New(rig.cfg, logs.logger())
+	logs := &hearthtest.Logs{}
+	again, err := New(rig.cfg, certsLogger(logs))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	ran := make(chan error, 1)
-	go func() { ran <- again.Run(ctx) }()
-	again.Manage(ctx, "relay.test")
+	stop := hearthtest.Run(t, "certs", again.Run)
+	again.Manage(t.Context(), "relay.test")
 	hearthtest.Eventually(t, "the stored certificate", 5*time.Second, func() bool { return again.Ready("relay.test") })
-	cancel()
-	if err := <-ran; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
+	stop()
 	if strings.Contains(logs.String(), "obtaining certificate") || rig.http01Hits.Load() != hits {
 		t.Fatalf("the restarted relay obtained a new certificate:\n%s", logs.String())
 	}
@@ -128,21 +123,16 @@ func TestCertsUntrustedCAIsExplained(t *testing.T) {
 	cfg := config.DefaultRelay()
 	cfg.Domains = []string{"relay.test"}
 	cfg.ACME = config.ACME{CA: ca.DirectoryURL, Storage: t.TempDir(), Challenges: []string{"tls-alpn-01"}}
-	logs := &certsTestLog{}
-	certs, err := New(cfg, logs.logger())
+	logs := &hearthtest.Logs{}
+	certs, err := New(cfg, certsLogger(logs))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	ran := make(chan error, 1)
-	go func() { ran <- certs.Run(ctx) }()
-	certs.Manage(ctx, "relay.test")
+	stop := hearthtest.Run(t, "certs", certs.Run)
+	certs.Manage(t.Context(), "relay.test")
 	want := "the ACME CA's HTTPS certificate at " + ca.DirectoryURL + " is not trusted: set acme.ca_root"
 	hearthtest.Eventually(t, "the acme.ca_root explanation", 10*time.Second, func() bool { return strings.Contains(logs.String(), want) })
-	cancel()
-	if err := <-ran; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
+	stop()
 }
 
 func TestCertsBringYourOwn(t *testing.T) {
@@ -153,14 +143,12 @@ func TestCertsBringYourOwn(t *testing.T) {
 	cfg := config.DefaultRelay()
 	cfg.Domains = []string{"relay.test"}
 	cfg.TLS = config.TLSFiles{Cert: certFile, Key: keyFile}
-	logs := &certsTestLog{}
-	certs, err := New(cfg, logs.logger())
+	logs := &hearthtest.Logs{}
+	certs, err := New(cfg, certsLogger(logs))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	ran := make(chan error, 1)
-	go func() { ran <- certs.Run(ctx) }()
+	stop := hearthtest.Run(t, "certs", certs.Run)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -188,7 +176,7 @@ func TestCertsBringYourOwn(t *testing.T) {
 	}
 
 	// A host the certificate does not cover is served but warned about.
-	certs.Manage(ctx, "chat.test")
+	certs.Manage(t.Context(), "chat.test")
 	if !strings.Contains(logs.String(), "tls.cert does not cover this host") {
 		t.Fatalf("no warning for a host outside the certificate:\n%s", logs.String())
 	}
@@ -214,10 +202,7 @@ func TestCertsBringYourOwn(t *testing.T) {
 		t.Fatalf("broken renewal not logged:\n%s", logs.String())
 	}
 
-	cancel()
-	if err := <-ran; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
+	stop()
 }
 
 func TestCertsBringYourOwnErrors(t *testing.T) {
@@ -253,15 +238,7 @@ func TestCertsHTTPHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	ran := make(chan error, 1)
-	go func() { ran <- certs.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-ran; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	hearthtest.Run(t, "certs", certs.Run)
 
 	for _, tc := range []struct {
 		name, method, target, host string

@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -39,7 +38,7 @@ type certsRig struct {
 	certs      *Certs
 	ca         *acmetest.CA
 	httpsAddr  string
-	logs       *certsTestLog
+	logs       *hearthtest.Logs
 	http01Hits atomic.Int32 // challenge fetches on port 80
 	alpnHellos atomic.Int32 // acme-tls/1 handshakes on the HTTPS listener
 	stop       func()       // cancels and waits for Run
@@ -67,13 +66,13 @@ func startCertsRig(t *testing.T, challenges []string, caHTTPPort int) *certsRig 
 	cfg.Listen = config.RelayListen{HTTPS: httpsLn.Addr().String(), HTTP: httpLn.Addr().String()}
 	cfg.Domains = []string{"relay.test"}
 	cfg.ACME = config.ACME{CA: ca.DirectoryURL, CARoot: ca.ServerRootFile, Storage: t.TempDir(), Challenges: challenges, Email: "ops@relay.test"}
-	rig := &certsRig{ca: ca, cfg: cfg, httpsAddr: httpsLn.Addr().String(), logs: &certsTestLog{}}
+	rig := &certsRig{ca: ca, cfg: cfg, httpsAddr: httpsLn.Addr().String(), logs: &hearthtest.Logs{}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("relay log:\n%s", rig.logs.String())
 		}
 	})
-	rig.certs, err = New(cfg, rig.logs.logger())
+	rig.certs, err = New(cfg, certsLogger(rig.logs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,25 +100,8 @@ func startCertsRig(t *testing.T, challenges []string, caHTTPPort int) *certsRig 
 	go httpsSrv.Serve(tls.NewListener(httpsLn, tlsCfg))
 	t.Cleanup(func() { httpSrv.Close(); httpsSrv.Close() })
 
-	ctx, cancel := context.WithCancel(t.Context())
-	rig.ctx = ctx
-	ran := make(chan error, 1)
-	go func() { ran <- rig.certs.Run(ctx) }()
-	var once sync.Once
-	rig.stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-ran:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Error("Run did not return within 10s of its context ending")
-			}
-		})
-	}
-	t.Cleanup(rig.stop)
+	rig.ctx = t.Context() // obtaining also stops when Run ends
+	rig.stop = hearthtest.Run(t, "certs", rig.certs.Run)
 	return rig
 }
 
@@ -227,25 +209,8 @@ func writeSelfSigned(t *testing.T, certFile, keyFile string, names ...string) *x
 	return cert
 }
 
-// certsTestLog collects the relay's log; certmagic may still log after the test ended,
-// which t.Log would not allow.
-type certsTestLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *certsTestLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *certsTestLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *certsTestLog) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+// certsLogger logs to logs in text, at debug level: certmagic may still log after the test
+// ended, which t.Log would not allow.
+func certsLogger(logs *hearthtest.Logs) *slog.Logger {
+	return slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/relay/auth"
 	"github.com/hearthlab/hearth/relay/tokens"
 	"github.com/hearthlab/hearth/relay/usage"
@@ -165,9 +166,8 @@ func (w *chainWorld) post(t *testing.T, path, body string, header ...string) (*h
 func (w *chainWorld) rows(t *testing.T, n int) []usage.Row {
 	t.Helper()
 	var rows []usage.Row
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		rs, err := w.usage.Summary(context.Background(), "channel", time.Now().Add(-time.Hour))
+	hearthtest.Eventually(t, fmt.Sprintf("usage rows with %d requests", n), 5*time.Second, func() bool {
+		rs, err := w.usage.Summary(t.Context(), "channel", time.Now().Add(-time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -175,14 +175,10 @@ func (w *chainWorld) rows(t *testing.T, n int) []usage.Row {
 		for _, r := range rs {
 			total += r.Requests
 		}
-		if total >= int64(n) {
-			return rs
-		}
 		rows = rs
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("usage rows: %+v, want %d requests", rows, n)
-	return nil
+		return total >= int64(n)
+	})
+	return rows
 }
 
 const chatBody = `{"model":"m","messages":[{"role":"user","content":"hi"}]}`

@@ -3,7 +3,6 @@ package usage
 // The usage admin API, its query parsing, and the cost and token estimates.
 
 import (
-	"context"
 	"encoding/json"
 	"math"
 	"net/http/httptest"
@@ -157,7 +156,7 @@ func BenchmarkUsage(b *testing.B) {
 			u.Record(rec)
 		}
 		b.ResetTimer()
-		if err := u.flush(context.Background()); err != nil {
+		if err := u.flush(b.Context()); err != nil {
 			b.Fatal(err)
 		}
 	})

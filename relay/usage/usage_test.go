@@ -54,20 +54,7 @@ func newUsageFixture(t *testing.T, opts ...Option) *usageFixture {
 // run starts u.Run and returns a function that stops it and waits.
 func (f *usageFixture) run(t *testing.T) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.usage.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return hearthtest.Run(t, "usage log", f.usage.Run)
 }
 
 func (f *usageFixture) count(t *testing.T) int {
@@ -81,7 +68,7 @@ func (f *usageFixture) count(t *testing.T) int {
 
 func (f *usageFixture) flush(t *testing.T) {
 	t.Helper()
-	if err := f.usage.flush(context.Background()); err != nil {
+	if err := f.usage.flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/router"
 )
 
@@ -54,7 +55,7 @@ type memberNode struct {
 	local *memberLocal
 	logs  *logCapture
 	api   string
-	stop  func() error // cancels Run and waits for it
+	stop  func() // cancels Run and waits for it
 }
 
 type memberOpts struct {
@@ -91,35 +92,8 @@ func startMember(t *testing.T, name string, o memberOpts) *memberNode {
 	handler.Store(&h)
 	local.set(func(meta *Meta, _ *router.Inventory) { meta.API = api.URL })
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	stop := sync.OnceValue(func() error {
-		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(waitTimeout):
-			return fmt.Errorf("%s: Run did not return after its context ended", name)
-		}
-	})
-	t.Cleanup(func() {
-		if err := stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	stop := hearthtest.Run(t, "membership "+name, m.Run)
 	return &memberNode{name: name, m: m, local: local, logs: logs, api: api.URL, stop: stop}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", waitTimeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func peerNames(m *Membership) []string {
@@ -190,7 +164,7 @@ func startTrio(t *testing.T, secret []byte) (a, b, c *memberNode) {
 	b = startMember(t, "b", memberOpts{secret: secret, join: []string{a.m.Addr()}})
 	c = startMember(t, "c", memberOpts{secret: secret, join: []string{a.m.Addr()}})
 	for _, nd := range []*memberNode{a, b, c} {
-		waitFor(t, nd.name+" sees a, b, c", seesExactly(nd.m, []string{"a", "b", "c"}))
+		hearthtest.Eventually(t, nd.name+" sees a, b, c", waitTimeout, seesExactly(nd.m, []string{"a", "b", "c"}))
 	}
 	return a, b, c
 }

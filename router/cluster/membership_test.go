@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/router"
 )
 
@@ -31,7 +31,7 @@ func TestMembershipJoinLeaveRejoin(t *testing.T) {
 				all = append(all, nd.name)
 			}
 			for _, nd := range nodes {
-				waitFor(t, nd.name+" sees "+strings.Join(all, ","), seesExactly(nd.m, all))
+				hearthtest.Eventually(t, nd.name+" sees "+strings.Join(all, ","), waitTimeout, seesExactly(nd.m, all))
 				var selves []string
 				for _, p := range nd.m.Peers() {
 					if p.Self {
@@ -47,15 +47,13 @@ func TestMembershipJoinLeaveRejoin(t *testing.T) {
 			}
 
 			last := nodes[n-1]
-			if err := last.stop(); err != nil {
-				t.Fatalf("Run of %s: %v", last.name, err)
-			}
+			last.stop()
 			if !last.logs.has(slog.LevelInfo, "left the cluster") {
 				t.Errorf("%s did not log a confirmed leave; logs:\n%s", last.name, last.logs)
 			}
 			rest := all[:n-1]
 			for _, nd := range nodes[:n-1] {
-				waitFor(t, nd.name+" sees "+last.name+" leave", seesExactly(nd.m, rest))
+				hearthtest.Eventually(t, nd.name+" sees "+last.name+" leave", waitTimeout, seesExactly(nd.m, rest))
 			}
 			// A failure is declared by some node's suspicion timer; a leave never is.
 			for _, nd := range nodes[:n-1] {
@@ -67,7 +65,7 @@ func TestMembershipJoinLeaveRejoin(t *testing.T) {
 			again := startMember(t, last.name, memberOpts{join: []string{seed.m.Addr()}})
 			t.Logf("%s restarted on %s (was %s)", last.name, again.m.Addr(), last.m.Addr())
 			for _, nd := range append(nodes[:n-1:n-1], again) {
-				waitFor(t, nd.name+" sees the restarted "+last.name, seesExactly(nd.m, all))
+				hearthtest.Eventually(t, nd.name+" sees the restarted "+last.name, waitTimeout, seesExactly(nd.m, all))
 			}
 		})
 	}
@@ -83,7 +81,7 @@ func TestMembershipInventoryBroadcast(t *testing.T) {
 	sentBefore := a.m.stats.inventoriesSent.Load()
 	a.m.LocalChanged()
 	for _, nd := range []*memberNode{b, c} {
-		waitFor(t, nd.name+" sees a's new inventory", func() bool { return hasInventory(nd.m, "a", inv) })
+		hearthtest.Eventually(t, nd.name+" sees a's new inventory", waitTimeout, func() bool { return hasInventory(nd.m, "a", inv) })
 	}
 	if !hasInventory(a.m, "a", inv) {
 		t.Errorf("a's own Peers entry does not show its new inventory")
@@ -95,7 +93,7 @@ func TestMembershipInventoryBroadcast(t *testing.T) {
 	if viaB, viaC := viaOf(b.m, "a"), viaOf(c.m, "a"); viaB != "broadcast" && viaC != "broadcast" {
 		t.Errorf("a's inventory reached b by %s and c by %s, want a broadcast", viaB, viaC)
 	}
-	waitFor(t, "b's OnChange ran", func() bool { return changes.Load() > 0 })
+	hearthtest.Eventually(t, "b's OnChange ran", waitTimeout, func() bool { return changes.Load() > 0 })
 }
 
 func TestMembershipLargeInventory(t *testing.T) {
@@ -106,7 +104,7 @@ func TestMembershipLargeInventory(t *testing.T) {
 	a.local.set(func(_ *Meta, i *router.Inventory) { *i = inv })
 	a.m.LocalChanged()
 	for _, nd := range []*memberNode{b, c} {
-		waitFor(t, nd.name+" sees a's 300 models", func() bool { return hasInventory(nd.m, "a", inv) })
+		hearthtest.Eventually(t, nd.name+" sees a's 300 models", waitTimeout, func() bool { return hasInventory(nd.m, "a", inv) })
 		t.Logf("%s got a's inventory by %s", nd.name, viaOf(nd.m, "a"))
 	}
 	a.m.mu.Lock()
@@ -123,7 +121,7 @@ func TestMembershipInventoryFetch(t *testing.T) {
 	b := startMember(t, "b", memberOpts{secret: secret})
 	url := inventoryURL(a.api)
 
-	if err := b.m.fetchInventory(context.Background(), "a", url); err != nil {
+	if err := b.m.fetchInventory(t.Context(), "a", url); err != nil {
 		t.Fatalf("fetch: %v", err)
 	}
 	b.m.mu.Lock()
@@ -132,7 +130,7 @@ func TestMembershipInventoryFetch(t *testing.T) {
 	if mb == nil || mb.invHash != InventoryHash(testInventory(50, 60)) || len(mb.inv.Models) != 50 || mb.invVia != "fetch" {
 		t.Fatalf("b stored %+v after the fetch", mb)
 	}
-	if err := b.m.fetchInventory(context.Background(), "b", url); err == nil || !strings.Contains(err.Error(), `answered for "a"`) {
+	if err := b.m.fetchInventory(t.Context(), "b", url); err == nil || !strings.Contains(err.Error(), `answered for "a"`) {
 		t.Errorf("fetching b's inventory from a's API: %v, want a name mismatch", err)
 	}
 
@@ -205,7 +203,7 @@ func TestMembershipMetaBound(t *testing.T) {
 func TestMembershipRunPublishesLateLocalState(t *testing.T) {
 	a := startMember(t, "a", memberOpts{lateAPI: true})
 	b := startMember(t, "b", memberOpts{join: []string{a.m.Addr()}})
-	waitFor(t, "b sees the API a learned after NewMembership", func() bool {
+	hearthtest.Eventually(t, "b sees the API a learned after NewMembership", waitTimeout, func() bool {
 		p, ok := peerNamed(b.m, "a")
 		return ok && p.Meta.API == a.api
 	})
@@ -214,14 +212,14 @@ func TestMembershipRunPublishesLateLocalState(t *testing.T) {
 func TestMembershipMetaDebounce(t *testing.T) {
 	a := startMember(t, "a", memberOpts{})
 	b := startMember(t, "b", memberOpts{join: []string{a.m.Addr()}})
-	waitFor(t, "b sees a", seesExactly(b.m, []string{"a", "b"}))
+	hearthtest.Eventually(t, "b sees a", waitTimeout, seesExactly(b.m, []string{"a", "b"}))
 
 	before := a.m.stats.metaUpdates.Load()
 	for i := 1; i <= 50; i++ {
 		a.local.set(func(m *Meta, _ *router.Inventory) { m.InFlight = uint16(i) })
 		a.m.LocalChanged()
 	}
-	waitFor(t, "b sees a's last in-flight count", func() bool {
+	hearthtest.Eventually(t, "b sees a's last in-flight count", waitTimeout, func() bool {
 		p, ok := peerNamed(b.m, "a")
 		return ok && p.Meta.InFlight == 50
 	})
@@ -234,12 +232,12 @@ func TestMembershipSecret(t *testing.T) {
 	key := bytes.Repeat([]byte{1}, 32)
 	seed := startMember(t, "seed", memberOpts{secret: key})
 	good := startMember(t, "good", memberOpts{secret: key, join: []string{seed.m.Addr()}})
-	waitFor(t, "a node with the secret joins", seesExactly(seed.m, []string{"good", "seed"}))
+	hearthtest.Eventually(t, "a node with the secret joins", waitTimeout, seesExactly(seed.m, []string{"good", "seed"}))
 
 	wrong := startMember(t, "wrong", memberOpts{secret: bytes.Repeat([]byte{2}, 32), join: []string{seed.m.Addr()}})
 	none := startMember(t, "none", memberOpts{join: []string{seed.m.Addr()}})
 	for _, nd := range []*memberNode{wrong, none} {
-		waitFor(t, nd.name+" fails to join twice", func() bool { return nd.m.stats.joinFailures.Load() >= 2 })
+		hearthtest.Eventually(t, nd.name+" fails to join twice", waitTimeout, func() bool { return nd.m.stats.joinFailures.Load() >= 2 })
 		if got := peerNames(nd.m); !slices.Equal(got, []string{nd.name}) {
 			t.Errorf("%s sees %v, want only itself", nd.name, got)
 		}
@@ -265,10 +263,10 @@ func TestMembershipLogs(t *testing.T) {
 		t.Errorf("memberlist's bind line is not a debug record with lib=memberlist; logs:\n%s", a.logs)
 	}
 	b := startMember(t, "b", memberOpts{join: []string{a.m.Addr()}})
-	waitFor(t, "a logs b's stream connection", func() bool {
+	hearthtest.Eventually(t, "a logs b's stream connection", waitTimeout, func() bool {
 		return a.logs.hasAttr(slog.LevelDebug, "Stream connection from=", "lib", "memberlist")
 	})
-	waitFor(t, "b logs its push/pull", func() bool {
+	hearthtest.Eventually(t, "b logs its push/pull", waitTimeout, func() bool {
 		return b.logs.hasAttr(slog.LevelDebug, "Initiating push/pull sync with:", "lib", "memberlist")
 	})
 	if a.logs.has(slog.LevelDebug, "[DEBUG]") || a.logs.has(slog.LevelInfo, "memberlist: ") {
@@ -287,16 +285,14 @@ func TestMembershipStopsItsGoroutines(t *testing.T) {
 		t.Fatalf("no running goroutine is %q: the check below would prove nothing", ours)
 	}
 	for _, nd := range []*memberNode{c, b, a} {
-		if err := nd.stop(); err != nil {
-			t.Fatal(err)
-		}
+		nd.stop()
 	}
 	stacks := string(buf[:runtime.Stack(buf, true)])
 	if strings.Contains(stacks, ours) {
 		t.Errorf("goroutines of stopped memberships remain:\n%s", stacks)
 	}
 	// Stopped for good: Run again is refused, Close is harmless.
-	if err := a.m.Run(context.Background()); err == nil {
+	if err := a.m.Run(t.Context()); err == nil {
 		t.Error("Run after a stop succeeded")
 	}
 	if err := a.m.Close(); err != nil {

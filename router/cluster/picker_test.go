@@ -58,7 +58,7 @@ func newTestPicker(t *testing.T, cfg PickerConfig, peers ...Peer) (*Picker, *sta
 
 func pick(t *testing.T, p *Picker, model, session string) *router.Target {
 	t.Helper()
-	tg, err := p.Pick(context.Background(), router.PickRequest{Model: model, Session: session})
+	tg, err := p.Pick(t.Context(), router.PickRequest{Model: model, Session: session})
 	if err != nil {
 		t.Fatalf("Pick(%s): %v", model, err)
 	}
@@ -106,7 +106,7 @@ func TestPickerLoadIsNotStaleGossip(t *testing.T) {
 	t1.Done(router.Outcome{})
 	t2.Done(router.Outcome{})
 	for i := 0; i < 2; i++ { // gossip still says 2: our finished requests must not block
-		if _, err := p.Pick(context.Background(), router.PickRequest{Model: "m:latest"}); err != nil || p.Queued() != 0 {
+		if _, err := p.Pick(t.Context(), router.PickRequest{Model: "m:latest"}); err != nil || p.Queued() != 0 {
 			t.Fatalf("pick %d after our requests ended: %v, queued %d", i, err, p.Queued())
 		}
 	}
@@ -162,7 +162,7 @@ func TestPickerQueueIsFIFOAndTimesOut(t *testing.T) {
 	// Three waiters, in order; the fourth finds the queue full.
 	order := make(chan int, 3)
 	var wg sync.WaitGroup
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	long := NewPicker(PickerConfig{MaxQueue: 3, QueueTimeout: time.Minute}, p.src, nil, p.metrics, nil)
 	busyLong := pick(t, long, "m:latest", "")
@@ -181,9 +181,7 @@ func TestPickerQueueIsFIFOAndTimesOut(t *testing.T) {
 			order <- i
 			tg.Done(router.Outcome{})
 		}()
-		for long.Queued() != i+1 {
-			time.Sleep(time.Millisecond)
-		}
+		waitQueued(t, long, i+1)
 	}
 	if _, err := long.Pick(ctx, router.PickRequest{Model: "m:latest"}); !errors.Is(err, router.ErrBusy) {
 		t.Fatalf("fourth waiter: %v, want ErrBusy (queue full)", err)
@@ -210,15 +208,13 @@ func TestPickerQueueIsFIFOAndTimesOut(t *testing.T) {
 func TestPickerWaiterLeavesWhenClientGoes(t *testing.T) {
 	p, _ := newTestPicker(t, PickerConfig{QueueTimeout: time.Minute}, peer("a", 1, []string{"m:latest"}, nil))
 	busy := pick(t, p, "m:latest", "")
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error)
 	go func() {
 		_, err := p.Pick(ctx, router.PickRequest{Model: "m:latest"})
 		done <- err
 	}()
-	for p.Queued() != 1 {
-		time.Sleep(time.Millisecond)
-	}
+	waitQueued(t, p, 1)
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) || p.Queued() != 0 {
 		t.Fatalf("got %v, queued %d", err, p.Queued())
@@ -233,12 +229,12 @@ func TestPickerUnknownVersusUnavailable(t *testing.T) {
 	p, src := newTestPicker(t, PickerConfig{},
 		peer("a", 1, []string{"tiny:latest"}, nil),
 		peer("b", 1, []string{"tiny:latest", "tiny2:latest"}, nil))
-	_, err := p.Pick(context.Background(), router.PickRequest{Model: "llama3:latest"})
+	_, err := p.Pick(t.Context(), router.PickRequest{Model: "llama3:latest"})
 	if !errors.Is(err, router.ErrUnknownModel) || err.Error() != "model not found: no node in the cluster has llama3:latest (available: tiny2:latest, tiny:latest)" {
 		t.Fatalf("unknown model: %v", err)
 	}
 	src.set("b", func(pr *Peer) { pr.Meta.BackendOK = false })
-	_, err = p.Pick(context.Background(), router.PickRequest{Model: "tiny2:latest"})
+	_, err = p.Pick(t.Context(), router.PickRequest{Model: "tiny2:latest"})
 	if !errors.Is(err, router.ErrNoCandidate) || err.Error() != "model unavailable: b's Ollama is not answering" {
 		t.Fatalf("node down: %v", err)
 	}
@@ -246,7 +242,7 @@ func TestPickerUnknownVersusUnavailable(t *testing.T) {
 	src.mu.Lock()
 	src.peers = src.peers[:1]
 	src.mu.Unlock()
-	_, err = p.Pick(context.Background(), router.PickRequest{Model: "tiny2:latest"})
+	_, err = p.Pick(t.Context(), router.PickRequest{Model: "tiny2:latest"})
 	if !errors.Is(err, router.ErrNoCandidate) || err.Error() != "model unavailable: node b, which had it, has left the cluster" {
 		t.Fatalf("node gone: %v", err)
 	}
@@ -270,7 +266,7 @@ func TestPickerPassesOverUnreachableNode(t *testing.T) {
 		}
 	}
 	// Retries exclude the node that failed.
-	tg, err := p.Pick(context.Background(), router.PickRequest{Model: "m:latest", Exclude: []string{"b"}})
+	tg, err := p.Pick(t.Context(), router.PickRequest{Model: "m:latest", Exclude: []string{"b"}})
 	if err == nil {
 		t.Fatalf("with a suspect and b excluded, got %s", tg.Node)
 	}
@@ -282,11 +278,11 @@ func TestPickNode(t *testing.T) {
 	nas := peer("nas", 0, nil, nil)
 	nas.Meta.Role = RoleRouter
 	p, _ := newTestPicker(t, PickerConfig{Self: "me"}, nas, self, peer("gpu", 1, nil, nil))
-	tg, err := p.PickNode(context.Background(), "gpu")
+	tg, err := p.PickNode(t.Context(), "gpu")
 	if err != nil || tg.Node != "gpu" || tg.URL.String() != "http://gpu.lan:11500" {
 		t.Fatalf("named: %v %v", tg, err)
 	}
-	if _, err := p.PickNode(context.Background(), "nas"); !errors.Is(err, router.ErrNoNode) || err.Error() != `node not found: "nas" (nodes that serve models: gpu, me)` {
+	if _, err := p.PickNode(t.Context(), "nas"); !errors.Is(err, router.ErrNoNode) || err.Error() != `node not found: "nas" (nodes that serve models: gpu, me)` {
 		t.Fatalf("router-only node: %v", err)
 	}
 }

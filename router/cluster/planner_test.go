@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/router"
 )
 
@@ -67,7 +69,7 @@ func TestPickerWaitsForFastNodeUntilSlowIsSooner(t *testing.T) {
 	got := make(chan *router.Target, 3)
 	for i := range 3 {
 		go func() {
-			tg, err := p.Pick(context.Background(), router.PickRequest{Model: "m:latest"})
+			tg, err := p.Pick(t.Context(), router.PickRequest{Model: "m:latest"})
 			if err != nil {
 				t.Errorf("waiter %d: %v", i, err)
 				return
@@ -90,20 +92,18 @@ func TestPickerWaitsForFastNodeUntilSlowIsSooner(t *testing.T) {
 		t.Fatalf("queued %d, want the two for whom the fast node is sooner", q)
 	}
 	busy.Done(router.Outcome{})
-	if tg := <-got; tg.Node != "fast" {
+	tg := <-got
+	if tg.Node != "fast" {
 		t.Fatalf("released fast slot went to %s", tg.Node)
 	}
+	// The last waiter takes the fast slot in turn: no waiter outlives the test.
+	tg.Done(router.Outcome{})
+	(<-got).Done(router.Outcome{})
 }
 
 func waitQueued(t *testing.T, p *Picker, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Queued() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("queued %d, want %d", p.Queued(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	hearthtest.Eventually(t, fmt.Sprintf("%d queued", n), 5*time.Second, func() bool { return p.Queued() == n })
 }
 
 // TestPlannerLoadsAnotherCopy: when a model's demand exceeds what its loaded copy serves, the
@@ -130,13 +130,13 @@ func TestPlannerLoadsAnotherCopy(t *testing.T) {
 	// with a request waiting the planner loads the model on b.
 	waited := make(chan *router.Target, 1)
 	go func() {
-		tg, err := p.Pick(context.Background(), router.PickRequest{Model: "m:latest"})
+		tg, err := p.Pick(t.Context(), router.PickRequest{Model: "m:latest"})
 		if err != nil {
 			t.Errorf("waiter: %v", err)
 		}
 		waited <- tg
 	}()
-	waitFor(t, "a load on b", func() bool { return len(pl.got()) == 1 })
+	hearthtest.Eventually(t, "a load on b", waitTimeout, func() bool { return len(pl.got()) == 1 })
 	if got := pl.got(); got[0] != "m:latest" || pl.auth[0] != "Bearer cluster-key" {
 		t.Fatalf("load request for %v with %q", got, pl.auth[0])
 	}
@@ -195,7 +195,7 @@ func TestPlannerKeepsAModelsOnlyCopy(t *testing.T) {
 		t.Fatalf("loads %v (%d under way): m2's only copy on b must stay", got, loads)
 	}
 	// With a waiting for its slot, m1's next request waits rather than evict m2 from b.
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	if tg, err := p.Pick(ctx, router.PickRequest{Model: "m1:latest"}); err == nil {
 		t.Fatalf("m1 went to %s (%s) while m2 is in demand there", tg.Node, tg.Reason)
@@ -228,7 +228,7 @@ func TestPickerRequestDoesNotEvictForASecondCopy(t *testing.T) {
 	if busy.Node != "a" {
 		t.Fatalf("m1 went to %s", busy.Node)
 	}
-	tg, err := p.Pick(context.Background(), router.PickRequest{Model: "m1:latest"})
+	tg, err := p.Pick(t.Context(), router.PickRequest{Model: "m1:latest"})
 	if err == nil {
 		t.Fatalf("m1 went to %s (%s): it unloaded m2 while m1 has a copy", tg.Node, tg.Reason)
 	}

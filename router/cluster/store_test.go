@@ -1,12 +1,12 @@
 package cluster
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/router"
 )
 
@@ -19,7 +19,7 @@ func TestMembershipGossipsTheStore(t *testing.T) {
 		inv.Storage = health
 	})
 	a.m.LocalChanged()
-	waitFor(t, "b sees a's store", func() bool {
+	hearthtest.Eventually(t, "b sees a's store", waitTimeout, func() bool {
 		pr, ok := peerNamed(b.m, "a")
 		return ok && pr.Inventory.Storage != nil && pr.Inventory.OnStore("qwen3:14b") && pr.Meta.PruneOwner
 	})
@@ -37,7 +37,7 @@ func TestMembershipGossipsTheStore(t *testing.T) {
 		inv.Storage = &router.StorageView{Dir: health.Dir, Required: true, Mounted: true, FSType: "nfs4", Error: "stat timed out"}
 	})
 	a.m.LocalChanged()
-	waitFor(t, "b sees a's store go unhealthy", func() bool {
+	hearthtest.Eventually(t, "b sees a's store go unhealthy", waitTimeout, func() bool {
 		pr, ok := peerNamed(b.m, "a")
 		return ok && pr.Inventory.Storage != nil && !pr.Inventory.Storage.Healthy
 	})
@@ -51,11 +51,11 @@ func TestPickerStoreOnly(t *testing.T) {
 	nas := Peer{Name: "nas", Meta: Meta{Role: RoleRouter, StorageOK: true}}
 	nas.Inventory.Stored = []router.ModelInfo{{Name: "qwen3:14b"}}
 	p, _ := newTestPicker(t, PickerConfig{}, nas, peer("gpu2", 2, []string{"tiny:latest"}, nil))
-	_, err := p.Pick(context.Background(), router.PickRequest{Model: "qwen3:14b"})
+	_, err := p.Pick(t.Context(), router.PickRequest{Model: "qwen3:14b"})
 	if !errors.Is(err, router.ErrNoCandidate) || !strings.Contains(err.Error(), "on the model store of nas, but no node that serves it is up") {
 		t.Fatalf("a model only the store holds: %v", err)
 	}
-	_, err = p.Pick(context.Background(), router.PickRequest{Model: "nope:latest"})
+	_, err = p.Pick(t.Context(), router.PickRequest{Model: "nope:latest"})
 	if !errors.Is(err, router.ErrUnknownModel) {
 		t.Fatalf("a model nowhere: %v", err)
 	}
@@ -70,7 +70,7 @@ func TestPickerUnhealthyStoreNoColdLoads(t *testing.T) {
 		t.Fatalf("warm pick went to %s", tg.Node)
 	}
 	tg.Done(router.Outcome{})
-	_, err := p.Pick(context.Background(), router.PickRequest{Model: "big:latest"})
+	_, err := p.Pick(t.Context(), router.PickRequest{Model: "big:latest"})
 	if !errors.Is(err, router.ErrNoCandidate) || !strings.Contains(err.Error(), "sick's model storage is not answering") {
 		t.Fatalf("a cold load on a node whose store hangs: %v", err)
 	}
