@@ -326,7 +326,12 @@ async function listConvs() {
     open.append(small);
     const ren = button('Rename', async () => {
       const t = prompt('Rename chat', c.title);
-      if (t && t.trim()) { c.title = t.trim(); await store.save(c); if (c.id === state.conv.id) state.conv.title = c.title; listConvs(); }
+      if (!t || !t.trim()) return;
+      // The open chat is saved from memory: the listed copy may be older than what it shows.
+      const conv = c.id === state.conv.id ? state.conv : c;
+      conv.title = t.trim();
+      await store.save(structuredClone(conv));
+      listConvs();
     });
     ren.className = 'small';
     ren.setAttribute('aria-label', 'Rename');
