@@ -292,7 +292,11 @@ func TestWebApp(t *testing.T) {
 	})
 
 	t.Run("rename, search and delete in the history", func(t *testing.T) {
+		search := func(q string) {
+			js[bool](t, ctx, fmt.Sprintf(`(() => { const s = document.getElementById('search'); s.value = %q; s.dispatchEvent(new Event('input')); return true; })()`, q))
+		}
 		js[bool](t, ctx, `document.getElementById('open-history').click(), true`)
+		search("")
 		waitJS(t, ctx, "two chats in the history", `document.querySelectorAll('#convs li').length === 2`, 5*time.Second)
 		// The buttons of the list item whose title starts with a text.
 		item := func(title string) string {
@@ -301,9 +305,6 @@ func TestWebApp(t *testing.T) {
 		js[bool](t, ctx, `window.prompt = () => '  Warranty questions ', true`)
 		js[bool](t, ctx, item("how long is the warranty")+`.querySelector('button[aria-label=Rename]').click(), true`)
 		waitJS(t, ctx, "the new title in the list", item("Warranty questions")+` && !`+item("how long is the warranty"), 5*time.Second)
-		search := func(q string) {
-			js[bool](t, ctx, fmt.Sprintf(`(() => { const s = document.getElementById('search'); s.value = %q; s.dispatchEvent(new Event('input')); return true; })()`, q))
-		}
 		// By title only ("questions" is in no message), then by an answer's text only.
 		search("QUESTIONS")
 		waitJS(t, ctx, "the renamed chat found by its title", `document.querySelectorAll('#convs li').length === 1 && `+item("Warranty questions"), 5*time.Second)
