@@ -385,6 +385,27 @@ func TestWebApp(t *testing.T) {
 		w.hop.setDown(false)
 	})
 
+	t.Run("offline page and no API answer cached", func(t *testing.T) {
+		kept := js[[]string](t, ctx, `(async () => { const out = [];
+			for (const k of await caches.keys()) for (const r of await (await caches.open(k)).keys()) out.push(new URL(r.url).pathname);
+			return out.sort(); })()`)
+		t.Logf("the service worker keeps %v", kept)
+		if !slices.Contains(kept, "/app/offline.html") || !slices.Contains(kept, "/app/app.js") {
+			t.Errorf("the cache %v lacks the offline page or the app", kept)
+		}
+		for _, p := range kept {
+			if strings.HasPrefix(p, "/app/v1/") || strings.HasPrefix(p, "/v1/") || strings.HasPrefix(p, "/admin/") || strings.HasPrefix(p, "/api/") {
+				t.Errorf("the service worker cached an API answer: %s", p)
+			}
+		}
+		w.hop.setDown(true)
+		browse(t, ctx, chromedp.Navigate(w.origin+"/app/not-kept"))
+		waitJS(t, ctx, "the offline page", `document.querySelector('h1')?.textContent.includes('hearth is offline')`, 10*time.Second)
+		w.hop.setDown(false)
+		browse(t, ctx, chromedp.Navigate(w.origin+"/"))
+		waitJS(t, ctx, "the app again", `!document.getElementById('main').hidden && document.getElementById('net').hidden`, 10*time.Second)
+	})
+
 	t.Run("household view", func(t *testing.T) {
 		js[bool](t, ctx, `document.getElementById('open-history').click(), document.getElementById('open-admin').click(), true`)
 		waitJS(t, ctx, "the admin key form", `document.getElementById('admin-key')`, 5*time.Second)
