@@ -492,7 +492,7 @@ func TestWebApp(t *testing.T) {
 		}
 	})
 
-	t.Run("no credential in any URL", func(t *testing.T) {
+	t.Run("no credential in any URL or log", func(t *testing.T) {
 		all := urls.all()
 		api := 0
 		for _, u := range all {
@@ -508,6 +508,18 @@ func TestWebApp(t *testing.T) {
 		t.Logf("%d requests seen, %d of them to the generations and the admin API", len(all), api)
 		if api == 0 || len(secrets) != 3 {
 			t.Errorf("saw %d API requests and %d credentials: the check would prove nothing", api, len(secrets))
+		}
+		for _, p := range []*agentProc{w.rl.agentProc, w.home} {
+			b, err := os.ReadFile(p.Log)
+			if err != nil || len(b) == 0 {
+				t.Errorf("the %s's log: %d bytes, %v", p.Role, len(b), err)
+				continue
+			}
+			for what, secret := range secrets {
+				if strings.Contains(string(b), secret) {
+					t.Errorf("%s is in the %s's log", what, p.Role)
+				}
+			}
 		}
 	})
 }
