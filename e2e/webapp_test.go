@@ -5,18 +5,24 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"image"
 	"image/color"
 	"image/png"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 )
 
@@ -31,6 +37,12 @@ func TestWebApp(t *testing.T) {
 	ctx := w.browser(t)
 	shots := screenshotDir(t)
 	var uninterrupted string
+	// Every URL the page asks for, to show at the end that no credential was ever in one.
+	urls := &requestLog{}
+	if err := chromedp.Listen(ctx, urls.add); err != nil {
+		t.Fatal(err)
+	}
+	secrets := map[string]string{"the phone's token": w.token, "the admin key": relayAdminKey}
 
 	t.Run("sign in", func(t *testing.T) {
 		browse(t, ctx, chromedp.Navigate(w.origin+"/"))
@@ -248,6 +260,26 @@ func TestWebApp(t *testing.T) {
 		shot(t, ctx, shots, "chat.png")
 	})
 
+	t.Run("phone details and copy", func(t *testing.T) {
+		got := js[string](t, ctx, `[document.querySelector('meta[name=viewport]').content.includes('viewport-fit=cover'),
+			parseFloat(getComputedStyle(document.getElementById('input')).fontSize) >= 16,
+			parseFloat(getComputedStyle(document.getElementById('model')).fontSize) >= 16].join(' ')`)
+		if got != "true true true" {
+			t.Errorf("viewport-fit=cover, composer and picker font ≥ 16 px (no focus zoom): %s", got)
+		}
+		// The copy button hands the code block's text to the clipboard (the page's own
+		// clipboard object is watched: headless Chromium has no focused system clipboard).
+		copied := js[string](t, ctx, `(async () => {
+			navigator.clipboard.writeText = (s) => { window.__copied = s; return Promise.resolve(); };
+			const pre = [...document.querySelectorAll('.msg.assistant')].at(-1).querySelectorAll('pre')[2];
+			const b = pre.querySelector('button.copy'); b.click();
+			await new Promise((r) => setTimeout(r, 50));
+			return [window.__copied === pre.querySelector('code').textContent, b.textContent, window.__copied].join('|'); })()`)
+		if !strings.HasPrefix(copied, "true|Copied|func part2() int {") {
+			t.Errorf("copy of the third code block: %q, want its code copied and the button saying Copied", copied)
+		}
+	})
+
 	t.Run("history after reload", func(t *testing.T) {
 		browse(t, ctx, chromedp.Reload())
 		waitJS(t, ctx, "the last chat after the reload", `!document.getElementById('main').hidden && document.querySelectorAll('.msg.assistant .sources a.cite').length === 2`, 10*time.Second)
@@ -259,6 +291,91 @@ func TestWebApp(t *testing.T) {
 		js[bool](t, ctx, `document.getElementById('close-history').click(), true`)
 	})
 
+	t.Run("rename, search and delete in the history", func(t *testing.T) {
+		search := func(q string) {
+			js[bool](t, ctx, fmt.Sprintf(`(() => { const s = document.getElementById('search'); s.value = %q; s.dispatchEvent(new Event('input')); return true; })()`, q))
+		}
+		js[bool](t, ctx, `document.getElementById('open-history').click(), true`)
+		search("")
+		waitJS(t, ctx, "two chats in the history", `document.querySelectorAll('#convs li').length === 2`, 5*time.Second)
+		// The buttons of the list item whose title starts with a text.
+		item := func(title string) string {
+			return fmt.Sprintf(`[...document.querySelectorAll('#convs li')].find((li) => li.querySelector('.open').firstChild.textContent.startsWith(%q))`, title)
+		}
+		js[bool](t, ctx, `window.prompt = () => '  Warranty questions ', true`)
+		js[bool](t, ctx, item("how long is the warranty")+`.querySelector('button[aria-label=Rename]').click(), true`)
+		waitJS(t, ctx, "the new title in the list", item("Warranty questions")+` && !`+item("how long is the warranty"), 5*time.Second)
+		// By title only ("questions" is in no message), then by an answer's text only.
+		search("QUESTIONS")
+		waitJS(t, ctx, "the renamed chat found by its title", `document.querySelectorAll('#convs li').length === 1 && `+item("Warranty questions"), 5*time.Second)
+		search("After A Reload")
+		waitJS(t, ctx, "the first chat found by a later message's text", `document.querySelectorAll('#convs li').length === 1 && `+item("hello"), 5*time.Second)
+		search("no chat says this")
+		waitJS(t, ctx, "nothing found", `document.querySelectorAll('#convs li').length === 0`, 5*time.Second)
+
+		browse(t, ctx, chromedp.Reload())
+		waitJS(t, ctx, "the app again", `!document.getElementById('main').hidden`, 10*time.Second)
+		js[bool](t, ctx, `document.getElementById('open-history').click(), true`)
+		waitJS(t, ctx, "the new title after a reload", `document.querySelectorAll('#convs li').length === 2 && `+item("Warranty questions"), 5*time.Second)
+
+		asked := js[string](t, ctx, `window.confirm = (q) => (window.__asked = q, true), `+item("hello")+`.querySelector('button[aria-label=Delete]').click(), window.__asked`)
+		if asked != `Delete "hello"?` {
+			t.Errorf("the delete asked %q, want Delete \"hello\"?", asked)
+		}
+		waitJS(t, ctx, "the chat gone from the list", `document.querySelectorAll('#convs li').length === 1 && !`+item("hello"), 5*time.Second)
+		browse(t, ctx, chromedp.Reload())
+		waitJS(t, ctx, "the app again", `!document.getElementById('main').hidden`, 10*time.Second)
+		js[bool](t, ctx, `document.getElementById('open-history').click(), true`)
+		waitJS(t, ctx, "one chat after a reload", `document.querySelectorAll('#convs li').length === 1 && `+item("Warranty questions"), 5*time.Second)
+		if got := js[string](t, ctx, `(async () => (await (await import('/app/store.js')).all()).map((c) => c.title).join('|'))()`); got != "Warranty questions" {
+			t.Errorf("the device keeps the chats %q, want only \"Warranty questions\"", got)
+		}
+		js[bool](t, ctx, `document.getElementById('close-history').click(), true`)
+	})
+
+	t.Run("export markdown and json", func(t *testing.T) {
+		dir := t.TempDir()
+		browse(t, ctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dir})
+			return err
+		}))
+		download := func(button, name string) string {
+			js[bool](t, ctx, `document.getElementById('open-history').click(), document.getElementById('`+button+`').click(), true`)
+			p := filepath.Join(dir, name)
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				if b, err := os.ReadFile(p); err == nil && len(b) > 0 {
+					js[bool](t, ctx, `document.getElementById('close-history').click(), true`)
+					return string(b)
+				}
+				if time.Now().After(deadline) {
+					entries, _ := os.ReadDir(dir)
+					t.Fatalf("no %s downloaded within 5 s; the folder has %v", name, entries)
+				}
+			}
+		}
+		var chats []struct {
+			Title, Model string
+			Messages     []struct {
+				Role    string
+				Content json.RawMessage // a string, or parts with an image
+			}
+		}
+		if err := json.Unmarshal([]byte(download("export-json", "hearth-chats.json")), &chats); err != nil {
+			t.Fatalf("the JSON export: %v", err)
+		}
+		if len(chats) != 1 || chats[0].Title != "Warranty questions" || chats[0].Model == "" || len(chats[0].Messages) < 2 ||
+			string(chats[0].Messages[0].Content) != `"how long is the warranty?"` || !strings.Contains(string(chats[0].Messages[1].Content), "two years") {
+			t.Fatalf("the JSON export holds %.600s, want the one chat kept, titled, with its question and answer", fmt.Sprint(chats))
+		}
+		md := download("export-md", "Warranty questions.md")
+		for _, want := range []string{"# Warranty questions\n", "Model: " + chats[0].Model + " · ", "## You\n\nhow long is the warranty?\n",
+			"The warranty lasts **two years** [1]", "- source: manuals/dishwasher.pdf p. 1\n", "- source: notes/filters.md", "## You\n\nscript:xss please\n"} {
+			if !strings.Contains(md, want) {
+				t.Errorf("the Markdown export has no %q:\n%.2000s", want, md)
+			}
+		}
+	})
+
 	t.Run("service worker and offline shell", func(t *testing.T) {
 		waitJS(t, ctx, "the service worker in control", `navigator.serviceWorker.controller !== null`, 10*time.Second)
 		w.hop.setDown(true)
@@ -266,6 +383,27 @@ func TestWebApp(t *testing.T) {
 		waitJS(t, ctx, "the shell and the chat, offline", `!document.getElementById('main').hidden && document.querySelectorAll('.msg.assistant').length >= 2 && !document.getElementById('net').hidden`, 10*time.Second)
 		shot(t, ctx, shots, "offline.png")
 		w.hop.setDown(false)
+	})
+
+	t.Run("offline page and no API answer cached", func(t *testing.T) {
+		kept := js[[]string](t, ctx, `(async () => { const out = [];
+			for (const k of await caches.keys()) for (const r of await (await caches.open(k)).keys()) out.push(new URL(r.url).pathname);
+			return out.sort(); })()`)
+		t.Logf("the service worker keeps %v", kept)
+		if !slices.Contains(kept, "/app/offline.html") || !slices.Contains(kept, "/app/app.js") {
+			t.Errorf("the cache %v lacks the offline page or the app", kept)
+		}
+		for _, p := range kept {
+			if strings.HasPrefix(p, "/app/v1/") || strings.HasPrefix(p, "/v1/") || strings.HasPrefix(p, "/admin/") || strings.HasPrefix(p, "/api/") {
+				t.Errorf("the service worker cached an API answer: %s", p)
+			}
+		}
+		w.hop.setDown(true)
+		browse(t, ctx, chromedp.Navigate(w.origin+"/app/not-kept"))
+		waitJS(t, ctx, "the offline page", `document.querySelector('h1')?.textContent.includes('hearth is offline')`, 10*time.Second)
+		w.hop.setDown(false)
+		browse(t, ctx, chromedp.Navigate(w.origin+"/"))
+		waitJS(t, ctx, "the app again", `!document.getElementById('main').hidden && document.getElementById('net').hidden`, 10*time.Second)
 	})
 
 	t.Run("household view", func(t *testing.T) {
@@ -290,6 +428,7 @@ func TestWebApp(t *testing.T) {
 		js[bool](t, ctx, `(() => { const f = document.querySelector('#admin form.inline-form'); f.querySelector('input').value = 'tablet'; f.requestSubmit(); return true; })()`)
 		waitJS(t, ctx, "the new token's secret, shown once", `document.querySelector('#admin .secret')?.textContent.length > 20`, 5*time.Second)
 		secret := js[string](t, ctx, `document.querySelector('#admin .secret').textContent`)
+		secrets["the tablet's new token"] = secret
 		if code, _, _ := w.rl.get("/v1/models", "Bearer "+secret); code != 200 {
 			// The relay loads new tokens every 2 s.
 			time.Sleep(2500 * time.Millisecond)
@@ -342,6 +481,47 @@ func TestWebApp(t *testing.T) {
 		}
 		shot(t, ctx, shots, "dark.png")
 	})
+
+	t.Run("sign out", func(t *testing.T) {
+		js[bool](t, ctx, `document.getElementById('open-history').click(), document.getElementById('signout').click(), true`)
+		waitJS(t, ctx, "the sign-in screen", `!document.getElementById('signin').hidden && document.getElementById('main').hidden`, 5*time.Second)
+		browse(t, ctx, chromedp.Reload())
+		waitJS(t, ctx, "the sign-in screen after a reload", `!document.getElementById('signin').hidden && document.readyState === 'complete'`, 10*time.Second)
+		if got := js[string](t, ctx, `String(localStorage.getItem('hearth.token'))`); got != "null" {
+			t.Errorf("after sign-out the device still keeps a token (%d bytes)", len(got))
+		}
+	})
+
+	t.Run("no credential in any URL or log", func(t *testing.T) {
+		all := urls.all()
+		api := 0
+		for _, u := range all {
+			if strings.Contains(u, "/app/v1/generations/") || strings.Contains(u, "/admin/v1/") {
+				api++
+			}
+			for what, secret := range secrets {
+				if strings.Contains(u, secret) || strings.Contains(u, url.QueryEscape(secret)) {
+					t.Errorf("%s is in a URL the page asked for: %s", what, strings.ReplaceAll(u, secret, "<secret>"))
+				}
+			}
+		}
+		t.Logf("%d requests seen, %d of them to the generations and the admin API", len(all), api)
+		if api == 0 || len(secrets) != 3 {
+			t.Errorf("saw %d API requests and %d credentials: the check would prove nothing", api, len(secrets))
+		}
+		for _, p := range []*agentProc{w.rl.agentProc, w.home} {
+			b, err := os.ReadFile(p.Log)
+			if err != nil || len(b) == 0 {
+				t.Errorf("the %s's log: %d bytes, %v", p.Role, len(b), err)
+				continue
+			}
+			for what, secret := range secrets {
+				if strings.Contains(string(b), secret) {
+					t.Errorf("%s is in the %s's log", what, p.Role)
+				}
+			}
+		}
+	})
 }
 
 // TestWebAppOnAgent opens the app on the agent in front of the real Ollama, from a trusted
@@ -364,6 +544,26 @@ func TestWebAppOnAgent(t *testing.T) {
 	if !strings.HasPrefix(label, "answered by") {
 		t.Errorf("served label %q, want \"answered by …\"", label)
 	}
+}
+
+// requestLog keeps the URL of every request a tab sends (chromedp.Listen's events).
+type requestLog struct {
+	mu   sync.Mutex
+	urls []string
+}
+
+func (l *requestLog) add(ev any) {
+	if e, ok := ev.(*network.EventRequestWillBeSent); ok && e.Request != nil {
+		l.mu.Lock()
+		l.urls = append(l.urls, e.Request.URL+e.Request.URLFragment)
+		l.mu.Unlock()
+	}
+}
+
+func (l *requestLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.urls)
 }
 
 func onePixelPNG(t *testing.T) []byte {

@@ -3,11 +3,13 @@ package integration
 import (
 	"bufio"
 	"encoding/json"
-	"github.com/hearthlab/hearth/internal/hearthtest"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hearthlab/hearth/internal/hearthtest"
+	"github.com/hearthlab/hearth/relay/tokens"
 )
 
 // TestRelayWebApp: the app's shell is public on the relay's domain, its API needs the token
@@ -72,8 +74,15 @@ func TestRelayWebApp(t *testing.T) {
 	if resp, body := w.do(t, http.MethodPost, "/app/v1/generations", `{"model":"tiny","messages":[{"role":"user","content":"hi"}]}`, "Bearer wrong"); resp.StatusCode != 401 {
 		t.Errorf("a generation with a wrong token: %d %s, want 401", resp.StatusCode, body)
 	}
-	if resp, _ := get("/app/v1/generations/"+g.ID+"/events", "", ""); resp.StatusCode != 404 {
-		t.Errorf("another caller's view of the generation: %d, want 404", resp.StatusCode)
+	other, _, err := w.relay.Store().Create(t.Context(), tokens.Spec{Name: "tablet"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := get("/app/v1/generations/"+g.ID+"/events", "", ""); resp.StatusCode != 401 {
+		t.Errorf("the generation without a token: %d, want 401", resp.StatusCode)
+	}
+	if resp, _ := get("/app/v1/generations/"+g.ID+"/events", "Bearer "+other, ""); resp.StatusCode != 404 {
+		t.Errorf("another token's view of the generation: %d, want 404", resp.StatusCode)
 	}
 	_, events := get("/app/v1/generations/"+g.ID+"/events", tok, "")
 	var text strings.Builder
@@ -87,5 +96,12 @@ func TestRelayWebApp(t *testing.T) {
 	}
 	if text.String() != "tok0 tok1 tok2 tok3 tok4 tok5 " || !strings.Contains(events, `"channel":"home"`) || !strings.Contains(events, `"state":"done"`) {
 		t.Errorf("the generation's events give %q:\n%s\nwant the sim's 6 tokens from the home channel, done", text.String(), events)
+	}
+	// Revoked, the token reads nothing more of the answer the relay keeps for it.
+	if err := w.relay.Store().Revoke(t.Context(), "phone"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := get("/app/v1/generations/"+g.ID+"/events", tok, ""); resp.StatusCode != 401 || !strings.Contains(body, `"code":"token_revoked"`) {
+		t.Errorf("the generation with its token revoked: %d %.200s, want 401 token_revoked", resp.StatusCode, body)
 	}
 }

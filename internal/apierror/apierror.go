@@ -22,9 +22,10 @@ const (
 	OpenAI
 )
 
-// DialectOf tells the dialect from the request path.
+// DialectOf tells the dialect from the request path; the web app's API (/app/v1/) speaks
+// OpenAI's, as the /v1 calls behind it do.
 func DialectOf(path string) Dialect {
-	if strings.HasPrefix(path, "/v1/") || path == "/v1" {
+	if strings.HasPrefix(path, "/v1/") || path == "/v1" || strings.HasPrefix(path, "/app/v1/") {
 		return OpenAI
 	}
 	return Ollama

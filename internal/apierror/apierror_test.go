@@ -14,6 +14,8 @@ func TestWrite(t *testing.T) {
 			Error{Status: 503, Code: "model_unavailable", Message: `model "x" is unavailable`, RetryAfter: 5}},
 		{"/v1/models", `{"error":{"message":"no token","type":"authentication_error","param":null}}` + "\n", "",
 			Error{Status: 401, Message: "no token"}},
+		{"/app/v1/generations/x/events", `{"error":{"message":"token revoked","type":"authentication_error","param":null,"code":"token_revoked"}}` + "\n", "",
+			Error{Status: 401, Code: "token_revoked", Message: "token revoked"}},
 		{"/api/chat", `{"error":"slow down"}` + "\n", "",
 			Error{Status: 429, Code: "rate_limited", Message: "slow down"}},
 	} {

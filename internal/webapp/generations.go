@@ -108,7 +108,15 @@ func newGenerations(lim Limits) *generations {
 	return &generations{lim: lim, m: map[string]*generation{}}
 }
 
-func ownerOf(r *http.Request) [32]byte { return sha256.Sum256([]byte(r.Header.Get("Authorization"))) }
+// owner is who r is, hashed (Options.Owner, else the Authorization header); ok is false when
+// the role's Owner does not know r, which then gets nothing of the app's API.
+func (a *App) owner(r *http.Request) (sum [32]byte, ok bool) {
+	if a.opts.Owner == nil {
+		return sha256.Sum256([]byte(r.Header.Get("Authorization"))), true
+	}
+	o := a.opts.Owner(r)
+	return sha256.Sum256([]byte("owner:" + o)), o != ""
+}
 
 // get returns the generation id when owner started it; nil otherwise, so another token
 // cannot even tell it exists.
@@ -226,10 +234,15 @@ func (a *App) startGeneration(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", `the body must be a chat completion request: {"model": "...", "messages": [...], "stream": true}`)
 		return
 	}
+	owner, ok := a.owner(r)
+	if !ok {
+		writeError(w, http.StatusUnauthorized, "invalid_api_key", "sign in with a token first")
+		return
+	}
 	var idb [16]byte
 	_, _ = rand.Read(idb[:])
-	ctx, cancel := context.WithCancel(a.ctx)
-	g := &generation{id: hex.EncodeToString(idb[:]), owner: ownerOf(r), cancel: cancel, gs: a.gens, state: "running",
+	ctx, cancel := a.generationContext(r)
+	g := &generation{id: hex.EncodeToString(idb[:]), owner: owner, cancel: cancel, gs: a.gens, state: "running",
 		changed: make(chan struct{}), ended: make(chan struct{})}
 	if err := a.gens.add(g); err != nil {
 		cancel()
@@ -288,6 +301,18 @@ func (a *App) startGeneration(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, v)
 }
 
+// generationContext is the context a generation's upstream call runs under: the app's own
+// (Run's end cancels it), with what Options.Carry takes from the request, never its end.
+func (a *App) generationContext(r *http.Request) (context.Context, context.CancelFunc) {
+	base := context.Background()
+	if a.opts.Carry != nil {
+		base = a.opts.Carry(base, r)
+	}
+	ctx, cancel := context.WithCancel(base)
+	unhook := context.AfterFunc(a.ctx, cancel)
+	return ctx, func() { unhook(); cancel() }
+}
+
 // refuse answers the POST with the upstream's status and error body.
 func (a *App) refuse(w http.ResponseWriter, g *generation) {
 	g.mu.Lock()
@@ -320,7 +345,12 @@ func (a *App) run(g *generation, up *http.Request) {
 // generation serves /app/v1/generations/{id}[/events].
 func (a *App) generation(w http.ResponseWriter, r *http.Request, rest string) {
 	id, sub, _ := strings.Cut(rest, "/")
-	g := a.gens.get(id, ownerOf(r))
+	owner, ok := a.owner(r)
+	if !ok {
+		writeError(w, http.StatusUnauthorized, "invalid_api_key", "sign in with a token first")
+		return
+	}
+	g := a.gens.get(id, owner)
 	if g == nil || (sub != "" && sub != "events") {
 		writeError(w, http.StatusNotFound, "not_found", "no such generation here: it expired, or another token started it")
 		return

@@ -43,6 +43,15 @@ type Options struct {
 	// API serves POST /v1/chat/completions and GET /v1/models with the role's own
 	// authentication (the relay's token check and channel chain, the agent's router).
 	API http.Handler
+	// Owner names who a request to /app/v1/ is, once the role's authentication in front of
+	// the app let it through (the relay: the token's id). A generation is readable and
+	// stoppable only by the owner that started it; a request whose Owner is "" is refused
+	// with 401. nil: the Authorization header as it came is the owner (the agent's keys).
+	Owner func(*http.Request) string
+	// Carry copies into ctx what API needs of the request's context (the relay: the token its
+	// authentication found). A generation's upstream call runs under the app's own context,
+	// not the request's, which ends when the phone goes away. nil: nothing is carried.
+	Carry func(ctx context.Context, r *http.Request) context.Context
 	// HomeChannels name the /v1/models owners that are home (on the relay: the home
 	// channels; on the agent every model is home and this is ignored).
 	HomeChannels []string

@@ -96,6 +96,12 @@ func TokenFrom(ctx context.Context) (tokens.Token, bool) {
 	return t, ok
 }
 
+// WithToken returns ctx carrying tok, as Require's requests do: for work that outlives the
+// request Require let through (the web app's generations) and runs under a context of its own.
+func WithToken(ctx context.Context, tok tokens.Token) context.Context {
+	return context.WithValue(ctx, tokenCtxKey{}, tok)
+}
+
 // Require lets a request through with a valid token in its context, and removes the
 // Authorization header, so the relay's credential never travels home or to a vendor.
 //
@@ -139,7 +145,7 @@ func (a *Auth) Require(next http.Handler) http.Handler {
 			return
 		}
 		r.Header.Del("Authorization")
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tokenCtxKey{}, tok)))
+		next.ServeHTTP(w, r.WithContext(WithToken(r.Context(), tok)))
 	})
 }
 

@@ -311,11 +311,17 @@ async function openHistory() {
   $('search').focus();
 }
 
+let listSeq = 0;
+
 async function listConvs() {
+  // Typing runs one of these per key: only the latest fills the list, once, after its read.
+  const seq = ++listSeq;
   const q = $('search').value;
+  const convs = (await store.all()).filter((c) => store.matches(c, q));
+  if (seq !== listSeq) return;
   const ul = $('convs');
   ul.replaceChildren();
-  for (const c of (await store.all()).filter((c) => store.matches(c, q))) {
+  for (const c of convs) {
     const li = document.createElement('li');
     if (c.id === state.conv.id) li.className = 'current';
     const open = button('', async () => { await switchTo(c.id); $('history').hidden = true; });
@@ -326,7 +332,12 @@ async function listConvs() {
     open.append(small);
     const ren = button('Rename', async () => {
       const t = prompt('Rename chat', c.title);
-      if (t && t.trim()) { c.title = t.trim(); await store.save(c); if (c.id === state.conv.id) state.conv.title = c.title; listConvs(); }
+      if (!t || !t.trim()) return;
+      // The open chat is saved from memory: the listed copy may be older than what it shows.
+      const conv = c.id === state.conv.id ? state.conv : c;
+      conv.title = t.trim();
+      await store.save(structuredClone(conv));
+      listConvs();
     });
     ren.className = 'small';
     ren.setAttribute('aria-label', 'Rename');

@@ -63,7 +63,8 @@ export async function follow(id, after, token, on, ctl) {
         }
       }
     } catch (e) {
-      if (e instanceof APIError && e.status !== 502 && e.status !== 503 && e.status !== 504) throw e;
+      // 429: the relay's rate limits count reconnects too; they pass, a revoked token (401) does not.
+      if (e instanceof APIError && ![429, 502, 503, 504].includes(e.status)) throw e;
     }
     if (ctl.stopped) return;
     ctl.online?.(false);
