@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 )
 
 // captureWriter is the ResponseWriter the role's chat handler answers a generation into: it
@@ -124,10 +123,5 @@ func (c *captureWriter) finish(ctxErr error) {
 	g.mu.Lock()
 	g.state = state
 	g.mu.Unlock()
-	c.keep(event{name: "end", data: end})
-	g.mu.Lock()
-	g.finished = time.Now()
-	close(g.changed)
-	g.changed = make(chan struct{})
-	g.mu.Unlock()
+	c.keep(event{name: "end", data: end}) // also its finish time
 }

@@ -188,6 +188,11 @@ func (g *generation) appendEvent(ev event, limit int) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.gone {
+		if ev.name == "end" {
+			g.finished = time.Now()
+			close(g.changed)
+			g.changed = make(chan struct{})
+		}
 		return ev.name == "end"
 	}
 	if ev.name != "end" && (g.size+len(ev.data) > limit || g.gs.bytes.Load()+int64(len(ev.data)) > g.gs.lim.TotalBytes) {
@@ -196,6 +201,11 @@ func (g *generation) appendEvent(ev event, limit int) bool {
 	g.size += len(ev.data)
 	g.gs.bytes.Add(int64(len(ev.data)))
 	g.events = append(g.events, ev)
+	if ev.name == "end" {
+		// In the same step as the event: a reader that saw the end finds it finished (and
+		// a sweep after it finds its finish time).
+		g.finished = time.Now()
+	}
 	close(g.changed)
 	g.changed = make(chan struct{})
 	return true
