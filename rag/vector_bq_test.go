@@ -4,7 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-		"slices"
+	"slices"
 	"testing"
 
 	"github.com/hearthlab/hearth/rag/ragtest"

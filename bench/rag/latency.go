@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -71,7 +73,7 @@ type latencyRow struct {
 }
 
 // measureLatency loads n synthetic chunks and times queries of each mode, one at a time.
-func measureLatency(ctx context.Context, n, dims, queries int) (latencyRow, error) {
+func measureLatency(ctx context.Context, n, dims, queries int, profile string) (latencyRow, error) {
 	chunks, vecs, qs := synthetic(n, dims, uint64(n))
 	emb := &ragtest.HashEmbedder{Dims: dims}
 	col, err := rag.NewMemory("latency", emb, "hash")
@@ -85,6 +87,17 @@ func measureLatency(ctx context.Context, n, dims, queries int) (latencyRow, erro
 	}
 	row := latencyRow{chunks: n, ingestPerSecond: float64(n) / time.Since(start).Seconds(),
 		p50: map[string]time.Duration{}, p99: map[string]time.Duration{}}
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return row, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return row, err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	for _, mode := range []string{rag.ModeKeyword, rag.ModeVector, rag.ModeHybrid} {
 		var times []time.Duration
 		for i := range queries {

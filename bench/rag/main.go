@@ -32,6 +32,7 @@ func main() {
 	sizes := flag.String("sizes", "10000,100000", "chunk counts for the latency table (comma-separated; empty skips it)")
 	dims := flag.Int("dims", 768, "vector dimensions for the latency table")
 	queries := flag.Int("queries", 100, "queries timed per mode and size")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the queries at the largest size to this file")
 	flag.Parse()
 	ctx := context.Background()
 
@@ -58,12 +59,17 @@ func main() {
 	fmt.Printf("\nquery latency (one query at a time, top 10, %d-dim vectors: compact int8 scan re-ranked with chromem-go's exact vectors; bleve BM25) and ingest with embedding excluded:\n", *dims)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "chunks\tingest chunks/s\tkeyword p50\tp99\tvector p50\tp99\thybrid p50\tp99\t")
-	for _, s := range strings.Split(*sizes, ",") {
+	list := strings.Split(*sizes, ",")
+	for i, s := range list {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n <= 0 {
 			log.Fatalf("-sizes: %q is not a chunk count", s)
 		}
-		row, err := measureLatency(ctx, n, *dims, *queries)
+		profile := ""
+		if i == len(list)-1 {
+			profile = *cpuprofile
+		}
+		row, err := measureLatency(ctx, n, *dims, *queries, profile)
 		if err != nil {
 			log.Fatalf("latency at %d chunks: %v", n, err)
 		}
