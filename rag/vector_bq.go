@@ -24,7 +24,7 @@ const bqPlanes = 4
 // the best n of total: enough that the estimate's error rarely drops a true neighbour.
 // On uniform noise, the hardest case, 100k vectors of 768 dims keep 0.97 of the exact top 10;
 // on embedding-like vectors all of it (TestBinaryPassRecall).
-func bqCandidates(n int) int { return max(16*n, 1024) }
+func bqCandidates(n int) int { return max(4*n, 1024) }
 
 // bqEncode sets vector i's bits, count and factor from its int8 code and the centre.
 // Callers hold f.mu for writing.
@@ -69,7 +69,7 @@ func (f *flatIndex) bqRecentre() {
 
 // bqQuery is a query prepared for the binary pass.
 type bqQuery struct {
-	planes []uint64 // word w's plane j at w*bqPlanes+j
+	planes [][bqPlanes]uint64 // per word of 64 dimensions, the query's bit j of each
 	lo     float64  // qₖ ≈ lo + step·uₖ, uₖ in [0, 15]
 	step   float64
 	sum    float64 // Σₖ of the quantised qₖ
@@ -84,14 +84,14 @@ func (f *flatIndex) bqPrepare(q []float32) bqQuery {
 	if step == 0 {
 		step = 1
 	}
-	p := bqQuery{planes: make([]uint64, f.words*bqPlanes), lo: float64(lo), step: step}
+	p := bqQuery{planes: make([][bqPlanes]uint64, f.words), lo: float64(lo), step: step}
 	var units int
 	for k, x := range q {
 		u := int(math.Round((float64(x) - p.lo) / step))
 		units += u
 		for j := range bqPlanes {
 			if u>>j&1 == 1 {
-				p.planes[(k/64)*bqPlanes+j] |= 1 << (k % 64)
+				p.planes[k/64][j] |= 1 << (k % 64)
 			}
 		}
 	}
@@ -112,19 +112,20 @@ func (f *flatIndex) bqSearch(q []float32, n int) []int {
 		wg.Go(func() {
 			t := topN{limit: n, items: make([]scored, 0, n)}
 			words := f.words
-			planes := p.planes
+			planes := p.planes[:words:words]
 			for i := lo; i < hi; i++ {
 				code := f.bits[i*words : (i+1)*words : (i+1)*words]
-				var s0, s1, s2, s3 int
-				for w, b := range code {
-					pl := planes[w*bqPlanes : w*bqPlanes+bqPlanes : w*bqPlanes+bqPlanes]
-					s0 += bits.OnesCount64(b & pl[0])
-					s1 += bits.OnesCount64(b & pl[1])
-					s2 += bits.OnesCount64(b & pl[2])
-					s3 += bits.OnesCount64(b & pl[3])
+				units := 0
+				for w := range planes {
+					b, pl := code[w], &planes[w]
+					units += bits.OnesCount64(b&pl[0]) + 2*bits.OnesCount64(b&pl[1]) +
+						4*bits.OnesCount64(b&pl[2]) + 8*bits.OnesCount64(b&pl[3])
 				}
-				set := p.lo*float64(f.ones[i]) + p.step*float64(s0+2*s1+4*s2+8*s3)
-				t.offer(float32(float64(f.factors[i])*(2*set-p.sum)), i)
+				set := p.lo*float64(f.ones[i]) + p.step*float64(units)
+				score := float32(float64(f.factors[i]) * (2*set - p.sum))
+				if len(t.items) < t.limit || score > t.items[0].score {
+					t.offer(score, i)
+				}
 			}
 			tops[part] = t
 		})
