@@ -58,7 +58,7 @@ func main() {
 		return
 	}
 	fmt.Printf("\nquery latency and CPU (one query at a time, top 10, %d-dim embedding-like vectors (ragtest.EmbeddingLike), Zipf-drawn texts):\n"+
-		"hearth's vector arm scans one bit per dimension, re-scores the best 16n (at least 1024) with int8 codes and re-ranks the best 4n with chromem-go's exact vectors;\n"+
+		"hearth's vector arm scans one bit per dimension, re-scores the best 1024 (16 per result asked, if more) with int8 codes and re-ranks the best 4 per result with chromem-go's exact vectors;\n"+
 		"its keyword arm is bleve BM25. CPU is the process's user+system time per query; each mode is compared with a reference run on the same data in the same process:\n"+
 		"vector and hybrid with chromem-go's own exhaustive QueryEmbedding, keyword with the plain BM25 (an inverted index written out in bench/rag).\n"+
 		"recall@10 is against chromem-go's exhaustive top 10. Ingest is into both indexes, embedding excluded.\n", *dims)
