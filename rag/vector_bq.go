@@ -23,7 +23,7 @@ const bqPlanes = 4
 // bqCandidates is how many vectors the binary pass keeps for the int8 pass when that is
 // asked for its best n: enough that the estimate's error rarely drops a true neighbour. Of
 // 100k vectors of 768 dims, the exact top 10 keeps 0.97 on uniform noise (the hardest case)
-// and 0.98 on embedding-like vectors (bench/rag); TestBinaryPassRecall checks 30k.
+// and 0.98 on embedding-like vectors (bench/rag); TestBinaryPassRecall checks 20k.
 func bqCandidates(n int) int { return max(4*n, 1024) }
 
 // bqEncode sets vector i's bits, count and factor from its int8 code and the centre.

@@ -37,8 +37,8 @@ func exactTop(ids []string, vecs [][]float32, q []float32, n int) []string {
 // a hybrid query asks the vector arm for.
 func TestBinaryPassRecall(t *testing.T) {
 	ctx := context.Background()
-	const n, dims = 30000, 768
-	gen := ragtest.NewEmbeddingLike(7, dims, 300)
+	const n, dims = 20000, 768
+	gen := ragtest.NewEmbeddingLike(7, dims, 200)
 	v, err := OpenVectors("", &ragtest.HashEmbedder{Dims: dims}, "m")
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +58,7 @@ func TestBinaryPassRecall(t *testing.T) {
 	}
 	for _, k := range []int{10, 40} {
 		found, total := 0, 0
-		for range 30 {
+		for range 20 {
 			q := gen.Next()
 			got, err := v.Search(ctx, q, k)
 			if err != nil {
@@ -137,4 +137,20 @@ func TestCompactIndexRebuiltOnOpen(t *testing.T) {
 		}
 	}
 	check(again, "reopened")
+
+	// A reindex with another model starts the compact index again, at the new model's size.
+	must(t, again.Reset(&ragtest.HashEmbedder{Dims: 32}, "other"))
+	if again.flat.len() != 0 || again.Count() != 0 {
+		t.Fatalf("after a reset: compact index %d, store %d", again.flat.len(), again.Count())
+	}
+	other := ragtest.NewEmbeddingLike(4, 32, 5)
+	ids, vecs = ids[:1200], vecs[:1200]
+	for i := range vecs {
+		vecs[i] = other.Next()
+	}
+	for i := range queries {
+		queries[i] = other.Next()
+	}
+	must(t, again.Add(ctx, "d", "g2", ids, vecs))
+	check(again, "reindexed")
 }

@@ -118,7 +118,9 @@ func (f *flatIndex) remove(id string) {
 func (f *flatIndex) reset() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	*f = flatIndex{pos: map[string]int{}}
+	f.dims, f.ids, f.codes, f.scales = 0, nil, nil, nil
+	f.pos = map[string]int{}
+	f.words, f.bits, f.ones, f.factors, f.centre, f.sum, f.centredAt = 0, nil, nil, nil, nil, nil, 0
 }
 
 func (f *flatIndex) len() int {
