@@ -62,7 +62,8 @@ func main() {
 		"its keyword arm is bleve BM25. CPU is the process's user+system time per query; each mode is compared with a reference run on the same data in the same process:\n"+
 		"vector and hybrid with chromem-go's own exhaustive QueryEmbedding, keyword with the plain BM25 (an inverted index written out in bench/rag).\n"+
 		"recall@10 is against chromem-go's exhaustive top 10. Ingest is into both indexes, embedding excluded.\n", *dims)
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	// A minimum width keeps the columns of each size, flushed as it is measured, aligned.
+	tw := tabwriter.NewWriter(os.Stdout, 12, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "chunks	search	p50	p99	CPU/query	p50 vs ref	CPU vs ref	recall@10	")
 	list := strings.Split(*sizes, ",")
 	var ingest []string
