@@ -32,7 +32,10 @@ func (c *Collection) Load(ctx context.Context, chunks []Chunk, vecs [][]float32)
 	if len(vecs) != len(chunks) {
 		return fmt.Errorf("rag: Load: %d vectors for %d chunks", len(vecs), len(chunks))
 	}
-	const batch = 1000
+	// Each keyword batch is a bleve segment, and a memory index has no merger to join them;
+	// 10k chunks a batch keeps a 100k collection's searches over as few segments as a merged
+	// index on disk has.
+	const batch = 10000
 	for start := 0; start < len(chunks); start += batch {
 		end := min(start+batch, len(chunks))
 		part := chunks[start:end]

@@ -106,29 +106,34 @@ func collectionRanker(col *rag.Collection, mode string) ranker {
 
 // bm25 is the plain baseline: Okapi BM25 (k1 1.2, b 0.75) over lower-cased words and CJK
 // bigrams, no stemming, no stop words, written out here so that hearth's keyword arm is
-// compared with the textbook formula on the same documents.
+// compared with the textbook formula on the same documents. An inverted index (each term's
+// documents and counts) keeps it a fair reference for speed too.
 type bm25 struct {
-	ids   []string
-	tf    []map[string]int
-	lens  []int
-	df    map[string]int
-	avgdl float64
+	ids      []string
+	postings map[string][]posting
+	lens     []int
+	avgdl    float64
+}
+
+type posting struct {
+	doc int32
+	tf  int32
 }
 
 func newBM25(ds dataset) *bm25 {
-	b := &bm25{df: map[string]int{}}
+	b := &bm25{postings: map[string][]posting{}}
 	total := 0
-	for _, d := range ds.docs {
+	tf := map[string]int32{}
+	for i, d := range ds.docs {
 		toks := ragtest.Tokens(d.Title + " " + d.Text)
-		tf := map[string]int{}
+		clear(tf)
 		for _, t := range toks {
-			if tf[t] == 0 {
-				b.df[t]++
-			}
 			tf[t]++
 		}
+		for t, f := range tf {
+			b.postings[t] = append(b.postings[t], posting{int32(i), f})
+		}
 		b.ids = append(b.ids, d.ID)
-		b.tf = append(b.tf, tf)
 		b.lens = append(b.lens, len(toks))
 		total += len(toks)
 	}
@@ -139,25 +144,23 @@ func newBM25(ds dataset) *bm25 {
 func (b *bm25) rank(_ context.Context, q string) ([]string, error) {
 	const k1, bb = 1.2, 0.75
 	n := float64(len(b.ids))
+	scores := map[int32]float64{}
+	for _, t := range ragtest.Tokens(q) {
+		ps := b.postings[t]
+		df := float64(len(ps))
+		idf := math.Log(1 + (n-df+0.5)/(df+0.5))
+		for _, p := range ps {
+			f := float64(p.tf)
+			scores[p.doc] += idf * f * (k1 + 1) / (f + k1*(1-bb+bb*float64(b.lens[p.doc])/b.avgdl))
+		}
+	}
 	type hit struct {
 		id    string
 		score float64
 	}
-	var hits []hit
-	terms := ragtest.Tokens(q)
-	for i, tf := range b.tf {
-		var s float64
-		for _, t := range terms {
-			f := float64(tf[t])
-			if f == 0 {
-				continue
-			}
-			idf := math.Log(1 + (n-float64(b.df[t])+0.5)/(float64(b.df[t])+0.5))
-			s += idf * f * (k1 + 1) / (f + k1*(1-bb+bb*float64(b.lens[i])/b.avgdl))
-		}
-		if s > 0 {
-			hits = append(hits, hit{b.ids[i], s})
-		}
+	hits := make([]hit, 0, len(scores))
+	for d, s := range scores {
+		hits = append(hits, hit{b.ids[d], s})
 	}
 	sort.Slice(hits, func(i, j int) bool {
 		if hits[i].score != hits[j].score {
