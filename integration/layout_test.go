@@ -109,3 +109,39 @@ func TestForbidden(t *testing.T) {
 		}
 	}
 }
+
+// TestLayoutNamesEveryPackage: every directory of the module (top level, and under internal/,
+// relay/, bench/) is named in DESIGN.md's layout, so that the layout matches `ls`.
+func TestLayoutNamesEveryPackage(t *testing.T) {
+	design, err := os.ReadFile("../docs/DESIGN.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(design), "## Layout\n")
+	if !ok {
+		t.Fatal("docs/DESIGN.md has no Layout section")
+	}
+	block, _, _ = strings.Cut(block, "\n## ")
+	named := map[string]bool{}
+	for _, w := range strings.FieldsFunc(block, func(r rune) bool { return r == ' ' || r == '\n' || r == ',' || r == ':' || r == '(' || r == ')' || r == '`' }) {
+		for _, seg := range strings.Split(w, "/") {
+			named[strings.Trim(seg, ".")] = true
+		}
+	}
+	skip := map[string]bool{"dist": true, "bin": true, "testdata": true, "node_modules": true, "static": true, "node": true}
+	var missing []string
+	for _, dir := range []string{"..", "../internal", "../relay", "../bench"} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if e.IsDir() && !strings.HasPrefix(e.Name(), ".") && !skip[e.Name()] && !named[e.Name()] {
+				missing = append(missing, strings.TrimPrefix(filepath.Join(dir, e.Name()), "../"))
+			}
+		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("directories DESIGN.md's layout does not name: %v", missing)
+	}
+}
