@@ -123,7 +123,9 @@ func TestLayoutNamesEveryPackage(t *testing.T) {
 	}
 	block, _, _ = strings.Cut(block, "\n## ")
 	named := map[string]bool{}
-	for _, w := range strings.FieldsFunc(block, func(r rune) bool { return r == ' ' || r == '\n' || r == ',' || r == ':' || r == '(' || r == ')' || r == '`' }) {
+	for _, w := range strings.FieldsFunc(block, func(r rune) bool {
+		return r == ' ' || r == '\n' || r == ',' || r == ':' || r == '(' || r == ')' || r == '`'
+	}) {
 		for _, seg := range strings.Split(w, "/") {
 			named[strings.Trim(seg, ".")] = true
 		}
