@@ -32,10 +32,10 @@ bench:
 # dataset or the text hearth embeds for a chunk (rag.IndexText) changes.
 RAG_DATASET ?= bench/rag/testdata/home
 rag-embeddings:
-	go run ./bench/rag -dataset $(RAG_DATASET) -dump-texts $(RAG_DATASET)/texts.tmp.jsonl
+	go run ./bench/rag -dataset $(RAG_DATASET) -dump-texts bench/rag/realembed/texts.tmp.jsonl
 	cd bench/rag/realembed && npm ci --no-audit --no-fund
-	node bench/rag/realembed/embed.mjs $(RAG_DATASET)/texts.tmp.jsonl $(RAG_DATASET)/vectors-use-lite.jsonl
-	rm -f $(RAG_DATASET)/texts.tmp.jsonl
+	node bench/rag/realembed/embed.mjs bench/rag/realembed/texts.tmp.jsonl $(RAG_DATASET)/vectors-use-lite.jsonl
+	rm -f bench/rag/realembed/texts.tmp.jsonl
 	go run ./bench/rag -dataset $(RAG_DATASET) -sizes ""
 
 lint:
