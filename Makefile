@@ -4,7 +4,7 @@ COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
-.PHONY: build run test e2e bench lint dist dist-bin dist-ci
+.PHONY: build run test e2e bench rag-embeddings lint dist dist-bin dist-ci
 
 build:
 	go build -ldflags "$(LDFLAGS)" -o bin/hearth ./cmd/hearth
@@ -25,6 +25,18 @@ bench:
 	go run ./bench/cluster
 	go run ./bench/relay
 	go run ./bench/rag
+
+# Re-embeds bench/rag's dataset with a real model (Universal Sentence Encoder lite on TF.js, npm,
+# see bench/rag/realembed/README.md) into the committed RAG_DATASET/vectors-use-lite.jsonl that
+# bench/rag and its test read; needs node and npm, unlike every other target. Run it when the
+# dataset or the text hearth embeds for a chunk (rag.IndexText) changes.
+RAG_DATASET ?= bench/rag/testdata/home
+rag-embeddings:
+	go run ./bench/rag -dataset $(RAG_DATASET) -dump-texts bench/rag/realembed/texts.tmp.jsonl
+	cd bench/rag/realembed && npm ci --no-audit --no-fund
+	node bench/rag/realembed/embed.mjs bench/rag/realembed/texts.tmp.jsonl $(RAG_DATASET)/vectors-use-lite.jsonl
+	rm -f bench/rag/realembed/texts.tmp.jsonl
+	go run ./bench/rag -dataset $(RAG_DATASET) -sizes ""
 
 lint:
 	go vet ./...

@@ -172,7 +172,7 @@ func (c *Collection) Put(ctx context.Context, source, path string, data []byte, 
 	texts := make([]string, len(chunks))
 	for i := range chunks {
 		chunks[i].ID, chunks[i].Source = chunkID(id, gen, i), source
-		texts[i] = indexText(chunks[i])
+		texts[i] = IndexText(chunks[i])
 	}
 	vecs, err := embedAll(ctx, c.emb, c.meta.EmbedModel, texts, c.eo, func(done int) {
 		if onEmbed != nil {

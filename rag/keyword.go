@@ -114,7 +114,7 @@ func (k *Keyword) Replace(docID string, chunks []Chunk, remove []string) error {
 	}
 	for _, c := range chunks {
 		d := keywordDoc{Doc: docID}
-		text := indexText(c)
+		text := IndexText(c)
 		switch language(text) {
 		case fieldCJK:
 			d.CJK = text
@@ -194,8 +194,9 @@ func (k *Keyword) IDs() ([]string, error) {
 // Count is the number of chunks indexed.
 func (k *Keyword) Count() (uint64, error) { return k.idx.DocCount() }
 
-// indexText is what is searched for a chunk: its title and headings weigh as words of it.
-func indexText(c Chunk) string {
+// IndexText is what is searched and embedded for a chunk: its title and headings weigh as words
+// of it. bench/rag embeds the same text, so that its precomputed vectors are of what hearth embeds.
+func IndexText(c Chunk) string {
 	s := c.Title
 	for _, h := range c.Heading {
 		s += "\n" + h

@@ -248,7 +248,7 @@ func (s *Store) Reindex(ctx context.Context, name string, progress func(Progress
 		c.mu.RLock()
 		texts := make([]string, len(d.Chunks))
 		for j, id := range d.Chunks {
-			texts[j] = indexText(c.chunks[id])
+			texts[j] = IndexText(c.chunks[id])
 		}
 		c.mu.RUnlock()
 		vecs, err := embedAll(ctx, c.emb, c.model, texts, c.eo, nil)

@@ -5,17 +5,24 @@
 // same data; and ingest throughput into both indexes with embedding excluded. It prints figures;
 // nothing here passes or fails on time.
 //
-// By default the embedder is ragtest.HashEmbedder (a deterministic hashed bag of words, no
-// model): its vector arm measures the plumbing, not meaning. -ollama URL -embed-model NAME
-// embeds with a real model through Ollama's /api/embed (an agent's or Ollama's own URL).
+// The quality table is printed for each embedder: ragtest.HashEmbedder (a deterministic hashed
+// bag of words, no model), whose vector arm measures the plumbing, not meaning; a real model,
+// Universal Sentence Encoder lite, through the vectors `make rag-embeddings` precomputed for
+// the dataset's texts (DATASET/vectors-use-lite.jsonl, committed for the default dataset, so no
+// model nor npm is needed to measure it); and, with -ollama URL -embed-model NAME, a model
+// served by Ollama's /api/embed (an agent's or Ollama's own URL). -dump-texts FILE writes the
+// texts the quality run embeds, for bench/rag/realembed.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -34,6 +41,8 @@ func main() {
 	dims := flag.Int("dims", 768, "vector dimensions for the latency table")
 	queries := flag.Int("queries", 100, "queries timed per mode and size")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the queries at the largest size to this file")
+	vectors := flag.String("vectors", "", "real-model vectors for the dataset's texts, made by `make rag-embeddings` (default DATASET/"+vectorsFile+"; measured when present)")
+	dump := flag.String("dump-texts", "", "write the texts the quality run embeds (one JSON string a line) to this file and exit")
 	flag.Parse()
 	ctx := context.Background()
 
@@ -41,17 +50,45 @@ func main() {
 	if err != nil {
 		log.Fatalf("dataset: %v", err)
 	}
-	var emb rag.Embedder = &ragtest.HashEmbedder{Dims: 256}
-	embName := "ragtest.HashEmbedder (hashed bag of words and trigrams, 256 dims, no model)"
-	if *ollama != "" {
-		emb = &rag.Client{Base: *ollama}
-		embName = *model + " via " + *ollama
+	if *dump != "" {
+		if err := dumpTexts(*dump, ds); err != nil {
+			log.Fatalf("-dump-texts: %v", err)
+		}
+		fmt.Printf("wrote the %d texts the quality run embeds to %s\n", len(embeddedTexts(ds)), *dump)
+		return
 	}
-	fmt.Printf("retrieval quality: %s, %d documents, %d queries; embedder %s\n", *data, len(ds.docs), len(ds.queries), embName)
-	printQuality(ctx, ds, emb, *model)
-	if cjk := subset(ds, hasCJK); len(cjk.queries) > 0 && len(cjk.queries) < len(ds.queries) {
-		fmt.Printf("\nCJK queries only (%d):\n", len(cjk.queries))
-		printQuality(ctx, cjk, emb, *model)
+	type embedder struct {
+		name, model string
+		emb         rag.Embedder
+	}
+	embs := []embedder{{"ragtest.HashEmbedder (hashed bag of words and trigrams, 256 dims, no model)", "hash", &ragtest.HashEmbedder{Dims: 256}}}
+	if *vectors == "" {
+		*vectors = filepath.Join(*data, vectorsFile)
+	}
+	switch pre, err := loadPrecomputed(*vectors); {
+	case err == nil:
+		embs = append(embs, embedder{pre.Name(), pre.Header.Model, pre})
+	case errors.Is(err, fs.ErrNotExist):
+		fmt.Printf("no real-model vectors (%s): `make rag-embeddings RAG_DATASET=%s` makes them\n", *vectors, *data)
+	default:
+		log.Fatalf("-vectors: %v", err)
+	}
+	if *ollama != "" {
+		embs = append(embs, embedder{*model + " via " + *ollama, *model, &rag.Client{Base: *ollama}})
+	}
+	for i, e := range embs {
+		if i > 0 {
+			fmt.Println()
+		}
+		fmt.Printf("retrieval quality: %s, %d documents, %d queries; embedder %s\n", *data, len(ds.docs), len(ds.queries), e.name)
+		printQuality(ctx, ds, e.emb, e.model)
+		if cjk := subset(ds, hasCJK); len(cjk.queries) > 0 && len(cjk.queries) < len(ds.queries) {
+			fmt.Printf("\nCJK queries only (%d):\n", len(cjk.queries))
+			printQuality(ctx, cjk, e.emb, e.model)
+			other := subset(ds, notCJK)
+			fmt.Printf("\nthe other queries (%d, English):\n", len(other.queries))
+			printQuality(ctx, other, e.emb, e.model)
+		}
 	}
 
 	if strings.TrimSpace(*sizes) == "" {
@@ -132,6 +169,8 @@ func hasCJK(s string) bool {
 	}
 	return false
 }
+
+func notCJK(s string) bool { return !hasCJK(s) }
 
 // subset keeps the queries whose text satisfies keep (the corpus stays whole).
 func subset(ds dataset, keep func(string) bool) dataset {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 
 	"github.com/hearthlab/hearth/rag"
 	"github.com/hearthlab/hearth/rag/ragtest"
@@ -73,11 +74,10 @@ func indexDataset(ctx context.Context, ds dataset, emb rag.Embedder, model strin
 	if err != nil {
 		return nil, err
 	}
-	chunks := make([]rag.Chunk, len(ds.docs))
-	texts := make([]string, len(ds.docs))
-	for i, d := range ds.docs {
-		chunks[i] = rag.Chunk{ID: d.ID, Source: d.ID, Title: d.Title, Text: d.Text}
-		texts[i] = d.Title + "\n" + d.Text
+	chunks := corpusChunks(ds)
+	texts := make([]string, len(chunks))
+	for i, ch := range chunks {
+		texts[i] = rag.IndexText(ch)
 	}
 	var vecs [][]float32
 	for start := 0; start < len(texts); start += 32 {
@@ -88,6 +88,35 @@ func indexDataset(ctx context.Context, ds dataset, emb rag.Embedder, model strin
 		vecs = append(vecs, v...)
 	}
 	return col, col.Load(ctx, chunks, vecs)
+}
+
+// corpusChunks makes each document one chunk, as an ingest of a short file does.
+func corpusChunks(ds dataset) []rag.Chunk {
+	chunks := make([]rag.Chunk, len(ds.docs))
+	for i, d := range ds.docs {
+		chunks[i] = rag.Chunk{ID: d.ID, Source: d.ID, Title: d.Title, Text: d.Text}
+	}
+	return chunks
+}
+
+// embeddedTexts are the texts the quality run embeds, in order, each once: every chunk's
+// rag.IndexText and every query as Collection.Search embeds it (trimmed).
+func embeddedTexts(ds dataset) []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(s string) {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	for _, ch := range corpusChunks(ds) {
+		add(rag.IndexText(ch))
+	}
+	for _, q := range ds.queries {
+		add(strings.TrimSpace(q.Text))
+	}
+	return out
 }
 
 func collectionRanker(col *rag.Collection, mode string) ranker {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/hearthlab/hearth/rag/ragtest"
@@ -15,12 +16,19 @@ const (
 	keywordRecallFloor = 0.93 // measured 0.940
 )
 
+// Floors recorded from `go run ./bench/rag` with the real model's precomputed vectors
+// (testdata/home/vectors-use-lite.jsonl, Universal Sentence Encoder lite).
+const (
+	realVectorNDCGFloor        = 0.72 // measured 0.739 on all 50 queries (0.000 on the 10 CJK)
+	realVectorEnglishNDCGFloor = 0.90 // measured 0.923 on the 40 English queries
+)
+
 // TestRetrievalQualityFloors runs the quality table on the committed dataset with the
 // deterministic ragtest.HashEmbedder (hashed words and trigrams, no model). The keyword arm
 // must stay at its floor and beat the plain BM25 baseline; hybrid must not fall below the
 // baseline nor below its own vector arm. (With this lexical stand-in for a model, hybrid stays
 // below keyword alone — 0.857 against 0.930 nDCG@10 — as a weak arm drags reciprocal rank
-// fusion; hybrid above keyword needs a real embed model: go run ./bench/rag -ollama URL.)
+// fusion; TestRealModelHybrid measures hybrid with a real model.)
 func TestRetrievalQualityFloors(t *testing.T) {
 	ds, err := loadDataset("testdata/home")
 	if err != nil {
@@ -50,6 +58,98 @@ func TestRetrievalQualityFloors(t *testing.T) {
 	}
 	if cjk["keyword"].Recall < 1 {
 		t.Errorf("CJK keyword Recall@10 %.3f: the CJK bigram analyzer misses documents", cjk["keyword"].Recall)
+	}
+}
+
+// TestRealModelHybrid is the issue's test with a real embed model: Universal Sentence Encoder
+// lite, through the vectors `make rag-embeddings` precomputed for exactly the texts this run
+// embeds (no model nor npm needed here). On the 40 English queries hybrid must be at or above
+// keyword alone and above its vector arm (measured 0.938 against 0.912 and 0.923, nDCG@10),
+// and the vector arm at its floors. USE lite is English-only: its vocabulary maps every Han
+// character to the unknown token, so 76 of the 80 CJK texts embed to one and the same vector
+// and its CJK vector arm scores 0.000; fused with that blind arm at equal weight, hybrid keeps
+// the keyword's relevant chunk in the top 10 (Recall@10 1.000) but ranks it lower (nDCG@10
+// 0.618 against 1.000), which pulls the all-query hybrid (about 0.875) below keyword (0.930).
+// That is logged, not asserted either way: RRF's k (60, Cormack et al.; Elasticsearch's
+// default) and its equal arm weights (Elasticsearch, LangChain, Open WebUI's default) are
+// kept, not tuned to this set.
+func TestRealModelHybrid(t *testing.T) {
+	ds, err := loadDataset("testdata/home")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pre, err := loadPrecomputed("testdata/home/" + vectorsFile)
+	if err != nil {
+		t.Fatalf("%v (make rag-embeddings writes it)", err)
+	}
+	ctx := context.Background()
+	all, err := qualityTable(ctx, ds, pre, pre.Header.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	english, err := qualityTable(ctx, subset(ds, notCJK), pre, pre.Header.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cjk, err := qualityTable(ctx, subset(ds, hasCJK), pre, pre.Header.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []struct {
+		name  string
+		table map[string]scores
+	}{{"all", all}, {"English", english}, {"CJK", cjk}} {
+		t.Logf("%s queries, nDCG@10: bm25 %.3f keyword %.3f vector %.3f hybrid %.3f", r.name,
+			r.table["bm25 baseline"].NDCG, r.table["keyword"].NDCG, r.table["vector"].NDCG, r.table["hybrid"].NDCG)
+	}
+	if kw, hy, vec := english["keyword"], english["hybrid"], english["vector"]; hy.NDCG < kw.NDCG || hy.NDCG < vec.NDCG {
+		t.Errorf("English queries: hybrid nDCG@10 %.3f is below keyword %.3f or vector %.3f with a real model", hy.NDCG, kw.NDCG, vec.NDCG)
+	}
+	if v := all["vector"].NDCG; v < realVectorNDCGFloor {
+		t.Errorf("real-model vector nDCG@10 %.3f, below the floor %.2f", v, realVectorNDCGFloor)
+	}
+	if v := english["vector"].NDCG; v < realVectorEnglishNDCGFloor {
+		t.Errorf("real-model vector nDCG@10 on English queries %.3f, below the floor %.2f", v, realVectorEnglishNDCGFloor)
+	}
+	if kw := all["keyword"]; kw.NDCG < keywordNDCGFloor || kw.Recall < keywordRecallFloor {
+		t.Errorf("keyword nDCG@10 %.3f Recall@10 %.3f, below the floors %.2f %.2f", kw.NDCG, kw.Recall, keywordNDCGFloor, keywordRecallFloor)
+	}
+	if r := cjk["hybrid"].Recall; r < 1 {
+		t.Errorf("CJK hybrid Recall@10 %.3f: the blind vector arm pushed keyword hits out of the top 10", r)
+	}
+}
+
+// TestPrecomputedVectors checks that the committed vectors are those of exactly the texts the
+// quality run embeds, and that a text without a vector is an error naming the make target.
+func TestPrecomputedVectors(t *testing.T) {
+	ds, err := loadDataset("testdata/home")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pre, err := loadPrecomputed("testdata/home/" + vectorsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	texts := embeddedTexts(ds)
+	if len(pre.vecs) != len(texts) || pre.Header.Dims != 512 {
+		t.Errorf("%d vectors of %d dims for %d texts: run make rag-embeddings", len(pre.vecs), pre.Header.Dims, len(texts))
+	}
+	vecs, err := pre.Embed(context.Background(), "", texts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range vecs {
+		var n float64
+		for _, x := range v {
+			n += float64(x) * float64(x)
+		}
+		if n < 0.98 || n > 1.02 {
+			t.Fatalf("text %d: squared norm %.3f, want about 1 (USE lite's vectors are unit length)", i, n)
+		}
+	}
+	_, err = pre.Embed(context.Background(), "", []string{texts[0], "a text the dataset does not have"})
+	if err == nil || !strings.Contains(err.Error(), "make rag-embeddings") || !strings.Contains(err.Error(), "a text the dataset does not have") {
+		t.Errorf("unknown text: err %v, want one naming the text and make rag-embeddings", err)
 	}
 }
 
