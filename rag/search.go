@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"path"
 	"path/filepath"
 	"slices"
@@ -142,6 +143,7 @@ func fuse(kw, vec []Hit, both bool, k int, chunks map[string]Chunk) []Result {
 	byID := map[string]*Result{}
 	var order []*Result
 	add := func(hits []Hit, kwArm bool) {
+		ranks := sharedRanks(hits)
 		for i, h := range hits {
 			r := byID[h.ID]
 			if r == nil {
@@ -155,7 +157,7 @@ func fuse(kw, vec []Hit, both bool, k int, chunks map[string]Chunk) []Result {
 				r.VectorRank = i + 1
 			}
 			if both {
-				r.Score += 1 / float64(rrfK+i+1)
+				r.Score += 1 / (rrfK + ranks[i])
 			} else {
 				r.Score = h.Score
 			}
@@ -177,6 +179,33 @@ func fuse(kw, vec []Hit, both bool, k int, chunks map[string]Chunk) []Result {
 		out = append(out, *r)
 	}
 	return out
+}
+
+// sharedRanks gives each hit (in the arm's order) its rank for fusion, tied scores sharing
+// the mean of the ranks they span (fractional ranking, as rank statistics treat ties). An arm
+// that cannot tell its hits apart — an embed model that maps every word of a script it does
+// not know to one vector, so that all those chunks score alike — then adds the same to each
+// and leaves their order to the other arm, instead of an arbitrary order of its own; and the
+// fused order no longer depends on how an index happened to order equal scores.
+func sharedRanks(hits []Hit) []float64 {
+	ranks := make([]float64, len(hits))
+	for i := 0; i < len(hits); {
+		j := i + 1
+		for j < len(hits) && sameScore(hits[j].Score, hits[i].Score) {
+			j++
+		}
+		mean := float64(i+1+j) / 2 // the mean of ranks i+1 … j
+		for k := i; k < j; k++ {
+			ranks[k] = mean
+		}
+		i = j
+	}
+	return ranks
+}
+
+// sameScore: equal up to float32 rounding (scores come from float32 vectors).
+func sameScore(a, b float64) bool {
+	return math.Abs(a-b) <= 1e-6*math.Max(math.Abs(a), math.Abs(b))
 }
 
 func matches(ch Chunk, q Query) bool {

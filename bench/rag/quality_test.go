@@ -63,16 +63,15 @@ func TestRetrievalQualityFloors(t *testing.T) {
 
 // TestRealModelHybrid is the issue's test with a real embed model: Universal Sentence Encoder
 // lite, through the vectors `make rag-embeddings` precomputed for exactly the texts this run
-// embeds (no model nor npm needed here). On the 40 English queries hybrid must be at or above
-// keyword alone and above its vector arm (measured 0.938 against 0.912 and 0.923, nDCG@10),
-// and the vector arm at its floors. USE lite is English-only: its vocabulary maps every Han
-// character to the unknown token, so 76 of the 80 CJK texts embed to one and the same vector
-// and its CJK vector arm scores 0.000; fused with that blind arm at equal weight, hybrid keeps
-// the keyword's relevant chunk in the top 10 (Recall@10 1.000) but ranks it lower (nDCG@10
-// 0.618 against 1.000), which pulls the all-query hybrid (about 0.875) below keyword (0.930).
-// That is logged, not asserted either way: RRF's k (60, Cormack et al.; Elasticsearch's
-// default) and its equal arm weights (Elasticsearch, LangChain, Open WebUI's default) are
-// kept, not tuned to this set.
+// embeds (no model nor npm needed here). Hybrid must be at or above keyword alone and above its
+// vector arm, over all queries and over the English ones (measured 0.944 against 0.930 and
+// 0.739 on all 50; 0.939 against 0.912 and 0.923 on the 40 English, nDCG@10), and the vector
+// arm at its floors. USE lite is English-only: its vocabulary maps every Han character to the
+// unknown token, so 76 of the 80 CJK texts embed to one and the same vector and its CJK vector
+// arm scores 0.000. Fusion gives tied scores a shared rank (rag's sharedRanks), so that blind
+// arm adds the same to each CJK chunk and leaves their order to the keyword arm (CJK hybrid
+// 0.963; with ranks in the index's arbitrary order among ties it was 0.618, and all-query
+// hybrid 0.875, below keyword). RRF's k (60) and its equal arm weights are kept, not tuned.
 func TestRealModelHybrid(t *testing.T) {
 	ds, err := loadDataset("testdata/home")
 	if err != nil {
@@ -102,8 +101,13 @@ func TestRealModelHybrid(t *testing.T) {
 		t.Logf("%s queries, nDCG@10: bm25 %.3f keyword %.3f vector %.3f hybrid %.3f", r.name,
 			r.table["bm25 baseline"].NDCG, r.table["keyword"].NDCG, r.table["vector"].NDCG, r.table["hybrid"].NDCG)
 	}
-	if kw, hy, vec := english["keyword"], english["hybrid"], english["vector"]; hy.NDCG < kw.NDCG || hy.NDCG < vec.NDCG {
-		t.Errorf("English queries: hybrid nDCG@10 %.3f is below keyword %.3f or vector %.3f with a real model", hy.NDCG, kw.NDCG, vec.NDCG)
+	for _, r := range []struct {
+		name  string
+		table map[string]scores
+	}{{"all", all}, {"English", english}} {
+		if kw, hy, vec := r.table["keyword"], r.table["hybrid"], r.table["vector"]; hy.NDCG < kw.NDCG || hy.NDCG < vec.NDCG {
+			t.Errorf("%s queries: hybrid nDCG@10 %.3f is below keyword %.3f or vector %.3f with a real model", r.name, hy.NDCG, kw.NDCG, vec.NDCG)
+		}
 	}
 	if v := all["vector"].NDCG; v < realVectorNDCGFloor {
 		t.Errorf("real-model vector nDCG@10 %.3f, below the floor %.2f", v, realVectorNDCGFloor)
