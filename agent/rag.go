@@ -59,6 +59,7 @@ func newRAG(cfg config.Agent, apiAddr string, logger *slog.Logger) (*ragParts, e
 		Embed:       rag.EmbedOptions{Batch: r.EmbedBatch, Concurrency: r.EmbedConcurrency},
 		Collections: cols,
 		PDFium:      r.PDFEngine == "pdfium",
+		Watch:       r.Watch,
 	}, client, logger)
 	if err != nil {
 		return nil, fmt.Errorf("agent: rag: %w", err)

@@ -41,6 +41,10 @@ type Config struct {
 	// PDFium reads PDFs with PDFium (WebAssembly, started on the first PDF, its compiled code
 	// cached under Dir/.pdfium-cache); false uses the pure-Go parser only.
 	PDFium bool
+	// Watch syncs a folder-bound collection a moment after a file under its folders changes
+	// (inotify; changes made on another machine of an NFS or SMB share are not seen, and
+	// wait for Run's rescans).
+	Watch bool
 }
 
 // CollectionConfig binds a collection to folders.
@@ -216,32 +220,90 @@ func (s *Store) Close() {
 	s.x.Close()
 }
 
-// Run re-syncs every folder-bound collection at start and then every interval until ctx ends.
+// Run re-syncs every folder-bound collection at start and then every interval until ctx
+// ends; with Config.Watch, also a moment (watchSettle) after a change under its folders.
 func (s *Store) Run(ctx context.Context, interval time.Duration) error {
-	for {
+	var fw *folderWatch
+	if s.cfg.Watch {
+		var err error
+		if fw, err = newFolderWatch(s.log); err != nil {
+			s.log.Warn("rag: cannot watch folders for changes: they are synced every rag.rescan_interval only", "err", err)
+		}
+		defer fw.close()
+	}
+	syncOne := func(n string) {
+		rep, err := s.Sync(ctx, n, nil)
+		switch {
+		case ctx.Err() != nil:
+		case errors.Is(err, ErrNoCollection):
+		case err != nil:
+			s.log.Warn("rag: sync failed", "collection", n, "err", err)
+		case rep.Indexed+rep.Removed+rep.Skipped+rep.Failed > 0:
+			s.log.Info("rag: synced", "collection", n, "indexed", rep.Indexed, "removed", rep.Removed,
+				"skipped", rep.Skipped, "failed", rep.Failed, "unchanged", rep.Unchanged)
+		}
+	}
+	// bound are the folder-bound collections, each watched (a new pair walks its folders once).
+	bound := func() []string {
+		var names []string
 		for _, n := range s.Names() {
 			c, err := s.Collection(n)
 			if err != nil || len(c.Info().Paths) == 0 {
 				continue
 			}
-			rep, err := s.Sync(ctx, n, nil)
-			switch {
-			case ctx.Err() != nil:
-				return nil
-			case err != nil:
-				s.log.Warn("rag: sync failed", "collection", n, "err", err)
-			case rep.Indexed+rep.Removed+rep.Skipped+rep.Failed > 0:
-				s.log.Info("rag: synced", "collection", n, "indexed", rep.Indexed, "removed", rep.Removed,
-					"skipped", rep.Skipped, "failed", rep.Failed, "unchanged", rep.Unchanged)
+			names = append(names, n)
+			if fw != nil {
+				for _, root := range c.Info().Paths {
+					fw.bind(n, root)
+				}
 			}
 		}
-		if interval <= 0 {
-			return nil
+		return names
+	}
+	syncAll := func() {
+		for _, n := range bound() {
+			if ctx.Err() != nil {
+				return
+			}
+			syncOne(n)
 		}
+	}
+	syncAll()
+	if interval <= 0 && fw == nil {
+		return nil
+	}
+	var rescan <-chan time.Time
+	if interval > 0 {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		rescan = t.C
+	}
+	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(interval):
+		case <-rescan:
+			syncAll()
+		case ev, ok := <-fw.events():
+			if !ok {
+				fw = nil // closed under us: rescans only
+				continue
+			}
+			fw.note(ev)
+		case err, ok := <-fw.errors():
+			if !ok {
+				fw = nil
+				continue
+			}
+			fw.lost(err)
+		case <-fw.settled():
+			bound() // collections made since (by API or CLI) are watched too
+			for _, n := range fw.take() {
+				syncOne(n)
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
 		}
 	}
 }

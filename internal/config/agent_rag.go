@@ -43,6 +43,10 @@ type Rag struct {
 	// RescanInterval is how often folders are checked for new, changed and deleted files;
 	// 0 = only at start and on `hearth rag sync`. Default 10m.
 	RescanInterval time.Duration `yaml:"rescan_interval"`
+	// Watch syncs a folder a couple of seconds after a file in it changes (inotify). Changes
+	// made on another machine of an NFS or SMB share are not seen: rescans find those.
+	// Default true.
+	Watch bool `yaml:"watch"`
 	// Collections are bound to folders on this node; more can be made by API or CLI.
 	Collections []RagCollection `yaml:"collections"`
 }
@@ -73,7 +77,7 @@ func (r Rag) DirFor(dataDir string) string {
 
 func defaultRag() Rag {
 	return Rag{EmbedModel: "nomic-embed-text", ChatModel: "qwen3:8b", NumCtx: 8192, TopK: 6, MaxFileSize: 100 << 20,
-		ChunkSize: 1000, ChunkOverlap: 150, PDFEngine: "pdfium", EmbedBatch: 32, EmbedConcurrency: 2, RescanInterval: 10 * time.Minute}
+		ChunkSize: 1000, ChunkOverlap: 150, PDFEngine: "pdfium", EmbedBatch: 32, EmbedConcurrency: 2, RescanInterval: 10 * time.Minute, Watch: true}
 }
 
 var ragNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
