@@ -18,6 +18,9 @@ import (
 // the old), is one sync, not one per event.
 var watchSettle = 2 * time.Second // a variable for tests
 
+// watchMaxWait bounds how long changes wait for their folder to go quiet.
+const watchMaxWait = 30 * time.Second
+
 // folderWatch turns changes under the folders of folder-bound collections into the names of
 // the collections to sync. It sees changes made through this machine's kernel; a folder on
 // NFS or SMB changed by another machine sends nothing, which is what rag.rescan_interval's
@@ -29,6 +32,7 @@ type folderWatch struct {
 	watched map[string]bool     // every directory added to w
 	pending map[string]bool     // collections changed since the last sync
 	settle  *time.Timer         // fires watchSettle after the last change
+	since   time.Time           // the first change not synced yet
 	failed  bool                // a folder could not be added: said once, not repeated
 }
 
@@ -128,7 +132,15 @@ func (fw *folderWatch) note(ev fsnotify.Event) {
 	for _, n := range names {
 		fw.pending[n] = true
 	}
-	if len(names) > 0 {
+	if len(names) == 0 {
+		return
+	}
+	if fw.since.IsZero() {
+		fw.since = time.Now()
+	}
+	// A folder that never goes quiet (a log written all the time) is synced anyway, every
+	// watchMaxWait.
+	if time.Since(fw.since) < watchMaxWait {
 		fw.settle.Reset(watchSettle)
 	}
 }
@@ -153,6 +165,7 @@ func (fw *folderWatch) take() []string {
 	}
 	slices.Sort(names)
 	clear(fw.pending)
+	fw.since = time.Time{}
 	return names
 }
 
