@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -286,15 +287,18 @@ func longMarkdown(n int) string {
 	return b.String()
 }
 
-// tcpHop forwards connections to target; cut closes the open ones, down refuses new ones.
+// tcpHop forwards connections to target; cut closes the open ones, down refuses new ones,
+// refuseNext refuses a number of them and keeps when it did.
 type tcpHop struct {
-	ln     net.Listener
-	port   int
-	target string
-	mu     sync.Mutex
-	conns  map[net.Conn]bool
-	down   bool
-	wg     sync.WaitGroup
+	ln      net.Listener
+	port    int
+	target  string
+	mu      sync.Mutex
+	conns   map[net.Conn]bool
+	down    bool
+	refuse  int         // connections still to refuse (refuseNext)
+	refused []time.Time // when refuseNext's connections came
+	wg      sync.WaitGroup
 }
 
 func newTCPHop(t *testing.T, target string) *tcpHop {
@@ -316,7 +320,11 @@ func (h *tcpHop) accept() {
 			return
 		}
 		h.mu.Lock()
-		down := h.down
+		down := h.down || h.refuse > 0
+		if !h.down && h.refuse > 0 {
+			h.refuse--
+			h.refused = append(h.refused, time.Now())
+		}
 		h.mu.Unlock()
 		if down {
 			c.Close()
@@ -361,6 +369,22 @@ func (h *tcpHop) setDown(down bool) {
 	if down {
 		h.cut()
 	}
+}
+
+// refuseNext cuts the open connections and refuses the next n, as a network that drops and
+// then fails a few times before it comes back.
+func (h *tcpHop) refuseNext(n int) {
+	h.mu.Lock()
+	h.refuse, h.refused = n, nil
+	h.mu.Unlock()
+	h.cut()
+}
+
+// refusals is when the connections refuseNext refused came.
+func (h *tcpHop) refusals() []time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.refused)
 }
 
 // browser starts Debian's Chromium headless with a fresh profile; it maps relay.test to
