@@ -287,8 +287,8 @@ func longMarkdown(n int) string {
 	return b.String()
 }
 
-// tcpHop forwards connections to target; cut closes the open ones, down refuses new ones,
-// refuseNext refuses a number of them and keeps when it did.
+// tcpHop forwards connections to target; cut closes the open ones, down refuses new ones
+// and keeps when they came.
 type tcpHop struct {
 	ln      net.Listener
 	port    int
@@ -296,8 +296,7 @@ type tcpHop struct {
 	mu      sync.Mutex
 	conns   map[net.Conn]bool
 	down    bool
-	refuse  int         // connections still to refuse (refuseNext)
-	refused []time.Time // when refuseNext's connections came
+	refused []time.Time // when the connections refused since the last setDown(true) came
 	wg      sync.WaitGroup
 }
 
@@ -320,9 +319,8 @@ func (h *tcpHop) accept() {
 			return
 		}
 		h.mu.Lock()
-		down := h.down || h.refuse > 0
-		if !h.down && h.refuse > 0 {
-			h.refuse--
+		down := h.down
+		if down {
 			h.refused = append(h.refused, time.Now())
 		}
 		h.mu.Unlock()
@@ -365,22 +363,16 @@ func (h *tcpHop) cut() int {
 func (h *tcpHop) setDown(down bool) {
 	h.mu.Lock()
 	h.down = down
+	if down {
+		h.refused = nil
+	}
 	h.mu.Unlock()
 	if down {
 		h.cut()
 	}
 }
 
-// refuseNext cuts the open connections and refuses the next n, as a network that drops and
-// then fails a few times before it comes back.
-func (h *tcpHop) refuseNext(n int) {
-	h.mu.Lock()
-	h.refuse, h.refused = n, nil
-	h.mu.Unlock()
-	h.cut()
-}
-
-// refusals is when the connections refuseNext refused came.
+// refusals is when the connections refused since the last setDown(true) came.
 func (h *tcpHop) refusals() []time.Time {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -153,8 +153,9 @@ async function generate() {
   const body = { model: c.model, stream: true, messages: c.messages.map((m) => ({ role: m.role, content: m.content })) };
   c.messages.push(asst);
   appendNew();
-  const view = $('log').lastElementChild;
+  const log = $('log'), view = log.lastElementChild;
   view.querySelector('.body').classList.add('cursor');
+  log.scrollTop = log.scrollHeight; // the cursor's line, which appendNew scrolled before
   setBusy(true);
   try {
     const g = await startGeneration(body, state.token);
