@@ -147,6 +147,66 @@ func TestWebApp(t *testing.T) {
 		}
 	})
 
+	t.Run("reconnect keeps trying with backoff", func(t *testing.T) {
+		// The schedule the app reconnects by, from the page's own module: short waits at
+		// first, growing, and together past two minutes (waiting them out would take as long).
+		sched := js[[]float64](t, ctx, `(async () => [...(await import('/app/stream.js')).backoff()])()`)
+		var total float64
+		for i, d := range sched {
+			total += d
+			if i > 0 && d < sched[i-1] {
+				t.Errorf("wait %d of the backoff is %.0f ms, shorter than the one before (%.0f ms)", i, d, sched[i-1])
+			}
+		}
+		t.Logf("backoff: %d reconnects over %.0f s of waits: %v ms", len(sched), total/1000, sched)
+		if len(sched) < 3 || sched[0] > 1000 || slices.Max(sched) > 10000 || total < 120000 {
+			t.Errorf("backoff %v: want a first wait under 1 s, none over 10 s, and waits adding up to at least two minutes", sched)
+		}
+		// The network drops at a third of an answer and refuses connections until the app has
+		// asked three times. The app's attempts are the browser's requests for the events (its
+		// DevTools network log); the hop shows each met a refused connection (Chrome opens one
+		// to three sockets per request, so connections are not counted as attempts).
+		calls := w.up.calls.Load()
+		n := send(t, ctx, "and through a bad network?")
+		waitJS(t, ctx, "a third of the answer", fmt.Sprintf(`(document.querySelectorAll('.msg.assistant .body')[%d]?.textContent || '').length >= %d`, n, len(uninterrupted)/3), 10*time.Second)
+		const failures = 3
+		from := len(urls.all())
+		w.hop.setDown(true)
+		for deadline := time.Now().Add(15 * time.Second); len(urls.sentAt(from, "/events")) < failures; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the app asked %d times in 15 s after the network dropped, want %d", len(urls.sentAt(from, "/events")), failures)
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // the last attempt's connections
+		w.hop.setDown(false)
+		at, refused := urls.sentAt(from, "/events"), w.hop.refusals()
+		var gaps []time.Duration
+		for i := 1; i < len(at); i++ {
+			gaps = append(gaps, at[i].Sub(at[i-1]).Round(time.Millisecond))
+		}
+		t.Logf("the app asked for the events %d times while the network was down, %v apart; the hop refused %d connections", len(at), gaps, len(refused))
+		if len(at) != failures || len(refused) < failures {
+			t.Errorf("%d attempts while down and %d connections refused, want %d attempts, each refused", len(at), len(refused), failures)
+		}
+		for i := 1; i < len(gaps); i++ {
+			if gaps[i] <= gaps[i-1] {
+				t.Errorf("reconnects came %v apart: want each wait longer than the one before", gaps)
+			}
+		}
+		// The network is back: the phone says so (the app reconnects at once, not after its 2 s wait).
+		js[bool](t, ctx, `dispatchEvent(new Event('online')), true`)
+		waitDone(t, ctx, n, 30*time.Second)
+		if got := answerText(t, ctx, n); got != uninterrupted {
+			t.Errorf("after %d refused reconnects the app ended with %q, an uninterrupted run with %q", failures, got, uninterrupted)
+		}
+		if got := w.up.calls.Load() - calls; got != 1 {
+			t.Errorf("home's Ollama was asked %d times, want 1", got)
+		}
+		if js[bool](t, ctx, `!document.getElementById('net').hidden`) {
+			t.Errorf("the reconnecting banner still shows after the answer came")
+		}
+	})
+
 	t.Run("rag answer with citations", func(t *testing.T) {
 		js[bool](t, ctx, `document.getElementById('new-chat').click(), true`)
 		pick(t, ctx, "rag:docs")
@@ -278,6 +338,120 @@ func TestWebApp(t *testing.T) {
 		if !strings.HasPrefix(copied, "true|Copied|func part2() int {") {
 			t.Errorf("copy of the third code block: %q, want its code copied and the button saying Copied", copied)
 		}
+	})
+
+	t.Run("keyboard keeps the composer in view", func(t *testing.T) {
+		// Headless Chromium has no on-screen keyboard: the page's visualViewport is told that
+		// one opened (its height shrinks), that the page scrolled above it, that the person
+		// pinch-zoomed instead (height shrinks with scale 2, panned down), and that it closed.
+		got := js[map[string]float64](t, ctx, `(async () => {
+			const vv = visualViewport, H = innerHeight, log = document.getElementById('log');
+			const frame = () => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+			const fire = () => { vv.dispatchEvent(new Event('resize')); vv.dispatchEvent(new Event('scroll')); };
+			const set = (height, offsetTop, scale) => {
+				for (const [k, value] of Object.entries({ height, offsetTop, scale })) Object.defineProperty(vv, k, { value, configurable: true });
+				fire();
+			};
+			const reset = () => { for (const k of ['height', 'offsetTop', 'scale']) delete vv[k]; fire(); };
+			const bottom = () => document.getElementById('composer').getBoundingClientRect().bottom;
+			const gap = () => log.scrollHeight - log.scrollTop - log.clientHeight;
+			log.scrollTop = log.scrollHeight;
+			await frame();
+			const out = { H, before: bottom() };
+			set(H - 300, 0, 1); await frame(); out.keyboard = bottom(); out.gap = gap();
+			set(H - 340, 40, 1); await frame(); out.scrolled = bottom();
+			reset(); await frame(); out.closed = bottom();
+			set(H / 2, 100, 2); await frame(); out.zoomed = bottom();
+			reset(); await frame(); out.after = bottom();
+			return out; })()`)
+		t.Logf("composer bottom (innerHeight %.0f): %.1f closed, %.1f with a 300 px keyboard (log %.1f px from its end), %.1f scrolled 40 px above it, %.1f closed again, %.1f pinch-zoomed ×2, %.1f after",
+			got["H"], got["before"], got["keyboard"], got["gap"], got["scrolled"], got["closed"], got["zoomed"], got["after"])
+		near := func(a, b float64) bool { return a > b-1.5 && a < b+1.5 }
+		h := got["H"]
+		if !near(got["before"], h) || !near(got["closed"], h) || !near(got["after"], h) {
+			t.Errorf("with no keyboard the composer ends at %.1f, %.1f, %.1f, want the bottom of the screen (%.0f)", got["before"], got["closed"], got["after"], h)
+		}
+		if !near(got["keyboard"], h-300) || !near(got["scrolled"], h-300) {
+			t.Errorf("with a 300 px keyboard the composer ends at %.1f (and %.1f with the page scrolled up 40 px), want right above the keyboard at %.0f", got["keyboard"], got["scrolled"], h-300)
+		}
+		if got["gap"] > 2 {
+			t.Errorf("the chat, at its end before, is %.1f px from it with the keyboard open: the last message hides behind the keyboard", got["gap"])
+		}
+		if !near(got["zoomed"], h) {
+			t.Errorf("pinch-zoomed ×2 the composer ends at %.1f, want it where it was (%.0f): zoom is not a keyboard", got["zoomed"], h)
+		}
+	})
+
+	t.Run("long conversation stays smooth", func(t *testing.T) {
+		// 200 messages on the device, saved through the app's own store, opened from the history.
+		js[string](t, ctx, `(async () => { const store = await import('/app/store.js');
+			const c = store.newConversation('sim:latest'); c.title = 'Long chat';
+			for (let i = 0; i < 100; i++) {
+				c.messages.push({ role: 'user', content: 'question ' + i });
+				c.messages.push({ role: 'assistant', content: '## Answer ' + i + '\n\nA paragraph with *emphasis* and ' + String.fromCharCode(96) + 'code' + String.fromCharCode(96) + '.\n\n- one\n- two\n\n| k | v |\n| --- | --- |\n| a | ' + i + ' |\n',
+					meta: { model: 'sim:latest', channel: 'home' } });
+			}
+			await store.save(c); return c.id; })()`)
+		js[bool](t, ctx, `document.getElementById('open-history').click(), true`)
+		item := `[...document.querySelectorAll('#convs li .open')].find((b) => b.firstChild.textContent === 'Long chat')`
+		waitJS(t, ctx, "the long chat in the history", item, 5*time.Second)
+		open := js[float64](t, ctx, `(async () => { const t0 = performance.now(); `+item+`.click();
+			for (let i = 0; i < 600 && document.querySelectorAll('#log .msg').length < 200; i++) await new Promise(requestAnimationFrame);
+			await new Promise(requestAnimationFrame);
+			return performance.now() - t0; })()`)
+		shown := js[string](t, ctx, `(() => { const log = document.getElementById('log');
+			return [log.querySelectorAll('.msg').length, log.querySelectorAll('.msg.assistant table').length, log.scrollHeight - log.scrollTop - log.clientHeight < 2].join(' '); })()`)
+		if shown != "200 100 true" {
+			t.Fatalf("the opened long chat: messages, rendered tables, at its end = %q, want \"200 100 true\"", shown)
+		}
+		// While the answer streams, every frame: where the chat is scrolled and how far from its end.
+		js[bool](t, ctx, `(() => { hearthStats.updates = []; const log = document.getElementById('log'), s = window.__frames = [];
+			let started = false;
+			const tick = () => {
+				const live = !!log.querySelector('.msg.assistant:last-child .body.cursor');
+				if (live) { started = true; s.push([log.scrollTop, log.scrollHeight - log.scrollTop - log.clientHeight]); }
+				if ((live || !started) && s.length < 5000) requestAnimationFrame(tick);
+			};
+			requestAnimationFrame(tick); return true; })()`)
+		t0 := time.Now()
+		n := send(t, ctx, "one more at the end of a long chat")
+		waitDone(t, ctx, n, 20*time.Second)
+		streamed := time.Since(t0)
+		frames := js[[][2]float64](t, ctx, `window.__frames`)
+		st := js[map[string]float64](t, ctx, `(() => { const u = hearthStats.updates.slice().sort((a, b) => a - b);
+			return { n: u.length, p50: u[u.length >> 1] || 0, max: u.at(-1) || 0 }; })()`)
+		t.Logf("200 messages opened in %.0f ms; the answer at their end streamed in %v (%.0f updates, p50 %.2f ms, max %.2f ms), %d frames watched",
+			open, streamed.Round(time.Millisecond), st["n"], st["p50"], st["max"], len(frames))
+		if got := answerText(t, ctx, n); got != uninterrupted {
+			t.Errorf("the answer at the end of the long chat is %q, want %q", got, uninterrupted)
+		}
+		if len(frames) < 10 {
+			t.Errorf("only %d frames seen while the answer streamed: the check would prove nothing", len(frames))
+		}
+		for i, f := range frames {
+			if f[1] > 2 || (i > 0 && f[0] < frames[i-1][0]) {
+				t.Errorf("frame %d of %d: scrolled to %.0f (before %.0f), %.0f px from the end: want the view at the end, never moving back", i, len(frames), f[0], frames[max(i-1, 0)][0], f[1])
+				break
+			}
+		}
+		if got := int(js[float64](t, ctx, `document.querySelectorAll('#log .msg').length`)); got != 202 {
+			t.Errorf("the long chat shows %d messages after one more turn, want 202", got)
+		}
+		// Leave the device as the next subtests expect it: without the long chat.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			saved := js[float64](t, ctx, `(async () => { const store = await import('/app/store.js');
+				const c = (await store.all()).find((c) => c.title === 'Long chat'); return c && !c.messages.some((m) => m.pending) ? c.messages.length : 0; })()`)
+			if saved == 202 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the long chat saved with %.0f finished messages, want 202", saved)
+			}
+		}
+		js[bool](t, ctx, `(async () => { const store = await import('/app/store.js');
+			await store.remove((await store.all()).find((c) => c.title === 'Long chat').id); return true; })()`)
+		browse(t, ctx, chromedp.Reload())
+		waitJS(t, ctx, "the app again", `!document.getElementById('main').hidden`, 10*time.Second)
 	})
 
 	t.Run("history after reload", func(t *testing.T) {
@@ -546,16 +720,23 @@ func TestWebAppOnAgent(t *testing.T) {
 	}
 }
 
-// requestLog keeps the URL of every request a tab sends (chromedp.Listen's events).
+// requestLog keeps the URL of every request a tab sends (chromedp.Listen's events), and when
+// the browser sent it.
 type requestLog struct {
-	mu   sync.Mutex
-	urls []string
+	mu    sync.Mutex
+	urls  []string
+	times []time.Time
 }
 
 func (l *requestLog) add(ev any) {
 	if e, ok := ev.(*network.EventRequestWillBeSent); ok && e.Request != nil {
+		at := time.Now()
+		if wall := float64(e.WallTime); wall > 0 { // seconds since the epoch
+			at = time.UnixMicro(int64(wall * 1e6))
+		}
 		l.mu.Lock()
 		l.urls = append(l.urls, e.Request.URL+e.Request.URLFragment)
+		l.times = append(l.times, at)
 		l.mu.Unlock()
 	}
 }
@@ -564,6 +745,19 @@ func (l *requestLog) all() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.urls)
+}
+
+// sentAt is when the requests after the first from whose URL contains part were sent.
+func (l *requestLog) sentAt(from int, part string) []time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var at []time.Time
+	for i := from; i < len(l.urls); i++ {
+		if strings.Contains(l.urls[i], part) {
+			at = append(at, l.times[i])
+		}
+	}
+	return at
 }
 
 func onePixelPNG(t *testing.T) []byte {

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -286,15 +287,17 @@ func longMarkdown(n int) string {
 	return b.String()
 }
 
-// tcpHop forwards connections to target; cut closes the open ones, down refuses new ones.
+// tcpHop forwards connections to target; cut closes the open ones, down refuses new ones
+// and keeps when they came.
 type tcpHop struct {
-	ln     net.Listener
-	port   int
-	target string
-	mu     sync.Mutex
-	conns  map[net.Conn]bool
-	down   bool
-	wg     sync.WaitGroup
+	ln      net.Listener
+	port    int
+	target  string
+	mu      sync.Mutex
+	conns   map[net.Conn]bool
+	down    bool
+	refused []time.Time // when the connections refused since the last setDown(true) came
+	wg      sync.WaitGroup
 }
 
 func newTCPHop(t *testing.T, target string) *tcpHop {
@@ -317,6 +320,9 @@ func (h *tcpHop) accept() {
 		}
 		h.mu.Lock()
 		down := h.down
+		if down {
+			h.refused = append(h.refused, time.Now())
+		}
 		h.mu.Unlock()
 		if down {
 			c.Close()
@@ -357,10 +363,20 @@ func (h *tcpHop) cut() int {
 func (h *tcpHop) setDown(down bool) {
 	h.mu.Lock()
 	h.down = down
+	if down {
+		h.refused = nil
+	}
 	h.mu.Unlock()
 	if down {
 		h.cut()
 	}
+}
+
+// refusals is when the connections refused since the last setDown(true) came.
+func (h *tcpHop) refusals() []time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.refused)
 }
 
 // browser starts Debian's Chromium headless with a fresh profile; it maps relay.test to

@@ -153,8 +153,9 @@ async function generate() {
   const body = { model: c.model, stream: true, messages: c.messages.map((m) => ({ role: m.role, content: m.content })) };
   c.messages.push(asst);
   appendNew();
-  const view = $('log').lastElementChild;
+  const log = $('log'), view = log.lastElementChild;
   view.querySelector('.body').classList.add('cursor');
+  log.scrollTop = log.scrollHeight; // the cursor's line, which appendNew scrolled before
   setBusy(true);
   try {
     const g = await startGeneration(body, state.token);
@@ -468,12 +469,17 @@ function wire() {
     navigator.clipboard?.writeText(code).then(() => { b.textContent = 'Copied'; setTimeout(() => { b.textContent = 'Copy'; }, 1200); });
   });
   // The on-screen keyboard: keep the composer above it where the browser does not resize.
+  // The keyboard is the part of the layout viewport the visual one leaves uncovered. Pinch
+  // zoom shrinks the visual viewport too (height × scale stays the layout's) and pans it
+  // (offsetTop), which must not lift the composer; only unzoomed is offsetTop the page
+  // scrolled up above the keyboard.
   const vv = globalThis.visualViewport;
   if (vv) {
     const fit = () => {
       const log = $('log');
       const pinned = log.scrollHeight - log.scrollTop - log.clientHeight < 48;
-      const kb = Math.max(0, innerHeight - vv.height - vv.offsetTop);
+      const zoom = vv.scale || 1;
+      const kb = Math.max(0, Math.round(innerHeight - vv.height * zoom - (zoom > 1.01 ? 0 : vv.offsetTop)));
       document.documentElement.style.setProperty('--kb', kb + 'px');
       if (pinned) log.scrollTop = log.scrollHeight;
     };

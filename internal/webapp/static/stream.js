@@ -1,6 +1,6 @@
 // Generations live on the server: start one with a POST, then follow its events. A dropped
 // connection is picked up again from the last event seen (?after=N), with backoff, for at
-// least two minutes after the last progress; stop is an explicit DELETE.
+// least two minutes (RETRY_FOR) after the last progress; stop is an explicit DELETE.
 export class APIError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
@@ -32,12 +32,21 @@ export async function stopGeneration(id, token) {
   await api(`/app/v1/generations/${id}`, token, { method: 'DELETE' });
 }
 
-const RETRY_FOR = 150_000;
+// RETRY_FOR is how long (ms) the app keeps reconnecting without progress: past two minutes,
+// as a phone's tunnel, lift or train ride lasts.
+export const RETRY_FOR = 150_000;
+
+// backoff yields the waits (ms) before each reconnect while no event arrives: short at first
+// (a blip), doubling up to 8 s (so a returning network is seen soon), and it ends once the
+// waits alone add up to RETRY_FOR. follow restarts it on every event.
+export function* backoff() {
+  for (let d = 250, total = 0; total + d <= RETRY_FOR; total += d, d = Math.min(d * 2, 8000)) yield d;
+}
 
 // follow calls on(event) for each event after `after` until the end event. kick() (returned
 // through the ctl object) makes a stalled connection reconnect now, as when the app comes back.
 export async function follow(id, after, token, on, ctl) {
-  let lastProgress = Date.now(), delay = 500;
+  let waits = backoff();
   for (let attempt = 0; attempt < 1000; attempt++) {
     if (ctl.stopped) return;
     const ac = new AbortController();
@@ -56,7 +65,7 @@ export async function follow(id, after, token, on, ctl) {
         while ((i = buf.indexOf('\n\n')) >= 0) {
           const ev = parse(buf.slice(0, i));
           buf = buf.slice(i + 2);
-          if (ev.id) { after = ev.id; lastProgress = Date.now(); delay = 500; }
+          if (ev.id) { after = ev.id; waits = backoff(); }
           if (ev.data === undefined) continue;
           on(ev);
           if (ev.event === 'end') return;
@@ -68,9 +77,9 @@ export async function follow(id, after, token, on, ctl) {
     }
     if (ctl.stopped) return;
     ctl.online?.(false);
-    if (Date.now() - lastProgress > RETRY_FOR) throw new Error('the connection to the server was lost for over two minutes');
-    await new Promise((r) => { ctl.kick = r; setTimeout(r, delay); });
-    delay = Math.min(delay * 2, 8000);
+    const wait = waits.next();
+    if (wait.done) throw new Error('the connection to the server was lost for over two minutes');
+    await new Promise((r) => { ctl.kick = r; setTimeout(r, wait.value); });
   }
 }
 
