@@ -31,7 +31,8 @@ func (rl *Relay) mountApp(r chi.Router) {
 			home = append(home, ch.Name)
 		}
 	}
-	rl.app = webapp.New(webapp.Options{Role: "relay", API: api, HomeChannels: home, Owner: tokenID, Carry: carryToken},
+	rl.app = webapp.New(webapp.Options{Role: "relay", API: api, HomeChannels: home, Owner: tokenID, Carry: carryToken,
+		Revoked: func(id string) bool { return !rl.store.Live(id) }},
 		rl.log.With("component", "webapp"))
 	r.Handle("/app/*", rl.app)
 	r.Handle("/app/v1/*", rl.auth.Require(rl.app))

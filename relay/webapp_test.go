@@ -336,3 +336,54 @@ func TestAppGenerationsShareTheLimits(t *testing.T) {
 		}
 	})
 }
+
+// TestAppRevokeEndsRunningAnswers: a token revoked while its answer runs loses that answer
+// too: the upstream call is cancelled, the open stream ends, and nothing of it is kept.
+func TestAppRevokeEndsRunningAnswers(t *testing.T) {
+	w := startAppRelay(t, nil)
+	id := w.start(t, "alice")
+	other := w.start(t, "mallory")
+	live := w.call(t, http.MethodGet, "/app/v1/generations/"+id+"/events", "alice", "")
+	defer live.Body.Close()
+	// The stream is read here to its end, in the background: "one " first, then whatever
+	// comes until the relay ends it.
+	got := make(chan string, 1)
+	sawOne := make(chan struct{})
+	go func() {
+		var all strings.Builder
+		sc := bufio.NewScanner(live.Body)
+		one := sync.OnceFunc(func() { close(sawOne) })
+		for sc.Scan() {
+			all.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), `"one "`) {
+				one()
+			}
+		}
+		got <- all.String()
+	}()
+	select {
+	case <-sawOne:
+	case <-time.After(10 * time.Second):
+		t.Fatal("alice's stream did not bring \"one \" within 10 s")
+	}
+	if err := w.store.Revoke(t.Context(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case all := <-got:
+		if strings.Contains(all, "two") {
+			t.Errorf("alice's stream after the revoke brought the held rest of the answer:\n%s", all)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("alice's open stream still runs 10 s after her token was revoked")
+	}
+	hearthtest.Eventually(t, "the vendor seeing the revoked answer cancelled", 10*time.Second, func() bool {
+		_, canceled := w.vendor.counts()
+		return canceled == 1
+	})
+	// Another token's answer runs on.
+	w.vendor.let()
+	if text, end := content(t, w.call(t, http.MethodGet, "/app/v1/generations/"+other+"/events", "mallory", ""), ""); text != "one two three" || end != "done" {
+		t.Errorf("mallory's answer beside the revoke: %q %s, want \"one two three\" done", text, end)
+	}
+}

@@ -78,10 +78,13 @@ type event struct {
 
 // generation is one chat completion that runs on the server, whoever listens.
 type generation struct {
-	id     string
-	owner  [32]byte
-	cancel context.CancelFunc
-	gs     *generations
+	id    string
+	owner [32]byte
+	// ownerName is Options.Owner's answer for the request that started it ("" without an
+	// Owner), for Options.Revoked.
+	ownerName string
+	cancel    context.CancelFunc
+	gs        *generations
 
 	mu       sync.Mutex
 	events   []event
@@ -89,6 +92,7 @@ type generation struct {
 	state    string // running, done, stopped, error
 	stop     bool   // DELETE asked for the stop
 	gone     bool   // forgotten by the app: nothing more is kept or counted
+	revoked  bool   // forgotten because its owner was revoked: its streams end at once
 	status   int    // the upstream's HTTP status, 0 until known
 	channel  string
 	model    string
@@ -110,12 +114,12 @@ func newGenerations(lim Limits) *generations {
 
 // owner is who r is, hashed (Options.Owner, else the Authorization header); ok is false when
 // the role's Owner does not know r, which then gets nothing of the app's API.
-func (a *App) owner(r *http.Request) (sum [32]byte, ok bool) {
+func (a *App) owner(r *http.Request) (sum [32]byte, name string, ok bool) {
 	if a.opts.Owner == nil {
-		return sha256.Sum256([]byte(r.Header.Get("Authorization"))), true
+		return sha256.Sum256([]byte(r.Header.Get("Authorization"))), "", true
 	}
 	o := a.opts.Owner(r)
-	return sha256.Sum256([]byte("owner:" + o)), o != ""
+	return sha256.Sum256([]byte("owner:" + o)), o, o != ""
 }
 
 // get returns the generation id when owner started it; nil otherwise, so another token
@@ -182,6 +186,31 @@ func (gs *generations) sweep(now time.Time) {
 	}
 }
 
+// dropRevoked stops and forgets the generations whose owner revoked says may no longer use
+// the app, and ends their open streams.
+func (gs *generations) dropRevoked(revoked func(owner string) bool) {
+	gs.mu.Lock()
+	var drop []*generation
+	for _, g := range gs.m {
+		if g.ownerName != "" && revoked(g.ownerName) {
+			drop = append(drop, g)
+		}
+	}
+	for _, g := range drop {
+		gs.forgetLocked(g.id)
+	}
+	gs.mu.Unlock()
+	for _, g := range drop {
+		g.cancel()
+		g.mu.Lock()
+		g.revoked = true
+		g.events = nil
+		close(g.changed)
+		g.changed = make(chan struct{})
+		g.mu.Unlock()
+	}
+}
+
 // appendEvent keeps ev unless the generation, or all of them together, would pass their byte
 // limit; false means stop. The end event is always kept.
 func (g *generation) appendEvent(ev event, limit int) bool {
@@ -216,6 +245,9 @@ func (g *generation) appendEvent(ev event, limit int) bool {
 func (g *generation) snapshot(after int) ([]event, bool, <-chan struct{}) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.revoked {
+		return nil, true, g.changed
+	}
 	var evs []event
 	if after < len(g.events) {
 		evs = g.events[max(after, 0):]
@@ -244,7 +276,7 @@ func (a *App) startGeneration(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", `the body must be a chat completion request: {"model": "...", "messages": [...], "stream": true}`)
 		return
 	}
-	owner, ok := a.owner(r)
+	owner, ownerName, ok := a.owner(r)
 	if !ok {
 		writeError(w, http.StatusUnauthorized, "invalid_api_key", "sign in with a token first")
 		return
@@ -252,7 +284,7 @@ func (a *App) startGeneration(w http.ResponseWriter, r *http.Request) {
 	var idb [16]byte
 	_, _ = rand.Read(idb[:])
 	ctx, cancel := a.generationContext(r)
-	g := &generation{id: hex.EncodeToString(idb[:]), owner: owner, cancel: cancel, gs: a.gens, state: "running",
+	g := &generation{id: hex.EncodeToString(idb[:]), owner: owner, ownerName: ownerName, cancel: cancel, gs: a.gens, state: "running",
 		changed: make(chan struct{}), ended: make(chan struct{})}
 	if err := a.gens.add(g); err != nil {
 		cancel()
@@ -355,7 +387,7 @@ func (a *App) run(g *generation, up *http.Request) {
 // generation serves /app/v1/generations/{id}[/events].
 func (a *App) generation(w http.ResponseWriter, r *http.Request, rest string) {
 	id, sub, _ := strings.Cut(rest, "/")
-	owner, ok := a.owner(r)
+	owner, _, ok := a.owner(r)
 	if !ok {
 		writeError(w, http.StatusUnauthorized, "invalid_api_key", "sign in with a token first")
 		return

@@ -52,6 +52,11 @@ type Options struct {
 	// authentication found). A generation's upstream call runs under the app's own context,
 	// not the request's, which ends when the phone goes away. nil: nothing is carried.
 	Carry func(ctx context.Context, r *http.Request) context.Context
+	// Revoked tells whether an owner (Owner's answer) may no longer use the app (the relay:
+	// its token was revoked or expired). Checked every few seconds: that owner's generations
+	// are stopped and forgotten, and their open streams end; its next requests are refused by
+	// the role's authentication. nil: never.
+	Revoked func(owner string) bool
 	// HomeChannels name the /v1/models owners that are home (on the relay: the home
 	// channels; on the agent every model is home and this is ignored).
 	HomeChannels []string
@@ -127,6 +132,12 @@ func (a *App) add(name string, b []byte) {
 func (a *App) Run(ctx context.Context) {
 	t := time.NewTicker(a.opts.Limits.TTL / 4)
 	defer t.Stop()
+	var revoked <-chan time.Time
+	if a.opts.Revoked != nil {
+		rt := time.NewTicker(revokeCheck)
+		defer rt.Stop()
+		revoked = rt.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -135,9 +146,14 @@ func (a *App) Run(ctx context.Context) {
 			return
 		case <-t.C:
 			a.gens.sweep(time.Now())
+		case <-revoked:
+			a.gens.dropRevoked(a.opts.Revoked)
 		}
 	}
 }
+
+// revokeCheck is how often Run asks Options.Revoked about the owners of the generations.
+var revokeCheck = 2 * time.Second // a variable for tests
 
 // ServeHTTP serves /app/... (and / for the shell).
 func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) {

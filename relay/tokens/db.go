@@ -24,10 +24,12 @@ func (s *Store) reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	idx := &tokenIndex{byHash: make(map[[sha256.Size]byte]*indexedToken, len(rows)), byKey: map[string]*indexedToken{}}
+	idx := &tokenIndex{byHash: make(map[[sha256.Size]byte]*indexedToken, len(rows)), byKey: map[string]*indexedToken{},
+		byID: make(map[string]*indexedToken, len(rows))}
 	for i := range rows {
 		t := &rows[i]
 		idx.byHash[t.hash] = t
+		idx.byID[t.ID] = t
 		if t.OllamaKey == "" {
 			continue
 		}

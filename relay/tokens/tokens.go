@@ -128,6 +128,7 @@ type Store struct {
 type tokenIndex struct {
 	byHash map[[sha256.Size]byte]*indexedToken
 	byKey  map[string]*indexedToken // ssh wire-format public key → token
+	byID   map[string]*indexedToken
 }
 
 type indexedToken struct {
@@ -402,6 +403,17 @@ func (s *Store) CheckOllamaKey(pubkey []byte) (Token, error) {
 		return Token{}, ErrUnknownToken
 	}
 	return s.judge(&t.Token)
+}
+
+// Live tells, from memory, whether the token with this id may still be used: it exists and
+// is neither revoked nor expired. Work a token started and that outlives its request (the web
+// app's generations) asks it, so that a revoke ends that work too.
+func (s *Store) Live(id string) bool {
+	t := s.idx.Load().byID[id]
+	if t == nil || t.RevokedAt != nil {
+		return false
+	}
+	return t.ExpiresAt == nil || s.now().Before(*t.ExpiresAt)
 }
 
 func (s *Store) judge(t *Token) (Token, error) {

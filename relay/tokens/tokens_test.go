@@ -389,3 +389,32 @@ func TestQuotaMigrationFromTokensOnly(t *testing.T) {
 		t.Errorf("the usage log's table on an upgraded database: %d rows, %v", n, err)
 	}
 }
+
+func TestLive(t *testing.T) {
+	clk := hearthtest.NewClock()
+	s := openTestStore(t, filepath.Join(t.TempDir(), "relay.db"), WithClock(clk.Now))
+	_, phone, err := s.Create(t.Context(), Spec{Name: "phone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, trial, err := s.Create(t.Context(), Spec{Name: "trial", Expires: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Live(phone.ID) || !s.Live(trial.ID) {
+		t.Fatalf("new tokens: Live %v %v, want both", s.Live(phone.ID), s.Live(trial.ID))
+	}
+	if s.Live("tok_unknown") {
+		t.Error("an unknown id is live")
+	}
+	clk.Advance(2 * time.Hour)
+	if s.Live(trial.ID) {
+		t.Error("an expired token is live")
+	}
+	if err := s.Revoke(t.Context(), "phone"); err != nil {
+		t.Fatal(err)
+	}
+	if s.Live(phone.ID) {
+		t.Error("a revoked token is live")
+	}
+}
