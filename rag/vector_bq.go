@@ -1,6 +1,7 @@
 package rag
 
 import (
+	"container/heap"
 	"math"
 	"math/bits"
 	"runtime"
@@ -140,43 +141,31 @@ func (f *flatIndex) bqSearch(q []float32, n int) []int {
 	return out
 }
 
-// topN keeps the limit best scores offered, the worst of them at items[0] (a min-heap).
+// topN keeps the limit best scores offered, the worst of them at items[0].
 type topN struct {
 	limit int
-	items []scored
+	items minHeap
 }
 
 func (t *topN) offer(score float32, i int) {
-	h := t.items
-	if len(h) < t.limit {
-		h = append(h, scored{score, i})
-		for c := len(h) - 1; c > 0; {
-			p := (c - 1) / 2
-			if h[p].score <= h[c].score {
-				break
-			}
-			h[p], h[c] = h[c], h[p]
-			c = p
-		}
-		t.items = h
-		return
+	if len(t.items) < t.limit {
+		heap.Push(&t.items, scored{score, i})
+	} else if score > t.items[0].score {
+		t.items[0] = scored{score, i}
+		heap.Fix(&t.items, 0)
 	}
-	if score <= h[0].score {
-		return
-	}
-	h[0] = scored{score, i}
-	for p := 0; ; {
-		c := 2*p + 1
-		if c >= len(h) {
-			break
-		}
-		if c+1 < len(h) && h[c+1].score < h[c].score {
-			c++
-		}
-		if h[p].score <= h[c].score {
-			break
-		}
-		h[p], h[c] = h[c], h[p]
-		p = c
-	}
+}
+
+// minHeap is container/heap's heap of scores, the worst on top.
+type minHeap []scored
+
+func (h minHeap) Len() int           { return len(h) }
+func (h minHeap) Less(a, b int) bool { return h[a].score < h[b].score }
+func (h minHeap) Swap(a, b int)      { h[a], h[b] = h[b], h[a] }
+func (h *minHeap) Push(x any)        { *h = append(*h, x.(scored)) }
+func (h *minHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
