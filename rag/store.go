@@ -248,12 +248,16 @@ func (s *Store) Run(ctx context.Context, interval time.Duration) error {
 		var names []string
 		for _, n := range s.Names() {
 			c, err := s.Collection(n)
-			if err != nil || len(c.Info().Paths) == 0 {
+			if err != nil {
+				continue
+			}
+			paths := c.Info().Paths
+			if len(paths) == 0 {
 				continue
 			}
 			names = append(names, n)
 			if fw != nil {
-				for _, root := range c.Info().Paths {
+				for _, root := range paths {
 					fw.bind(n, root)
 				}
 			}
