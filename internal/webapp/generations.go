@@ -205,8 +205,7 @@ func (gs *generations) dropRevoked(revoked func(owner string) bool) {
 		g.mu.Lock()
 		g.revoked = true
 		g.events = nil
-		close(g.changed)
-		g.changed = make(chan struct{})
+		g.changedLocked()
 		g.mu.Unlock()
 	}
 }
@@ -219,8 +218,7 @@ func (g *generation) appendEvent(ev event, limit int) bool {
 	if g.gone {
 		if ev.name == "end" {
 			g.finished = time.Now()
-			close(g.changed)
-			g.changed = make(chan struct{})
+			g.changedLocked()
 		}
 		return ev.name == "end"
 	}
@@ -235,9 +233,14 @@ func (g *generation) appendEvent(ev event, limit int) bool {
 		// a sweep after it finds its finish time).
 		g.finished = time.Now()
 	}
+	g.changedLocked()
+	return true
+}
+
+// changedLocked wakes those waiting for g's next change (snapshot's channel). Callers hold g.mu.
+func (g *generation) changedLocked() {
 	close(g.changed)
 	g.changed = make(chan struct{})
-	return true
 }
 
 // snapshot returns the events after seq, whether the generation has ended, and a channel
