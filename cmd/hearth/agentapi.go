@@ -103,10 +103,14 @@ func (a *agentAPI) callJSON(ctx context.Context, method, base, path string, in, 
 	return nil
 }
 
-// answerError says what the agent at base answered: its error message ({"error": "..."}
-// or OpenAI's {"error": {"message": "..."}}), else the body.
+// answerError says what the agent at base answered: its message (errorMessage).
 func (a *agentAPI) answerError(base, status string, body []byte) error {
-	msg := strings.TrimSpace(string(body))
+	return fmt.Errorf("%s answered %s: %s", a.where(base), status, errorMessage(body))
+}
+
+// errorMessage is the message of an error answer from hearth ({"error": "..."} or OpenAI's
+// {"error": {"message": "..."}}), else the body itself.
+func errorMessage(body []byte) string {
 	var e struct {
 		Error json.RawMessage `json:"error"`
 	}
@@ -117,12 +121,12 @@ func (a *agentAPI) answerError(base, status string, body []byte) error {
 		}
 		switch {
 		case json.Unmarshal(e.Error, &s) == nil && s != "":
-			msg = s
+			return s
 		case json.Unmarshal(e.Error, &o) == nil && o.Message != "":
-			msg = o.Message
+			return o.Message
 		}
 	}
-	return fmt.Errorf("%s answered %s: %s", a.where(base), status, msg)
+	return strings.TrimSpace(string(body))
 }
 
 func (a *agentAPI) where(base string) string {

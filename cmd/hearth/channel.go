@@ -122,16 +122,7 @@ func (c *adminClient) do(ctx context.Context, method, path string, out any) erro
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error struct {
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		_ = json.Unmarshal(body, &e)
-		if e.Error.Message == "" {
-			e.Error.Message = strings.TrimSpace(string(body))
-		}
-		return fmt.Errorf("the relay answered %s: %s", resp.Status, e.Error.Message)
+		return fmt.Errorf("the relay answered %s: %s", resp.Status, errorMessage(body))
 	}
 	return json.Unmarshal(body, out)
 }
