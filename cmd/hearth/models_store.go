@@ -331,13 +331,17 @@ func pruneProblems(v router.ClusterView) []string {
 	return out
 }
 
-// notChecked names the nodes of the cluster the doctor did not check, and why.
+// notChecked names the nodes the doctor did not check, and why: those of the cluster without
+// a store, and those of the wake rules that are not in the cluster now.
 func notChecked(v router.ClusterView) []string {
 	var out []string
 	for _, n := range v.Nodes {
 		if n.Storage == nil {
 			out = append(out, fmt.Sprintf("%s (no model store: storage.models_dir is not set there)", n.Name))
 		}
+	}
+	for _, n := range v.Asleep {
+		out = append(out, fmt.Sprintf("%s (not in the cluster now: asleep or off; `hearth wake %s` wakes it)", n, n))
 	}
 	return out
 }

@@ -174,6 +174,32 @@ func TestDoctorPruneOwners(t *testing.T) {
 	}
 }
 
+// TestDoctorNotChecked: nodes of the cluster without a store, and the sleeping nodes of the
+// agent's wake rules, are listed with the reason they were not checked, not left out.
+func TestDoctorNotChecked(t *testing.T) {
+	store := &router.StorageView{Dir: "/mnt/nas", Required: true, Mounted: true, FSType: "nfs4", Healthy: true}
+	v := router.ClusterView{
+		Nodes:  []router.NodeView{{Name: "gpu-box", Role: "serve", Storage: store}, {Name: "laptop", Role: "serve"}},
+		Asleep: []string{"gpu-pc"},
+	}
+	rep := storage.Report{Node: "gpu-box", Dir: "/mnt/nas", Health: storage.Health{Dir: "/mnt/nas", Required: true, Mounted: true, FSType: "nfs4", Healthy: true},
+		OllamaUser: storage.User{Name: "ollama", UID: 997}}
+	var out bytes.Buffer
+	n := renderDoctor(&out, v, []storage.Report{rep}, nil)
+	for _, want := range []string{
+		"not checked: laptop (no model store: storage.models_dir is not set there)\n",
+		"not checked: gpu-pc (not in the cluster now: asleep or off; `hearth wake gpu-pc` wakes it)\n",
+		"all 1 store(s) look fine",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if n != 0 {
+		t.Errorf("%d problems, want 0 (a node without a store is not one):\n%s", n, out.String())
+	}
+}
+
 // TestModelsCommandErrors: an unknown node, a model a node does not hold and an agent that
 // does not answer each get a message that says what is wrong and what to do.
 func TestModelsCommandErrors(t *testing.T) {
