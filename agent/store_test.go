@@ -223,3 +223,66 @@ func clusterViewAt(t *testing.T, base string) router.ClusterView {
 	}
 	return v
 }
+
+// TestManagedOllamaWaitsForTheMount: with require_mount, a managed Ollama is not started
+// while the store is a directory on the local disk (mountinfo shows ext4: the NFS share is not
+// mounted yet), and the store's models are not advertised; once mountinfo shows the share
+// (nfs4), Ollama starts with the store as OLLAMA_MODELS and the store's models appear.
+func TestManagedOllamaWaitsForTheMount(t *testing.T) {
+	dir, mounts := testStore(t, "ext4", "tiny", "big")
+	binary, starts := fakeOllama(t, 0, false)
+	cfg := procConfig(binary)
+	cfg.Node.Name, cfg.Node.Listen = "gpu", "127.0.0.1:0"
+	withStore(dir, true)(&cfg)
+	base, logs := startAgentWith(t, cfg, WithMountInfo(mounts))
+
+	hearthtest.Eventually(t, "the agent says what it waits for", waitLimit, func() bool {
+		return strings.Contains(logs.String(), "waiting for a network filesystem (nfs, nfs4, cifs, smb3) mounted at the model store before starting Ollama")
+	})
+	// Two more checks of the unmounted store: the wait holds, it did not only begin.
+	for range 2 {
+		before := storeNode(t, base).Storage.CheckedAt
+		hearthtest.Eventually(t, "the store is checked again", waitLimit, func() bool {
+			return storeNode(t, base).Storage.CheckedAt.After(before)
+		})
+	}
+	nv := storeNode(t, base)
+	if st := nv.Storage; st.Mounted || st.FSType != "ext4" || st.Healthy || len(nv.Stored) != 0 {
+		t.Errorf("the unmounted store is shown as %+v with models %v", st, nv.Stored)
+	}
+	if _, err := os.Stat(starts); !os.IsNotExist(err) || strings.Contains(logs.String(), "managed Ollama started") {
+		t.Fatalf("Ollama was started before the store was mounted (starts file: %v):\n%s", err, logs)
+	}
+
+	body := fmt.Sprintf("27 1 253:0 / / rw - ext4 /dev/root rw\n40 27 0:45 / %s rw - nfs4 nas:/export/ollama rw\n", dir)
+	next := mounts + ".next"
+	if err := os.WriteFile(next, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, mounts); err != nil { // the probe reads a whole file, old or new
+		t.Fatal(err)
+	}
+	hearthtest.Eventually(t, "Ollama starts once the share is mounted", waitLimit, func() bool {
+		return len(pids(t, starts)) == 1 && strings.Contains(logs.String(), "ollama: serving")
+	})
+	if out := logs.String(); !strings.Contains(out, "models="+dir+" ") || !strings.Contains(out, "noprune=1") {
+		t.Errorf("Ollama started without the store as OLLAMA_MODELS:\n%s", out)
+	}
+	hearthtest.Eventually(t, "the store's models appear", waitLimit, func() bool {
+		nv := storeNode(t, base)
+		return nv.Storage.Mounted && nv.Storage.FSType == "nfs4" && len(nv.Stored) == 2
+	})
+	if nv := storeNode(t, base); nv.Stored[0].Name != "big:latest" || nv.Stored[1].Name != "tiny:latest" {
+		t.Errorf("the store's models: %+v", nv.Stored)
+	}
+}
+
+// storeNode is the only node of a single agent's cluster view, which has a store.
+func storeNode(t *testing.T, base string) router.NodeView {
+	t.Helper()
+	v := clusterViewAt(t, base)
+	if len(v.Nodes) != 1 || v.Nodes[0].Storage == nil {
+		t.Fatalf("want one node with a store: %+v", v.Nodes)
+	}
+	return v.Nodes[0]
+}

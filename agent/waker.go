@@ -86,12 +86,23 @@ func newWaker(inner router.Picker, rules []config.WakeRule, peers func() []clust
 	return w, nil
 }
 
-// ClusterView passes the inner picker's view through.
+// ClusterView is the inner picker's view with the nodes of the wake rules that are not in
+// the cluster now, so that `hearth models doctor` can say whom it did not check.
 func (w *waker) ClusterView() router.ClusterView {
+	var v router.ClusterView
 	if cv, ok := w.Picker.(router.ClusterViewer); ok {
-		return cv.ClusterView()
+		v = cv.ClusterView()
 	}
-	return router.ClusterView{}
+	alive := map[string]bool{}
+	for _, pr := range w.peers() {
+		alive[pr.Name] = true
+	}
+	for _, node := range slices.Sorted(maps.Keys(w.rules)) {
+		if !alive[node] {
+			v.Asleep = append(v.Asleep, node)
+		}
+	}
+	return v
 }
 
 // observe remembers what each alive node has, in memory and in node.data_dir; call it when

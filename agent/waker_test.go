@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -185,6 +186,24 @@ func TestWakeRateLimit(t *testing.T) {
 				t.Fatalf("waking a node without a rule: %v", err)
 			}
 		})
+	}
+}
+
+// TestWakeClusterViewNamesSleepers: the cluster view names the wake rules' nodes that are
+// not in the cluster, and not those that are.
+func TestWakeClusterViewNamesSleepers(t *testing.T) {
+	rules := []config.WakeRule{
+		{Node: "gpu-pc", MAC: "aa:bb:cc:dd:ee:ff", Broadcast: "127.0.0.1:9", Wait: time.Second, Policy: "hold"},
+		{Node: "gpu-box", MAC: "aa:bb:cc:dd:ee:fe", Broadcast: "127.0.0.1:9", Wait: time.Second, Policy: "hold"},
+		{Node: "attic", MAC: "aa:bb:cc:dd:ee:fd", Broadcast: "127.0.0.1:9", Wait: time.Second, Policy: "hold"},
+	}
+	peers := []cluster.Peer{{Name: "nas", Self: true}, {Name: "gpu-box"}}
+	w, err := newWaker(noCandidate{}, rules, func() []cluster.Peer { return peers }, "", prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := w.ClusterView().Asleep; !slices.Equal(got, []string{"attic", "gpu-pc"}) {
+		t.Errorf("asleep: %v, want [attic gpu-pc]", got)
 	}
 }
 

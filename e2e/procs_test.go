@@ -151,6 +151,24 @@ type agentProc struct {
 // startAgent writes spec's config under dir and starts `hearth agent` with it; it returns
 // once the agent answers /readyz with 200. The caller stops it with stop, also on error.
 func (s *stack) startAgent(spec agentSpec, dir string) (*agentProc, error) {
+	a, err := s.launchAgent(spec, dir)
+	if err != nil {
+		return a, err
+	}
+	return a, a.waitReady(90 * time.Second)
+}
+
+// startAgentUnready is startAgent for an agent that has no Ollama to be ready with: it
+// returns once the agent's API answers at all.
+func (s *stack) startAgentUnready(spec agentSpec, dir string) (*agentProc, error) {
+	a, err := s.launchAgent(spec, dir)
+	if err != nil {
+		return a, err
+	}
+	return a, a.waitServing(90 * time.Second)
+}
+
+func (s *stack) launchAgent(spec agentSpec, dir string) (*agentProc, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -162,12 +180,8 @@ func (s *stack) startAgent(spec agentSpec, dir string) (*agentProc, error) {
 	if err := os.WriteFile(cfg, []byte(spec.yaml(port, filepath.Join(dir, "data"))), 0o644); err != nil {
 		return nil, err
 	}
-	a, err := s.startHearth("agent", spec.Name, fmt.Sprintf("http://127.0.0.1:%d", port), filepath.Join(dir, "agent.log"),
+	return s.startHearth("agent", spec.Name, fmt.Sprintf("http://127.0.0.1:%d", port), filepath.Join(dir, "agent.log"),
 		"--config", cfg, "--log-level", "debug")
-	if err != nil {
-		return nil, err
-	}
-	return a, a.waitReady(90 * time.Second)
 }
 
 // startHearth starts `hearth ROLE args...` in its own process group, with its output in logPath.
@@ -205,6 +219,16 @@ func (a *agentProc) exited() (bool, error) {
 }
 
 func (a *agentProc) waitReady(limit time.Duration) error {
+	return a.waitReadyz(limit, func(status int) bool { return status == http.StatusOK })
+}
+
+// waitServing waits until the agent's API answers, ready or not (503 from an agent whose
+// Ollama is not running).
+func (a *agentProc) waitServing(limit time.Duration) error {
+	return a.waitReadyz(limit, func(int) bool { return true })
+}
+
+func (a *agentProc) waitReadyz(limit time.Duration, done func(status int) bool) error {
 	deadline := time.Now().Add(limit)
 	client := &http.Client{Timeout: 2 * time.Second}
 	var last string
@@ -216,7 +240,7 @@ func (a *agentProc) waitReady(limit time.Duration) error {
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if done(resp.StatusCode) {
 				return nil
 			}
 			last = fmt.Sprintf("%s %s", resp.Status, b)

@@ -17,7 +17,8 @@ import (
 
 // TestSharedStore: two agents share one models dir, each running its own real Ollama
 // (ollama.manage); one is the prune owner. Killing an Ollama gets it restarted; with both
-// Ollamas frozen the store's models are still listed.
+// Ollamas frozen the store's models are still listed, and an agent started with no Ollama
+// at all knows the models from the manifests the real Ollama wrote.
 func TestSharedStore(t *testing.T) {
 	s := st
 	s.agentOnly(t)
@@ -120,40 +121,149 @@ func TestSharedStore(t *testing.T) {
 				syscall.Kill(-pid, syscall.SIGCONT)
 			}
 		})
-		waitStoreView(t, gpu1.URL, func(v hearthView) bool { return v.backends() == 0 })
-		out, err := exec.Command(s.hearthBin, "models", "ls", "--agent", gpu1.URL).CombinedOutput()
-		if err != nil {
-			t.Fatalf("hearth models ls: %v\n%s", err, out)
-		}
-		var row string
-		for _, line := range strings.Split(string(out), "\n") {
-			if strings.HasPrefix(line, "tiny:latest") {
-				row = line
+		// The agents keep the model lists their Ollamas gave last, so only the nodes'
+		// stored models (and the ON STORE OF column) show that the store itself was read.
+		v := waitStoreView(t, gpu1.URL, func(v hearthView) bool { return v.backends() == 0 })
+		for _, name := range []string{"gpu1", "gpu2"} {
+			if n, ok := v.node(name); !ok || !n.stores("tiny:latest") {
+				t.Errorf("%s's store in the cluster view does not hold tiny:latest: %+v", name, n)
 			}
 		}
-		if !strings.Contains(row, "gpu1,gpu2") {
-			t.Errorf("hearth models ls with both Ollamas stopped: want tiny on the store of gpu1,gpu2:\n%s", out)
+		if row := s.modelsRow(t, gpu1.URL, "tiny:latest"); row["ON STORE OF"] != "gpu1,gpu2" {
+			t.Errorf("hearth models ls with both Ollamas stopped: want tiny:latest on the store of gpu1,gpu2, got %q", row)
 		}
 		resp, body := do(t, "POST", gpu1.URL, "/api/generate", `{"model":"tiny","prompt":"hi","stream":false}`)
 		if resp.StatusCode != 503 || !strings.Contains(string(body), "unavailable") {
 			t.Errorf("generate with both Ollamas stopped: %d %s, want 503 unavailable (the model exists)", resp.StatusCode, body)
 		}
 	})
+
+	// An agent started while no Ollama runs has never had a model list from Ollama: what it
+	// knows of tiny can only come from the manifests the real Ollama wrote on the store.
+	t.Run("an agent whose Ollama does not run reads the store", func(t *testing.T) {
+		gpu1.stop()
+		gpu2.stop()
+		closed, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := s.startAgentUnready(agentSpec{
+			Name: "gpu2", OllamaURL: fmt.Sprintf("http://127.0.0.1:%d", closed), Gossip: g2,
+			YAML: fmt.Sprintf("storage:\n  models_dir: %q\n  health_interval: 1s\nidle:\n  inhibit: false\n", store),
+		}, filepath.Join(dir, "gpu2-without-ollama"))
+		if a != nil {
+			t.Cleanup(a.stop)
+			printLogOnFailure(t, a)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := waitStoreView(t, a.URL, func(v hearthView) bool {
+			n, ok := v.node("gpu2")
+			return ok && n.Storage != nil && n.Storage.Healthy
+		})
+		n, _ := v.node("gpu2")
+		if len(v.Nodes) != 1 || n.Backend || len(n.Models) != 0 {
+			t.Fatalf("want gpu2 alone with no Ollama and no model list from it: %+v", v.Nodes)
+		}
+		if !n.stores("tiny:latest") {
+			t.Errorf("gpu2's store as read by the agent: %+v, want tiny:latest with its size", n.Stored)
+		}
+		if row := s.modelsRow(t, a.URL, "tiny:latest"); row["ON STORE OF"] != "gpu2" || row["OLLAMA ON"] != "-" {
+			t.Errorf("hearth models ls without Ollama: want tiny:latest on the store of gpu2 and on no Ollama, got %q", row)
+		}
+		resp, body := do(t, "POST", a.URL, "/api/generate", `{"model":"tiny","prompt":"hi","stream":false}`)
+		if resp.StatusCode != 503 || !strings.Contains(string(body), "model store of gpu2") {
+			t.Errorf("generate without Ollama: %d %s, want 503: tiny is on the model store of gpu2", resp.StatusCode, body)
+		}
+	})
+}
+
+// modelsRow is the row of model in `hearth models ls`, by column header.
+func (s *stack) modelsRow(t *testing.T, agentURL, model string) map[string]string {
+	t.Helper()
+	out, err := exec.Command(s.hearthBin, "models", "ls", "--agent", agentURL).CombinedOutput()
+	if err != nil {
+		t.Fatalf("hearth models ls: %v\n%s", err, out)
+	}
+	lines := strings.Split(string(out), "\n")
+	for _, line := range lines[1:] {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == model {
+			return tableRow(lines[0], line)
+		}
+	}
+	t.Fatalf("hearth models ls does not list %s:\n%s", model, out)
+	return nil
+}
+
+// tableRow cuts a tabwriter row at its header's columns (a header is words separated by
+// two or more spaces; a cell, such as a size, may hold one).
+func tableRow(header, line string) map[string]string {
+	var starts []int
+	var names []string
+	for i := 0; i < len(header); {
+		for i < len(header) && header[i] == ' ' {
+			i++
+		}
+		if i == len(header) {
+			break
+		}
+		end := strings.Index(header[i:], "  ")
+		if end < 0 {
+			end = len(header) - i
+		}
+		starts, names = append(starts, i), append(names, header[i:i+end])
+		i += end
+	}
+	row := map[string]string{}
+	for k, start := range starts {
+		end := len(line)
+		if k+1 < len(starts) {
+			end = min(starts[k+1], len(line))
+		}
+		if start < end {
+			row[names[k]] = strings.TrimSpace(line[start:end])
+		}
+	}
+	return row
 }
 
 // hearthView is the part of GET /hearth/v1/cluster this test reads.
 type hearthView struct {
-	Nodes []struct {
-		Name    string `json:"name"`
-		Backend bool   `json:"backend"`
-		Storage *struct {
-			Dir     string `json:"dir"`
-			Healthy bool   `json:"healthy"`
-		} `json:"storage"`
-		Stored []struct {
-			Name string `json:"name"`
-		} `json:"stored"`
-	} `json:"nodes"`
+	Nodes []hearthNode `json:"nodes"`
+}
+
+type hearthNode struct {
+	Name    string   `json:"name"`
+	Backend bool     `json:"backend"`
+	Models  []string `json:"models"`
+	Storage *struct {
+		Dir     string `json:"dir"`
+		Healthy bool   `json:"healthy"`
+	} `json:"storage"`
+	Stored []struct {
+		Name string `json:"name"`
+		Size int64  `json:"size"`
+	} `json:"stored"`
+}
+
+func (v hearthView) node(name string) (hearthNode, bool) {
+	for _, n := range v.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return hearthNode{}, false
+}
+
+// stores is whether the node's store holds model, with a size read from its manifest.
+func (n hearthNode) stores(model string) bool {
+	for _, m := range n.Stored {
+		if m.Name == model && m.Size > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (v hearthView) backends() int {
@@ -166,7 +276,8 @@ func (v hearthView) backends() int {
 	return n
 }
 
-func waitStoreView(t *testing.T, base string, cond func(hearthView) bool) {
+// waitStoreView returns the first cluster view from base that meets cond.
+func waitStoreView(t *testing.T, base string, cond func(hearthView) bool) hearthView {
 	t.Helper()
 	var last []byte
 	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
@@ -174,10 +285,11 @@ func waitStoreView(t *testing.T, base string, cond func(hearthView) bool) {
 		last = body
 		var v hearthView
 		if resp.StatusCode == 200 && json.Unmarshal(body, &v) == nil && cond(v) {
-			return
+			return v
 		}
 	}
 	t.Fatalf("the cluster view from %s never got there; last:\n%s", base, last)
+	return hearthView{}
 }
 
 func readLog(t *testing.T, a *agentProc) string {

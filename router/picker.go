@@ -177,6 +177,15 @@ type LoadCounter interface {
 	Begin(origin string) (end func())
 }
 
+// NodeRequest is what a store operation asks of its node.
+type NodeRequest struct {
+	// Node is the node named by ?node=; "" leaves the choice to the picker.
+	Node string
+	// Model is the model a delete removes ("" for other operations): a node whose store
+	// holds it is preferred.
+	Model string
+}
+
 // Picker chooses nodes. A single local backend is one implementation; the cluster picker of
 // the gossip layer is another.
 type Picker interface {
@@ -184,8 +193,8 @@ type Picker interface {
 	// ErrNoCandidate when some do but none can serve now.
 	Pick(ctx context.Context, req PickRequest) (*Target, error)
 	// PickNode chooses the node for store operations (pull, delete, create, copy, blobs) and
-	// version: name "" means the default node; an unknown name is ErrNoNode.
-	PickNode(ctx context.Context, name string) (*Target, error)
+	// version: req.Node "" means the default node; an unknown name is ErrNoNode.
+	PickNode(ctx context.Context, req NodeRequest) (*Target, error)
 	// Nodes is every node's current state, for views, /readyz and status.
 	Nodes() []NodeState
 	// Refresh re-reads the state of the nodes this agent can read directly (its own), bounded

@@ -2,6 +2,7 @@ package router
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -86,7 +87,11 @@ func (s *Server) storeRoute(route string) http.HandlerFunc {
 			s.reject(w, d, route, "", apiErr)
 			return
 		}
-		t, query, err := s.pickNode(r)
+		model := ""
+		if route == "delete" {
+			model = deletedModel(body)
+		}
+		t, query, err := s.pickNode(r, model)
 		if err != nil {
 			s.reject(w, d, route, "", pickError(err, ""))
 			return
@@ -101,20 +106,27 @@ func (s *Server) storeRoute(route string) http.HandlerFunc {
 }
 
 // pickNode chooses the node for a store operation from ?node=, which it removes from the
-// query the node sees.
-func (s *Server) pickNode(r *http.Request) (*Target, string, error) {
+// query the node sees; model is the model a delete removes.
+func (s *Server) pickNode(r *http.Request, model string) (*Target, string, error) {
 	q := r.URL.Query()
 	node := q.Get("node")
 	q.Del("node")
-	t, err := s.pickerFor(r).PickNode(r.Context(), node)
+	t, err := s.pickerFor(r).PickNode(r.Context(), NodeRequest{Node: node, Model: model})
 	return t, q.Encode(), err
+}
+
+// deletedModel is the model of an /api/delete body ("name" in older clients).
+func deletedModel(body []byte) string {
+	var req struct{ Model, Name string }
+	_ = json.Unmarshal(body, &req)
+	return cmp.Or(req.Model, req.Name)
 }
 
 // blob forwards a model-layer upload (or its existence check) without buffering it: layers
 // are gigabytes.
 func (s *Server) blob(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	t, query, err := s.pickNode(r)
+	t, query, err := s.pickNode(r, "")
 	if err != nil {
 		s.reject(w, Ollama, "blobs", "", pickError(err, ""))
 		return

@@ -63,10 +63,10 @@ func (s *Single) target(st NodeState, origin string) *Target {
 
 // PickNode returns the node for store operations; it is tried even when it looked down, so
 // that its own error reaches the caller.
-func (s *Single) PickNode(_ context.Context, name string) (*Target, error) {
+func (s *Single) PickNode(_ context.Context, req NodeRequest) (*Target, error) {
 	st := s.node.State()
-	if name != "" && name != st.Name {
-		return nil, fmt.Errorf("%w: %q (this agent serves node %q)", ErrNoNode, name, st.Name)
+	if req.Node != "" && req.Node != st.Name {
+		return nil, fmt.Errorf("%w: %q (this agent serves node %q)", ErrNoNode, req.Node, st.Name)
 	}
 	return s.target(st, ""), nil
 }

@@ -14,6 +14,9 @@ type ClusterView struct {
 	Queued int `json:"queued"`
 	// Tunnel is this node's tunnel to the relay, when it holds one.
 	Tunnel *TunnelView `json:"tunnel,omitempty"`
+	// Asleep names the nodes this node has wake rules for that are not in the cluster now
+	// (asleep, or off).
+	Asleep []string `json:"asleep,omitempty"`
 }
 
 // TunnelView is an agent's tunnel to the relay, for /readyz and `hearth status`.

@@ -171,7 +171,7 @@ func (s *Server) openAIModel(w http.ResponseWriter, r *http.Request) {
 // with their own to enable features.
 func (s *Server) version(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	t, err := s.picker.PickNode(r.Context(), "")
+	t, err := s.picker.PickNode(r.Context(), NodeRequest{})
 	if err != nil {
 		s.reject(w, Ollama, "version", "", pickError(err, ""))
 		return

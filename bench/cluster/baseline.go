@@ -23,13 +23,13 @@ func (b backends) target(i int, done func(router.Outcome)) *router.Target {
 	return t
 }
 
-func (b backends) PickNode(_ context.Context, name string) (*router.Target, error) {
+func (b backends) PickNode(_ context.Context, req router.NodeRequest) (*router.Target, error) {
 	for i, n := range b.names {
-		if name == "" || name == n {
+		if req.Node == "" || req.Node == n {
 			return b.target(i, nil), nil
 		}
 	}
-	return nil, fmt.Errorf("%w: %q", router.ErrNoNode, name)
+	return nil, fmt.Errorf("%w: %q", router.ErrNoNode, req.Node)
 }
 
 func (b backends) Nodes() []router.NodeState {

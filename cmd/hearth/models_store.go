@@ -180,7 +180,7 @@ func newModelsDoctorCmd() *cobra.Command {
 				}
 				reports = append(reports, rep)
 			}
-			problems := renderDoctor(cmd.OutOrStdout(), reports, failed)
+			problems := renderDoctor(cmd.OutOrStdout(), v, reports, failed)
 			if problems > 0 {
 				return fmt.Errorf("%d problem(s) found", problems)
 			}
@@ -207,9 +207,9 @@ func (a *agentAPI) storageReport(ctx context.Context, api string, readMB int) (s
 	return rep, nil
 }
 
-// renderDoctor prints each node's store and the checks across nodes; it returns how many
-// problems it found.
-func renderDoctor(w io.Writer, reports []storage.Report, failed []string) int {
+// renderDoctor prints each node's store, the checks across nodes and the nodes of v it could
+// not check; it returns how many problems it found.
+func renderDoctor(w io.Writer, v router.ClusterView, reports []storage.Report, failed []string) int {
 	problems := len(failed)
 	for _, rep := range reports {
 		h := rep.Health
@@ -246,9 +246,12 @@ func renderDoctor(w io.Writer, reports []storage.Report, failed []string) int {
 			problems++
 		}
 	}
-	for _, p := range uidProblems(reports) {
+	for _, p := range append(uidProblems(reports), pruneProblems(v)...) {
 		fmt.Fprintf(w, "PROBLEM: %s\n", p)
 		problems++
+	}
+	for _, n := range notChecked(v) {
+		fmt.Fprintf(w, "not checked: %s\n", n)
 	}
 	for _, f := range failed {
 		fmt.Fprintf(w, "PROBLEM: %s\n", f)
@@ -289,6 +292,56 @@ func uidProblems(reports []storage.Report) []string {
 				out = append(out, fmt.Sprintf("the store's owner differs: %s on %s, %s on %s (an NFS idmap or a different export?)", a, first.Node, b, r.Node))
 			}
 		}
+	}
+	return out
+}
+
+// pruneProblems are the prune owners that do not add up (storage.prune_owner): more than
+// one in the cluster, or none among nodes that share a store.
+func pruneProblems(v router.ClusterView) []string {
+	var owners, dirs []string
+	sharing := map[string][]string{}
+	owned := map[string]bool{}
+	for _, n := range v.Nodes {
+		if n.PruneOwner {
+			owners = append(owners, n.Name)
+		}
+		if n.Storage == nil {
+			continue
+		}
+		if _, ok := sharing[n.Storage.Dir]; !ok {
+			dirs = append(dirs, n.Storage.Dir)
+		}
+		sharing[n.Storage.Dir] = append(sharing[n.Storage.Dir], n.Name)
+		owned[n.Storage.Dir] = owned[n.Storage.Dir] || n.PruneOwner
+	}
+	var out []string
+	if len(owners) > 1 {
+		out = append(out, fmt.Sprintf("more than one node has storage.prune_owner: true (%s): each one's Ollama deletes the blobs it finds unused when it starts, which may be a download another node has in progress; set it on one node only",
+			strings.Join(owners, ", ")))
+	}
+	for _, dir := range dirs {
+		if nodes := sharing[dir]; len(nodes) > 1 && !owned[dir] {
+			out = append(out, fmt.Sprintf("%s share the store %s but none has storage.prune_owner: true: their managed Ollamas run with OLLAMA_NOPRUNE=1, "+
+				"so none deletes unused blobs when it starts, nor the old layers a re-pull or re-create of a model leaves behind, and those stay on the store for good "+
+				"(`hearth models rm` still deletes a model's own blobs); set storage.prune_owner: true on the one node that is on most",
+				strings.Join(nodes, ", "), dir))
+		}
+	}
+	return out
+}
+
+// notChecked names the nodes the doctor did not check, and why: those of the cluster without
+// a store, and those of the wake rules that are not in the cluster now.
+func notChecked(v router.ClusterView) []string {
+	var out []string
+	for _, n := range v.Nodes {
+		if n.Storage == nil {
+			out = append(out, fmt.Sprintf("%s (no model store: storage.models_dir is not set there)", n.Name))
+		}
+	}
+	for _, n := range v.Asleep {
+		out = append(out, fmt.Sprintf("%s (not in the cluster now: asleep or off; `hearth wake %s` wakes it)", n, n))
 	}
 	return out
 }

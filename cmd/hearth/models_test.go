@@ -14,6 +14,7 @@ import (
 	"github.com/hearthlab/hearth/internal/ollamasim"
 	"github.com/hearthlab/hearth/internal/storage"
 	"github.com/hearthlab/hearth/internal/storage/storetest"
+	"github.com/hearthlab/hearth/router"
 )
 
 // startStoreAgent runs an agent whose Ollama is a sim and whose store is a directory with
@@ -118,17 +119,84 @@ func TestDoctorComparesUIDs(t *testing.T) {
 			OllamaUser: storage.User{Name: "ollama", UID: uid, GIDs: []uint32{uid}}}
 	}
 	var out bytes.Buffer
-	n := renderDoctor(&out, []storage.Report{report("nas", 997), report("gpu-pc", 998)}, nil)
+	n := renderDoctor(&out, router.ClusterView{}, []storage.Report{report("nas", 997), report("gpu-pc", 998)}, nil)
 	if n != 1 || !strings.Contains(out.String(), "PROBLEM: Ollama's UID differs: 997 on nas, 998 on gpu-pc") {
 		t.Errorf("%d problems:\n%s", n, out.String())
 	}
 	// A node without Ollama reads the store as its agent's user, whose UID need not match.
-	router := report("nas", 0)
-	router.OllamaUser = storage.User{Name: "(the agent's user; no Ollama on this node)", UID: 0, GIDs: []uint32{0}, ReadOnly: true}
+	nas := report("nas", 0)
+	nas.OllamaUser = storage.User{Name: "(the agent's user; no Ollama on this node)", UID: 0, GIDs: []uint32{0}, ReadOnly: true}
 	out.Reset()
-	n = renderDoctor(&out, []storage.Report{router, report("gpu-pc", 998), report("gpu-box", 998)}, nil)
+	n = renderDoctor(&out, router.ClusterView{}, []storage.Report{nas, report("gpu-pc", 998), report("gpu-box", 998)}, nil)
 	if n != 0 || !strings.Contains(out.String(), "no Ollama here; the agent reads the store as uid 0") || !strings.Contains(out.String(), "all 3 store(s) look fine") {
 		t.Errorf("%d problems:\n%s", n, out.String())
+	}
+}
+
+// TestDoctorPruneOwners: two prune owners in the cluster, and a shared store without one,
+// are problems; a store of one node without an owner is not.
+func TestDoctorPruneOwners(t *testing.T) {
+	node := func(name, dir string, owner bool) router.NodeView {
+		return router.NodeView{Name: name, Role: "serve", PruneOwner: owner,
+			Storage: &router.StorageView{Dir: dir, Required: true, Mounted: true, FSType: "nfs4", Healthy: true}}
+	}
+	tests := []struct {
+		name  string
+		nodes []router.NodeView
+		want  []string
+	}{
+		{"one owner", []router.NodeView{node("gpu-pc", "/mnt/nas", true), node("gpu-box", "/mnt/nas", false)}, nil},
+		{"two owners", []router.NodeView{node("gpu-pc", "/mnt/nas", true), node("gpu-box", "/mnt/nas", true)},
+			[]string{"PROBLEM: more than one node has storage.prune_owner: true (gpu-pc, gpu-box): each one's Ollama deletes the blobs it finds unused when it starts"}},
+		{"a shared store without an owner", []router.NodeView{node("gpu-pc", "/mnt/nas", false), node("gpu-box", "/mnt/nas", false), node("laptop", "/home/me/models", false)},
+			[]string{"PROBLEM: gpu-pc, gpu-box share the store /mnt/nas but none has storage.prune_owner: true: their managed Ollamas run with OLLAMA_NOPRUNE=1, " +
+				"so none deletes unused blobs when it starts, nor the old layers a re-pull or re-create of a model leaves behind"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var reports []storage.Report
+			for _, n := range tc.nodes {
+				reports = append(reports, storage.Report{Node: n.Name, Dir: n.Storage.Dir,
+					Health:     storage.Health{Dir: n.Storage.Dir, Required: true, Mounted: true, FSType: "nfs4", Healthy: true},
+					OllamaUser: storage.User{Name: "ollama", UID: 997}})
+			}
+			var out bytes.Buffer
+			n := renderDoctor(&out, router.ClusterView{Nodes: tc.nodes}, reports, nil)
+			if n != len(tc.want) || strings.Count(out.String(), "PROBLEM") != len(tc.want) {
+				t.Errorf("%d problems, want %d:\n%s", n, len(tc.want), out.String())
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("output lacks %q:\n%s", want, out.String())
+				}
+			}
+		})
+	}
+}
+
+// TestDoctorNotChecked: nodes of the cluster without a store, and the sleeping nodes of the
+// agent's wake rules, are listed with the reason they were not checked, not left out.
+func TestDoctorNotChecked(t *testing.T) {
+	store := &router.StorageView{Dir: "/mnt/nas", Required: true, Mounted: true, FSType: "nfs4", Healthy: true}
+	v := router.ClusterView{
+		Nodes:  []router.NodeView{{Name: "gpu-box", Role: "serve", Storage: store}, {Name: "laptop", Role: "serve"}},
+		Asleep: []string{"gpu-pc"},
+	}
+	rep := storage.Report{Node: "gpu-box", Dir: "/mnt/nas", Health: storage.Health{Dir: "/mnt/nas", Required: true, Mounted: true, FSType: "nfs4", Healthy: true},
+		OllamaUser: storage.User{Name: "ollama", UID: 997}}
+	var out bytes.Buffer
+	n := renderDoctor(&out, v, []storage.Report{rep}, nil)
+	for _, want := range []string{
+		"not checked: laptop (no model store: storage.models_dir is not set there)\n",
+		"not checked: gpu-pc (not in the cluster now: asleep or off; `hearth wake gpu-pc` wakes it)\n",
+		"all 1 store(s) look fine",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if n != 0 {
+		t.Errorf("%d problems, want 0 (a node without a store is not one):\n%s", n, out.String())
 	}
 }
 

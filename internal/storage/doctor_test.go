@@ -117,3 +117,35 @@ func TestDiagnoseReadOnlyAgent(t *testing.T) {
 		t.Errorf("a store Ollama cannot write: %q", rep.Problems)
 	}
 }
+
+// TestDiagnoseColdLoad: each model's predicted cold load is its size read at the speed
+// measured on the largest blob, and a model twice the size takes twice as long.
+func TestDiagnoseColdLoad(t *testing.T) {
+	dir := t.TempDir()
+	for name, size := range map[string]int{"small": 2 << 20, "big": 4 << 20} {
+		if _, err := storetest.Model(dir, name, size); err != nil {
+			t.Fatal(err)
+		}
+	}
+	models, err := ReadModels(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := Health{Dir: dir, Healthy: true, FSType: "ext4"}
+	rep := Diagnose(t.Context(), "gpu", h, models, User{Name: "me", UID: uint32(os.Getuid())}, 1<<20)
+	if rep.Read == nil || rep.Read.Bytes != 1<<20 || rep.Read.BytesPerSecond <= 0 || len(rep.Models) != 2 {
+		t.Fatalf("report: read %+v, models %+v, problems %q", rep.Read, rep.Models, rep.Problems)
+	}
+	byName := map[string]ColdLoad{}
+	for _, c := range rep.Models {
+		byName[c.Name] = c
+		// Equal up to rounding: the prediction is size ÷ the measured speed.
+		if want := float64(c.Size) / rep.Read.BytesPerSecond; c.Seconds <= 0 || c.Seconds/want < 0.99 || c.Seconds/want > 1.01 {
+			t.Errorf("%s (%d bytes): cold load %gs, want %gs at %.0f B/s", c.Name, c.Size, c.Seconds, want, rep.Read.BytesPerSecond)
+		}
+	}
+	small, big := byName["small:latest"], byName["big:latest"]
+	if ratio := big.Seconds / small.Seconds; ratio < 0.9*float64(big.Size)/float64(small.Size) || ratio > 1.1*float64(big.Size)/float64(small.Size) {
+		t.Errorf("big/small cold load %g, want about %g (their sizes' ratio)", ratio, float64(big.Size)/float64(small.Size))
+	}
+}

@@ -3,7 +3,9 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -61,32 +63,65 @@ func NewPickerMetrics(reg prometheus.Registerer, size func() int) (*PickerMetric
 	return m, nil
 }
 
-// PickNode chooses the node for store operations: the named one, else this node when it
-// serves models, else the first serving node by name.
-func (p *Picker) PickNode(_ context.Context, name string) (*router.Target, error) {
+// PickNode chooses the node for store operations: the named one, else a serving node whose
+// Ollama and store answer — this node first, then by name; for a delete, the first of those
+// whose store (or Ollama) holds the model.
+func (p *Picker) PickNode(_ context.Context, req router.NodeRequest) (*router.Target, error) {
 	peers := p.src.Peers()
-	sort.Slice(peers, func(i, j int) bool { return peers[i].Name < peers[j].Name })
-	var serving []string
+	sort.SliceStable(peers, func(i, j int) bool {
+		if peers[i].Self != peers[j].Self {
+			return peers[i].Self
+		}
+		return peers[i].Name < peers[j].Name
+	})
+	var serving, unfit []string
+	var fit []Peer
 	for _, pr := range peers {
 		if pr.Meta.Role != RoleServe {
 			continue
 		}
-		serving = append(serving, pr.Name)
-		if name == pr.Name || name == "" && pr.Self {
+		if req.Node == pr.Name {
 			return p.storeTarget(pr)
 		}
+		serving = append(serving, pr.Name)
+		if why := storeUnfit(pr); why != "" {
+			unfit = append(unfit, pr.Name+" ("+why+")")
+			continue
+		}
+		fit = append(fit, pr)
 	}
-	if name == "" && len(serving) > 0 {
-		for _, pr := range peers {
-			if pr.Name == serving[0] {
+	switch {
+	case req.Node != "":
+		slices.Sort(serving)
+		return nil, fmt.Errorf("%w: %q (nodes that serve models: %s)", router.ErrNoNode, req.Node, strings.Join(serving, ", "))
+	case len(serving) == 0:
+		return nil, fmt.Errorf("%w: no node in the cluster serves models", router.ErrNoNode)
+	case len(fit) == 0:
+		return nil, &router.APIError{Status: http.StatusServiceUnavailable, Code: "no_node_available", RetryAfter: 10,
+			Message: fmt.Sprintf("no node can take this now: %s; name one with ?node= (`--node`) to try it anyway", strings.Join(unfit, ", "))}
+	}
+	if req.Model != "" {
+		model := router.NormalizeModel(req.Model)
+		for _, pr := range fit {
+			if pr.Inventory.OnStore(model) || pr.Inventory.Has(model) {
 				return p.storeTarget(pr)
 			}
 		}
 	}
-	if name == "" {
-		return nil, fmt.Errorf("%w: no node in the cluster serves models", router.ErrNoNode)
+	return p.storeTarget(fit[0])
+}
+
+// storeUnfit says why a serving node should not get a store operation it was not named
+// for ("" when it may): a pull to an Ollama that does not answer fails, one to a hung store
+// hangs.
+func storeUnfit(pr Peer) string {
+	switch {
+	case !pr.Meta.BackendOK:
+		return "its Ollama is not answering"
+	case !pr.Meta.StorageOK:
+		return "its model store is not answering"
 	}
-	return nil, fmt.Errorf("%w: %q (nodes that serve models: %s)", router.ErrNoNode, name, strings.Join(serving, ", "))
+	return ""
 }
 
 func (p *Picker) storeTarget(pr Peer) (*router.Target, error) {

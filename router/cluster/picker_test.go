@@ -278,12 +278,68 @@ func TestPickNode(t *testing.T) {
 	nas := peer("nas", 0, nil, nil)
 	nas.Meta.Role = RoleRouter
 	p, _ := newTestPicker(t, PickerConfig{Self: "me"}, nas, self, peer("gpu", 1, nil, nil))
-	tg, err := p.PickNode(t.Context(), "gpu")
+	tg, err := p.PickNode(t.Context(), router.NodeRequest{Node: "gpu"})
 	if err != nil || tg.Node != "gpu" || tg.URL.String() != "http://gpu.lan:11500" {
 		t.Fatalf("named: %v %v", tg, err)
 	}
-	if _, err := p.PickNode(t.Context(), "nas"); !errors.Is(err, router.ErrNoNode) || err.Error() != `node not found: "nas" (nodes that serve models: gpu, me)` {
+	if _, err := p.PickNode(t.Context(), router.NodeRequest{Node: "nas"}); !errors.Is(err, router.ErrNoNode) || err.Error() != `node not found: "nas" (nodes that serve models: gpu, me)` {
 		t.Fatalf("router-only node: %v", err)
+	}
+}
+
+// TestPickNodeDefault: without a node named, a store operation goes to a serving node whose
+// Ollama and store answer (this node first, then by name), and a delete to one whose store
+// holds the model; a named node is taken as it is.
+func TestPickNodeDefault(t *testing.T) {
+	node := func(name string, self, backend, storage bool, stored ...string) Peer {
+		pr := peer(name, 1, nil, nil)
+		pr.Self, pr.Meta.BackendOK, pr.Meta.StorageOK = self, backend, storage
+		for _, m := range stored {
+			pr.Inventory.Stored = append(pr.Inventory.Stored, router.ModelInfo{Name: m})
+		}
+		return pr
+	}
+	nas := peer("nas", 0, nil, nil)
+	nas.Meta.Role = RoleRouter
+	tests := []struct {
+		name  string
+		peers []Peer
+		req   router.NodeRequest
+		want  string // the node, or the error's message
+	}{
+		{"this node", []Peer{node("a", false, true, true), node("me", true, true, true)}, router.NodeRequest{}, "me"},
+		{"this node's Ollama is down", []Peer{node("me", true, false, true), node("c", false, true, true), node("b", false, true, true)}, router.NodeRequest{}, "b"},
+		{"this node's store hangs", []Peer{node("me", true, true, false), node("b", false, false, true), node("c", false, true, true)}, router.NodeRequest{}, "c"},
+		{"a router-only node asks", []Peer{nas, node("b", false, true, false), node("c", false, true, true)}, router.NodeRequest{}, "c"},
+		{"a delete goes where the store holds the model", []Peer{node("me", true, true, true), node("b", false, true, true, "m:latest")},
+			router.NodeRequest{Model: "m"}, "b"},
+		{"a delete of a model no fit store holds", []Peer{node("me", true, true, true), node("b", false, false, true, "m:latest")},
+			router.NodeRequest{Model: "m"}, "me"},
+		{"a named node is taken although it is down", []Peer{node("me", true, true, true), node("b", false, false, false)},
+			router.NodeRequest{Node: "b"}, "b"},
+		{"none answers", []Peer{nas, node("me", true, false, true), node("b", false, true, false)}, router.NodeRequest{},
+			"no node can take this now: me (its Ollama is not answering), b (its model store is not answering); name one with ?node= (`--node`) to try it anyway"},
+		{"no serving node", []Peer{nas}, router.NodeRequest{}, "node not found: no node in the cluster serves models"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, _ := newTestPicker(t, PickerConfig{Self: "me"}, tc.peers...)
+			tg, err := p.PickNode(t.Context(), tc.req)
+			got := ""
+			if err != nil {
+				got = err.Error()
+			} else {
+				got = tg.Node
+				tg.Done(router.Outcome{})
+			}
+			if got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+			var apiErr *router.APIError
+			if tc.name == "none answers" && (!errors.As(err, &apiErr) || apiErr.Status != 503 || apiErr.RetryAfter == 0) {
+				t.Errorf("all nodes unfit: %#v, want a 503 with Retry-After", err)
+			}
+		})
 	}
 }
 
