@@ -185,22 +185,6 @@ func TestRelayTunnelCheck(t *testing.T) {
 	want(t, env.relayTunnelCheck(t.Context(), cfg), false, "the relay does not answer on "+cfg.Listen.HTTPS)
 }
 
-func TestClockCheck(t *testing.T) {
-	offset := time.Duration(0)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Date", time.Now().Add(offset).UTC().Format(http.TimeFormat))
-	}))
-	t.Cleanup(srv.Close)
-	env := Env{}.complete()
-	client, _ := env.client("")
-	want(t, env.clockCheck(t.Context(), client, srv.URL, "the relay"), true, "this clock agrees with the relay's within 30s.")
-	offset = -5 * time.Minute
-	want(t, env.clockCheck(t.Context(), client, srv.URL, "the relay"), false, "this clock is 5m0s off the relay's")
-	noDate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Header()["Date"] = nil }))
-	t.Cleanup(noDate.Close)
-	want(t, env.clockCheck(t.Context(), client, noDate.URL, "the relay"), false, "the relay sent no Date header")
-}
-
 func TestOllamaCheck(t *testing.T) {
 	sim := ollamasim.New(ollamasim.Config{Version: "0.12.3"})
 	if err := sim.Start(); err != nil {
@@ -263,5 +247,18 @@ func TestReportWrite(t *testing.T) {
 	r.Write(&b)
 	if want := "ok   ollama       Ollama 0.12.3 answers.\nFAIL tunnel       not connected.\nagent: 1 of 2 checks failed.\n"; b.String() != want || r.OK() {
 		t.Errorf("report %q (OK %v), want %q", b.String(), r.OK(), want)
+	}
+	// A check that could not be made is shown, and does not fail the report by itself.
+	r.Checks[1] = Check{Name: "clock", Warn: true, Say: "cannot check: no reference."}
+	b.Reset()
+	r.Write(&b)
+	if want := "ok   ollama       Ollama 0.12.3 answers.\nwarn clock        cannot check: no reference.\nagent: 1 of 2 checks passed (1 could not be made: see warn).\n"; b.String() != want || !r.OK() {
+		t.Errorf("report %q (OK %v), want %q", b.String(), r.OK(), want)
+	}
+	r.Checks = append(r.Checks, Check{Name: "tunnel", Say: "not connected."})
+	b.Reset()
+	r.Write(&b)
+	if !strings.HasSuffix(b.String(), "agent: 1 of 3 checks failed (1 could not be made: see warn).\n") || r.OK() {
+		t.Errorf("report %q (OK %v): a failure fails it, warning or not", b.String(), r.OK())
 	}
 }

@@ -39,19 +39,26 @@ func Relay(ctx context.Context, cfg config.Relay, env Env) Report {
 		r.Checks = append(r.Checks, certCheck(cfg, d, env))
 	}
 	r.Checks = append(r.Checks, env.relayTunnelCheck(ctx, cfg))
-	if cfg.TLS.Cert == "" {
-		ca := cfg.ACME.CA
-		if ca == "" {
-			ca = letsEncrypt
-		}
-		client, err := env.client("", cfg.ACME.CARoot)
-		if err != nil {
-			r.Checks = append(r.Checks, Check{Name: "clock", Say: fmt.Sprintf("acme.ca_root: %v.", err)})
-		} else {
-			r.Checks = append(r.Checks, env.clockCheck(ctx, client, ca, "the ACME CA"))
-		}
-	}
+	r.Checks = append(r.Checks, env.clockCheck(ctx, env.relayClockRefs(cfg)))
 	return r
+}
+
+// relayClockRefs are the servers a relay's clock is compared with: the ACME CA it uses (Let's
+// Encrypt by default), or, with a brought certificate, the one acme.ca names if any; none
+// otherwise, and the clock check asks systemd about NTP.
+func (e Env) relayClockRefs(cfg config.Relay) []clockRef {
+	ca := cfg.ACME.CA
+	if ca == "" && cfg.TLS.Cert == "" {
+		ca = letsEncrypt
+	}
+	if ca == "" {
+		return nil
+	}
+	client, err := e.client("", cfg.ACME.CARoot)
+	if err != nil {
+		err = fmt.Errorf("acme.ca_root: %v", err)
+	}
+	return []clockRef{{whose: "the ACME CA", url: ca, client: client, broken: err}}
 }
 
 func (e Env) dnsCheck(ctx context.Context, domain string) Check {
