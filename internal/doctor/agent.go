@@ -222,6 +222,6 @@ func tunnelCheck(cfg config.Agent, view clusterView, now time.Time) Check {
 		c.Say = fmt.Sprintf("not connected to the relay %s: %s.", t.Relay, strings.TrimSuffix(why, "."))
 		return c
 	}
-	c.OK, c.Say = true, fmt.Sprintf("connected to the relay %s since %s (%s).", t.Relay, t.Since.Format(time.RFC3339), now.Sub(t.Since).Round(time.Second))
+	c.OK, c.Say = true, fmt.Sprintf("connected to the relay %s %s.", t.Relay, connectedSince(t.Since, now))
 	return c
 }

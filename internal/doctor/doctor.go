@@ -184,6 +184,27 @@ func (e Env) portCheck(key, addr string) Check {
 	}
 }
 
+// connectedSince says when a connection began, in now's time zone, and how long ago:
+// "since 14:02, 3 h ago"; the date too when it was not today.
+func connectedSince(since, now time.Time) string {
+	since = since.In(now.Location())
+	at := since.Format("15:04")
+	if y, m, d := since.Date(); y != now.Year() || m != now.Month() || d != now.Day() {
+		at = since.Format("2006-01-02 15:04")
+	}
+	ago := now.Sub(since)
+	switch {
+	case ago < time.Minute:
+		return fmt.Sprintf("since %s, %d s ago", at, int(ago.Seconds()))
+	case ago < time.Hour:
+		return fmt.Sprintf("since %s, %d min ago", at, int(ago.Minutes()))
+	case ago < 48*time.Hour:
+		return fmt.Sprintf("since %s, %d h ago", at, int(ago.Hours()))
+	default:
+		return fmt.Sprintf("since %s, %s ago", at, days(ago))
+	}
+}
+
 func days(d time.Duration) string {
 	n := int(d.Hours() / 24)
 	if n == 1 {

@@ -154,7 +154,7 @@ func readLeaf(path string) (*x509.Certificate, error) {
 }
 
 // relayTunnelCheck asks the running relay (its own HTTPS, on this machine) whether home is
-// connected.
+// connected, and since when.
 func (e Env) relayTunnelCheck(ctx context.Context, cfg config.Relay) Check {
 	c := Check{Name: "tunnel"}
 	if len(cfg.Domains) == 0 {
@@ -180,8 +180,9 @@ func (e Env) relayTunnelCheck(ctx context.Context, cfg config.Relay) Check {
 	defer resp.Body.Close()
 	var agents struct {
 		Home struct {
-			Name   string `json:"name"`
-			Online bool   `json:"online"`
+			Name   string    `json:"name"`
+			Online bool      `json:"online"`
+			Since  time.Time `json:"since"`
 		} `json:"home"`
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -194,7 +195,11 @@ func (e Env) relayTunnelCheck(ctx context.Context, cfg config.Relay) Check {
 			agents.Home.Name, domain, portOf(cfg.Tunnel.Bind))
 		return c
 	}
-	c.OK, c.Say = true, fmt.Sprintf("the home agent %q is connected through the tunnel.", agents.Home.Name)
+	since := "(this relay does not say since when: it is older than this hearth)"
+	if !agents.Home.Since.IsZero() {
+		since = connectedSince(agents.Home.Since, e.Now())
+	}
+	c.OK, c.Say = true, fmt.Sprintf("the home agent %q is connected through the tunnel %s.", agents.Home.Name, since)
 	return c
 }
 
