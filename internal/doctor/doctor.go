@@ -62,13 +62,13 @@ func (r Report) Write(w io.Writer) {
 	}
 	unmade := ""
 	if warned > 0 {
-		unmade = fmt.Sprintf(" (%d could not be made: see warn)", warned)
+		unmade = fmt.Sprintf(" %d could not be made (warn).", warned)
 	}
 	switch {
 	case failed > 0:
-		fmt.Fprintf(w, "%s: %d of %d checks failed%s.\n", r.Role, failed, len(r.Checks), unmade)
+		fmt.Fprintf(w, "%s: %d of %d checks failed.%s\n", r.Role, failed, len(r.Checks), unmade)
 	case warned > 0:
-		fmt.Fprintf(w, "%s: %d of %d checks passed%s.\n", r.Role, len(r.Checks)-warned, len(r.Checks), unmade)
+		fmt.Fprintf(w, "%s: %d of %d checks passed.%s\n", r.Role, len(r.Checks)-warned, len(r.Checks), unmade)
 	default:
 		fmt.Fprintf(w, "%s: all %d checks passed.\n", r.Role, len(r.Checks))
 	}

@@ -277,13 +277,13 @@ func TestReportWrite(t *testing.T) {
 	r.Checks[1] = Check{Name: "clock", Warn: true, Say: "cannot check: no reference."}
 	b.Reset()
 	r.Write(&b)
-	if want := "ok   ollama       Ollama 0.12.3 answers.\nwarn clock        cannot check: no reference.\nagent: 1 of 2 checks passed (1 could not be made: see warn).\n"; b.String() != want || !r.OK() {
+	if want := "ok   ollama       Ollama 0.12.3 answers.\nwarn clock        cannot check: no reference.\nagent: 1 of 2 checks passed. 1 could not be made (warn).\n"; b.String() != want || !r.OK() {
 		t.Errorf("report %q (OK %v), want %q", b.String(), r.OK(), want)
 	}
 	r.Checks = append(r.Checks, Check{Name: "tunnel", Say: "not connected."})
 	b.Reset()
 	r.Write(&b)
-	if !strings.HasSuffix(b.String(), "agent: 1 of 3 checks failed (1 could not be made: see warn).\n") || r.OK() {
+	if !strings.HasSuffix(b.String(), "agent: 1 of 3 checks failed. 1 could not be made (warn).\n") || r.OK() {
 		t.Errorf("report %q (OK %v): a failure fails it, warning or not", b.String(), r.OK())
 	}
 }
