@@ -294,10 +294,20 @@ func hostOnly(hostport string) string {
 	return strings.ToLower(strings.TrimSuffix(host, "."))
 }
 
+// homeAgent is the home channel in GET /admin/v1/agents.
+type homeAgent struct {
+	Name   string `json:"name"`
+	Online bool   `json:"online"`
+	// Since is when the home agent connected (UTC), absent while it is not: `hearth doctor`
+	// says "connected since".
+	Since time.Time `json:"since,omitzero"`
+}
+
 // agents is GET /admin/v1/agents: the home channel and the exposed sites, online or not.
 func (rl *Relay) agents(w http.ResponseWriter, _ *http.Request) {
+	since, online := rl.tunnel.ChannelSince(rl.cfg.Tunnel.Home)
 	writeJSON(w, http.StatusOK, map[string]any{
-		"home":  map[string]any{"name": rl.cfg.Tunnel.Home, "online": rl.tunnel.Channel(rl.cfg.Tunnel.Home)},
+		"home":  homeAgent{Name: rl.cfg.Tunnel.Home, Online: online, Since: since.UTC()},
 		"sites": rl.tunnel.Sites(),
 	})
 }

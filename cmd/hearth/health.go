@@ -57,16 +57,7 @@ func checkHealth(ctx context.Context, out io.Writer, url, connect, caFile string
 			return fmt.Errorf("--ca %s: no PEM certificate in it", caFile)
 		}
 	}
-	dialer := &net.Dialer{Timeout: timeout}
-	client := &http.Client{Timeout: timeout, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: roots},
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if connect != "" {
-				addr = connect
-			}
-			return dialer.DialContext(ctx, network, addr)
-		},
-	}, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	client := healthClient(connect, &tls.Config{RootCAs: roots}, timeout)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -84,4 +75,22 @@ func checkHealth(ctx context.Context, out io.Writer, url, connect, caFile string
 	}
 	fmt.Fprintf(out, "healthy: %s answered %s\n", url, resp.Status)
 	return nil
+}
+
+// healthClient asks health URLs: every connection to connect when it is set (TLS still
+// names the URL's host), none kept open between checks, redirects not followed. timeout 0
+// leaves the bound to the request's context.
+func healthClient(connect string, tlsConfig *tls.Config, timeout time.Duration) *http.Client {
+	dialer := &net.Dialer{Timeout: timeout}
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		Proxy:             nil,
+		TLSClientConfig:   tlsConfig,
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if connect != "" {
+				addr = connect
+			}
+			return dialer.DialContext(ctx, network, addr)
+		},
+	}, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -33,14 +35,34 @@ func runNotified(ctx context.Context, log *slog.Logger, n *sdnotify.Notifier, ru
 
 func systemdNotifier() *sdnotify.Notifier { return sdnotify.New(os.Getenv, os.Getpid()) }
 
-// healthzAlive asks the agent's own API for /healthz: a wedged server stops the watchdog's
-// pings, and systemd restarts it.
+// healthzAlive asks the agent's own API for /healthz, each time on a new connection: a wedged
+// server stops the watchdog's pings, and systemd restarts it.
 func healthzAlive(addr net.Addr) func(context.Context) error {
-	url := "http://" + addr.String() + "/healthz"
-	if tcp, ok := addr.(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
-		url = fmt.Sprintf("http://127.0.0.1:%d/healthz", tcp.Port)
+	return getsOK(healthClient("", nil, 0), "http://"+loopbackOf(addr)+"/healthz")
+}
+
+// relayAlive asks the relay's own HTTPS for /healthz on its listener, as hearth health
+// --connect does but with each probe a new connection, so that a wedged accept loop, TLS or
+// handler stops the watchdog's pings. It names the relay's domain, in the SNI (which picks
+// the certificate) and the Host (which picks the API). It does not verify the certificate:
+// doctor checks that, and a relay whose certificate a restart cannot fix (a staging CA, an
+// expired file) must not be restarted in a loop. Until ACME has obtained the first
+// certificate the relay can only answer the handshake with an alert; that alert is its TLS
+// answering, so it counts as alive, or systemd would restart issuance itself.
+func relayAlive(addr net.Addr, domain string) func(context.Context) error {
+	client := healthClient(loopbackOf(addr), &tls.Config{ServerName: domain, InsecureSkipVerify: true}, 0) //nolint:gosec // a probe of itself, not of its certificate
+	get := getsOK(client, "https://"+domain+"/healthz")
+	return func(ctx context.Context) error {
+		err := get(ctx)
+		if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "remote error" {
+			return nil // a TLS alert: no certificate to show yet
+		}
+		return err
 	}
-	client := &http.Client{}
+}
+
+// getsOK is a liveness check: GET url answers 200.
+func getsOK(client *http.Client, url string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
@@ -56,4 +78,13 @@ func healthzAlive(addr net.Addr) func(context.Context) error {
 		}
 		return nil
 	}
+}
+
+// loopbackOf is where this process reaches its own listener: one on every interface is
+// dialed on 127.0.0.1.
+func loopbackOf(addr net.Addr) string {
+	if tcp, ok := addr.(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
+		return fmt.Sprintf("127.0.0.1:%d", tcp.Port)
+	}
+	return addr.String()
 }

@@ -149,7 +149,7 @@ func newRelayCmd(g *globalFlags) *cobra.Command {
 					}
 				}
 			})
-			return runNotified(ctx, log, systemdNotifier(), r.Run, nil)
+			return runNotified(ctx, log, systemdNotifier(), r.Run, relayAlive(r.HTTPSAddr(), cfg.Domains[0]))
 		},
 	}
 }

@@ -21,6 +21,7 @@ type clusterView struct {
 	Nodes []struct {
 		Name    string          `json:"name"`
 		Self    bool            `json:"self"`
+		API     string          `json:"api"`
 		Backend bool            `json:"backend"`
 		Problem string          `json:"problem"`
 		Storage json.RawMessage `json:"storage"`
@@ -43,7 +44,7 @@ type storageView struct {
 }
 
 // Agent checks a home machine: its ports, the running agent (through its API), its Ollama,
-// the model store, the cluster, the tunnel and the clock against the relay.
+// the model store, the cluster, the tunnel and the clock against the relay or the peers.
 func Agent(ctx context.Context, cfg config.Agent, env Env) Report {
 	env = env.complete()
 	r := Report{Role: "agent"}
@@ -62,20 +63,35 @@ func Agent(ctx context.Context, cfg config.Agent, env Env) Report {
 			r.Checks = append(r.Checks, tunnelCheck(cfg, view, env.Now()))
 		}
 	}
+	r.Checks = append(r.Checks, env.clockCheck(ctx, env.agentClockRefs(cfg, view)))
+	return r
+}
+
+// agentClockRefs are the servers an agent's clock is compared with: the relay it tunnels to,
+// then its cluster peers (their API's /healthz, open to all). A cluster-only agent (a NAS, a
+// second GPU machine) has only its peers; view is empty when the agent did not answer.
+func (e Env) agentClockRefs(cfg config.Agent, view clusterView) []clockRef {
+	var refs []clockRef
 	if cfg.Tunnel.Relay != "" {
 		// The relay's HTTPS is on its domain: server_name when tunnel.relay is an address.
 		host, _, _ := net.SplitHostPort(cfg.Tunnel.Relay)
 		if cfg.Tunnel.ServerName != "" {
 			host = cfg.Tunnel.ServerName
 		}
-		client, err := env.client(host, cfg.Tunnel.CA)
+		client, err := e.client(host, cfg.Tunnel.CA)
 		if err != nil {
-			r.Checks = append(r.Checks, Check{Name: "clock", Say: fmt.Sprintf("tunnel.ca: %v.", err)})
-		} else {
-			r.Checks = append(r.Checks, env.clockCheck(ctx, client, "https://"+net.JoinHostPort(host, "443")+"/healthz", "the relay"))
+			err = fmt.Errorf("tunnel.ca: %v", err)
 		}
+		refs = append(refs, clockRef{whose: "the relay", url: "https://" + net.JoinHostPort(host, "443") + "/healthz", client: client, broken: err})
 	}
-	return r
+	plain, _ := e.client("")
+	for _, n := range view.Nodes {
+		if n.Self || n.Name == view.Self || n.API == "" {
+			continue
+		}
+		refs = append(refs, clockRef{whose: "the peer " + n.Name, url: strings.TrimRight(n.API, "/") + "/healthz", client: plain})
+	}
+	return refs
 }
 
 func (e Env) ollamaCheck(ctx context.Context, base string) Check {
@@ -206,6 +222,6 @@ func tunnelCheck(cfg config.Agent, view clusterView, now time.Time) Check {
 		c.Say = fmt.Sprintf("not connected to the relay %s: %s.", t.Relay, strings.TrimSuffix(why, "."))
 		return c
 	}
-	c.OK, c.Say = true, fmt.Sprintf("connected to the relay %s since %s (%s).", t.Relay, t.Since.Format(time.RFC3339), now.Sub(t.Since).Round(time.Second))
+	c.OK, c.Say = true, fmt.Sprintf("connected to the relay %s %s.", t.Relay, connectedSince(t.Since, now))
 	return c
 }

@@ -163,42 +163,31 @@ func tlsServer(t *testing.T, name string, h http.Handler) (addr, caFile string) 
 }
 
 func TestRelayTunnelCheck(t *testing.T) {
-	online := false
+	online, since := false, ""
 	addr, caFile := tlsServer(t, "relay.test", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Host != "relay.test" || r.Header.Get("Authorization") != "Bearer admin-0123456789abcdef" || r.URL.Path != "/admin/v1/agents" {
 			http.Error(w, "no", http.StatusUnauthorized)
 			return
 		}
-		fmt.Fprintf(w, `{"home":{"name":"home","online":%v},"sites":[]}`, online)
+		fmt.Fprintf(w, `{"home":{"name":"home","online":%v%s},"sites":[]}`, online, since)
 	}))
 	cfg := config.Relay{Domains: []string{"relay.test"}, TLS: config.TLSFiles{Cert: caFile}, Listen: config.RelayListen{HTTPS: addr},
 		Tunnel: config.RelayTunnel{Bind: ":7000"}, AdminKey: "admin-0123456789abcdef"}
-	env := Env{}.complete()
+	now := time.Date(2026, 12, 3, 17, 2, 30, 0, time.UTC)
+	env := Env{Now: func() time.Time { return now }}.complete()
 	want(t, env.relayTunnelCheck(t.Context(), cfg), false, `no home agent is connected as "home": start `+"`hearth agent`"+` at home with tunnel.relay relay.test:7000`)
-	online = true
-	want(t, env.relayTunnelCheck(t.Context(), cfg), true, `the home agent "home" is connected through the tunnel.`)
+	online, since = true, `,"since":"2026-12-03T14:02:00Z"`
+	want(t, env.relayTunnelCheck(t.Context(), cfg), true, `the home agent "home" is connected through the tunnel since 14:02, 3 h ago.`)
+	since = `,"since":"2026-11-29T09:15:00Z"`
+	want(t, env.relayTunnelCheck(t.Context(), cfg), true, `the home agent "home" is connected through the tunnel since 2026-11-29 09:15, 4 days ago.`)
+	since = "" // a relay from before the since field
+	want(t, env.relayTunnelCheck(t.Context(), cfg), true, `the home agent "home" is connected through the tunnel (this relay does not say since when`)
 	cfg.AdminKey = "wrong-0123456789abcdef"
 	want(t, env.relayTunnelCheck(t.Context(), cfg), false, "answered GET /admin/v1/agents with 401 Unauthorized: is admin_key the running relay's?")
 	closed, _ := net.Listen("tcp", "127.0.0.1:0")
 	cfg.Listen.HTTPS = closed.Addr().String()
 	closed.Close()
 	want(t, env.relayTunnelCheck(t.Context(), cfg), false, "the relay does not answer on "+cfg.Listen.HTTPS)
-}
-
-func TestClockCheck(t *testing.T) {
-	offset := time.Duration(0)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Date", time.Now().Add(offset).UTC().Format(http.TimeFormat))
-	}))
-	t.Cleanup(srv.Close)
-	env := Env{}.complete()
-	client, _ := env.client("")
-	want(t, env.clockCheck(t.Context(), client, srv.URL, "the relay"), true, "this clock agrees with the relay's within 30s.")
-	offset = -5 * time.Minute
-	want(t, env.clockCheck(t.Context(), client, srv.URL, "the relay"), false, "this clock is 5m0s off the relay's")
-	noDate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Header()["Date"] = nil }))
-	t.Cleanup(noDate.Close)
-	want(t, env.clockCheck(t.Context(), client, noDate.URL, "the relay"), false, "the relay sent no Date header")
 }
 
 func TestOllamaCheck(t *testing.T) {
@@ -251,10 +240,30 @@ func TestViewChecks(t *testing.T) {
 	now := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
 	tun := config.Agent{Tunnel: config.Tunnel{Relay: "ai.example.com:7000"}}
 	want(t, tunnelCheck(tun, view(`{"self":"gpu","tunnel":{"relay":"ai.example.com:7000","connected":true,"since":"2026-12-03T07:30:00Z"}}`), now),
-		true, "connected to the relay ai.example.com:7000 since 2026-12-03T07:30:00Z (30m0s).")
+		true, "connected to the relay ai.example.com:7000 since 07:30, 30 min ago.")
 	want(t, tunnelCheck(tun, view(`{"self":"gpu","tunnel":{"relay":"ai.example.com:7000","connected":false,"last_error":"the relay refused the tunnel token"}}`), now),
 		false, "not connected to the relay ai.example.com:7000: the relay refused the tunnel token.")
 	want(t, tunnelCheck(tun, view(`{"self":"gpu"}`), now), false, "holds no tunnel")
+}
+
+func TestConnectedSince(t *testing.T) {
+	now := time.Date(2026, 12, 3, 17, 2, 30, 0, time.UTC)
+	cet := now.In(time.FixedZone("CET", 3600))
+	for _, tc := range []struct {
+		since, now time.Time
+		want       string
+	}{
+		{now.Add(-20 * time.Second), now, "since 17:02, 20 s ago"},
+		{now.Add(-25 * time.Minute), now, "since 16:37, 25 min ago"},
+		{time.Date(2026, 12, 2, 23, 0, 0, 0, time.UTC), now, "since 2026-12-02 23:00, 18 h ago"},
+		{now.Add(-3 * 24 * time.Hour), now, "since 2026-11-30 17:02, 3 days ago"},
+		// In this machine's time zone, though the relay answers in UTC.
+		{time.Date(2026, 12, 3, 15, 0, 0, 0, time.UTC), cet, "since 16:00, 2 h ago"},
+	} {
+		if got := connectedSince(tc.since, tc.now); got != tc.want {
+			t.Errorf("connectedSince(%v, %v) = %q, want %q", tc.since, tc.now, got, tc.want)
+		}
+	}
 }
 
 func TestReportWrite(t *testing.T) {
@@ -263,5 +272,18 @@ func TestReportWrite(t *testing.T) {
 	r.Write(&b)
 	if want := "ok   ollama       Ollama 0.12.3 answers.\nFAIL tunnel       not connected.\nagent: 1 of 2 checks failed.\n"; b.String() != want || r.OK() {
 		t.Errorf("report %q (OK %v), want %q", b.String(), r.OK(), want)
+	}
+	// A check that could not be made is shown, and does not fail the report by itself.
+	r.Checks[1] = Check{Name: "clock", Warn: true, Say: "cannot check: no reference."}
+	b.Reset()
+	r.Write(&b)
+	if want := "ok   ollama       Ollama 0.12.3 answers.\nwarn clock        cannot check: no reference.\nagent: 1 of 2 checks passed. 1 could not be made (warn).\n"; b.String() != want || !r.OK() {
+		t.Errorf("report %q (OK %v), want %q", b.String(), r.OK(), want)
+	}
+	r.Checks = append(r.Checks, Check{Name: "tunnel", Say: "not connected."})
+	b.Reset()
+	r.Write(&b)
+	if !strings.HasSuffix(b.String(), "agent: 1 of 3 checks failed. 1 could not be made (warn).\n") || r.OK() {
+		t.Errorf("report %q (OK %v): a failure fails it, warning or not", b.String(), r.OK())
 	}
 }

@@ -39,19 +39,26 @@ func Relay(ctx context.Context, cfg config.Relay, env Env) Report {
 		r.Checks = append(r.Checks, certCheck(cfg, d, env))
 	}
 	r.Checks = append(r.Checks, env.relayTunnelCheck(ctx, cfg))
-	if cfg.TLS.Cert == "" {
-		ca := cfg.ACME.CA
-		if ca == "" {
-			ca = letsEncrypt
-		}
-		client, err := env.client("", cfg.ACME.CARoot)
-		if err != nil {
-			r.Checks = append(r.Checks, Check{Name: "clock", Say: fmt.Sprintf("acme.ca_root: %v.", err)})
-		} else {
-			r.Checks = append(r.Checks, env.clockCheck(ctx, client, ca, "the ACME CA"))
-		}
-	}
+	r.Checks = append(r.Checks, env.clockCheck(ctx, env.relayClockRefs(cfg)))
 	return r
+}
+
+// relayClockRefs are the servers a relay's clock is compared with: the ACME CA it uses (Let's
+// Encrypt by default), or, with a brought certificate, the one acme.ca names if any; none
+// otherwise, and the clock check asks systemd about NTP.
+func (e Env) relayClockRefs(cfg config.Relay) []clockRef {
+	ca := cfg.ACME.CA
+	if ca == "" && cfg.TLS.Cert == "" {
+		ca = letsEncrypt
+	}
+	if ca == "" {
+		return nil
+	}
+	client, err := e.client("", cfg.ACME.CARoot)
+	if err != nil {
+		err = fmt.Errorf("acme.ca_root: %v", err)
+	}
+	return []clockRef{{whose: "the ACME CA", url: ca, client: client, broken: err}}
 }
 
 func (e Env) dnsCheck(ctx context.Context, domain string) Check {
@@ -147,7 +154,7 @@ func readLeaf(path string) (*x509.Certificate, error) {
 }
 
 // relayTunnelCheck asks the running relay (its own HTTPS, on this machine) whether home is
-// connected.
+// connected, and since when.
 func (e Env) relayTunnelCheck(ctx context.Context, cfg config.Relay) Check {
 	c := Check{Name: "tunnel"}
 	if len(cfg.Domains) == 0 {
@@ -173,8 +180,9 @@ func (e Env) relayTunnelCheck(ctx context.Context, cfg config.Relay) Check {
 	defer resp.Body.Close()
 	var agents struct {
 		Home struct {
-			Name   string `json:"name"`
-			Online bool   `json:"online"`
+			Name   string    `json:"name"`
+			Online bool      `json:"online"`
+			Since  time.Time `json:"since"`
 		} `json:"home"`
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -187,7 +195,11 @@ func (e Env) relayTunnelCheck(ctx context.Context, cfg config.Relay) Check {
 			agents.Home.Name, domain, portOf(cfg.Tunnel.Bind))
 		return c
 	}
-	c.OK, c.Say = true, fmt.Sprintf("the home agent %q is connected through the tunnel.", agents.Home.Name)
+	since := "(this relay does not say since when: it is older than this hearth)"
+	if !agents.Home.Since.IsZero() {
+		since = connectedSince(agents.Home.Since, e.Now())
+	}
+	c.OK, c.Say = true, fmt.Sprintf("the home agent %q is connected through the tunnel %s.", agents.Home.Name, since)
 	return c
 }
 

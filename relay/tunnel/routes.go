@@ -57,6 +57,7 @@ type tunnelRoute struct {
 	// ready: the agent said, with a Ping after frps accepted the proxy, that its end runs.
 	// Until then frps already listens, but the agent turns connections away.
 	ready bool
+	since time.Time // when it became ready: the home channel "connected since"
 }
 
 // tunnelTable is what the tunnel carries now, learnt from frps' server plugin calls (Login,
@@ -76,10 +77,11 @@ type tunnelTable struct {
 	pendingClose map[string]int
 	sites        map[string]Site // every site seen since Run started, by host
 	onChange     func()          // called, unlocked, when a route goes away
+	now          func() time.Time
 }
 
 func newTunnelTable(token string, logger *slog.Logger) *tunnelTable {
-	rs := &tunnelTable{log: logger, login: auth.NewTokenAuth(nil, token), onChange: func() {}}
+	rs := &tunnelTable{log: logger, login: auth.NewTokenAuth(nil, token), onChange: func() {}, now: time.Now}
 	rs.reset()
 	return rs
 }
@@ -104,10 +106,18 @@ func (rs *tunnelTable) addr(host string) string {
 }
 
 func (rs *tunnelTable) channel(name string) bool {
+	_, online := rs.channelSince(name)
+	return online
+}
+
+// channelSince is when home channel name became ready, and whether it is now.
+func (rs *tunnelTable) channelSince(name string) (time.Time, bool) {
 	rs.mu.RLock()
 	defer rs.mu.RUnlock()
-	rt := rs.byProxy["home-"+name]
-	return rt != nil && rt.ready
+	if rt := rs.byProxy["home-"+name]; rt != nil && rt.ready {
+		return rt.since, true
+	}
+	return time.Time{}, false
 }
 
 func (rs *tunnelTable) list() []Site {
@@ -250,7 +260,7 @@ func (rs *tunnelTable) ready(runID string) {
 		if rt.runID != runID || rt.ready {
 			continue
 		}
-		rt.ready = true
+		rt.ready, rt.since = true, rs.now()
 		if rt.kind == "site" {
 			rs.log.Info("site online", "host", rt.host, "channel", rt.site.Channel, "name", rt.site.Name, "auth", rt.site.Auth)
 		} else {

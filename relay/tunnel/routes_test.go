@@ -8,8 +8,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	plugin "github.com/fatedier/frp/pkg/plugin/server"
+
+	"github.com/hearthlab/hearth/internal/hearthtest"
 )
 
 func tunnelHomeProxy(channel, runID string) plugin.NewProxyContent {
@@ -68,14 +71,25 @@ func TestTunnelRouteShapes(t *testing.T) {
 }
 
 // TestTunnelTableOrdering covers frps' asynchronous CloseProxy: the close of a session's
-// old registration may arrive after the same session registered the proxy again.
+// old registration may arrive after the same session registered the proxy again. The home
+// channel is connected since its agent's ping said so.
 func TestTunnelTableOrdering(t *testing.T) {
 	rs := newTunnelTable("token", slog.New(slog.DiscardHandler))
+	clk := hearthtest.NewClock()
+	rs.now = clk.Now
+	since := func(want time.Time, online bool) {
+		t.Helper()
+		if got, on := rs.channelSince("home"); !got.Equal(want) || on != online {
+			t.Errorf("channel since %v (online %v), want %v (online %v)", got, on, want, online)
+		}
+	}
 	register := func(c plugin.NewProxyContent) string { return rs.register(&c) }
 
 	if r := register(tunnelHomeProxy("home", "r1")); r != "" || rs.channel("home") {
 		t.Fatalf("first registration: %q, channel %v before the agent said it is ready", r, rs.channel("home"))
 	}
+	since(time.Time{}, false)
+	clk.Advance(time.Second)
 	rs.ready("r2")
 	if rs.channel("home") {
 		t.Fatal("another session's ping made the channel ready")
@@ -84,6 +98,10 @@ func TestTunnelTableOrdering(t *testing.T) {
 	if !rs.channel("home") || rs.addr(HomeHost("home")) == "" {
 		t.Fatal("the channel is not ready after its agent's ping")
 	}
+	connected := clk.Now()
+	clk.Advance(time.Minute)
+	rs.ready("r1") // the next ping: still the same connection
+	since(connected, true)
 	if r := register(tunnelHomeProxy("home", "r2")); r != `channel "home" is already connected from another agent` {
 		t.Errorf("another session's registration: %q", r)
 	}
@@ -95,10 +113,14 @@ func TestTunnelTableOrdering(t *testing.T) {
 	if rs.addr(HomeHost("home")) == first {
 		t.Error("re-registration kept the old port")
 	}
+	reconnected := clk.Now()
+	since(reconnected, true)
+	clk.Advance(time.Minute)
 	rs.unregister("home-home", "r1") // the late close of the first registration
 	if !rs.channel("home") {
 		t.Fatal("a late close took down the new registration")
 	}
+	since(reconnected, true)
 	rs.unregister("home-home", "r2") // not the owner
 	if !rs.channel("home") {
 		t.Fatal("another session's close took down the registration")
@@ -107,6 +129,7 @@ func TestTunnelTableOrdering(t *testing.T) {
 	if rs.channel("home") || rs.addr(HomeHost("home")) != "" {
 		t.Fatal("the channel is still there after its close")
 	}
+	since(time.Time{}, false)
 
 	if r := register(tunnelSiteProxy("home", "webui", "chat.example.com", "token", "r1")); r != "" {
 		t.Fatal(r)

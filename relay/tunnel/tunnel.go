@@ -189,6 +189,12 @@ func (t *Server) Addr() net.Addr { return t.ln.Addr() }
 // Channel reports whether home channel name is connected now.
 func (t *Server) Channel(name string) bool { return t.table.channel(name) }
 
+// ChannelSince is when home channel name connected (its agent said its end runs), and
+// whether it is connected now; the time is zero when it is not.
+func (t *Server) ChannelSince(name string) (since time.Time, online bool) {
+	return t.table.channelSince(name)
+}
+
 // Sites lists the home web apps agents exposed since Run started, sorted by host; Online
 // says which are connected now.
 func (t *Server) Sites() []Site { return t.table.list() }
