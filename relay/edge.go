@@ -33,7 +33,8 @@ func secure(maxBody int64, next http.Handler) http.Handler {
 }
 
 // logRequests writes one line per request: never the query string, headers or body, which can
-// carry keys and prompts.
+// carry keys and prompts. A health check that passes is logged at debug level: systemd's
+// watchdog probe (every 15 s) and Docker's HEALTHCHECK would otherwise be most of the log.
 func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -44,7 +45,11 @@ func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 		if tok, ok := auth.TokenFrom(r.Context()); ok {
 			attrs = append(attrs, "auth_name", tok.Name)
 		}
-		log.Info("request", attrs...)
+		level := slog.LevelInfo
+		if r.URL.Path == "/healthz" && rec.status < 400 {
+			level = slog.LevelDebug
+		}
+		log.Log(r.Context(), level, "request", attrs...)
 	})
 }
 
