@@ -111,31 +111,50 @@ func TestWriteRelay(t *testing.T) {
 	}
 }
 
+// Both inits refuse to replace what is there without --force (whose secrets then change),
+// and leave nothing else behind.
 func TestInitRefusesToOverwrite(t *testing.T) {
-	dir := t.TempDir()
-	var ch chownLog
-	o := setup.Relay{Domain: "ai.example.com", Email: "me@example.com", Dir: dir}
-	if _, err := setup.WriteRelay(o, testEnv(&ch)); err != nil {
-		t.Fatal(err)
-	}
-	before := readFile(t, filepath.Join(dir, "relay.env"))
-	_, err := setup.WriteRelay(o, setup.Env{Chown: ch.chown})
-	if err == nil || err.Error() != filepath.Join(dir, "relay.yaml")+" exists: pass --force to replace it (its secrets will change), or --dir DIR to write elsewhere" {
-		t.Fatalf("second init: %v", err)
-	}
-	if !bytes.Equal(before, readFile(t, filepath.Join(dir, "relay.env"))) {
-		t.Error("a refused init changed the env file")
-	}
-	o.Force = true
-	if _, err := setup.WriteRelay(o, setup.Env{Chown: ch.chown}); err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Equal(before, readFile(t, filepath.Join(dir, "relay.env"))) {
-		t.Error("--force kept the old secrets")
-	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 2 {
-		t.Errorf("%d files in the dir, want relay.yaml and relay.env only", len(entries))
+	for _, tt := range []struct {
+		role  string
+		write func(dir string, force bool, env setup.Env) error
+	}{
+		{"relay", func(dir string, force bool, env setup.Env) error {
+			_, err := setup.WriteRelay(setup.Relay{Domain: "ai.example.com", Email: "me@example.com", Dir: dir, Force: force}, env)
+			return err
+		}},
+		{"agent", func(dir string, force bool, env setup.Env) error {
+			o := setup.Agent{Name: "gpu-pc", Relay: "ai.example.com:7000", Token: "0123456789abcdef0123456789abcdef",
+				OllamaURL: "http://127.0.0.1:1", Dir: dir, Force: force}
+			_, _, err := setup.WriteAgent(t.Context(), o, env)
+			return err
+		}},
+	} {
+		t.Run(tt.role, func(t *testing.T) {
+			dir := t.TempDir()
+			var ch chownLog
+			if err := tt.write(dir, false, testEnv(&ch)); err != nil {
+				t.Fatal(err)
+			}
+			envPath := filepath.Join(dir, tt.role+".env")
+			before := readFile(t, envPath)
+			err := tt.write(dir, false, setup.Env{Chown: ch.chown})
+			if err == nil || err.Error() != filepath.Join(dir, tt.role+".yaml")+" exists: pass --force to replace it (its secrets will change), or --dir DIR to write elsewhere" {
+				t.Fatalf("second init: %v", err)
+			}
+			if !bytes.Equal(before, readFile(t, envPath)) {
+				t.Error("a refused init changed the env file")
+			}
+			if err := tt.write(dir, true, setup.Env{Chown: ch.chown}); err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Equal(before, readFile(t, envPath)) {
+				t.Error("--force kept the old secrets")
+			}
+			entries, _ := os.ReadDir(dir)
+			if len(entries) != 2 {
+				t.Errorf("%d files in the dir, want %s.yaml and %s.env only", len(entries), tt.role, tt.role)
+			}
+		})
 	}
 }
 
