@@ -125,6 +125,9 @@ func newInitAgentCmd(d initDeps) *cobra.Command {
 func runInit(ctx context.Context, out io.Writer, d initDeps, c initCommon, role, modelsDir string, write func() (setup.Written, error)) error {
 	sd := d.systemd
 	sd.Role, sd.ConfigDir, sd.ModelsDir = role, c.dir, modelsDir
+	if goos := d.env.GOOS; c.unit && (goos == "darwin" || goos == "" && runtime.GOOS == "darwin") {
+		return fmt.Errorf("init --systemd: a Mac has no systemd: sudo sh install.sh puts the launchd plist in place; run init without --systemd")
+	}
 	if c.unit {
 		if err := sd.EnsureUser(ctx); err != nil {
 			return fmt.Errorf("init --systemd: %w", err)

@@ -63,6 +63,21 @@ func testInitDeps(root string, ran *[]string) initDeps {
 	}
 }
 
+// A Mac has no systemd: --systemd there says what to do instead of running useradd.
+func TestInitSystemdOnAMac(t *testing.T) {
+	var ran []string
+	d := testInitDeps(t.TempDir(), &ran)
+	d.env.GOOS = "darwin"
+	cmd := newInitCmd(d)
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs([]string{"agent", "--no-ollama", "--dir", t.TempDir(), "--systemd"})
+	err := cmd.ExecuteContext(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "a Mac has no systemd: sudo sh install.sh puts the launchd plist in place") || len(ran) != 0 {
+		t.Errorf("init --systemd on a Mac: %v, ran %v", err, ran)
+	}
+}
+
 // writeCert writes a self-signed certificate for names (its own CA, as a brought certificate
 // from a private CA would be).
 func writeCert(t *testing.T, dir string, names ...string) (certFile, keyFile string) {

@@ -40,14 +40,14 @@ type Env struct {
 	HTTP *http.Client
 	// Getenv reads OLLAMA_HOST. Default os.Getenv.
 	Getenv func(string) string
+	// GOOS is the machine's OS, for how the agent is started: "darwin" is launchd's.
+	// Default runtime.GOOS.
+	GOOS string
 }
 
 func (e Env) complete() Env {
 	if e.Random == nil {
 		e.Random = rand.Reader
-	}
-	if e.Chown == nil {
-		e.Chown = chownToServiceUser
 	}
 	if e.HTTP == nil {
 		e.HTTP = &http.Client{Timeout: 3 * time.Second}
@@ -55,11 +55,18 @@ func (e Env) complete() Env {
 	if e.Getenv == nil {
 		e.Getenv = os.Getenv
 	}
+	if e.GOOS == "" {
+		e.GOOS = runtime.GOOS
+	}
+	if e.Chown == nil {
+		goos := e.GOOS
+		e.Chown = func(path string) error { return chownToServiceUser(path, goos) }
+	}
 	return e
 }
 
-func chownToServiceUser(path string) error {
-	u, err := ServiceOwner(runtime.GOOS, os.Geteuid(), os.Getenv, user.Lookup)
+func chownToServiceUser(path, goos string) error {
+	u, err := ServiceOwner(goos, os.Geteuid(), os.Getenv, user.Lookup)
 	if err != nil || u == nil {
 		return err
 	}

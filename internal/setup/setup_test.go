@@ -33,7 +33,7 @@ type chownLog struct{ paths []string }
 func (c *chownLog) chown(path string) error { c.paths = append(c.paths, path); return nil }
 
 func testEnv(c *chownLog) setup.Env {
-	return setup.Env{Random: &countingReader{}, Chown: c.chown, Getenv: func(string) string { return "" }}
+	return setup.Env{Random: &countingReader{}, Chown: c.chown, Getenv: func(string) string { return "" }, GOOS: "linux"}
 }
 
 // golden compares got with testdata/name, after replacing what differs between runs.
@@ -290,5 +290,20 @@ func TestRenderAgentModelsDir(t *testing.T) {
 		setup.Ollama{URL: "http://127.0.0.1:11434", Models: []string{}}, "/etc/hearth/agent.env"))
 	if !strings.Contains(got, "storage: { models_dir: \"/mnt/nas/ollama-models\", require_mount: true }\n") {
 		t.Errorf("agent.yaml lacks the storage line:\n%s", got)
+	}
+}
+
+// On a Mac the agent is launchd's (install.sh's plist), not systemd's.
+func TestWriteAgentOnAMac(t *testing.T) {
+	env := testEnv(&chownLog{})
+	env.GOOS = "darwin"
+	w, _, err := setup.WriteAgent(t.Context(), setup.Agent{Name: "mac", Dir: t.TempDir(), NoOllama: true}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := strings.Join(w.Next, "\n")
+	if !strings.Contains(next, "Start the agent:   launchctl bootstrap gui/$(id -u) /Library/LaunchAgents/dev.hearth.agent.plist") ||
+		strings.Contains(next, "systemctl") {
+		t.Errorf("next steps on a Mac:\n%s", next)
 	}
 }
