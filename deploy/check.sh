@@ -2,7 +2,8 @@
 # check.sh — what CI checks in deploy/: install.sh passes shellcheck and installs into a
 # temporary root (DESTDIR) what it should; the installed units pass `systemd-analyze verify`
 # and score at most 2.0 on `systemd-analyze security --offline=yes`.
-# When dist/ holds .deb packages (make dist), their contents and scripts are checked too.
+# When dist/ holds make dist's output, the .deb and .rpm packages' contents and scripts are
+# checked too, and that the Linux binaries are static.
 # Every failure says which check failed and shows the output that tells why.
 #   sh deploy/check.sh [HEARTH-BINARY]     (default: builds one with go build)
 set -eu
@@ -101,6 +102,19 @@ for deb in "$here"/../dist/hearth_*.deb; do
 	grep -q "useradd --system" "$tmp/control/postinst" || { show "$tmp/control/postinst"; fail "$name does not create the hearth user"; }
 	echo "$name: binary, units and the hearth user: ok"
 done
+
+# The .rpms (no rpm tools needed: the test reads their headers) and that the Linux binaries
+# are static (no dynamic loader), in Go: TestDist in deploy/dist_test.go.
+if ls "$here"/../dist/hearth-linux-* >/dev/null 2>&1; then
+	step="the static binaries and the .rpms in dist/ (TestDist)"
+	dist=$(cd "$here/../dist" && pwd)
+	if ! (cd "$here" && HEARTH_DIST="$dist" go test -count=1 -run '^TestDist$' -v .) >"$tmp/out" 2>&1; then
+		show "$tmp/out"
+		fail "dist/ has a binary that is not static or an .rpm that lacks what it should (above)"
+	fi
+	sed -n 's/.*dist_test.go:[0-9]*: //p' "$tmp/out"
+	echo "dist/: static binaries, and the .rpms' binary, units and scripts: ok"
+fi
 
 if [ -f "$here/../dist/SHA256SUMS" ]; then
 	step="sha256sum -c dist/SHA256SUMS"

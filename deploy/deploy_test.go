@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"encoding/xml"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -99,6 +100,19 @@ func TestComposeFiles(t *testing.T) {
 			}
 			if svc.Command[0] != name || !strings.HasSuffix(svc.EnvFile, name+".env") || len(svc.CapDrop) != 1 || svc.CapDrop[0] != "ALL" {
 				t.Errorf("%s %s: command %v env_file %q cap_drop %v", file, name, svc.Command, svc.EnvFile, svc.CapDrop)
+			}
+			// The image's HEALTHCHECK (`hearth health`) asks the agent on :11500; the relay
+			// has none there and asks its HTTPS, by its domain, on this container's :443.
+			test := fmt.Sprint(svc.Healthcheck["test"])
+			switch name {
+			case "relay":
+				if !strings.Contains(test, "/hearth health --url https://${HEARTH_DOMAIN") || !strings.Contains(test, "--connect 127.0.0.1:443") {
+					t.Errorf("%s: the relay's healthcheck %s does not ask its HTTPS on 127.0.0.1:443", file, test)
+				}
+			case "agent":
+				if svc.Healthcheck != nil {
+					t.Errorf("%s: the agent overrides the image's healthcheck: %v", file, svc.Healthcheck)
+				}
 			}
 		}
 	}

@@ -6,7 +6,8 @@
 #   DESTDIR=/tmp/root sh install.sh    # into another root (packaging, tests): no user, no systemctl
 #
 # Linux: /usr/local/bin/hearth, /etc/systemd/system/hearth-{agent,relay}.service, /etc/hearth,
-# the system user "hearth". macOS: /usr/local/bin/hearth and /Library/LaunchAgents/dev.hearth.agent.plist.
+# the system user "hearth". macOS: /usr/local/bin/hearth, /Library/LaunchAgents/dev.hearth.agent.plist,
+# and /usr/local/etc/hearth and /usr/local/var/log/hearth owned by the user who ran sudo.
 # Then: hearth init relay (VPS) or hearth init agent (home); see the README.
 set -eu
 
@@ -19,7 +20,7 @@ while [ $# -gt 0 ]; do
 	case "$1" in
 	--bin) bin=$2; shift 2 ;;
 	--prefix) PREFIX=$2; shift 2 ;;
-	-h | --help) sed -n '2,11p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,12p' "$0"; exit 0 ;;
 	*) echo "install.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
@@ -54,12 +55,24 @@ mv -f "$DESTDIR$bindir/hearth.new" "$DESTDIR$bindir/hearth"
 echo "installed $DESTDIR$bindir/hearth"
 
 if [ "$os" = darwin ]; then
+	# The launchd agent runs as the user who runs Ollama (there is no hearth user on a Mac):
+	# the one who ran sudo, else the caller. Its config and log directories are that user's, so
+	# that `hearth init agent` needs no sudo and the agent reads its agent.env and writes its log.
+	owner=${SUDO_USER:-$(id -un)}
 	agents="$DESTDIR/Library/LaunchAgents"
-	mkdir -p "$agents" "$DESTDIR$PREFIX/etc/hearth" "$DESTDIR$PREFIX/var/log"
+	conf="$DESTDIR$PREFIX/etc/hearth"
+	logs="$DESTDIR$PREFIX/var/log/hearth"
+	mkdir -p "$agents" "$conf" "$logs"
+	if [ "$owner" = root ]; then
+		echo "install.sh: $conf and $logs stay root's: run install.sh with sudo from the account that runs Ollama, which the agent runs as" >&2
+	else
+		chown "$owner" "$conf" "$logs"
+		echo "gave $conf and $logs to $owner"
+	fi
 	sed "s|/usr/local/|$PREFIX/|g" "$here/launchd/dev.hearth.agent.plist" >"$agents/dev.hearth.agent.plist"
 	chmod 0644 "$agents/dev.hearth.agent.plist"
 	echo "installed $agents/dev.hearth.agent.plist"
-	echo "next: hearth init agent --dir $PREFIX/etc/hearth ...; then launchctl bootstrap gui/\$(id -u) /Library/LaunchAgents/dev.hearth.agent.plist"
+	echo "next, as $owner (no sudo): hearth init agent ...; then launchctl bootstrap gui/\$(id -u) /Library/LaunchAgents/dev.hearth.agent.plist"
 	exit 0
 fi
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -42,7 +43,7 @@ func (c *initCommon) flags(cmd *cobra.Command) {
 	dir, state := "/etc/hearth", "/var/lib/hearth"
 	if runtime.GOOS == "darwin" { // the launchd plist's paths; the agent runs as the user
 		dir = "/usr/local/etc/hearth"
-		if home, err := os.UserHomeDir(); err == nil {
+		if home := agentHome(); home != "" {
 			state = filepath.Join(home, "Library", "Application Support", "hearth")
 		}
 	}
@@ -50,6 +51,16 @@ func (c *initCommon) flags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&c.stateDir, "state-dir", state, "the service's state (certificates, database, agent data)")
 	cmd.Flags().BoolVar(&c.force, "force", false, "replace existing files (their secrets change)")
 	cmd.Flags().BoolVar(&c.unit, "systemd", false, "also install and enable the systemd unit (creates the hearth user when missing)")
+}
+
+// agentHome is the home of the user the Mac's launchd agent runs as: under sudo, the one who
+// ran it (whose files setup.ServiceOwner gives agent.env to; sudo may or may not keep $HOME).
+func agentHome() string {
+	if u, err := setup.ServiceOwner(runtime.GOOS, os.Geteuid(), os.Getenv, user.Lookup); err == nil && u != nil && u.HomeDir != "" {
+		return u.HomeDir
+	}
+	home, _ := os.UserHomeDir()
+	return home
 }
 
 func newInitRelayCmd(d initDeps) *cobra.Command {
@@ -114,6 +125,9 @@ func newInitAgentCmd(d initDeps) *cobra.Command {
 func runInit(ctx context.Context, out io.Writer, d initDeps, c initCommon, role, modelsDir string, write func() (setup.Written, error)) error {
 	sd := d.systemd
 	sd.Role, sd.ConfigDir, sd.ModelsDir = role, c.dir, modelsDir
+	if goos := d.env.GOOS; c.unit && (goos == "darwin" || goos == "" && runtime.GOOS == "darwin") {
+		return fmt.Errorf("init --systemd: a Mac has no systemd: sudo sh install.sh puts the launchd plist in place; run init without --systemd")
+	}
 	if c.unit {
 		if err := sd.EnsureUser(ctx); err != nil {
 			return fmt.Errorf("init --systemd: %w", err)

@@ -12,7 +12,9 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/big"
 	"net"
@@ -20,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,6 +60,21 @@ func testInitDeps(root string, ran *[]string) initDeps {
 				return nil
 			},
 			UserExists: func(string) bool { return true }},
+	}
+}
+
+// A Mac has no systemd: --systemd there says what to do instead of running useradd.
+func TestInitSystemdOnAMac(t *testing.T) {
+	var ran []string
+	d := testInitDeps(t.TempDir(), &ran)
+	d.env.GOOS = "darwin"
+	cmd := newInitCmd(d)
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs([]string{"agent", "--no-ollama", "--dir", t.TempDir(), "--systemd"})
+	err := cmd.ExecuteContext(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "a Mac has no systemd: sudo sh install.sh puts the launchd plist in place") || len(ran) != 0 {
+		t.Errorf("init --systemd on a Mac: %v, ran %v", err, ran)
 	}
 }
 
@@ -256,18 +274,63 @@ func TestEnvFileFillsTheEnvironment(t *testing.T) {
 	t.Setenv("HEARTH_TEST_SET", "from-process")
 	t.Setenv("HEARTH_TEST_FROM_FILE", "")
 	os.Unsetenv("HEARTH_TEST_FROM_FILE")
-	if err := loadEnvFiles("", cfg); err != nil {
+	if err := loadEnvFiles("", cfg, true, config.ReadEnvFile); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := os.Getenv("HEARTH_TEST_FROM_FILE")+","+os.Getenv("HEARTH_TEST_SET"), "from-file,from-process"; got != want {
 		t.Errorf("environment %q, want %q (the process's own value wins)", got, want)
 	}
 	os.WriteFile(filepath.Join(dir, "bad.env"), []byte("not a line\n"), 0o600)
-	if err := loadEnvFiles(filepath.Join(dir, "bad.env"), cfg); err == nil || !strings.Contains(err.Error(), "bad.env:1: not VAR=value") {
+	if err := loadEnvFiles(filepath.Join(dir, "bad.env"), cfg, true, config.ReadEnvFile); err == nil || !strings.Contains(err.Error(), "bad.env:1: not VAR=value") {
 		t.Errorf("bad env file: %v", err)
 	}
-	if err := loadEnvFiles("", filepath.Join(dir, "none", "agent.yaml")); err != nil {
+	if err := loadEnvFiles("", filepath.Join(dir, "none", "agent.yaml"), true, config.ReadEnvFile); err != nil {
 		t.Errorf("a missing env file beside the config is no error: %v", err)
+	}
+}
+
+// An env file that exists but this user may not read (on a Mac, agent.env that `sudo hearth
+// init` left root's) is an error that says what to do, not a silent skip that ends in
+// "HEARTH_CLUSTER_KEY is not set" far from its cause; unless its config needs nothing more
+// (a container whose env_file set it all) or the command reads no config (hearth version).
+func TestUnreadableEnvFileSaysWhatToDo(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "agent.yaml")
+	envPath := filepath.Join(dir, "agent.env")
+	os.WriteFile(cfg, []byte("# ${VAR}s come from agent.env\ncluster: { secret: \"${HEARTH_TEST_UNREADABLE_KEY}\" }\n"), 0o644)
+	os.WriteFile(envPath, []byte("HEARTH_TEST_UNREADABLE_KEY=a2V5\n"), 0o600)
+	// Root reads any file: the test fakes the one a user may not read, as os.Open reports it.
+	read := func(p string) (map[string]string, error) {
+		if p == envPath {
+			return nil, fmt.Errorf("config: %w", &fs.PathError{Op: "open", Path: p, Err: syscall.EACCES})
+		}
+		return config.ReadEnvFile(p)
+	}
+	t.Setenv("HEARTH_TEST_UNREADABLE_KEY", "")
+	os.Unsetenv("HEARTH_TEST_UNREADABLE_KEY")
+	err := loadEnvFiles("", cfg, true, read)
+	for _, want := range []string{envPath + " exists but ", " may not read it, and " + cfg + " needs ${HEARTH_TEST_UNREADABLE_KEY} from it",
+		"run hearth with sudo", "sudo chown "} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("unreadable env file: %v, want it to say %q", err, want)
+		}
+	}
+	if err := loadEnvFiles("", cfg, false, read); err != nil {
+		t.Errorf("a command that reads no config: %v", err)
+	}
+	if err := loadEnvFiles(envPath, "", false, read); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("--env-file named but unreadable: %v", err)
+	}
+	t.Setenv("HEARTH_TEST_UNREADABLE_KEY", "from-env_file")
+	if err := loadEnvFiles("", cfg, true, read); err != nil {
+		t.Errorf("the config needs nothing more from the file: %v", err)
+	}
+	if os.Geteuid() != 0 { // the real thing, where the test user is not root
+		os.Unsetenv("HEARTH_TEST_UNREADABLE_KEY")
+		os.Chmod(envPath, 0)
+		if err := loadEnvFiles("", cfg, true, config.ReadEnvFile); err == nil || !strings.Contains(err.Error(), "may not read it") {
+			t.Errorf("a mode 0000 env file: %v", err)
+		}
 	}
 }
 

@@ -52,13 +52,26 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.config, "config", "", "config file (default /etc/hearth/<role>.yaml; built-in defaults when it does not exist)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "json, text, or auto (json when stderr is not a terminal)")
-	root.AddCommand(newAgentCmd(g), newRelayCmd(g), newStatusCmd(), newTokenCmd(g), newUsageCmd(g), newChannelCmd(g),
-		newConfigCmd(), newVersionCmd(), newModelsCmd(), newWakeCmd())
-	root.AddCommand(newRagCmd())
-	root.AddCommand(newInitCmd(defaultInitDeps()), newDoctorCmd(g, doctor.Env{}), newHealthCmd())
+	root.AddCommand(readingConfig(newAgentCmd(g), newRelayCmd(g), newTokenCmd(g), newUsageCmd(g), newChannelCmd(g),
+		newConfigCmd(), newDoctorCmd(g, doctor.Env{}))...)
+	root.AddCommand(newStatusCmd(), newVersionCmd(), newModelsCmd(), newWakeCmd(), newRagCmd(),
+		newInitCmd(defaultInitDeps()), newHealthCmd())
 	root.PersistentFlags().StringVar(&g.envFile, "env-file", "", "VAR=value file for the config's ${VAR}s (default: ROLE.env beside the config, as `hearth init` writes it)")
-	root.PersistentPreRunE = func(*cobra.Command, []string) error { return loadEnvFiles(g.envFile, g.config) }
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		return loadEnvFiles(g.envFile, g.config, commandReadsConfig(cmd), config.ReadEnvFile)
+	}
 	return root
+}
+
+// readingConfig marks cmds as loading a role's config (see readsConfig).
+func readingConfig(cmds ...*cobra.Command) []*cobra.Command {
+	for _, c := range cmds {
+		if c.Annotations == nil {
+			c.Annotations = map[string]string{}
+		}
+		c.Annotations[readsConfig] = "yes"
+	}
+	return cmds
 }
 
 func newAgentCmd(g *globalFlags) *cobra.Command {

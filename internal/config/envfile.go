@@ -7,6 +7,8 @@ import (
 	"os"
 	"regexp"
 	"strings"
+
+	"gopkg.in/yaml.v3"
 )
 
 var envNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -78,4 +80,28 @@ func loadWith[T any, P interface {
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// UnsetVars lists the ${VAR}s in the values of the config file at path that lookup does not
+// find, in the order the loaders would report them: what an env file must still supply. None
+// when the file cannot be read or parsed (loading it says why).
+func UnsetVars(path string, lookup func(string) (string, bool)) []string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil
+	}
+	var unset []string
+	var problems Errors
+	expandEnv(path, &doc, func(k string) (string, bool) {
+		v, ok := lookup(k)
+		if !ok {
+			unset = append(unset, k)
+		}
+		return v, ok
+	}, &problems)
+	return unset
 }

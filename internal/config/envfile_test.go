@@ -45,3 +45,20 @@ func TestLoadRelayWithLooksUpOnlyThere(t *testing.T) {
 		t.Errorf("unset: %v", err)
 	}
 }
+
+// UnsetVars names what an env file must still supply: ${VAR}s in values only (not in comments,
+// not $${escaped}), those the lookup lacks.
+func TestUnsetVars(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.yaml")
+	os.WriteFile(path, []byte("# ${VAR}s come from agent.env\ncluster: { secret: \"${K}\" }\ntunnel: { token: \"${T}\", relay: \"$${NOT}:7000\" }\n"), 0o644)
+	lookup := func(k string) (string, bool) { return "x", k == "T" }
+	if got := strings.Join(UnsetVars(path, lookup), ","); got != "K" {
+		t.Errorf("unset %q, want K", got)
+	}
+	if got := UnsetVars(path, func(string) (string, bool) { return "x", true }); len(got) != 0 {
+		t.Errorf("all set: %v", got)
+	}
+	if got := UnsetVars(filepath.Join(t.TempDir(), "none.yaml"), lookup); len(got) != 0 {
+		t.Errorf("no file: %v", got)
+	}
+}

@@ -117,12 +117,42 @@ func TestProcPortHolderFindsThisProcess(t *testing.T) {
 	}
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
-	if got, want := procPortHolder(port), fmt.Sprintf("(pid %d)", os.Getpid()); !strings.HasSuffix(got, want) {
-		t.Errorf("holder of port %d: %q, want it to end with %q", port, got, want)
+	// Counted as another program when self is some other file: named by its comm.
+	if got, want := portHolder(port, "/bin/sh"), fmt.Sprintf("doctor.test (pid %d)", os.Getpid()); got != want {
+		t.Errorf("holder of port %d: %q, want %q", port, got, want)
 	}
-	got := (Env{}).complete().portCheck("node.listen", ln.Addr().String())
-	if got.OK || !strings.Contains(got.Say, fmt.Sprintf("pid %d", os.Getpid())) {
-		t.Errorf("a port held by the test binary (not hearth): %+v", got)
+	notHearth := Env{PortHolder: func(p int) string { return portHolder(p, "/bin/sh") }}.complete().portCheck("node.listen", ln.Addr().String())
+	if notHearth.OK || !strings.Contains(notHearth.Say, fmt.Sprintf("pid %d), not hearth", os.Getpid())) {
+		t.Errorf("a port held by another program: %+v", notHearth)
+	}
+	// The doctor's own executable is hearth whatever it is called (here doctor.test).
+	exe, _ := os.Executable()
+	if got, want := procPortHolder(port), fmt.Sprintf("hearth (pid %d, %s)", os.Getpid(), exe); got != want {
+		t.Errorf("holder of port %d: %q, want %q", port, got, want)
+	}
+	if got := (Env{}).complete().portCheck("node.listen", ln.Addr().String()); !got.OK {
+		t.Errorf("a port held by this executable: %+v", got)
+	}
+}
+
+// A hearth is known by its executable, not by its process name being exactly "hearth".
+func TestIsHearth(t *testing.T) {
+	for _, tt := range []struct {
+		comm, exe string
+		same      bool
+		want      bool
+	}{
+		{"hearth", "/usr/bin/hearth", false, true},
+		{"hearth-linux-am", "/opt/hearth-linux-amd64", false, true}, // comm is cut at 15 bytes
+		{"hearth-dev", "/usr/local/bin/hearth-dev", false, true},
+		{"hearth", "/usr/bin/hearth (deleted)", false, true}, // replaced by an upgrade
+		{"main", "/tmp/go-build1/b001/exe/main", true, true}, // `go run`: the doctor's own file
+		{"nginx", "/usr/sbin/nginx", false, false},
+		{"caddy", "", false, false}, // another user's process: exe unreadable
+	} {
+		if got := isHearth(tt.comm, tt.exe, tt.same); got != tt.want {
+			t.Errorf("isHearth(%q, %q, %v) = %v, want %v", tt.comm, tt.exe, tt.same, got, tt.want)
+		}
 	}
 }
 

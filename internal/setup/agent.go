@@ -117,8 +117,12 @@ func WriteAgent(ctx context.Context, o Agent, env Env) (Written, Ollama, error) 
 	default:
 		next = append(next, "", fmt.Sprintf("Ollama at %s has %d model(s)%s", found.URL, len(found.Models), listSuffix(found.Models)))
 	}
+	start := "systemctl enable --now hearth-agent"
+	if env.GOOS == "darwin" { // install.sh's plist, in the session of the user who runs Ollama
+		start = "launchctl bootstrap gui/$(id -u) /Library/LaunchAgents/dev.hearth.agent.plist"
+	}
 	next = append(next, "",
-		"Start the agent:   systemctl enable --now hearth-agent   (or: hearth agent --config "+cfgPath+")",
+		"Start the agent:   "+start+"   (or: hearth agent --config "+cfgPath+")",
 		"Check it:          "+withConfig("hearth doctor --role agent", cfgPath, config.DefaultAgentPath),
 		"", "To add another home machine to this cluster, run there:", "",
 		"  hearth init agent --name NAME --join "+o.Name+":"+ClusterPort+" --cluster-secret KEY",

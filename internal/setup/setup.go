@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -32,21 +33,21 @@ const ServiceUser = "hearth"
 type Env struct {
 	// Random is the source of secrets. Default crypto/rand.
 	Random io.Reader
-	// Chown gives a written secrets file to the service user. Default: when running as root
-	// and the user "hearth" exists, chown to it; otherwise leave it to the caller's user.
+	// Chown gives a written secrets file to the user the service runs as. Default: when
+	// running as root, to ServiceOwner's user; otherwise the file stays the caller's.
 	Chown func(path string) error
 	// HTTP asks the local Ollama for its models. Default a client with a 3s timeout.
 	HTTP *http.Client
 	// Getenv reads OLLAMA_HOST. Default os.Getenv.
 	Getenv func(string) string
+	// GOOS is the machine's OS, for how the agent is started: "darwin" is launchd's.
+	// Default runtime.GOOS.
+	GOOS string
 }
 
 func (e Env) complete() Env {
 	if e.Random == nil {
 		e.Random = rand.Reader
-	}
-	if e.Chown == nil {
-		e.Chown = chownToServiceUser
 	}
 	if e.HTTP == nil {
 		e.HTTP = &http.Client{Timeout: 3 * time.Second}
@@ -54,20 +55,54 @@ func (e Env) complete() Env {
 	if e.Getenv == nil {
 		e.Getenv = os.Getenv
 	}
+	if e.GOOS == "" {
+		e.GOOS = runtime.GOOS
+	}
+	if e.Chown == nil {
+		goos := e.GOOS
+		e.Chown = func(path string) error { return chownToServiceUser(path, goos) }
+	}
 	return e
 }
 
-func chownToServiceUser(path string) error {
-	if os.Geteuid() != 0 {
-		return nil
-	}
-	u, err := user.Lookup(ServiceUser)
-	if err != nil {
-		return nil // no service user yet (install.sh and the packages create it): root keeps it
+func chownToServiceUser(path, goos string) error {
+	u, err := ServiceOwner(goos, os.Geteuid(), os.Getenv, user.Lookup)
+	if err != nil || u == nil {
+		return err
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	return os.Chown(path, uid, gid)
+	if err := os.Chown(path, uid, gid); err != nil {
+		return fmt.Errorf("user %s: %w", u.Username, err)
+	}
+	return nil
+}
+
+// ServiceOwner is the user that init, run with effective uid euid on goos, gives the secrets
+// file to: nil when it stays the caller's. On Linux the units run as the fixed user hearth,
+// when it exists (install.sh and the packages create it; until then root keeps the file). On
+// a Mac there is no such user: the launchd agent runs in the session of the user who runs
+// Ollama, so under sudo the file goes to $SUDO_USER, who would otherwise be unable to read it.
+func ServiceOwner(goos string, euid int, getenv func(string) string, lookup func(string) (*user.User, error)) (*user.User, error) {
+	if euid != 0 {
+		return nil, nil
+	}
+	if goos != "darwin" {
+		u, err := lookup(ServiceUser)
+		if err != nil {
+			return nil, nil
+		}
+		return u, nil
+	}
+	name := getenv("SUDO_USER")
+	if name == "" || name == "root" {
+		return nil, nil // root itself: there is no other user to give it to
+	}
+	u, err := lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("$SUDO_USER %s, who the agent runs as on a Mac: %w", name, err)
+	}
+	return u, nil
 }
 
 // Written says what an init wrote and what the person does next.
@@ -163,7 +198,7 @@ func writeTemp(f file, env Env) (string, error) {
 	err = errors.Join(werr, cerr, os.Chmod(name, f.mode))
 	if err == nil && f.secret {
 		if cerr := env.Chown(name); cerr != nil {
-			err = fmt.Errorf("give %s to user %s: %w", f.path, ServiceUser, cerr)
+			err = fmt.Errorf("give %s to the user the service runs as: %w", f.path, cerr)
 		}
 	}
 	if err != nil {

@@ -33,7 +33,7 @@ type chownLog struct{ paths []string }
 func (c *chownLog) chown(path string) error { c.paths = append(c.paths, path); return nil }
 
 func testEnv(c *chownLog) setup.Env {
-	return setup.Env{Random: &countingReader{}, Chown: c.chown, Getenv: func(string) string { return "" }}
+	return setup.Env{Random: &countingReader{}, Chown: c.chown, Getenv: func(string) string { return "" }, GOOS: "linux"}
 }
 
 // golden compares got with testdata/name, after replacing what differs between runs.
@@ -111,31 +111,50 @@ func TestWriteRelay(t *testing.T) {
 	}
 }
 
+// Both inits refuse to replace what is there without --force (whose secrets then change),
+// and leave nothing else behind.
 func TestInitRefusesToOverwrite(t *testing.T) {
-	dir := t.TempDir()
-	var ch chownLog
-	o := setup.Relay{Domain: "ai.example.com", Email: "me@example.com", Dir: dir}
-	if _, err := setup.WriteRelay(o, testEnv(&ch)); err != nil {
-		t.Fatal(err)
-	}
-	before := readFile(t, filepath.Join(dir, "relay.env"))
-	_, err := setup.WriteRelay(o, setup.Env{Chown: ch.chown})
-	if err == nil || err.Error() != filepath.Join(dir, "relay.yaml")+" exists: pass --force to replace it (its secrets will change), or --dir DIR to write elsewhere" {
-		t.Fatalf("second init: %v", err)
-	}
-	if !bytes.Equal(before, readFile(t, filepath.Join(dir, "relay.env"))) {
-		t.Error("a refused init changed the env file")
-	}
-	o.Force = true
-	if _, err := setup.WriteRelay(o, setup.Env{Chown: ch.chown}); err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Equal(before, readFile(t, filepath.Join(dir, "relay.env"))) {
-		t.Error("--force kept the old secrets")
-	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 2 {
-		t.Errorf("%d files in the dir, want relay.yaml and relay.env only", len(entries))
+	for _, tt := range []struct {
+		role  string
+		write func(dir string, force bool, env setup.Env) error
+	}{
+		{"relay", func(dir string, force bool, env setup.Env) error {
+			_, err := setup.WriteRelay(setup.Relay{Domain: "ai.example.com", Email: "me@example.com", Dir: dir, Force: force}, env)
+			return err
+		}},
+		{"agent", func(dir string, force bool, env setup.Env) error {
+			o := setup.Agent{Name: "gpu-pc", Relay: "ai.example.com:7000", Token: "0123456789abcdef0123456789abcdef",
+				OllamaURL: "http://127.0.0.1:1", Dir: dir, Force: force}
+			_, _, err := setup.WriteAgent(t.Context(), o, env)
+			return err
+		}},
+	} {
+		t.Run(tt.role, func(t *testing.T) {
+			dir := t.TempDir()
+			var ch chownLog
+			if err := tt.write(dir, false, testEnv(&ch)); err != nil {
+				t.Fatal(err)
+			}
+			envPath := filepath.Join(dir, tt.role+".env")
+			before := readFile(t, envPath)
+			err := tt.write(dir, false, setup.Env{Chown: ch.chown})
+			if err == nil || err.Error() != filepath.Join(dir, tt.role+".yaml")+" exists: pass --force to replace it (its secrets will change), or --dir DIR to write elsewhere" {
+				t.Fatalf("second init: %v", err)
+			}
+			if !bytes.Equal(before, readFile(t, envPath)) {
+				t.Error("a refused init changed the env file")
+			}
+			if err := tt.write(dir, true, setup.Env{Chown: ch.chown}); err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Equal(before, readFile(t, envPath)) {
+				t.Error("--force kept the old secrets")
+			}
+			entries, _ := os.ReadDir(dir)
+			if len(entries) != 2 {
+				t.Errorf("%d files in the dir, want %s.yaml and %s.env only", len(entries), tt.role, tt.role)
+			}
+		})
 	}
 }
 
@@ -271,5 +290,20 @@ func TestRenderAgentModelsDir(t *testing.T) {
 		setup.Ollama{URL: "http://127.0.0.1:11434", Models: []string{}}, "/etc/hearth/agent.env"))
 	if !strings.Contains(got, "storage: { models_dir: \"/mnt/nas/ollama-models\", require_mount: true }\n") {
 		t.Errorf("agent.yaml lacks the storage line:\n%s", got)
+	}
+}
+
+// On a Mac the agent is launchd's (install.sh's plist), not systemd's.
+func TestWriteAgentOnAMac(t *testing.T) {
+	env := testEnv(&chownLog{})
+	env.GOOS = "darwin"
+	w, _, err := setup.WriteAgent(t.Context(), setup.Agent{Name: "mac", Dir: t.TempDir(), NoOllama: true}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := strings.Join(w.Next, "\n")
+	if !strings.Contains(next, "Start the agent:   launchctl bootstrap gui/$(id -u) /Library/LaunchAgents/dev.hearth.agent.plist") ||
+		strings.Contains(next, "systemctl") {
+		t.Errorf("next steps on a Mac:\n%s", next)
 	}
 }

@@ -76,28 +76,35 @@ func (s Systemd) EnsureUser(ctx context.Context) error {
 		"--shell", "/usr/sbin/nologin", "--comment", "hearth", ServiceUser)
 }
 
+// PackagedUnitDir is where the .deb and .rpm put the units. A unit of the same name in
+// /etc/systemd/system would hide the packaged one, which upgrades then never reach.
+const PackagedUnitDir = "/usr/lib/systemd/system"
+
 // Install writes the unit (and the agent's mount drop-in) under Root, reloads systemd and
-// enables the unit; it returns the files written.
+// enables the unit; it returns the files written. When the packages installed the unit, it
+// is left where it is and only drop-ins are written: the mount, and the binary and config
+// paths when they are not the packages'.
 func (s Systemd) Install(ctx context.Context) ([]string, error) {
 	s, err := s.complete()
 	if err != nil {
 		return nil, err
 	}
-	unit, err := RenderUnit(s.Role, s.Binary, s.ConfigDir)
-	if err != nil {
-		return nil, err
+	if s.Role == "agent" && s.ModelsDir != "" && (!filepath.IsAbs(s.ModelsDir) || strings.ContainsAny(s.ModelsDir, "\n%")) {
+		return nil, fmt.Errorf("setup: --models-dir %q: give an absolute path without %% or line breaks", s.ModelsDir)
 	}
 	name := "hearth-" + s.Role + ".service"
 	dir := filepath.Join(s.Root, "etc", "systemd", "system")
-	written := []string{filepath.Join(dir, name)}
-	if err := writePlain(written[0], unit); err != nil {
+	var written []string
+	if _, err := os.Stat(filepath.Join(s.Root, PackagedUnitDir, name)); err == nil {
+		written, err = s.overPackaged(dir, name)
+	} else {
+		written, err = s.writeUnit(dir, name)
+	}
+	if err != nil {
 		return nil, err
 	}
 	dropIn := filepath.Join(dir, name+".d", "models-dir.conf")
 	if s.Role == "agent" && s.ModelsDir != "" {
-		if !filepath.IsAbs(s.ModelsDir) || strings.ContainsAny(s.ModelsDir, "\n%") {
-			return nil, fmt.Errorf("setup: --models-dir %q: give an absolute path without %% or line breaks", s.ModelsDir)
-		}
 		conf := fmt.Sprintf("# Written by `hearth init agent --systemd`: start only once the models directory is mounted.\n"+
 			"[Unit]\nRequiresMountsFor=%s\n\n[Service]\nReadWritePaths=%s\n", s.ModelsDir, s.ModelsDir)
 		if err := writePlain(dropIn, []byte(conf)); err != nil {
@@ -116,6 +123,53 @@ func (s Systemd) Install(ctx context.Context) ([]string, error) {
 	return written, nil
 }
 
+// writeUnit writes the whole unit into dir: hearth was not installed by a package.
+func (s Systemd) writeUnit(dir, name string) ([]string, error) {
+	unit, err := RenderUnit(s.Role, s.Binary, s.ConfigDir)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, name)
+	return []string{path}, writePlain(path, unit)
+}
+
+// overPackaged leaves the packaged unit in charge. A copy in dir that this init wrote before
+// (the same bytes it would write now) goes; another is kept and named, since it hides the
+// packaged unit. Paths that are not the packages' (/usr/bin/hearth, /etc/hearth) go into a
+// drop-in that replaces ExecStart= and EnvironmentFile=.
+func (s Systemd) overPackaged(dir, name string) ([]string, error) {
+	var written []string
+	copyPath := filepath.Join(dir, name)
+	if old, err := os.ReadFile(copyPath); err == nil {
+		if own, err := RenderUnit(s.Role, s.Binary, s.ConfigDir); err == nil && bytes.Equal(old, own) {
+			if err := os.Remove(copyPath); err != nil {
+				return nil, fmt.Errorf("setup: %w", err)
+			}
+			written = append(written, copyPath+" (removed: it hid the packaged unit)")
+		} else {
+			written = append(written, copyPath+" (kept, but it hides "+filepath.Join(PackagedUnitDir, name)+": remove it to follow package upgrades)")
+		}
+	}
+	paths := filepath.Join(dir, name+".d", "paths.conf")
+	configDir := strings.TrimRight(s.ConfigDir, "/")
+	if s.Binary == "/usr/bin/hearth" && configDir == "/etc/hearth" {
+		if err := os.Remove(paths); err == nil {
+			written = append(written, paths+" (removed: the packages' paths)")
+		}
+		return written, nil
+	}
+	if err := checkUnitPaths(s.Binary, configDir); err != nil {
+		return nil, err
+	}
+	conf := fmt.Sprintf("# Written by `hearth init %s --systemd`: this machine's binary and config, over the packaged unit's.\n"+
+		"[Service]\nExecStart=\nExecStart=%s %s --config %s/%s.yaml\nEnvironmentFile=\nEnvironmentFile=-%s/%s.env\n",
+		s.Role, s.Binary, s.Role, configDir, s.Role, configDir, s.Role)
+	if err := writePlain(paths, []byte(conf)); err != nil {
+		return nil, err
+	}
+	return append(written, paths), nil
+}
+
 // RenderUnit is the shipped unit of role with ExecStart, EnvironmentFile and --config
 // pointing at binary and configDir.
 func RenderUnit(role, binary, configDir string) ([]byte, error) {
@@ -123,12 +177,19 @@ func RenderUnit(role, binary, configDir string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if strings.ContainsAny(binary+configDir, " \n%") {
-		return nil, fmt.Errorf("setup: %q and %q must not hold spaces, %% or line breaks (systemd would split them)", binary, configDir)
+	if err := checkUnitPaths(binary, configDir); err != nil {
+		return nil, err
 	}
 	unit = bytes.ReplaceAll(unit, []byte("ExecStart=/usr/bin/hearth "), []byte("ExecStart="+binary+" "))
 	unit = bytes.ReplaceAll(unit, []byte("/etc/hearth/"), []byte(strings.TrimRight(configDir, "/")+"/"))
 	return unit, nil
+}
+
+func checkUnitPaths(binary, configDir string) error {
+	if strings.ContainsAny(binary+configDir, " \n%") {
+		return fmt.Errorf("setup: %q and %q must not hold spaces, %% or line breaks (systemd would split them)", binary, configDir)
+	}
+	return nil
 }
 
 func writePlain(path string, data []byte) error {

@@ -1,6 +1,7 @@
 package setup_test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -91,5 +92,79 @@ func TestRenderUnitRelay(t *testing.T) {
 	}
 	if _, err := setup.RenderUnit("relay", "/my bin/hearth", "/etc/hearth"); err == nil {
 		t.Error("a binary path with a space")
+	}
+}
+
+// With the packages' unit in /usr/lib/systemd/system, --systemd writes no copy into
+// /etc/systemd/system (which would hide it from every package upgrade): it enables the
+// packaged unit and writes only drop-ins, the mount and, when they differ, the paths.
+func TestSystemdInstallOverPackagedUnit(t *testing.T) {
+	root := t.TempDir()
+	packaged := filepath.Join(root, "usr/lib/systemd/system/hearth-agent.service")
+	shipped, _ := setup.RenderUnit("agent", "/usr/bin/hearth", "/etc/hearth")
+	os.MkdirAll(filepath.Dir(packaged), 0o755)
+	os.WriteFile(packaged, shipped, 0o644)
+	var ran []string
+	s := setup.Systemd{
+		Root: root, Role: "agent", Binary: "/usr/bin/hearth", ConfigDir: "/etc/hearth", ModelsDir: "/mnt/nas/ollama-models",
+		Run: func(_ context.Context, name string, args ...string) error {
+			ran = append(ran, name+" "+strings.Join(args, " "))
+			return nil
+		},
+	}
+	units := filepath.Join(root, "etc/systemd/system")
+	copyPath := filepath.Join(units, "hearth-agent.service")
+	dropIn := filepath.Join(units, "hearth-agent.service.d/models-dir.conf")
+	paths := filepath.Join(units, "hearth-agent.service.d/paths.conf")
+	// A copy that an earlier init wrote (the same bytes) hid the packaged unit: it goes.
+	os.MkdirAll(units, 0o755)
+	os.WriteFile(copyPath, shipped, 0o644)
+	files, err := s.Install(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{copyPath + " (removed: it hid the packaged unit)", dropIn}; strings.Join(files, "\n") != strings.Join(want, "\n") {
+		t.Errorf("files %q, want %q", files, want)
+	}
+	if _, err := os.Stat(copyPath); !os.IsNotExist(err) {
+		t.Errorf("a copy of the unit in /etc/systemd/system: %v", err)
+	}
+	if !bytes.Equal(readFile(t, packaged), shipped) {
+		t.Error("the packaged unit was changed")
+	}
+	if got := string(readFile(t, dropIn)); !strings.Contains(got, "[Unit]\nRequiresMountsFor=/mnt/nas/ollama-models\n") {
+		t.Errorf("drop-in:\n%s", got)
+	}
+	if _, err := os.Stat(paths); !os.IsNotExist(err) {
+		t.Errorf("a paths drop-in for the packages' own paths: %v", err)
+	}
+	if want := "systemctl daemon-reload\nsystemctl enable hearth-agent.service"; strings.Join(ran, "\n") != want {
+		t.Errorf("ran %q, want %q", ran, want)
+	}
+
+	// Another config dir: a drop-in points the packaged unit there. A copy of the admin's own is
+	// kept, and named.
+	os.WriteFile(copyPath, []byte("[Service]\nExecStart=/opt/mine\n"), 0o644)
+	s.ConfigDir, s.ModelsDir = "/srv/hearth/", ""
+	files, err = s.Install(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{copyPath + " (kept, but it hides /usr/lib/systemd/system/hearth-agent.service: remove it to follow package upgrades)",
+		paths, dropIn + " (removed: no models directory)"}
+	if strings.Join(files, "\n") != strings.Join(want, "\n") {
+		t.Errorf("files:\n%s\nwant:\n%s", strings.Join(files, "\n"), strings.Join(want, "\n"))
+	}
+	if got, want := string(readFile(t, paths)), "[Service]\nExecStart=\nExecStart=/usr/bin/hearth agent --config /srv/hearth/agent.yaml\n"+
+		"EnvironmentFile=\nEnvironmentFile=-/srv/hearth/agent.env\n"; !strings.HasSuffix(got, want) {
+		t.Errorf("paths drop-in:\n%s\nwant it to end:\n%s", got, want)
+	}
+	// Back to the packages' paths: the paths drop-in goes.
+	s.ConfigDir = "/etc/hearth"
+	if files, err = s.Install(t.Context()); err != nil || !strings.Contains(strings.Join(files, "\n"), paths+" (removed: the packages' paths)") {
+		t.Errorf("files %q, %v", files, err)
+	}
+	if _, err := os.Stat(paths); !os.IsNotExist(err) {
+		t.Errorf("paths drop-in still there: %v", err)
 	}
 }
