@@ -94,12 +94,11 @@ func (s Systemd) Install(ctx context.Context) ([]string, error) {
 	}
 	name := "hearth-" + s.Role + ".service"
 	dir := filepath.Join(s.Root, "etc", "systemd", "system")
-	var written []string
+	write := s.writeUnit
 	if _, err := os.Stat(filepath.Join(s.Root, PackagedUnitDir, name)); err == nil {
-		written, err = s.overPackaged(dir, name)
-	} else {
-		written, err = s.writeUnit(dir, name)
+		write = s.overPackaged
 	}
+	written, err := write(dir, name)
 	if err != nil {
 		return nil, err
 	}

@@ -168,3 +168,40 @@ func TestSystemdInstallOverPackagedUnit(t *testing.T) {
 		t.Errorf("paths drop-in still there: %v", err)
 	}
 }
+
+// TestSystemdInstallWriteFails: a unit that cannot be written (here /etc/systemd/system is a
+// file) is an error, and systemd is neither reloaded nor told to enable a unit that is not there.
+func TestSystemdInstallWriteFails(t *testing.T) {
+	for _, packaged := range []bool{false, true} {
+		root := t.TempDir()
+		if packaged {
+			unit := filepath.Join(root, setup.PackagedUnitDir, "hearth-relay.service")
+			if err := os.MkdirAll(filepath.Dir(unit), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(unit, []byte("[Unit]\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.MkdirAll(filepath.Join(root, "etc", "systemd"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "etc", "systemd", "system"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var ran []string
+		s := setup.Systemd{Root: root, Role: "relay", Binary: "/opt/hearth/bin/hearth", ConfigDir: "/srv/hearth",
+			Run: func(_ context.Context, name string, args ...string) error {
+				ran = append(ran, name+" "+strings.Join(args, " "))
+				return nil
+			}}
+		if _, err := s.Install(t.Context()); err == nil {
+			t.Errorf("packaged %v: Install wrote into a file as if it were a directory", packaged)
+		} else {
+			t.Logf("packaged %v: %v", packaged, err)
+		}
+		if len(ran) != 0 {
+			t.Errorf("packaged %v: ran %v after the unit failed to be written", packaged, ran)
+		}
+	}
+}
