@@ -26,9 +26,10 @@ type Limits struct {
 	MaxBytes int
 	// TTL is how long a finished generation stays readable (default 10m).
 	TTL time.Duration
-	// PerToken is the most generations, running or kept, one token may have (default 16).
+	// PerToken is the most generations, running or kept, one token may have (default 16);
+	// a new one takes the place of the oldest finished one, so it bounds the running ones.
 	PerToken int
-	// Total is the most generations the app keeps at once (default 512).
+	// Total is the most generations the app keeps at once (default 512), the same way.
 	Total int
 	// TotalBytes is the most event bytes all generations keep together (default 256 MiB);
 	// an answer that would pass it is stopped with an error event.
@@ -134,13 +135,17 @@ func (gs *generations) get(id string, owner [32]byte) *generation {
 	return g
 }
 
-// add registers g unless its owner or the app is at its limit.
+// add registers g unless its owner or the app is at its limit. A finished generation is
+// kept only for a reader that dropped off before its end, so at a limit the oldest finished
+// one (of the owner, or of anyone for the app's limit) makes room; only running ones refuse
+// a new one. Before, an owner's sixteenth answer in ten minutes was refused although all of
+// them had been read to the end.
 func (gs *generations) add(g *generation) error {
 	gs.sweep(time.Now())
 	gs.mu.Lock()
 	defer gs.mu.Unlock()
-	if len(gs.m) >= gs.lim.Total {
-		return fmt.Errorf("the server keeps %d generations already: try again in a minute", gs.lim.Total)
+	if len(gs.m) >= gs.lim.Total && !gs.forgetOldestFinishedLocked(nil) {
+		return fmt.Errorf("the server runs %d answers already: try again in a minute", len(gs.m))
 	}
 	n := 0
 	for _, o := range gs.m {
@@ -148,12 +153,35 @@ func (gs *generations) add(g *generation) error {
 			n++
 		}
 	}
-	if n >= gs.lim.PerToken {
-		return fmt.Errorf("this token has %d generations kept already (the most is %d): stop one or wait %v for finished ones to expire",
-			n, gs.lim.PerToken, gs.lim.TTL)
+	if n >= gs.lim.PerToken && !gs.forgetOldestFinishedLocked(&g.owner) {
+		return fmt.Errorf("this token has %d answers running (the most is %d): stop one or wait for one to finish",
+			n, gs.lim.PerToken)
 	}
 	gs.m[g.id] = g
 	return nil
+}
+
+// forgetOldestFinishedLocked forgets the generation that finished first, of owner (nil: of
+// anyone); false when every one is still running. Callers hold gs.mu.
+func (gs *generations) forgetOldestFinishedLocked(owner *[32]byte) bool {
+	var oldest *generation
+	var at time.Time
+	for _, g := range gs.m {
+		if owner != nil && g.owner != *owner {
+			continue
+		}
+		g.mu.Lock()
+		finished := g.finished
+		g.mu.Unlock()
+		if !finished.IsZero() && (oldest == nil || finished.Before(at)) {
+			oldest, at = g, finished
+		}
+	}
+	if oldest == nil {
+		return false
+	}
+	gs.forgetLocked(oldest.id)
+	return true
 }
 
 func (gs *generations) remove(id string) {

@@ -287,6 +287,33 @@ func TestGenerationLimits(t *testing.T) {
 		}
 		start(t, srv, "bob") // another token has its own allowance
 	})
+	t.Run("finished ones make room", func(t *testing.T) {
+		// Answers read to the end are kept only for a reconnect: the limits bound the running
+		// ones, so a chat's seventeenth message in ten minutes is not refused.
+		_, srv := newTestApp(t, &fakeChat{n: 2, tick: time.Millisecond}, Limits{PerToken: 2, Total: 2})
+		finished := func(token string) string {
+			id := start(t, srv, token)
+			endState(t, read(t, call(t, http.MethodGet, srv.URL+"/app/v1/generations/"+id+"/events", token, ""), 0))
+			return id
+		}
+		status := func(token, id string) int {
+			resp := call(t, http.MethodGet, srv.URL+"/app/v1/generations/"+id, token, "")
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		first, second := finished("alice"), finished("alice")
+		third := finished("alice")
+		if status("alice", first) != http.StatusNotFound || status("alice", second) != http.StatusOK || status("alice", third) != http.StatusOK {
+			t.Errorf("after a third answer with room for two: first %d, second %d, third %d; want the oldest (first) gone",
+				status("alice", first), status("alice", second), status("alice", third))
+		}
+		// The app's own limit (2) takes the oldest finished answer of anyone: alice's second.
+		bob := finished("bob")
+		if status("alice", second) != http.StatusNotFound || status("alice", third) != http.StatusOK || status("bob", bob) != http.StatusOK {
+			t.Errorf("at the app's limit: alice's second %d, third %d, bob's %d; want alice's second gone",
+				status("alice", second), status("alice", third), status("bob", bob))
+		}
+	})
 	t.Run("bytes", func(t *testing.T) {
 		up := &fakeChat{n: 1000, tick: 100 * time.Microsecond}
 		_, srv := newTestApp(t, up, Limits{MaxBytes: 2000})
