@@ -124,6 +124,9 @@ func newInitAgentCmd(d initDeps) *cobra.Command {
 // be given to it) and installs the unit after.
 func runInit(ctx context.Context, out io.Writer, d initDeps, c initCommon, role, modelsDir string, write func() (setup.Written, error)) error {
 	sd := d.systemd
+	if abs, err := filepath.Abs(c.dir); err == nil {
+		c.dir = abs // the unit names it, as the written files do (setup makes their paths absolute)
+	}
 	sd.Role, sd.ConfigDir, sd.ModelsDir = role, c.dir, modelsDir
 	if goos := d.env.GOOS; c.unit && (goos == "darwin" || goos == "" && runtime.GOOS == "darwin") {
 		return fmt.Errorf("init --systemd: a Mac has no systemd: sudo sh install.sh puts the launchd plist in place; run init without --systemd")
