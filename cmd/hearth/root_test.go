@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -33,6 +35,25 @@ func TestConfigCheck(t *testing.T) {
 		if (err == nil) != (tt.err == "") || err != nil && err.Error() != tt.err {
 			t.Errorf("%s: error %v, want %q", tt.file, err, tt.err)
 		}
+	}
+}
+
+// `hearth config check FILE` takes the ${VAR}s from the env file beside FILE, as the relay
+// and agent do: on the pair `hearth init` writes (and whose header says to run it) it said
+// "environment variable HEARTH_TUNNEL_TOKEN is not set".
+func TestConfigCheckReadsTheEnvFileBesideIt(t *testing.T) {
+	for _, v := range []string{"HEARTH_TUNNEL_TOKEN", "HEARTH_ADMIN_KEY"} {
+		t.Setenv(v, "") // restored after the test; unset during it, as on a fresh machine
+		os.Unsetenv(v)
+	}
+	dir := t.TempDir()
+	if out, err := run("init", "relay", "--domain", "ai.example.com", "--cert", "/c.pem", "--key", "/k.pem", "--dir", dir, "--state-dir", dir); err != nil {
+		t.Fatalf("init relay: %v\n%s", err, out)
+	}
+	cfg := filepath.Join(dir, "relay.yaml")
+	out, err := run("config", "check", "--role", "relay", cfg)
+	if err != nil || out != cfg+": ok (relay config)\n" {
+		t.Errorf("config check %s: %v\n%s", cfg, err, out)
 	}
 }
 
