@@ -108,8 +108,8 @@ func newInitAgentCmd(d initDeps) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&o.Name, "name", "", "this machine's name in the cluster (default: the host name)")
-	cmd.Flags().StringVar(&o.Relay, "relay", "", "the relay's tunnel address, DOMAIN:7000 (as `hearth init relay` printed)")
-	cmd.Flags().StringVar(&o.Token, "token", "", "the relay's tunnel token (as `hearth init relay` printed)")
+	cmd.Flags().StringVar(&o.Relay, "relay", "", "the relay's tunnel address, DOMAIN:7000 (as hearth init relay printed it)")
+	cmd.Flags().StringVar(&o.Token, "token", "", "the relay's tunnel token (as hearth init relay printed it)")
 	cmd.Flags().StringVar(&o.RelayCA, "relay-ca", "", "PEM file of the CA that signed a brought relay certificate (default: the system's roots)")
 	cmd.Flags().StringSliceVar(&o.Join, "join", nil, "an agent already in the cluster, HOST:7946 (repeatable)")
 	cmd.Flags().StringVar(&o.ClusterSecret, "cluster-secret", "", "the cluster's HEARTH_CLUSTER_KEY, with --join (default: a fresh one)")

@@ -56,7 +56,7 @@ func newRoot() *cobra.Command {
 		newConfigCmd(), newDoctorCmd(g, doctor.Env{}))...)
 	root.AddCommand(newStatusCmd(), newVersionCmd(), newModelsCmd(), newWakeCmd(), newRagCmd(),
 		newInitCmd(defaultInitDeps()), newHealthCmd())
-	root.PersistentFlags().StringVar(&g.envFile, "env-file", "", "VAR=value file for the config's ${VAR}s (default: ROLE.env beside the config, as `hearth init` writes it)")
+	root.PersistentFlags().StringVar(&g.envFile, "env-file", "", "VAR=value file for the config's ${VAR}s (default: ROLE.env beside the config, as hearth init writes it)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
 		cfg := g.config
 		if cfg == "" && cmd.Annotations[configArg] != "" && len(args) == 1 {

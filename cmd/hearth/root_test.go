@@ -7,6 +7,9 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func run(args ...string) (string, error) {
@@ -55,6 +58,25 @@ func TestConfigCheckReadsTheEnvFileBesideIt(t *testing.T) {
 	if err != nil || out != cfg+": ok (relay config)\n" {
 		t.Errorf("config check %s: %v\n%s", cfg, err, out)
 	}
+}
+
+// A flag's usage must not hold `backquotes`: pflag takes the quoted words for the value's
+// name, and help showed "--token hearth init relay" and "--env-file hearth init".
+func TestFlagHelpNamesItsValue(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, fs := range []*pflag.FlagSet{c.LocalNonPersistentFlags(), c.PersistentFlags()} {
+			fs.VisitAll(func(f *pflag.Flag) {
+				if name, _ := pflag.UnquoteUsage(f); strings.Contains(name, " ") {
+					t.Errorf("%s --%s: help shows its value as %q", c.CommandPath(), f.Name, name)
+				}
+			})
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(newRoot())
 }
 
 func TestVersion(t *testing.T) {
