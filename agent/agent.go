@@ -175,9 +175,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Go(func() { _ = a.backend.Run(ctx) })
 	}
 	wg.Go(func() { a.rag.run(ctx) })
+	// The tunnel stops after the API too: the relay's streams in flight (a phone's answers)
+	// travel on its session, and closing it first cut them at once, grace or not.
+	tunnelCtx, tunnelStop := context.WithCancel(context.WithoutCancel(ctx))
+	defer tunnelStop()
 	if a.tunnel != nil {
 		wg.Go(func() {
-			if err := a.tunnel.Run(ctx); err != nil {
+			if err := a.tunnel.Run(tunnelCtx); err != nil {
 				a.log.Error("tunnel to the relay stopped", "err", err)
 			}
 		})
@@ -206,12 +210,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	case err = <-nodeErr:
 	}
 	cancel()
+	a.log.Info("stopping: answers in flight may finish", "grace", shutdownGrace.String())
 	shutdownCtx, stop := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer stop()
 	if serr := a.srv.Shutdown(shutdownCtx); serr != nil && !errors.Is(serr, context.DeadlineExceeded) {
 		a.log.Warn("API shutdown", "err", serr)
 	}
 	_ = a.srv.Close()
+	tunnelStop()
 	nodeStop()
 	wg.Wait()
 	if a.cluster != nil {

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -94,10 +95,13 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header()[k] = v
 	}
 	w.WriteHeader(resp.StatusCode)
-	g.mu.Lock()
-	release := g.release
-	g.release = nil
-	g.mu.Unlock()
+	// Only a generation takes the hold: the agent's polls of /api/tags and /api/ps pass by.
+	var release chan struct{}
+	if r.Method == http.MethodPost {
+		g.mu.Lock()
+		release, g.release = g.release, nil
+		g.mu.Unlock()
+	}
 	br := bufio.NewReader(resp.Body)
 	for first := true; ; first = false {
 		line, err := br.ReadBytes('\n')
@@ -290,6 +294,59 @@ func TestRelayEndToEnd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRelayAgentStopLetsAStreamFinish: an agent told to stop (systemctl restart, an upgrade)
+// while a phone's answer streams through the tunnel lets that answer finish. The tunnel used
+// to close with the agent's context, before the API's grace period, so the phone got
+// "stream_interrupted" at once.
+func TestRelayAgentStopLetsAStreamFinish(t *testing.T) {
+	w := startWorld(t, "http-01")
+
+	release := w.gate.hold()
+	resp := w.open(t, http.MethodPost, "/v1/chat/completions", `{"model":"tiny","stream":true,"messages":[{"role":"user","content":"hi"}]}`, "Bearer "+w.token)
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if first, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(first, "data: ") {
+		t.Fatalf("status %d, first line %q: %v", resp.StatusCode, first, err)
+	}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		w.stopAgent()
+	}()
+	hearthtest.Eventually(t, "the agent stopping", 10*time.Second, func() bool {
+		return strings.Contains(w.agentLogs.String(), "stopping: answers in flight may finish")
+	})
+	// The API takes no new connections once it drains; the tunnel, which carries this
+	// stream, must still be up.
+	api := agentListen(t, w.agentLogs.String())
+	hearthtest.Eventually(t, "the agent's API refusing new connections", 10*time.Second, func() bool {
+		c, err := net.Dial("tcp", api)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	if !w.homeOnline(t) {
+		t.Error("the relay lost home while the agent still had a stream of it in flight")
+	}
+	close(release)
+	rest, err := io.ReadAll(br)
+	if err != nil || !strings.Contains(string(rest), "data: [DONE]") || strings.Contains(string(rest), "stream_interrupted") {
+		t.Errorf("the rest of the stream after the agent began to stop (%v):\n%s", err, rest)
+	}
+	<-stopped
+}
+
+// agentListen is the API address the agent logged when it started.
+func agentListen(t *testing.T, log string) string {
+	t.Helper()
+	m := regexp.MustCompile(`"msg":"hearth agent serving[^\n]*"listen":"([^"]+)"`).FindStringSubmatch(log)
+	if m == nil {
+		t.Fatalf("no \"hearth agent serving\" line with its listen address in the agent log:\n%s", log)
+	}
+	return m[1]
 }
 
 func TestRelayAuthAndHomeOffline(t *testing.T) {

@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -21,12 +24,14 @@ import (
 // adminClient calls the relay's admin API.
 type adminClient struct {
 	base, key string
+	http      *http.Client
+	where     string // how base is reached, for errors: "" or " (on 127.0.0.1:443)"
 }
 
 func newChannelCmd(g *globalFlags) *cobra.Command {
 	var relayURL, key string
 	cmd := &cobra.Command{Use: "channel", Short: "See and test the relay's channels (home and vendor APIs)"}
-	cmd.PersistentFlags().StringVar(&relayURL, "relay", "", "the relay's URL (default https://<first domain> from --config)")
+	cmd.PersistentFlags().StringVar(&relayURL, "relay", "", "the relay's URL (default: the relay on this machine, listen.https of --config, asked as its first domain)")
 	cmd.PersistentFlags().StringVar(&key, "admin-key", "", "the relay's admin key (default $HEARTH_ADMIN_KEY, else admin_key from --config)")
 	client := func() (*adminClient, error) { return newAdminClient(g, relayURL, key) }
 
@@ -97,14 +102,56 @@ func newAdminClient(g *globalFlags, relayURL, key string) (*adminClient, error) 
 		if err != nil {
 			return nil, fmt.Errorf("%w (or pass --relay URL and --admin-key)", err)
 		}
-		if relayURL == "" {
-			relayURL = "https://" + cfg.Domains[0]
-		}
 		if key == "" {
 			key = cfg.AdminKey
 		}
+		if relayURL == "" {
+			return localAdminClient(cfg, key)
+		}
 	}
-	return &adminClient{base: strings.TrimRight(relayURL, "/"), key: key}, nil
+	return &adminClient{base: strings.TrimRight(relayURL, "/"), key: key, http: http.DefaultClient}, nil
+}
+
+// localAdminClient asks the relay on this machine, where these commands run: on its
+// listen.https by loopback, verifying the certificate as its first domain, a brought one
+// (signed by a private CA) included. https://DOMAIN needed DNS and hairpin NAT to reach this
+// very machine, a listen.https on :443, and a publicly trusted certificate.
+func localAdminClient(cfg config.Relay, key string) (*adminClient, error) {
+	domain := cfg.Domains[0]
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	if cfg.TLS.Cert != "" {
+		pem, err := os.ReadFile(cfg.TLS.Cert)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert: %w (or pass --relay URL)", err)
+		}
+		roots.AppendCertsFromPEM(pem) // the chain: its CA, or the leaf itself, then verifies it
+	}
+	addr := loopbackAddr(cfg.Listen.HTTPS)
+	dialer := &net.Dialer{Timeout: 10 * time.Second}
+	tr := &http.Transport{
+		Proxy:           nil,
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: domain},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, network, addr)
+		},
+	}
+	return &adminClient{base: "https://" + domain, key: key, http: &http.Client{Transport: tr},
+		where: " (on " + addr + ", listen.https of the relay's config; pass --relay URL for another)"}, nil
+}
+
+// loopbackAddr is where this machine reaches a listener bound to addr (":443" → 127.0.0.1:443).
+func loopbackAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func (c *adminClient) do(ctx context.Context, method, path string, out any) error {
@@ -115,9 +162,9 @@ func (c *adminClient) do(ctx context.Context, method, path string, out any) erro
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.key)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the relay at %s: %w", c.base, err)
+		return fmt.Errorf("cannot reach the relay at %s%s: %w", c.base, c.where, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))

@@ -108,8 +108,8 @@ func newInitAgentCmd(d initDeps) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&o.Name, "name", "", "this machine's name in the cluster (default: the host name)")
-	cmd.Flags().StringVar(&o.Relay, "relay", "", "the relay's tunnel address, DOMAIN:7000 (as `hearth init relay` printed)")
-	cmd.Flags().StringVar(&o.Token, "token", "", "the relay's tunnel token (as `hearth init relay` printed)")
+	cmd.Flags().StringVar(&o.Relay, "relay", "", "the relay's tunnel address, DOMAIN:7000 (as hearth init relay printed it)")
+	cmd.Flags().StringVar(&o.Token, "token", "", "the relay's tunnel token (as hearth init relay printed it)")
 	cmd.Flags().StringVar(&o.RelayCA, "relay-ca", "", "PEM file of the CA that signed a brought relay certificate (default: the system's roots)")
 	cmd.Flags().StringSliceVar(&o.Join, "join", nil, "an agent already in the cluster, HOST:7946 (repeatable)")
 	cmd.Flags().StringVar(&o.ClusterSecret, "cluster-secret", "", "the cluster's HEARTH_CLUSTER_KEY, with --join (default: a fresh one)")
@@ -124,6 +124,9 @@ func newInitAgentCmd(d initDeps) *cobra.Command {
 // be given to it) and installs the unit after.
 func runInit(ctx context.Context, out io.Writer, d initDeps, c initCommon, role, modelsDir string, write func() (setup.Written, error)) error {
 	sd := d.systemd
+	if abs, err := filepath.Abs(c.dir); err == nil {
+		c.dir = abs // the unit names it, as the written files do (setup makes their paths absolute)
+	}
 	sd.Role, sd.ConfigDir, sd.ModelsDir = role, c.dir, modelsDir
 	if goos := d.env.GOOS; c.unit && (goos == "darwin" || goos == "" && runtime.GOOS == "darwin") {
 		return fmt.Errorf("init --systemd: a Mac has no systemd: sudo sh install.sh puts the launchd plist in place; run init without --systemd")

@@ -56,12 +56,20 @@ func newRoot() *cobra.Command {
 		newConfigCmd(), newDoctorCmd(g, doctor.Env{}))...)
 	root.AddCommand(newStatusCmd(), newVersionCmd(), newModelsCmd(), newWakeCmd(), newRagCmd(),
 		newInitCmd(defaultInitDeps()), newHealthCmd())
-	root.PersistentFlags().StringVar(&g.envFile, "env-file", "", "VAR=value file for the config's ${VAR}s (default: ROLE.env beside the config, as `hearth init` writes it)")
-	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
-		return loadEnvFiles(g.envFile, g.config, commandReadsConfig(cmd), config.ReadEnvFile)
+	root.PersistentFlags().StringVar(&g.envFile, "env-file", "", "VAR=value file for the config's ${VAR}s (default: ROLE.env beside the config, as hearth init writes it)")
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		cfg := g.config
+		if cfg == "" && cmd.Annotations[configArg] != "" && len(args) == 1 {
+			cfg = args[0]
+		}
+		return loadEnvFiles(g.envFile, cfg, commandReadsConfig(cmd), config.ReadEnvFile)
 	}
 	return root
 }
+
+// configArg annotates a command whose one argument is the config file (config check FILE):
+// the env file beside it fills its ${VAR}s, as beside --config for the others.
+const configArg = "hearth/config-arg"
 
 // readingConfig marks cmds as loading a role's config (see readsConfig).
 func readingConfig(cmds ...*cobra.Command) []*cobra.Command {
@@ -171,9 +179,10 @@ func newConfigCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Work with config files"}
 	var role string
 	check := &cobra.Command{
-		Use:   "check FILE",
-		Short: "Validate a config file without starting anything",
-		Args:  cobra.ExactArgs(1),
+		Use:         "check FILE",
+		Short:       "Validate a config file without starting anything",
+		Args:        cobra.ExactArgs(1),
+		Annotations: map[string]string{configArg: "yes"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch role {
 			case "agent":

@@ -2,9 +2,14 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func run(args ...string) (string, error) {
@@ -34,6 +39,44 @@ func TestConfigCheck(t *testing.T) {
 			t.Errorf("%s: error %v, want %q", tt.file, err, tt.err)
 		}
 	}
+}
+
+// `hearth config check FILE` takes the ${VAR}s from the env file beside FILE, as the relay
+// and agent do: on the pair `hearth init` writes (and whose header says to run it) it said
+// "environment variable HEARTH_TUNNEL_TOKEN is not set".
+func TestConfigCheckReadsTheEnvFileBesideIt(t *testing.T) {
+	for _, v := range []string{"HEARTH_TUNNEL_TOKEN", "HEARTH_ADMIN_KEY"} {
+		t.Setenv(v, "") // restored after the test; unset during it, as on a fresh machine
+		os.Unsetenv(v)
+	}
+	dir := t.TempDir()
+	if out, err := run("init", "relay", "--domain", "ai.example.com", "--cert", "/c.pem", "--key", "/k.pem", "--dir", dir, "--state-dir", dir); err != nil {
+		t.Fatalf("init relay: %v\n%s", err, out)
+	}
+	cfg := filepath.Join(dir, "relay.yaml")
+	out, err := run("config", "check", "--role", "relay", cfg)
+	if err != nil || out != cfg+": ok (relay config)\n" {
+		t.Errorf("config check %s: %v\n%s", cfg, err, out)
+	}
+}
+
+// A flag's usage must not hold `backquotes`: pflag takes the quoted words for the value's
+// name, and help showed "--token hearth init relay" and "--env-file hearth init".
+func TestFlagHelpNamesItsValue(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, fs := range []*pflag.FlagSet{c.LocalNonPersistentFlags(), c.PersistentFlags()} {
+			fs.VisitAll(func(f *pflag.Flag) {
+				if name, _ := pflag.UnquoteUsage(f); strings.Contains(name, " ") {
+					t.Errorf("%s --%s: help shows its value as %q", c.CommandPath(), f.Name, name)
+				}
+			})
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(newRoot())
 }
 
 func TestVersion(t *testing.T) {

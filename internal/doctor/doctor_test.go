@@ -166,8 +166,11 @@ func TestCertCheck(t *testing.T) {
 	want(t, certCheck(byo(good), "other.example.com", env), false, "does not cover other.example.com (it names ai.example.com)")
 	old, _, _ := writeCert(t, t.TempDir(), now.Add(-90*24*time.Hour), now.Add(-time.Hour), "ai.example.com")
 	want(t, certCheck(byo(old), "ai.example.com", env), false, "the certificate for ai.example.com expired on")
+	// A brought certificate is the user's to renew: no "renewal is overdue; see the relay's log".
+	want(t, certCheck(byo(old), "ai.example.com", env), false, "put a renewed certificate in "+old+" (tls.cert)")
 	soon, _, _ := writeCert(t, t.TempDir(), now.Add(-80*24*time.Hour), now.Add(3*24*time.Hour), "ai.example.com")
 	want(t, certCheck(byo(soon), "ai.example.com", env), false, "expires in 2 days")
+	want(t, certCheck(byo(soon), "ai.example.com", env), false, "put a renewed certificate in "+soon+" (tls.cert)")
 
 	// ACME: certmagic's storage layout, certificates/<issuer>/<name>/<name>.crt.
 	storage := t.TempDir()

@@ -130,11 +130,19 @@ func certCheck(cfg config.Relay, domain string, env Env) Check {
 	}
 	left := best.NotAfter.Sub(env.Now())
 	issuer := best.Issuer.CommonName
+	// A brought certificate is the user's to renew; ACME's renews itself, so one close to its
+	// end means renewal keeps failing.
+	fix := "renew it (ACME renews by itself while the relay runs and port 80/443 is reachable)"
+	soon := "renewal is overdue; see the relay's log"
+	if cfg.TLS.Cert != "" {
+		fix = "put a renewed certificate in " + bestFile + " (tls.cert) and its key in tls.key: the relay picks them up within a minute"
+		soon = fix
+	}
 	switch {
 	case left <= 0:
-		c.Say = fmt.Sprintf("the certificate for %s expired on %s: renew it (ACME renews by itself while the relay runs and port 80/443 is reachable).", domain, best.NotAfter.Format("2006-01-02"))
+		c.Say = fmt.Sprintf("the certificate for %s expired on %s: %s.", domain, best.NotAfter.Format("2006-01-02"), fix)
 	case left < 7*24*time.Hour:
-		c.Say = fmt.Sprintf("the certificate for %s expires in %s (%s): renewal is overdue; see the relay's log.", domain, days(left), best.NotAfter.Format("2006-01-02"))
+		c.Say = fmt.Sprintf("the certificate for %s expires in %s (%s): %s.", domain, days(left), best.NotAfter.Format("2006-01-02"), soon)
 	default:
 		c.OK, c.Say = true, fmt.Sprintf("the certificate for %s from %s is valid until %s (%s left).", domain, issuer, best.NotAfter.Format("2006-01-02"), days(left))
 	}

@@ -70,6 +70,9 @@ func WriteAgent(ctx context.Context, o Agent, env Env) (Written, Ollama, error) 
 	if err := checkAgentOptions(o); err != nil {
 		return Written{}, Ollama{}, err
 	}
+	if err := absPaths(&o.Dir, &o.StateDir, &o.RelayCA); err != nil {
+		return Written{}, Ollama{}, err
+	}
 	secret := o.ClusterSecret
 	if secret == "" {
 		var err error

@@ -42,6 +42,9 @@ func WriteRelay(o Relay, env Env) (Written, error) {
 	if err := checkRelayOptions(o); err != nil {
 		return Written{}, err
 	}
+	if err := absPaths(&o.Dir, &o.StateDir, &o.Cert, &o.Key); err != nil {
+		return Written{}, err
+	}
 	tunnelToken, err := secretHex(env.Random, 24)
 	if err != nil {
 		return Written{}, err

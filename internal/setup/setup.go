@@ -266,3 +266,19 @@ func renamedError(err error, tmp map[string]string) error {
 	}
 	return errors.New(msg)
 }
+
+// absPaths makes the paths given on the command line absolute: the service runs from another
+// directory (systemd's is /), where a --cert relative to the user's shell failed to load.
+func absPaths(paths ...*string) error {
+	for _, p := range paths {
+		if *p == "" || filepath.IsAbs(*p) {
+			continue
+		}
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return fmt.Errorf("%s: %w: give an absolute path", *p, err)
+		}
+		*p = abs
+	}
+	return nil
+}

@@ -307,3 +307,46 @@ func TestWriteAgentOnAMac(t *testing.T) {
 		t.Errorf("next steps on a Mac:\n%s", next)
 	}
 }
+
+// Paths given relative to the shell (`--cert fullchain.pem` in the directory certbot wrote)
+// are written absolute: the service starts elsewhere (systemd in /), where they did not load.
+func TestInitWritesAbsolutePaths(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	w, err := setup.WriteRelay(setup.Relay{Domain: "ai.example.com", Dir: "etc", StateDir: "state", Cert: "fullchain.pem", Key: "privkey.pem"},
+		testEnv(&chownLog{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := config.ReadEnvFile(filepath.Join(dir, "etc", "relay.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay, err := config.LoadRelayWith(w.Config, config.EnvLookup(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "etc", "relay.yaml"); w.Config != want {
+		t.Errorf("relay config at %s, want %s", w.Config, want)
+	}
+	if relay.TLS.Cert != filepath.Join(dir, "fullchain.pem") || relay.TLS.Key != filepath.Join(dir, "privkey.pem") || relay.DB != filepath.Join(dir, "state", "relay.db") {
+		t.Errorf("relay.yaml has tls %+v, db %q: want them under %s", relay.TLS, relay.DB, dir)
+	}
+
+	w, _, err = setup.WriteAgent(t.Context(), setup.Agent{Name: "gpu-pc", Dir: "home", StateDir: "hstate", NoOllama: true,
+		Relay: "ai.example.com:7000", Token: "0123456789abcdef0123456789abcdef", RelayCA: "ca.pem"}, testEnv(&chownLog{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err = config.ReadEnvFile(filepath.Join(dir, "home", "agent.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := config.LoadAgentWith(w.Config, config.EnvLookup(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if agent.Tunnel.CA != filepath.Join(dir, "ca.pem") || agent.Node.DataDir != filepath.Join(dir, "hstate") {
+		t.Errorf("agent.yaml has tunnel.ca %q, node.data_dir %q: want them under %s", agent.Tunnel.CA, agent.Node.DataDir, dir)
+	}
+}
