@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -84,6 +85,7 @@ func TestComposeFiles(t *testing.T) {
 				EnvFile     string         `yaml:"env_file"`
 				Healthcheck map[string]any `yaml:"healthcheck"`
 				CapDrop     []string       `yaml:"cap_drop"`
+				StopGrace   string         `yaml:"stop_grace_period"`
 			} `yaml:"services"`
 		}
 		if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -100,6 +102,10 @@ func TestComposeFiles(t *testing.T) {
 			}
 			if svc.Command[0] != name || !strings.HasSuffix(svc.EnvFile, name+".env") || len(svc.CapDrop) != 1 || svc.CapDrop[0] != "ALL" {
 				t.Errorf("%s %s: command %v env_file %q cap_drop %v", file, name, svc.Command, svc.EnvFile, svc.CapDrop)
+			}
+			// Docker kills after 10 s by default, before the 15 s answers in flight get.
+			if grace, err := time.ParseDuration(svc.StopGrace); err != nil || grace < 20*time.Second {
+				t.Errorf("%s %s: stop_grace_period %q, want at least 20s (answers in flight get 15 s)", file, name, svc.StopGrace)
 			}
 			// The image's HEALTHCHECK (`hearth health`) asks the agent on :11500; the relay
 			// has none there and asks its HTTPS, by its domain, on this container's :443.
