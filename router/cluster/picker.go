@@ -170,7 +170,11 @@ func (p *Picker) candidates(req router.PickRequest, now time.Time) ([]candidate,
 		return nil, storedError(req.Model, stores)
 	}
 	if node, ok := p.everHad[req.Model]; ok {
-		return nil, fmt.Errorf("%w: node %s, which had it, has left the cluster", router.ErrNoCandidate, node)
+		if !slices.ContainsFunc(peers, func(pr Peer) bool { return pr.Name == node }) {
+			return nil, fmt.Errorf("%w: node %s, which had it, has left the cluster", router.ErrNoCandidate, node)
+		}
+		// Still here without it: the model was deleted (`hearth models rm`), not taken away.
+		delete(p.everHad, req.Model)
 	}
 	return nil, fmt.Errorf("%w: no node in the cluster has %s%s", router.ErrUnknownModel, req.Model, p.modelsHint())
 }

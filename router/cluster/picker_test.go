@@ -251,6 +251,22 @@ func TestPickerUnknownVersusUnavailable(t *testing.T) {
 	}
 }
 
+// A model deleted from a node that is still in the cluster (`hearth models rm`) is unknown
+// again, not "unavailable" because that node "has left the cluster".
+func TestPickerForgetsADeletedModel(t *testing.T) {
+	p, src := newTestPicker(t, PickerConfig{},
+		peer("a", 1, []string{"tiny:latest"}, nil),
+		peer("b", 1, []string{"tiny:latest", "tiny2:latest"}, nil))
+	if tg := pick(t, p, "tiny2:latest", ""); tg.Node != "b" {
+		t.Fatalf("tiny2 went to %s", tg.Node)
+	}
+	src.set("b", func(pr *Peer) { pr.Inventory.Models = pr.Inventory.Models[:1] })
+	_, err := p.Pick(t.Context(), router.PickRequest{Model: "tiny2:latest"})
+	if !errors.Is(err, router.ErrUnknownModel) || err.Error() != "model not found: no node in the cluster has tiny2:latest (available: tiny:latest)" {
+		t.Fatalf("deleted model: %v", err)
+	}
+}
+
 func TestPickerPassesOverUnreachableNode(t *testing.T) {
 	p, _ := newTestPicker(t, PickerConfig{SuspectFor: time.Minute},
 		peer("a", 4, []string{"m:latest"}, []string{"m:latest"}),
