@@ -286,3 +286,34 @@ func storeNode(t *testing.T, base string) router.NodeView {
 	}
 	return v.Nodes[0]
 }
+
+// TestNoPullToAnUnmountedStore: a pull named for a node whose required mount went away is
+// refused with what to do, not written to the local disk under the mount point.
+func TestNoPullToAnUnmountedStore(t *testing.T) {
+	nasDir, nasMounts := testStore(t, "nfs4", "tiny")
+	gpuDir, gpuMounts := testStore(t, "nfs4", "tiny")
+	ms := startCluster(t,
+		memberSpec{name: "nas", mutate: withStore(nasDir, false), opts: []Option{WithMountInfo(nasMounts)}},
+		memberSpec{name: "gpu", models: []string{"tiny"}, mutate: withStore(gpuDir, true), opts: []Option{WithMountInfo(gpuMounts)}},
+	)
+	nas := ms[0]
+	hearthtest.Eventually(t, "nas sees gpu's store mounted", waitLimit, func() bool {
+		nv, ok := nodeNamed(clusterView(t, nas), "gpu")
+		return ok && nv.Storage != nil && nv.Storage.Mounted
+	})
+	if err := os.WriteFile(gpuMounts, []byte("27 1 253:0 / / rw - ext4 /dev/root rw\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hearthtest.Eventually(t, "nas sees gpu's store unmounted", waitLimit, func() bool {
+		nv, ok := nodeNamed(clusterView(t, nas), "gpu")
+		return ok && nv.Storage != nil && !nv.Storage.Mounted
+	})
+	resp, body := do(t, http.MethodPost, nas.base+"/api/pull?node=gpu", `{"model":"qwen3:14b"}`)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "node gpu's model store "+gpuDir+" is not mounted") {
+		t.Errorf("a pull to an unmounted store: %d %s", resp.StatusCode, body)
+	}
+	resp, body = do(t, http.MethodDelete, nas.base+"/api/delete?node=gpu", `{"model":"tiny"}`)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("a delete on an unmounted store: %d %s", resp.StatusCode, body)
+	}
+}

@@ -315,6 +315,11 @@ func TestPickNodeDefault(t *testing.T) {
 		}
 		return pr
 	}
+	unmounted := func(name string) Peer {
+		pr := node(name, false, true, false)
+		pr.Inventory.Storage = &router.StorageView{Dir: "/mnt/nas", Required: true, Error: "not on a network filesystem"}
+		return pr
+	}
 	nas := peer("nas", 0, nil, nil)
 	nas.Meta.Role = RoleRouter
 	tests := []struct {
@@ -333,6 +338,10 @@ func TestPickNodeDefault(t *testing.T) {
 			router.NodeRequest{Model: "m"}, "me"},
 		{"a named node is taken although it is down", []Peer{node("me", true, true, true), node("b", false, false, false)},
 			router.NodeRequest{Node: "b"}, "b"},
+		{"a named node whose required mount is missing gets no pull", []Peer{node("me", true, true, true), unmounted("b")},
+			router.NodeRequest{Node: "b", Writes: true},
+			"node b's model store /mnt/nas is not mounted (not on a network filesystem): a write there would land on its local disk under the mount point; mount the share first (`hearth models doctor`)"},
+		{"but a delete", []Peer{node("me", true, true, true), unmounted("b")}, router.NodeRequest{Node: "b", Model: "m"}, "b"},
 		{"none answers", []Peer{nas, node("me", true, false, true), node("b", false, true, false)}, router.NodeRequest{},
 			"no node can take this now: me (its Ollama is not answering), b (its model store is not answering); name one with ?node= (`--node`) to try it anyway"},
 		{"no serving node", []Peer{nas}, router.NodeRequest{}, "node not found: no node in the cluster serves models"},
