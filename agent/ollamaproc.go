@@ -34,6 +34,9 @@ type OllamaProc struct {
 	backoffMin  time.Duration
 	backoffMax  time.Duration
 	stableAfter time.Duration // a run this long resets the backoff
+	// beforeRestart, when set, blocks a restart until Ollama may run again (the store's
+	// required mount is back); it returns early when ctx ends.
+	beforeRestart func(ctx context.Context)
 
 	starts atomic.Int64
 	mu     sync.Mutex
@@ -122,6 +125,12 @@ func (p *OllamaProc) Run(ctx context.Context) error {
 			t.Stop()
 			return nil
 		case <-t.C:
+		}
+		if p.beforeRestart != nil {
+			p.beforeRestart(ctx)
+			if ctx.Err() != nil {
+				return nil
+			}
 		}
 		backoff = min(2*backoff, p.backoffMax)
 	}
