@@ -122,7 +122,7 @@ func storeUnfit(pr Peer) string {
 	case !pr.Meta.BackendOK:
 		return "its Ollama is not answering"
 	case !pr.Meta.StorageOK:
-		return "its model store is not answering"
+		return "its " + storeDown(pr)
 	}
 	return ""
 }

@@ -343,7 +343,7 @@ func TestPickNodeDefault(t *testing.T) {
 			"node b's model store /mnt/nas is not mounted (not on a network filesystem): a write there would land on its local disk under the mount point; mount the share first (`hearth models doctor`)"},
 		{"but a delete", []Peer{node("me", true, true, true), unmounted("b")}, router.NodeRequest{Node: "b", Model: "m"}, "b"},
 		{"none answers", []Peer{nas, node("me", true, false, true), node("b", false, true, false)}, router.NodeRequest{},
-			"no node can take this now: me (its Ollama is not answering), b (its model store is not answering); name one with ?node= (`--node`) to try it anyway"},
+			"no node can take this now: me (its Ollama is not answering), b (its model storage is not answering); name one with ?node= (`--node`) to try it anyway"},
 		{"no serving node", []Peer{nas}, router.NodeRequest{}, "node not found: no node in the cluster serves models"},
 	}
 	for _, tc := range tests {
