@@ -74,6 +74,7 @@ func New(cfg config.Agent, logger *slog.Logger, version string, opts ...Option) 
 			return nil, fmt.Errorf("agent: ollama.url: %w", err)
 		}
 		a.backend = NewBackend(cfg.Node.Name, ollamaURL, cfg.Ollama.ConnectTimeout, cfg.Ollama.PollInterval, logger.With("component", "backend"))
+		a.backend.managed = cfg.Ollama.Manage
 		local = router.NewSingle(a.backend)
 	}
 	if a.node, err = newNodeParts(cfg, a.backend, collectOptions(opts), logger); err != nil {

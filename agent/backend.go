@@ -44,6 +44,7 @@ type Backend struct {
 	client   *http.Client
 	log      *slog.Logger
 	interval time.Duration
+	managed  bool // ollama.manage: this agent runs the Ollama, so a refusal is its start-up or restart
 
 	refreshMu sync.Mutex // one read of Ollama at a time
 	inFlight  atomic.Int64
@@ -226,6 +227,9 @@ func names(models []router.ModelInfo) []string {
 func (b *Backend) describe(err error) string {
 	var ne net.Error
 	switch {
+	case errors.Is(err, syscall.ECONNREFUSED) && b.managed:
+		// Not "start ollama serve": a second Ollama on the port would fail the agent's own.
+		return fmt.Sprintf("nothing listens at %s (connection refused): the Ollama this agent runs (ollama.manage) is starting, or restarting after it exited; the agent's log says why", b.url)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Sprintf("nothing listens at %s (connection refused): start Ollama with `ollama serve`, or point ollama.url at it", b.url)
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):

@@ -96,6 +96,9 @@ func (n *nodeParts) run(ctx context.Context) error {
 				}
 				return fmt.Errorf("agent: %w", err)
 			}
+			if n.ollama != nil {
+				n.ollama.beforeRestart = func(ctx context.Context) { n.store.waitRemount(ctx, n.log) }
+			}
 		}
 	}
 	if n.ollama != nil {

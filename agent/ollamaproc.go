@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -25,6 +26,7 @@ import (
 // and, after a grace, SIGKILL.
 type OllamaProc struct {
 	binary string
+	host   string   // OLLAMA_HOST, host:port
 	env    []string // added to the agent's environment
 	log    *slog.Logger
 
@@ -34,6 +36,9 @@ type OllamaProc struct {
 	backoffMin  time.Duration
 	backoffMax  time.Duration
 	stableAfter time.Duration // a run this long resets the backoff
+	// beforeRestart, when set, blocks a restart until Ollama may run again (the store's
+	// required mount is back); it returns early when ctx ends.
+	beforeRestart func(ctx context.Context)
 
 	starts atomic.Int64
 	mu     sync.Mutex
@@ -47,7 +52,7 @@ func newOllamaProc(cfg config.Agent, logger *slog.Logger) (*OllamaProc, error) {
 		return nil, fmt.Errorf("agent: managed Ollama: %w", err)
 	}
 	return &OllamaProc{
-		binary: cfg.Ollama.Binary, env: ollamaEnv(cfg, host), log: logger,
+		binary: cfg.Ollama.Binary, host: host, env: ollamaEnv(cfg, host), log: logger,
 		grace: 10 * time.Second, killWait: 5 * time.Second, kill: syscall.Kill, backoffMin: time.Second, backoffMax: 30 * time.Second, stableAfter: time.Minute,
 	}, nil
 }
@@ -103,6 +108,9 @@ func (p *OllamaProc) Starts() int { return int(p.starts.Load()) }
 func (p *OllamaProc) Run(ctx context.Context) error {
 	backoff := p.backoffMin
 	for {
+		if !p.waitPortFree(ctx) {
+			return nil
+		}
 		start := time.Now()
 		err := p.runOnce(ctx)
 		if ctx.Err() != nil {
@@ -123,7 +131,46 @@ func (p *OllamaProc) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
+		if p.beforeRestart != nil {
+			p.beforeRestart(ctx)
+			if ctx.Err() != nil {
+				return nil
+			}
+		}
 		backoff = min(2*backoff, p.backoffMax)
+	}
+}
+
+// waitPortFree holds the start while something else listens at OLLAMA_HOST (an
+// ollama.service still enabled, an Ollama left by an earlier agent): Ollama would exit at
+// once with "address already in use", again and again, while the agent served that other
+// Ollama, which has none of its settings. It returns false when ctx ends.
+func (p *OllamaProc) waitPortFree(ctx context.Context) bool {
+	warned := false
+	wait := p.backoffMin
+	for {
+		c, err := net.DialTimeout("tcp", p.host, time.Second)
+		if err != nil {
+			if warned {
+				p.log.Info("nothing else listens at OLLAMA_HOST any more; starting the managed Ollama", "host", p.host)
+			}
+			return true
+		}
+		c.Close()
+		if !warned {
+			p.log.Error(fmt.Sprintf("something else already listens at %s, so the managed Ollama cannot start there: stop it "+
+				"(an ollama.service still enabled: `sudo systemctl disable --now ollama`; or an Ollama an earlier agent left running). "+
+				"Until then requests go to that Ollama, which runs without this agent's settings (OLLAMA_MODELS, OLLAMA_NOPRUNE)", p.host))
+			warned = true
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+		wait = min(2*wait, p.backoffMax)
 	}
 }
 

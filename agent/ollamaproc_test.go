@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -267,4 +268,30 @@ func TestOllamaProcGetsNoHearthSecrets(t *testing.T) {
 	if out := logs.String(); !strings.Contains(out, "cluster=unset proxy=kept host=127.0.0.1:11999") || strings.Contains(out, "c2VjcmV0") {
 		t.Errorf("Ollama's environment:\n%s", out)
 	}
+}
+
+// TestOllamaProcWaitsForAForeignOllama: with another program on OLLAMA_HOST (an
+// ollama.service left enabled), the supervisor says what to stop and starts nothing until the
+// port is free, instead of restarting an Ollama that dies with "address already in use".
+func TestOllamaProcWaitsForAForeignOllama(t *testing.T) {
+	foreign, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { foreign.Close() })
+	binary, _ := fakeOllama(t, 0, false)
+	cfg := procConfig(binary)
+	cfg.Ollama.URL = "http://" + foreign.Addr().String()
+	p, logs, stop := startProc(t, cfg)
+	defer stop()
+	hearthtest.Eventually(t, "the supervisor names the taken port", waitLimit, func() bool {
+		return strings.Contains(logs.String(), "something else already listens at "+foreign.Addr().String()+", so the managed Ollama cannot start there")
+	})
+	if n := p.Starts(); n != 0 {
+		t.Fatalf("Ollama was started %d time(s) on a taken port:\n%s", n, logs)
+	}
+	foreign.Close()
+	hearthtest.Eventually(t, "Ollama starts once the port is free", waitLimit, func() bool {
+		return p.Starts() == 1 && strings.Contains(logs.String(), "nothing else listens at OLLAMA_HOST any more")
+	})
 }

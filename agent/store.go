@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/storage"
@@ -88,6 +89,35 @@ func (s *nodeStore) waitReady(ctx context.Context, log *slog.Logger) error {
 	log.Info("waiting for "+what+" before starting Ollama and advertising the store's models",
 		"dir", s.cfg.ModelsDir, "mount_timeout", s.cfg.MountTimeout.String())
 	return s.probe.WaitReady(ctx, s.cfg.MountTimeout)
+}
+
+// waitRemount blocks while the store's required mount is missing, as when the share went
+// away after start-up: an Ollama restarted then would run on the local directory under the
+// mount point (an empty store, and pulls onto the local disk). A store that is mounted but
+// slow does not hold a restart.
+func (s *nodeStore) waitRemount(ctx context.Context, log *slog.Logger) {
+	unmounted := func() (bool, string) {
+		h := s.probe.Health()
+		return h.Required && !h.Mounted, h.Error
+	}
+	if missing, why := unmounted(); missing {
+		log.Warn("the model store is not mounted: the managed Ollama is restarted once it is", "dir", s.cfg.ModelsDir, "problem", why)
+	} else {
+		return
+	}
+	t := time.NewTicker(s.cfg.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if missing, _ := unmounted(); !missing {
+			log.Info("the model store is mounted again; restarting the managed Ollama", "dir", s.cfg.ModelsDir)
+			return
+		}
+	}
 }
 
 // pruneWatch reports, loudly and once per set of nodes, a cluster with more than one

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -285,4 +286,77 @@ func storeNode(t *testing.T, base string) router.NodeView {
 		t.Fatalf("want one node with a store: %+v", v.Nodes)
 	}
 	return v.Nodes[0]
+}
+
+// TestNoPullToAnUnmountedStore: a pull named for a node whose required mount went away is
+// refused with what to do, not written to the local disk under the mount point.
+func TestNoPullToAnUnmountedStore(t *testing.T) {
+	nasDir, nasMounts := testStore(t, "nfs4", "tiny")
+	gpuDir, gpuMounts := testStore(t, "nfs4", "tiny")
+	ms := startCluster(t,
+		memberSpec{name: "nas", mutate: withStore(nasDir, false), opts: []Option{WithMountInfo(nasMounts)}},
+		memberSpec{name: "gpu", models: []string{"tiny"}, mutate: withStore(gpuDir, true), opts: []Option{WithMountInfo(gpuMounts)}},
+	)
+	nas := ms[0]
+	hearthtest.Eventually(t, "nas sees gpu's store mounted", waitLimit, func() bool {
+		nv, ok := nodeNamed(clusterView(t, nas), "gpu")
+		return ok && nv.Storage != nil && nv.Storage.Mounted
+	})
+	if err := os.WriteFile(gpuMounts, []byte("27 1 253:0 / / rw - ext4 /dev/root rw\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hearthtest.Eventually(t, "nas sees gpu's store unmounted", waitLimit, func() bool {
+		nv, ok := nodeNamed(clusterView(t, nas), "gpu")
+		return ok && nv.Storage != nil && !nv.Storage.Mounted
+	})
+	resp, body := do(t, http.MethodPost, nas.base+"/api/pull?node=gpu", `{"model":"qwen3:14b"}`)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "node gpu's model store "+gpuDir+" is not mounted") {
+		t.Errorf("a pull to an unmounted store: %d %s", resp.StatusCode, body)
+	}
+	resp, body = do(t, http.MethodDelete, nas.base+"/api/delete?node=gpu", `{"model":"tiny"}`)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("a delete on an unmounted store: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestManagedOllamaRestartWaitsForTheMount: a managed Ollama that dies while the share is
+// gone is not restarted on the local directory under the mount point, but once the share is
+// mounted again.
+func TestManagedOllamaRestartWaitsForTheMount(t *testing.T) {
+	dir, mounts := testStore(t, "nfs4", "tiny")
+	binary, starts := fakeOllama(t, 0, false)
+	cfg := procConfig(binary)
+	cfg.Node.Name, cfg.Node.Listen = "gpu", "127.0.0.1:0"
+	withStore(dir, true)(&cfg)
+	base, logs := startAgentWith(t, cfg, WithMountInfo(mounts))
+	hearthtest.Eventually(t, "Ollama starts on the mounted share", waitLimit, func() bool { return len(pids(t, starts)) == 1 })
+
+	setMounts := func(fsType string) {
+		body := fmt.Sprintf("27 1 253:0 / / rw - ext4 /dev/root rw\n40 27 0:45 / %s rw - %s nas:/export/ollama rw\n", dir, fsType)
+		if err := os.WriteFile(mounts+".next", []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(mounts+".next", mounts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setMounts("ext4") // the share went away
+	hearthtest.Eventually(t, "the store is seen unmounted", waitLimit, func() bool { return !storeNode(t, base).Storage.Mounted })
+	if err := syscall.Kill(pids(t, starts)[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	hearthtest.Eventually(t, "the agent says why it does not restart Ollama", waitLimit, func() bool {
+		return strings.Contains(logs.String(), "the model store is not mounted: the managed Ollama is restarted once it is")
+	})
+	for range 2 { // two more checks of the unmounted store: still no restart
+		before := storeNode(t, base).Storage.CheckedAt
+		hearthtest.Eventually(t, "the store is checked again", waitLimit, func() bool {
+			return storeNode(t, base).Storage.CheckedAt.After(before)
+		})
+	}
+	if n := len(pids(t, starts)); n != 1 {
+		t.Fatalf("Ollama was restarted %d time(s) while the share was not mounted:\n%s", n-1, logs)
+	}
+	setMounts("nfs4")
+	hearthtest.Eventually(t, "Ollama is restarted once the share is back", waitLimit, func() bool { return len(pids(t, starts)) == 2 })
 }

@@ -184,6 +184,9 @@ type NodeRequest struct {
 	// Model is the model a delete removes ("" for other operations): a node whose store
 	// holds it is preferred.
 	Model string
+	// Writes is set for operations that write to the store (pull, create, copy, a blob
+	// upload): a named node whose required mount is missing refuses them.
+	Writes bool
 }
 
 // Picker chooses nodes. A single local backend is one implementation; the cluster picker of

@@ -91,7 +91,7 @@ func (s *Server) storeRoute(route string) http.HandlerFunc {
 		if route == "delete" {
 			model = deletedModel(body)
 		}
-		t, query, err := s.pickNode(r, model)
+		t, query, err := s.pickNode(r, model, route != "delete")
 		if err != nil {
 			s.reject(w, d, route, "", pickError(err, ""))
 			return
@@ -106,12 +106,13 @@ func (s *Server) storeRoute(route string) http.HandlerFunc {
 }
 
 // pickNode chooses the node for a store operation from ?node=, which it removes from the
-// query the node sees; model is the model a delete removes.
-func (s *Server) pickNode(r *http.Request, model string) (*Target, string, error) {
+// query the node sees; model is the model a delete removes, writes whether the operation
+// writes to the store.
+func (s *Server) pickNode(r *http.Request, model string, writes bool) (*Target, string, error) {
 	q := r.URL.Query()
 	node := q.Get("node")
 	q.Del("node")
-	t, err := s.pickerFor(r).PickNode(r.Context(), NodeRequest{Node: node, Model: model})
+	t, err := s.pickerFor(r).PickNode(r.Context(), NodeRequest{Node: node, Model: model, Writes: writes})
 	return t, q.Encode(), err
 }
 
@@ -126,7 +127,7 @@ func deletedModel(body []byte) string {
 // are gigabytes.
 func (s *Server) blob(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	t, query, err := s.pickNode(r, "")
+	t, query, err := s.pickNode(r, "", r.Method != http.MethodHead)
 	if err != nil {
 		s.reject(w, Ollama, "blobs", "", pickError(err, ""))
 		return

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -103,10 +104,20 @@ func (a *agentAPI) callJSON(ctx context.Context, method, base, path string, in, 
 	return nil
 }
 
-// answerError says what the agent at base answered: its message (errorMessage).
+// answerError says what the agent at base answered: its message (errorMessage). status is
+// resp.Status ("404 Not Found"); a caller that branches on it finds it with errors.As.
 func (a *agentAPI) answerError(base, status string, body []byte) error {
-	return fmt.Errorf("%s answered %s: %s", a.where(base), status, errorMessage(body))
+	code, _ := strconv.Atoi(strings.SplitN(status, " ", 2)[0])
+	return &statusError{status: code, msg: fmt.Sprintf("%s answered %s: %s", a.where(base), status, errorMessage(body))}
 }
+
+// statusError is an agent's answer other than 2xx.
+type statusError struct {
+	status int
+	msg    string
+}
+
+func (e *statusError) Error() string { return e.msg }
 
 // errorMessage is the message of an error answer from hearth ({"error": "..."} or OpenAI's
 // {"error": {"message": "..."}}), else the body itself.

@@ -76,6 +76,11 @@ func renderCluster(w io.Writer, v router.ClusterView) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\n%d node(s); %d request(s) waiting at %s\n", len(v.Nodes), v.Queued, v.Self)
+	if len(v.Asleep) > 0 {
+		// A sleeping node is not in the cluster, so it has no row; its wake rule is why it
+		// is expected at all.
+		fmt.Fprintf(w, "asleep or off (wake rules of %s): %s; `hearth wake NODE` wakes one\n", v.Self, strings.Join(v.Asleep, ", "))
+	}
 	if t := v.Tunnel; t != nil {
 		if t.Connected {
 			fmt.Fprintf(w, "tunnel to %s: connected since %s\n", t.Relay, t.Since.UTC().Format(time.RFC3339))

@@ -21,7 +21,7 @@ var sampleView = router.ClusterView{Self: "nas", Queued: 2, Tunnel: &router.Tunn
 		Warm: []string{"qwen3:14b"}, Models: []string{"qwen3:14b", "nomic-embed-text:latest"}},
 	{Name: "gpu2", Role: "serve", Backend: false, StorageOK: true, Slots: 2, Problem: "its Ollama is not answering", Models: []string{"tiny:latest"}},
 	{Name: "nas", Role: "router", Self: true},
-}}
+}, Asleep: []string{"gpu-box"}}
 
 func TestStatusGolden(t *testing.T) {
 	var got bytes.Buffer

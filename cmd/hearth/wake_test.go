@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/hearthlab/hearth/agent"
 	"github.com/hearthlab/hearth/internal/config"
 	"github.com/hearthlab/hearth/internal/hearthtest"
+	"github.com/hearthlab/hearth/router"
 )
 
 // TestWakeCommand: `hearth wake NODE` makes the agent with NODE's wake rule send the magic
@@ -32,9 +34,28 @@ func TestWakeCommand(t *testing.T) {
 	}
 	hearthtest.Run(t, "agent", a.Run)
 
-	out, err := run("wake", "gpu-pc", "--agent", "http://"+a.Addr().String())
-	if err != nil || out != "sent the Wake-on-LAN packet for gpu-pc; `hearth status` shows it when it joins\n" {
-		t.Fatalf("wake: %v\n%s", err, out)
+	// gpu-box has no wake rules: asked there, the command finds the NAS's in the cluster.
+	box := cfg
+	box.Node.Name, box.Wake = "gpu-box", nil
+	box.Cluster.Join = []string{a.GossipAddr()}
+	b, err := agent.New(box, slog.New(slog.DiscardHandler), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hearthtest.Run(t, "gpu-box's agent", b.Run)
+	knows := func(at, node string) func() bool {
+		return func() bool {
+			api := agentAPI{url: at}
+			v, err := api.cluster(t.Context())
+			return err == nil && slices.ContainsFunc(v.Nodes, func(n router.NodeView) bool { return n.Name == node && n.API != "" })
+		}
+	}
+	hearthtest.Eventually(t, "gpu-box knows the NAS's API", 10*time.Second, knows("http://"+b.Addr().String(), "nas"))
+	hearthtest.Eventually(t, "the NAS knows gpu-box's API", 10*time.Second, knows("http://"+a.Addr().String(), "gpu-box"))
+
+	out, err := run("wake", "gpu-pc", "--agent", "http://"+b.Addr().String())
+	if err != nil || out != "sent the Wake-on-LAN packet for gpu-pc (by nas); `hearth status` shows it when it joins\n" {
+		t.Fatalf("wake through gpu-box: %v\n%s", err, out)
 	}
 	buf := make([]byte, 1024)
 	if err := lan.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
@@ -51,7 +72,8 @@ func TestWakeCommand(t *testing.T) {
 	if n != 102 || !bytes.Equal(buf[:n], want) {
 		t.Errorf("got %d bytes % x, want the 102-byte magic packet % x", n, buf[:n], want)
 	}
-	if _, err := run("wake", "gpu-box", "--agent", "http://"+a.Addr().String()); err == nil || !strings.Contains(err.Error(), `no wake rule for "gpu-box"`) {
+	if _, err := run("wake", "gpu-box", "--agent", "http://"+a.Addr().String()); err == nil || !strings.Contains(err.Error(), `no wake rule for "gpu-box"`) ||
+		!strings.Contains(err.Error(), "nor has any other agent of its cluster (gpu-box)") {
 		t.Errorf("wake of a node without a wake rule: %v", err)
 	}
 }

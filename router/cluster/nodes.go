@@ -81,6 +81,9 @@ func (p *Picker) PickNode(_ context.Context, req router.NodeRequest) (*router.Ta
 			continue
 		}
 		if req.Node == pr.Name {
+			if err := unmountedStore(pr); req.Writes && err != nil {
+				return nil, err
+			}
 			return p.storeTarget(pr)
 		}
 		serving = append(serving, pr.Name)
@@ -119,9 +122,22 @@ func storeUnfit(pr Peer) string {
 	case !pr.Meta.BackendOK:
 		return "its Ollama is not answering"
 	case !pr.Meta.StorageOK:
-		return "its model store is not answering"
+		return "its " + storeDown(pr)
 	}
 	return ""
+}
+
+// unmountedStore refuses a write to a node whose store must be a mount (require_mount) and
+// is not: the files would land on the local disk under the mount point, filling it, and be
+// hidden once the share is mounted again. A named node is otherwise taken as it is.
+func unmountedStore(pr Peer) error {
+	st := pr.Inventory.Storage
+	if st == nil || !st.Required || st.Mounted {
+		return nil
+	}
+	return &router.APIError{Status: http.StatusServiceUnavailable, Code: "store_not_mounted", RetryAfter: 10,
+		Message: fmt.Sprintf("node %s's model store %s is not mounted (%s): a write there would land on its local disk under the mount point; mount the share first (`hearth models doctor`)",
+			pr.Name, st.Dir, st.Error)}
 }
 
 func (p *Picker) storeTarget(pr Peer) (*router.Target, error) {

@@ -152,7 +152,7 @@ func (p *Picker) candidates(req router.PickRequest, now time.Time) ([]candidate,
 		case !pr.Meta.BackendOK:
 			why = append(why, pr.Name+"'s Ollama is not answering")
 		case !pr.Meta.StorageOK && !pr.Inventory.Warm(req.Model): // loaded models serve from memory
-			why = append(why, pr.Name+"'s model storage is not answering")
+			why = append(why, pr.Name+"'s "+storeDown(pr))
 		case now.Before(p.suspect[pr.Name]):
 			why = append(why, pr.Name+" could not serve moments ago (no connection, or its Ollama did not answer)")
 		default:
@@ -170,9 +170,22 @@ func (p *Picker) candidates(req router.PickRequest, now time.Time) ([]candidate,
 		return nil, storedError(req.Model, stores)
 	}
 	if node, ok := p.everHad[req.Model]; ok {
-		return nil, fmt.Errorf("%w: node %s, which had it, has left the cluster", router.ErrNoCandidate, node)
+		if !slices.ContainsFunc(peers, func(pr Peer) bool { return pr.Name == node }) {
+			return nil, fmt.Errorf("%w: node %s, which had it, has left the cluster", router.ErrNoCandidate, node)
+		}
+		// Still here without it: the model was deleted (`hearth models rm`), not taken away.
+		delete(p.everHad, req.Model)
 	}
 	return nil, fmt.Errorf("%w: no node in the cluster has %s%s", router.ErrUnknownModel, req.Model, p.modelsHint())
+}
+
+// storeDown says what is wrong with a node's store whose StorageOK is false: a missing
+// mount (check the share) or a store that does not answer (check the NAS).
+func storeDown(pr Peer) string {
+	if st := pr.Inventory.Storage; st != nil && st.Required && !st.Mounted {
+		return "model store " + st.Dir + " is not mounted"
+	}
+	return "model storage is not answering"
 }
 
 func (p *Picker) modelsHint() string {

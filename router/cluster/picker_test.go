@@ -251,6 +251,22 @@ func TestPickerUnknownVersusUnavailable(t *testing.T) {
 	}
 }
 
+// A model deleted from a node that is still in the cluster (`hearth models rm`) is unknown
+// again, not "unavailable" because that node "has left the cluster".
+func TestPickerForgetsADeletedModel(t *testing.T) {
+	p, src := newTestPicker(t, PickerConfig{},
+		peer("a", 1, []string{"tiny:latest"}, nil),
+		peer("b", 1, []string{"tiny:latest", "tiny2:latest"}, nil))
+	if tg := pick(t, p, "tiny2:latest", ""); tg.Node != "b" {
+		t.Fatalf("tiny2 went to %s", tg.Node)
+	}
+	src.set("b", func(pr *Peer) { pr.Inventory.Models = pr.Inventory.Models[:1] })
+	_, err := p.Pick(t.Context(), router.PickRequest{Model: "tiny2:latest"})
+	if !errors.Is(err, router.ErrUnknownModel) || err.Error() != "model not found: no node in the cluster has tiny2:latest (available: tiny:latest)" {
+		t.Fatalf("deleted model: %v", err)
+	}
+}
+
 func TestPickerPassesOverUnreachableNode(t *testing.T) {
 	p, _ := newTestPicker(t, PickerConfig{SuspectFor: time.Minute},
 		peer("a", 4, []string{"m:latest"}, []string{"m:latest"}),
@@ -299,6 +315,11 @@ func TestPickNodeDefault(t *testing.T) {
 		}
 		return pr
 	}
+	unmounted := func(name string) Peer {
+		pr := node(name, false, true, false)
+		pr.Inventory.Storage = &router.StorageView{Dir: "/mnt/nas", Required: true, Error: "not on a network filesystem"}
+		return pr
+	}
 	nas := peer("nas", 0, nil, nil)
 	nas.Meta.Role = RoleRouter
 	tests := []struct {
@@ -317,8 +338,12 @@ func TestPickNodeDefault(t *testing.T) {
 			router.NodeRequest{Model: "m"}, "me"},
 		{"a named node is taken although it is down", []Peer{node("me", true, true, true), node("b", false, false, false)},
 			router.NodeRequest{Node: "b"}, "b"},
+		{"a named node whose required mount is missing gets no pull", []Peer{node("me", true, true, true), unmounted("b")},
+			router.NodeRequest{Node: "b", Writes: true},
+			"node b's model store /mnt/nas is not mounted (not on a network filesystem): a write there would land on its local disk under the mount point; mount the share first (`hearth models doctor`)"},
+		{"but a delete", []Peer{node("me", true, true, true), unmounted("b")}, router.NodeRequest{Node: "b", Model: "m"}, "b"},
 		{"none answers", []Peer{nas, node("me", true, false, true), node("b", false, true, false)}, router.NodeRequest{},
-			"no node can take this now: me (its Ollama is not answering), b (its model store is not answering); name one with ?node= (`--node`) to try it anyway"},
+			"no node can take this now: me (its Ollama is not answering), b (its model storage is not answering); name one with ?node= (`--node`) to try it anyway"},
 		{"no serving node", []Peer{nas}, router.NodeRequest{}, "node not found: no node in the cluster serves models"},
 	}
 	for _, tc := range tests {

@@ -74,4 +74,11 @@ func TestPickerUnhealthyStoreNoColdLoads(t *testing.T) {
 	if !errors.Is(err, router.ErrNoCandidate) || !strings.Contains(err.Error(), "sick's model storage is not answering") {
 		t.Fatalf("a cold load on a node whose store hangs: %v", err)
 	}
+	// Not answering and not mounted are different repairs: say which.
+	sick.Inventory.Storage = &router.StorageView{Dir: "/mnt/nas", Required: true, Error: "not on a network filesystem"}
+	p, _ = newTestPicker(t, PickerConfig{}, sick)
+	_, err = p.Pick(t.Context(), router.PickRequest{Model: "big:latest"})
+	if !errors.Is(err, router.ErrNoCandidate) || !strings.Contains(err.Error(), "sick's model store /mnt/nas is not mounted") {
+		t.Fatalf("a cold load on a node whose store is not mounted: %v", err)
+	}
 }
