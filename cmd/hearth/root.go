@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -53,7 +55,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "json, text, or auto (json when stderr is not a terminal)")
 	root.AddCommand(readingConfig(newAgentCmd(g), newRelayCmd(g), newTokenCmd(g), newUsageCmd(g), newChannelCmd(g),
-		newConfigCmd(), newDoctorCmd(g, doctor.Env{}))...)
+		newConfigCmd(g), newDoctorCmd(g, doctor.Env{}))...)
 	root.AddCommand(newStatusCmd(), newVersionCmd(), newModelsCmd(), newWakeCmd(), newRagCmd(),
 		newInitCmd(defaultInitDeps()), newHealthCmd())
 	root.PersistentFlags().StringVar(&g.envFile, "env-file", "", "VAR=value file for the config's ${VAR}s (default: ROLE.env beside the config, as hearth init writes it)")
@@ -175,32 +177,48 @@ func newRelayCmd(g *globalFlags) *cobra.Command {
 	}
 }
 
-func newConfigCmd() *cobra.Command {
+func newConfigCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Work with config files"}
 	var role string
 	check := &cobra.Command{
-		Use:         "check FILE",
-		Short:       "Validate a config file without starting anything",
-		Args:        cobra.ExactArgs(1),
+		Use:   "check [FILE]",
+		Short: "Validate a config file without starting anything",
+		Long: "Validate a config file (FILE, or --config) without starting anything. Its role is --role, " +
+			"else relay for a file named relay*.yaml and agent for any other.",
+		Args:        cobra.MaximumNArgs(1),
 		Annotations: map[string]string{configArg: "yes"},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			switch role {
+			path := g.config
+			if len(args) == 1 {
+				path = args[0]
+			}
+			if path == "" {
+				return fmt.Errorf("name the file: hearth config check FILE (or --config FILE)")
+			}
+			r := role
+			if r == "" {
+				r = "agent"
+				if strings.HasPrefix(filepath.Base(path), "relay") {
+					r = "relay"
+				}
+			}
+			switch r {
 			case "agent":
-				if _, err := config.LoadAgent(args[0]); err != nil {
+				if _, err := config.LoadAgent(path); err != nil {
 					return err
 				}
 			case "relay":
-				if _, err := config.LoadRelay(args[0]); err != nil {
+				if _, err := config.LoadRelay(path); err != nil {
 					return err
 				}
 			default:
 				return fmt.Errorf("--role %q: use agent or relay", role)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s config)\n", args[0], role)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s config)\n", path, r)
 			return nil
 		},
 	}
-	check.Flags().StringVar(&role, "role", "agent", "which role the file configures: agent or relay")
+	check.Flags().StringVar(&role, "role", "", "which role the file configures: agent or relay (default: relay for relay*.yaml, else agent)")
 	cmd.AddCommand(check)
 	return cmd
 }

@@ -58,6 +58,16 @@ func TestConfigCheckReadsTheEnvFileBesideIt(t *testing.T) {
 	if err != nil || out != cfg+": ok (relay config)\n" {
 		t.Errorf("config check %s: %v\n%s", cfg, err, out)
 	}
+	// The file by --config, and the role from its name: "check --config relay.yaml" said
+	// "accepts 1 arg(s)", and without --role a relay.yaml was read as an agent's config.
+	for _, args := range [][]string{{"config", "check", "--config", cfg}, {"config", "check", cfg}} {
+		if out, err := run(args...); err != nil || out != cfg+": ok (relay config)\n" {
+			t.Errorf("%v: %v\n%s", args, err, out)
+		}
+	}
+	if out, err := run("config", "check"); err == nil || !strings.Contains(err.Error(), "hearth config check FILE") {
+		t.Errorf("config check without a file: %v\n%s", err, out)
+	}
 }
 
 // A flag's usage must not hold `backquotes`: pflag takes the quoted words for the value's
