@@ -53,8 +53,9 @@ func (c *Collection) step(name string) error {
 }
 
 // openCollection opens (or creates, with meta) the collection in dir and repairs what a crash
-// may have left half done.
-func openCollection(ctx context.Context, dir string, meta collectionMeta, emb Embedder, eo EmbedOptions, x *Extractor, logger *slog.Logger) (*Collection, error) {
+// may have left half done. rebind makes meta's folders and chunking replace the stored ones
+// (a collection of the config); otherwise those it was made with are kept (`hearth rag create`).
+func openCollection(ctx context.Context, dir string, meta collectionMeta, rebind bool, emb Embedder, eo EmbedOptions, x *Extractor, logger *slog.Logger) (*Collection, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "text"), 0o755); err != nil {
 		return nil, fmt.Errorf("rag: collection %s: %w", meta.Name, err)
 	}
@@ -69,7 +70,7 @@ func openCollection(ctx context.Context, dir string, meta collectionMeta, emb Em
 		if err := writeJSON(filepath.Join(dir, "meta.json"), c.meta); err != nil {
 			return nil, fmt.Errorf("rag: collection %s: %w", meta.Name, err)
 		}
-	} else if len(meta.Paths) > 0 || len(meta.Include) > 0 || len(meta.Exclude) > 0 || meta.Chunk != (ChunkOptions{}) {
+	} else if rebind {
 		// The config is the truth for folders and chunking; the embed model stays as made.
 		c.meta.Paths, c.meta.Include, c.meta.Exclude, c.meta.Chunk = meta.Paths, meta.Include, meta.Exclude, meta.Chunk
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -323,5 +324,35 @@ func TestSearchDuringReindexAndSync(t *testing.T) {
 	ans, err := c.Search(ctx, Query{Text: "boiler pressure", Mode: ModeVector, TopK: 20})
 	if err != nil || len(ans.Results) != 12 {
 		t.Fatalf("after the reindex: %d vector results, %v; want all 12", len(ans.Results), err)
+	}
+}
+
+// A collection made with `hearth rag create --path` stays bound to its folder when the agent
+// restarts (its folders are in no config): it is still synced, not turned into uploads only.
+func TestCreatedCollectionKeepsFoldersOverRestart(t *testing.T) {
+	docs, dir := t.TempDir(), t.TempDir()
+	must(t, os.WriteFile(filepath.Join(docs, "a.txt"), []byte("The boiler was serviced in March."), 0o644))
+	emb := &ragtest.HashEmbedder{Dims: 32}
+	s := openStore(t, dir, emb, "m")
+	if _, err := s.Create(t.Context(), CollectionConfig{Name: "docs", Paths: []string{docs}, Include: []string{"*.txt"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Sync(t.Context(), "docs", nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s = openStore(t, dir, emb, "m")
+	c, err := s.Collection("docs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := c.Info(); !slices.Equal(info.Paths, []string{docs}) || !slices.Equal(info.Include, []string{"*.txt"}) {
+		t.Fatalf("after a restart paths %q include %q, want [%s] [*.txt]", info.Paths, info.Include, docs)
+	}
+	must(t, os.WriteFile(filepath.Join(docs, "b.txt"), []byte("The chimney sweep comes in November."), 0o644))
+	rep, err := s.Sync(t.Context(), "docs", nil)
+	if err != nil || rep.Indexed != 1 || rep.Unchanged != 1 {
+		t.Fatalf("sync after a restart: %+v, %v; want b.txt indexed, a.txt unchanged", rep, err)
 	}
 }

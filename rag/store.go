@@ -134,7 +134,7 @@ func (s *Store) open(ctx context.Context, cc CollectionConfig, rebind bool) (*Co
 	if meta.Chunk == (ChunkOptions{}) {
 		meta.Chunk = s.cfg.Chunk
 	}
-	c, err := openCollection(ctx, filepath.Join(s.cfg.Dir, cc.Name), meta, s.emb, s.cfg.Embed, s.x, s.log)
+	c, err := openCollection(ctx, filepath.Join(s.cfg.Dir, cc.Name), meta, rebind, s.emb, s.cfg.Embed, s.x, s.log)
 	if err != nil {
 		return nil, err
 	}
