@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/hearthlab/hearth/rag/ragtest"
@@ -354,5 +355,39 @@ func TestCreatedCollectionKeepsFoldersOverRestart(t *testing.T) {
 	rep, err := s.Sync(t.Context(), "docs", nil)
 	if err != nil || rep.Indexed != 1 || rep.Unchanged != 1 {
 		t.Fatalf("sync after a restart: %+v, %v; want b.txt indexed, a.txt unchanged", rep, err)
+	}
+}
+
+// Links and special files in a folder: a link to a file is indexed as that file; a dangling
+// link, a link to a folder (which may loop) and a pipe are skipped with their reasons, never
+// silently left out, and the pipe is never opened (reading it would block the sync forever).
+func TestSyncLinksAndSpecialFiles(t *testing.T) {
+	docs, elsewhere := t.TempDir(), t.TempDir()
+	must(t, os.WriteFile(filepath.Join(elsewhere, "tax.md"), []byte("# Tax\n\nThe tax return is due on 31 July."), 0o644))
+	must(t, os.Symlink(filepath.Join(elsewhere, "tax.md"), filepath.Join(docs, "tax-link.md")))
+	must(t, os.Symlink("nowhere.pdf", filepath.Join(docs, "dangling.pdf")))
+	must(t, os.Symlink(docs, filepath.Join(docs, "loop")))
+	must(t, syscall.Mkfifo(filepath.Join(docs, "pipe.txt"), 0o644))
+	s := openStore(t, t.TempDir(), &ragtest.HashEmbedder{Dims: 32}, "m", CollectionConfig{Name: "docs", Paths: []string{docs}})
+	rep, err := s.Sync(t.Context(), "docs", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, it := range rep.Items {
+		got[it.Source] = string(it.Outcome) + ": " + it.Reason
+	}
+	for src, want := range map[string]string{
+		"tax-link.md":  "indexed: ",
+		"dangling.pdf": "skipped: the link points to nowhere.pdf, which cannot be read",
+		"loop":         "skipped: a link to a folder is not followed (it may loop): add the folder to the collection's paths",
+		"pipe.txt":     "skipped: not a file but a pipe, socket or device",
+	} {
+		if !strings.HasPrefix(got[src], want) {
+			t.Errorf("%s: %q, want %q", src, got[src], want)
+		}
+	}
+	if rep.Files != 4 {
+		t.Errorf("%d files, want 4: %+v", rep.Files, rep.Items)
 	}
 }

@@ -60,10 +60,13 @@ func (r *Report) add(p PutResult) {
 	r.Items = append(r.Items, p)
 }
 
-type found struct{ source, path string }
+// found is a file of a collection's folders; skip, when set, is why it is not read.
+type found struct{ source, path, skip string }
 
 // walk lists the collection's files: supported ones, or any the include patterns name (those
-// that cannot be read are reported as skipped); hidden files and folders are left out.
+// that cannot be read are reported as skipped); hidden files and folders are left out. A link
+// to a file is read as that file; a link to a folder is not followed (it may loop) but
+// reported, as is a pipe or device under a document's name (reading it could block forever).
 func walk(ctx context.Context, meta collectionMeta) ([]found, error) {
 	var out []found
 	for _, root := range meta.Paths {
@@ -84,7 +87,7 @@ func walk(ctx context.Context, meta collectionMeta) ([]found, error) {
 				}
 				return nil
 			}
-			if d.IsDir() || !d.Type().IsRegular() {
+			if d.IsDir() {
 				return nil
 			}
 			rel, _ := filepath.Rel(root, p)
@@ -92,10 +95,12 @@ func walk(ctx context.Context, meta collectionMeta) ([]found, error) {
 			if len(meta.Paths) > 1 {
 				src = filepath.Base(root) + "/" + src
 			}
-			if !selected(meta, src) {
-				return nil
+			skip, folder := notAFile(p, d)
+			// A link to a folder has no document's name, but leaving it out would lose its
+			// files without a word.
+			if folder && !excluded(meta, src) || !folder && selected(meta, src) {
+				out = append(out, found{source: src, path: p, skip: skip})
 			}
-			out = append(out, found{source: src, path: p})
 			return nil
 		})
 		if err != nil {
@@ -105,11 +110,40 @@ func walk(ctx context.Context, meta collectionMeta) ([]found, error) {
 	return out, nil
 }
 
-func selected(meta collectionMeta, src string) bool {
+// notAFile says why the entry at p is not read as a document ("" for a file or a link to one),
+// and whether it is a link to a folder.
+func notAFile(p string, d fs.DirEntry) (string, bool) {
+	switch {
+	case d.Type().IsRegular():
+		return "", false
+	case d.Type()&fs.ModeSymlink != 0:
+		st, err := os.Stat(p)
+		switch {
+		case err != nil:
+			target, _ := os.Readlink(p)
+			return fmt.Sprintf("the link points to %s, which cannot be read: %v", target, err), false
+		case st.IsDir():
+			return "a link to a folder is not followed (it may loop): add the folder to the collection's paths to index it", true
+		case !st.Mode().IsRegular():
+			return "the link points to a pipe, socket or device, not a file", false
+		}
+		return "", false
+	}
+	return "not a file but a pipe, socket or device", false
+}
+
+func excluded(meta collectionMeta, src string) bool {
 	for _, ex := range meta.Exclude {
 		if Glob(ex, src) {
-			return false
+			return true
 		}
+	}
+	return false
+}
+
+func selected(meta collectionMeta, src string) bool {
+	if excluded(meta, src) {
+		return false
 	}
 	if len(meta.Include) == 0 {
 		return Supported(src)
@@ -206,6 +240,9 @@ func (s *Store) Sync(ctx context.Context, name string, progress func(Progress)) 
 }
 
 func (s *Store) putFile(ctx context.Context, c *Collection, f found, onEmbed func(done, total int)) (PutResult, error) {
+	if f.skip != "" {
+		return PutResult{Source: f.source, Outcome: Skipped, Reason: f.skip}, nil
+	}
 	st, err := os.Stat(f.path)
 	if err != nil {
 		return PutResult{Source: f.source, Outcome: Skipped, Reason: "cannot read the file: " + err.Error()}, nil
