@@ -32,13 +32,17 @@ type Collection struct {
 	kw  *Keyword
 	vec *Vectors
 
-	write   sync.Mutex // one document change (or reindex) at a time
-	syncing sync.Mutex // one sync at a time: a second waits, then finds the work done
+	write sync.Mutex // one document change (or reindex) at a time
+	// syncing is held by the one sync running: a second waits (or gives up with its ctx),
+	// then finds the work done.
+	syncing chan struct{}
 
 	mu     sync.RWMutex
 	meta   collectionMeta
 	man    manifest
 	chunks map[string]Chunk
+	// current is the running sync's latest step (nil when none runs), for Info.
+	current *Progress
 
 	// crash, when set (tests), is called after each step of a document change; an error stops
 	// the change there, as a kill -9 would.
@@ -59,7 +63,8 @@ func openCollection(ctx context.Context, dir string, meta collectionMeta, rebind
 	if err := os.MkdirAll(filepath.Join(dir, "text"), 0o755); err != nil {
 		return nil, fmt.Errorf("rag: collection %s: %w", meta.Name, err)
 	}
-	c := &Collection{dir: dir, log: logger, emb: emb, model: meta.EmbedModel, eo: eo, x: x, chunks: map[string]Chunk{}}
+	c := &Collection{dir: dir, log: logger, emb: emb, model: meta.EmbedModel, eo: eo, x: x, chunks: map[string]Chunk{},
+		syncing: make(chan struct{}, 1)}
 	found, err := readJSON(filepath.Join(dir, "meta.json"), &c.meta)
 	if err != nil {
 		return nil, fmt.Errorf("rag: collection %s: %w", meta.Name, err)
@@ -389,6 +394,9 @@ type Info struct {
 	Chunks       int       `json:"chunks"`
 	NeedsReindex string    `json:"needs_reindex,omitempty"`
 	Created      time.Time `json:"created"`
+	// Syncing is how far the sync running now is (started by anyone: the folder watch, a
+	// rescan, a client); nil when none runs.
+	Syncing *Progress `json:"syncing,omitempty"`
 }
 
 // Info summarises the collection.
@@ -397,5 +405,6 @@ func (c *Collection) Info() Info {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return Info{Name: c.meta.Name, Paths: c.meta.Paths, Include: c.meta.Include, Exclude: c.meta.Exclude,
-		EmbedModel: c.meta.EmbedModel, Documents: len(c.man.Docs), Chunks: len(c.chunks), NeedsReindex: why, Created: c.meta.Created}
+		EmbedModel: c.meta.EmbedModel, Documents: len(c.man.Docs), Chunks: len(c.chunks), NeedsReindex: why, Created: c.meta.Created,
+		Syncing: c.current}
 }

@@ -9,7 +9,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/rag/ragtest"
 )
 
@@ -58,7 +60,7 @@ func TestSyncIngestsFolderAndSkipsWithReasons(t *testing.T) {
 	s := openStore(t, t.TempDir(), emb, "nomic-embed-text", CollectionConfig{Name: "docs", Paths: []string{docs}, Exclude: []string{"**/tmp/**"}})
 	var lines []Progress
 	rep, err := s.Sync(t.Context(), "docs", func(p Progress) {
-		if p.File != "" {
+		if p.Outcome != "" {
 			lines = append(lines, p)
 		}
 	})
@@ -389,5 +391,93 @@ func TestSyncLinksAndSpecialFiles(t *testing.T) {
 	}
 	if rep.Files != 4 {
 		t.Errorf("%d files, want 4: %+v", rep.Files, rep.Items)
+	}
+}
+
+// gatedEmbedder embeds one batch, then holds every later call until gate closes.
+type gatedEmbedder struct {
+	HashEmbedder *ragtest.HashEmbedder
+	first        chan struct{} // closed once the first batch is done
+	gate         chan struct{}
+	once         bool
+}
+
+func (g *gatedEmbedder) Embed(ctx context.Context, model string, texts []string) ([][]float32, error) {
+	if g.once {
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	g.once = true
+	defer func() {
+		select {
+		case <-g.first:
+		default:
+			close(g.first)
+		}
+	}()
+	return g.HashEmbedder.Embed(ctx, model, texts)
+}
+
+// While a large file is embedded, Info says which file and how far (`hearth rag ls`), the
+// embedding ticks carry the file's own count, and a second sync says it waits for the first
+// and gives up when its client goes, instead of hanging silently for hours.
+func TestSyncInProgressIsVisible(t *testing.T) {
+	docs := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(docs, "big.txt"), []byte(strings.Repeat("The household ledger of many years. ", 300)), 0o644))
+	emb := &gatedEmbedder{HashEmbedder: &ragtest.HashEmbedder{Dims: 32}, first: make(chan struct{}), gate: make(chan struct{})}
+	s, err := Open(t.Context(), Config{Dir: t.TempDir(), EmbedModel: "m", MaxFileSize: 1 << 20,
+		Chunk: ChunkOptions{Size: 400, Overlap: 60}, Embed: EmbedOptions{Batch: 4, Concurrency: 1},
+		Collections: []CollectionConfig{{Name: "docs", Paths: []string{docs}}}}, emb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	var ticks []Progress
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Sync(t.Context(), "docs", func(p Progress) {
+			if p.FileChunks > 0 {
+				ticks = append(ticks, p)
+			}
+		})
+		done <- err
+	}()
+	<-emb.first
+	c, _ := s.Collection("docs")
+	hearthtest.Eventually(t, "the first batch in Info", 5*time.Second, func() bool {
+		cur := c.Info().Syncing
+		return cur != nil && cur.FileEmbedded == 4
+	})
+	if cur := c.Info().Syncing; cur.File != "big.txt" || cur.Index != 1 || cur.Total != 1 || cur.FileChunks < 20 {
+		t.Errorf("Info().Syncing = %+v, want big.txt, file 1 of 1, 4 of its 20+ chunks", cur)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	waiting := make(chan string, 1)
+	second := make(chan error, 1)
+	go func() {
+		_, err := s.Sync(ctx, "docs", func(p Progress) { waiting <- p.Waiting })
+		second <- err
+	}()
+	if w := <-waiting; !strings.HasPrefix(w, "another sync of this collection is running") {
+		t.Errorf("waiting = %q", w)
+	}
+	cancel()
+	if err := <-second; !errors.Is(err, context.Canceled) {
+		t.Errorf("second sync after its client went: %v, want context.Canceled", err)
+	}
+
+	close(emb.gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if c.Info().Syncing != nil {
+		t.Errorf("Info().Syncing = %+v after the sync ended, want nil", c.Info().Syncing)
+	}
+	if len(ticks) == 0 || ticks[len(ticks)-1].FileEmbedded != ticks[len(ticks)-1].FileChunks {
+		t.Errorf("embedding ticks %+v, want the last to count every chunk of the file", ticks)
 	}
 }

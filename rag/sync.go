@@ -14,7 +14,7 @@ import (
 // Progress is one step of an ingest, for progress bars and per-file lines.
 type Progress struct {
 	Collection string `json:"collection"`
-	// File is the document's source; "" for the embedding ticks of the current file.
+	// File is the document's source (on embedding ticks too, which have no Outcome).
 	File string `json:"file,omitempty"`
 	// Index and Total count files (Total is known once the folders are walked).
 	Index int `json:"index"`
@@ -25,6 +25,12 @@ type Progress struct {
 	Chunks  int     `json:"chunks,omitempty"`
 	// Embedded counts chunks embedded so far in this run.
 	Embedded int `json:"embedded"`
+	// FileEmbedded of FileChunks of the current file are embedded (embedding ticks): a large
+	// file is hours of embedding on a small machine.
+	FileEmbedded int `json:"file_embedded,omitempty"`
+	FileChunks   int `json:"file_chunks,omitempty"`
+	// Waiting says that this sync waits for another of the same collection to end.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // Report is what a sync did.
@@ -172,8 +178,15 @@ func (s *Store) Sync(ctx context.Context, name string, progress func(Progress)) 
 	if progress == nil {
 		progress = func(Progress) {}
 	}
-	c.syncing.Lock()
-	defer c.syncing.Unlock()
+	if err := c.waitSync(ctx, name, progress); err != nil {
+		return Report{}, err
+	}
+	defer c.endSync()
+	report := progress
+	progress = func(p Progress) {
+		c.setCurrent(p)
+		report(p)
+	}
 	c.mu.RLock()
 	meta := c.meta
 	c.mu.RUnlock()
@@ -196,8 +209,10 @@ func (s *Store) Sync(ctx context.Context, name string, progress func(Progress)) 
 		}
 		seen[f.source] = true
 		p := Progress{Collection: name, File: f.source, Index: i + 1, Total: len(files)}
+		c.setCurrent(Progress{Collection: name, File: f.source, Index: i + 1, Total: len(files), Embedded: embedded})
 		res, err := s.putFile(ctx, c, f, func(done, total int) {
-			progress(Progress{Collection: name, Index: i + 1, Total: len(files), Embedded: embedded + done})
+			progress(Progress{Collection: name, File: f.source, Index: i + 1, Total: len(files), Embedded: embedded + done,
+				FileEmbedded: done, FileChunks: total})
 		})
 		if err != nil {
 			if ctx.Err() != nil {
@@ -237,6 +252,40 @@ func (s *Store) Sync(ctx context.Context, name string, progress func(Progress)) 
 		return rep, ctx.Err()
 	}
 	return rep, nil
+}
+
+const waitingForSync = "another sync of this collection is running (the folder watch, a rescan or another client): " +
+	"this one starts when it ends; `hearth rag ls` shows how far it is"
+
+// waitSync takes the collection's sync slot, saying so through progress when another sync
+// holds it; ctx gives up the wait.
+func (c *Collection) waitSync(ctx context.Context, name string, progress func(Progress)) error {
+	select {
+	case c.syncing <- struct{}{}:
+		return nil
+	default:
+	}
+	progress(Progress{Collection: name, Waiting: waitingForSync})
+	select {
+	case c.syncing <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// setCurrent keeps p as the running sync's step, for Info.
+func (c *Collection) setCurrent(p Progress) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.current = &p
+}
+
+func (c *Collection) endSync() {
+	c.mu.Lock()
+	c.current = nil
+	c.mu.Unlock()
+	<-c.syncing
 }
 
 func (s *Store) putFile(ctx context.Context, c *Collection, f found, onEmbed func(done, total int)) (PutResult, error) {
