@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"unicode/utf8"
 
@@ -83,6 +84,17 @@ func TestRagCommands(t *testing.T) {
 				t.Errorf("%v: output lacks %q:\n%s", tc.args, w, out)
 			}
 		}
+	}
+	// A folder or a pipe given to add fails at once with what to do; the pipe is not opened
+	// (that blocks until something writes to it, past Ctrl-C).
+	pipe := filepath.Join(t.TempDir(), "pipe.txt")
+	if err := syscall.Mkfifo(pipe, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run("rag", "add", "nope", docs, pipe, "--agent", agent)
+	if err == nil || !strings.Contains(out, "failed "+docs+": is a folder: `hearth rag create NAME --path DIR` indexes a folder") ||
+		!strings.Contains(out, "failed "+pipe+": is not a file but a pipe, socket or device") {
+		t.Errorf("rag add of a folder and a pipe: %v\n%s", err, out)
 	}
 	if _, err := run("rag", "query", "nope", "x", "--agent", agent); err == nil || !strings.Contains(err.Error(), `no such collection: "nope"`) {
 		t.Errorf("unknown collection: %v", err)
