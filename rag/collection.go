@@ -120,7 +120,7 @@ func docID(source string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-func generation(hash string) string { return fmt.Sprintf("%sv%d", hash[:12], ExtractorVersion) }
+func generation(hash string, version int) string { return fmt.Sprintf("%sv%d", hash[:12], version) }
 
 func chunkID(doc, gen string, pos int) string { return fmt.Sprintf("%s-%s-%d", doc, gen, pos) }
 
@@ -158,7 +158,8 @@ func (c *Collection) Put(ctx context.Context, source, path string, data []byte, 
 	c.mu.RLock()
 	old := c.man.Docs[source]
 	c.mu.RUnlock()
-	if old != nil && old.Hash == hash && old.ExtractorVersion == ExtractorVersion {
+	version := extractorVersion(source)
+	if old != nil && old.Hash == hash && old.ExtractorVersion == version {
 		res.Outcome, res.Chunks = Unchanged, len(old.Chunks)
 		return res, nil
 	}
@@ -173,7 +174,7 @@ func (c *Collection) Put(ctx context.Context, source, path string, data []byte, 
 	if err != nil {
 		return res, err
 	}
-	id, gen := docID(source), generation(hash)
+	id, gen := docID(source), generation(hash, version)
 	chunks := Split(doc, c.meta.Chunk)
 	texts := make([]string, len(chunks))
 	for i := range chunks {
@@ -189,7 +190,7 @@ func (c *Collection) Put(ctx context.Context, source, path string, data []byte, 
 		return res, err
 	}
 	entry := &DocEntry{ID: id, Source: source, Path: path, Title: doc.Title, Hash: hash, Size: int64(len(data)),
-		ExtractorVersion: ExtractorVersion, Gen: gen, Indexed: time.Now().UTC()}
+		ExtractorVersion: version, Gen: gen, Indexed: time.Now().UTC()}
 	for _, ch := range chunks {
 		entry.Chunks = append(entry.Chunks, ch.ID)
 	}

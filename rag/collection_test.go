@@ -481,3 +481,25 @@ func TestSyncInProgressIsVisible(t *testing.T) {
 		t.Errorf("embedding ticks %+v, want the last to count every chunk of the file", ticks)
 	}
 }
+
+// A change to how one format is read re-extracts only that format's documents: a CSV indexed
+// by extractor version 1 is read again, a text file is not embedded again.
+func TestFormatVersionReindexesOnlyItsFiles(t *testing.T) {
+	docs := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(docs, "a.txt"), []byte("The boiler was serviced in March."), 0o644))
+	must(t, os.WriteFile(filepath.Join(docs, "b.csv"), []byte("Datum;Posten;Betrag\n01.01.2026;Strom;84,20\n"), 0o644))
+	s := openStore(t, t.TempDir(), &ragtest.HashEmbedder{Dims: 32}, "m", CollectionConfig{Name: "docs", Paths: []string{docs}})
+	if _, err := s.Sync(t.Context(), "docs", nil); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := s.Collection("docs")
+	c.mu.Lock()
+	for _, d := range c.man.Docs {
+		d.ExtractorVersion = 1 // as an agent before CSV's version 2 left them
+	}
+	c.mu.Unlock()
+	rep, err := s.Sync(t.Context(), "docs", nil)
+	if err != nil || rep.Indexed != 1 || rep.Unchanged != 1 || len(rep.Items) != 1 || rep.Items[0].Source != "b.csv" {
+		t.Fatalf("sync after the CSV reader changed: %+v, %v; want b.csv indexed again, a.txt unchanged", rep, err)
+	}
+}

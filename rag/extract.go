@@ -11,7 +11,20 @@ import (
 
 // ExtractorVersion changes whenever extraction or chunking would give different chunks for
 // the same file; documents extracted by an older version are extracted again at the next sync.
-const ExtractorVersion = 2
+const ExtractorVersion = 1
+
+// formatVersions raise ExtractorVersion for one type whose reading changed, so that only its
+// files are embedded again (a whole collection can be hours of embedding): CSV 2, which reads
+// ';'- and tab-separated tables by their columns.
+var formatVersions = map[string]int{".csv": 2}
+
+// extractorVersion is the version a document named source is extracted by.
+func extractorVersion(source string) int {
+	if v, ok := formatVersions[strings.ToLower(filepath.Ext(source))]; ok {
+		return v
+	}
+	return ExtractorVersion
+}
 
 // ErrUnreadable marks a file that is skipped: wrong format, damaged, encrypted, too big, empty.
 // The wrapped message says why, for the ingest report.
