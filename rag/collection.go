@@ -32,13 +32,17 @@ type Collection struct {
 	kw  *Keyword
 	vec *Vectors
 
-	write   sync.Mutex // one document change (or reindex) at a time
-	syncing sync.Mutex // one sync at a time: a second waits, then finds the work done
+	write sync.Mutex // one document change (or reindex) at a time
+	// syncing is held by the one sync running: a second waits (or gives up with its ctx),
+	// then finds the work done.
+	syncing chan struct{}
 
 	mu     sync.RWMutex
 	meta   collectionMeta
 	man    manifest
 	chunks map[string]Chunk
+	// current is the running sync's latest step (nil when none runs), for Info.
+	current *Progress
 
 	// crash, when set (tests), is called after each step of a document change; an error stops
 	// the change there, as a kill -9 would.
@@ -53,12 +57,14 @@ func (c *Collection) step(name string) error {
 }
 
 // openCollection opens (or creates, with meta) the collection in dir and repairs what a crash
-// may have left half done.
-func openCollection(ctx context.Context, dir string, meta collectionMeta, emb Embedder, eo EmbedOptions, x *Extractor, logger *slog.Logger) (*Collection, error) {
+// may have left half done. rebind makes meta's folders and chunking replace the stored ones
+// (a collection of the config); otherwise those it was made with are kept (`hearth rag create`).
+func openCollection(ctx context.Context, dir string, meta collectionMeta, rebind bool, emb Embedder, eo EmbedOptions, x *Extractor, logger *slog.Logger) (*Collection, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "text"), 0o755); err != nil {
 		return nil, fmt.Errorf("rag: collection %s: %w", meta.Name, err)
 	}
-	c := &Collection{dir: dir, log: logger, emb: emb, model: meta.EmbedModel, eo: eo, x: x, chunks: map[string]Chunk{}}
+	c := &Collection{dir: dir, log: logger, emb: emb, model: meta.EmbedModel, eo: eo, x: x, chunks: map[string]Chunk{},
+		syncing: make(chan struct{}, 1)}
 	found, err := readJSON(filepath.Join(dir, "meta.json"), &c.meta)
 	if err != nil {
 		return nil, fmt.Errorf("rag: collection %s: %w", meta.Name, err)
@@ -69,7 +75,7 @@ func openCollection(ctx context.Context, dir string, meta collectionMeta, emb Em
 		if err := writeJSON(filepath.Join(dir, "meta.json"), c.meta); err != nil {
 			return nil, fmt.Errorf("rag: collection %s: %w", meta.Name, err)
 		}
-	} else if len(meta.Paths) > 0 || len(meta.Include) > 0 || len(meta.Exclude) > 0 || meta.Chunk != (ChunkOptions{}) {
+	} else if rebind {
 		// The config is the truth for folders and chunking; the embed model stays as made.
 		c.meta.Paths, c.meta.Include, c.meta.Exclude, c.meta.Chunk = meta.Paths, meta.Include, meta.Exclude, meta.Chunk
 	}
@@ -114,7 +120,7 @@ func docID(source string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-func generation(hash string) string { return fmt.Sprintf("%sv%d", hash[:12], ExtractorVersion) }
+func generation(hash string, version int) string { return fmt.Sprintf("%sv%d", hash[:12], version) }
 
 func chunkID(doc, gen string, pos int) string { return fmt.Sprintf("%s-%s-%d", doc, gen, pos) }
 
@@ -152,7 +158,8 @@ func (c *Collection) Put(ctx context.Context, source, path string, data []byte, 
 	c.mu.RLock()
 	old := c.man.Docs[source]
 	c.mu.RUnlock()
-	if old != nil && old.Hash == hash && old.ExtractorVersion == ExtractorVersion {
+	version := extractorVersion(source)
+	if old != nil && old.Hash == hash && old.ExtractorVersion == version {
 		res.Outcome, res.Chunks = Unchanged, len(old.Chunks)
 		return res, nil
 	}
@@ -167,7 +174,7 @@ func (c *Collection) Put(ctx context.Context, source, path string, data []byte, 
 	if err != nil {
 		return res, err
 	}
-	id, gen := docID(source), generation(hash)
+	id, gen := docID(source), generation(hash, version)
 	chunks := Split(doc, c.meta.Chunk)
 	texts := make([]string, len(chunks))
 	for i := range chunks {
@@ -183,7 +190,7 @@ func (c *Collection) Put(ctx context.Context, source, path string, data []byte, 
 		return res, err
 	}
 	entry := &DocEntry{ID: id, Source: source, Path: path, Title: doc.Title, Hash: hash, Size: int64(len(data)),
-		ExtractorVersion: ExtractorVersion, Gen: gen, Indexed: time.Now().UTC()}
+		ExtractorVersion: version, Gen: gen, Indexed: time.Now().UTC()}
 	for _, ch := range chunks {
 		entry.Chunks = append(entry.Chunks, ch.ID)
 	}
@@ -388,6 +395,9 @@ type Info struct {
 	Chunks       int       `json:"chunks"`
 	NeedsReindex string    `json:"needs_reindex,omitempty"`
 	Created      time.Time `json:"created"`
+	// Syncing is how far the sync running now is (started by anyone: the folder watch, a
+	// rescan, a client); nil when none runs.
+	Syncing *Progress `json:"syncing,omitempty"`
 }
 
 // Info summarises the collection.
@@ -396,5 +406,6 @@ func (c *Collection) Info() Info {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return Info{Name: c.meta.Name, Paths: c.meta.Paths, Include: c.meta.Include, Exclude: c.meta.Exclude,
-		EmbedModel: c.meta.EmbedModel, Documents: len(c.man.Docs), Chunks: len(c.chunks), NeedsReindex: why, Created: c.meta.Created}
+		EmbedModel: c.meta.EmbedModel, Documents: len(c.man.Docs), Chunks: len(c.chunks), NeedsReindex: why, Created: c.meta.Created,
+		Syncing: c.current}
 }

@@ -5,9 +5,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/rag/ragtest"
 )
 
@@ -56,7 +60,7 @@ func TestSyncIngestsFolderAndSkipsWithReasons(t *testing.T) {
 	s := openStore(t, t.TempDir(), emb, "nomic-embed-text", CollectionConfig{Name: "docs", Paths: []string{docs}, Exclude: []string{"**/tmp/**"}})
 	var lines []Progress
 	rep, err := s.Sync(t.Context(), "docs", func(p Progress) {
-		if p.File != "" {
+		if p.Outcome != "" {
 			lines = append(lines, p)
 		}
 	})
@@ -323,5 +327,179 @@ func TestSearchDuringReindexAndSync(t *testing.T) {
 	ans, err := c.Search(ctx, Query{Text: "boiler pressure", Mode: ModeVector, TopK: 20})
 	if err != nil || len(ans.Results) != 12 {
 		t.Fatalf("after the reindex: %d vector results, %v; want all 12", len(ans.Results), err)
+	}
+}
+
+// A collection made with `hearth rag create --path` stays bound to its folder when the agent
+// restarts (its folders are in no config): it is still synced, not turned into uploads only.
+func TestCreatedCollectionKeepsFoldersOverRestart(t *testing.T) {
+	docs, dir := t.TempDir(), t.TempDir()
+	must(t, os.WriteFile(filepath.Join(docs, "a.txt"), []byte("The boiler was serviced in March."), 0o644))
+	emb := &ragtest.HashEmbedder{Dims: 32}
+	s := openStore(t, dir, emb, "m")
+	if _, err := s.Create(t.Context(), CollectionConfig{Name: "docs", Paths: []string{docs}, Include: []string{"*.txt"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Sync(t.Context(), "docs", nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s = openStore(t, dir, emb, "m")
+	c, err := s.Collection("docs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := c.Info(); !slices.Equal(info.Paths, []string{docs}) || !slices.Equal(info.Include, []string{"*.txt"}) {
+		t.Fatalf("after a restart paths %q include %q, want [%s] [*.txt]", info.Paths, info.Include, docs)
+	}
+	must(t, os.WriteFile(filepath.Join(docs, "b.txt"), []byte("The chimney sweep comes in November."), 0o644))
+	rep, err := s.Sync(t.Context(), "docs", nil)
+	if err != nil || rep.Indexed != 1 || rep.Unchanged != 1 {
+		t.Fatalf("sync after a restart: %+v, %v; want b.txt indexed, a.txt unchanged", rep, err)
+	}
+}
+
+// Links and special files in a folder: a link to a file is indexed as that file; a dangling
+// link, a link to a folder (which may loop) and a pipe are skipped with their reasons, never
+// silently left out, and the pipe is never opened (reading it would block the sync forever).
+func TestSyncLinksAndSpecialFiles(t *testing.T) {
+	docs, elsewhere := t.TempDir(), t.TempDir()
+	must(t, os.WriteFile(filepath.Join(elsewhere, "tax.md"), []byte("# Tax\n\nThe tax return is due on 31 July."), 0o644))
+	must(t, os.Symlink(filepath.Join(elsewhere, "tax.md"), filepath.Join(docs, "tax-link.md")))
+	must(t, os.Symlink("nowhere.pdf", filepath.Join(docs, "dangling.pdf")))
+	must(t, os.Symlink(docs, filepath.Join(docs, "loop")))
+	must(t, syscall.Mkfifo(filepath.Join(docs, "pipe.txt"), 0o644))
+	s := openStore(t, t.TempDir(), &ragtest.HashEmbedder{Dims: 32}, "m", CollectionConfig{Name: "docs", Paths: []string{docs}})
+	rep, err := s.Sync(t.Context(), "docs", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, it := range rep.Items {
+		got[it.Source] = string(it.Outcome) + ": " + it.Reason
+	}
+	for src, want := range map[string]string{
+		"tax-link.md":  "indexed: ",
+		"dangling.pdf": "skipped: the link points to nowhere.pdf, which cannot be read",
+		"loop":         "skipped: a link to a folder is not followed (it may loop): add the folder to the collection's paths",
+		"pipe.txt":     "skipped: not a file but a pipe, socket or device",
+	} {
+		if !strings.HasPrefix(got[src], want) {
+			t.Errorf("%s: %q, want %q", src, got[src], want)
+		}
+	}
+	if rep.Files != 4 {
+		t.Errorf("%d files, want 4: %+v", rep.Files, rep.Items)
+	}
+}
+
+// gatedEmbedder embeds one batch, then holds every later call until gate closes.
+type gatedEmbedder struct {
+	HashEmbedder *ragtest.HashEmbedder
+	first        chan struct{} // closed once the first batch is done
+	gate         chan struct{}
+	once         bool
+}
+
+func (g *gatedEmbedder) Embed(ctx context.Context, model string, texts []string) ([][]float32, error) {
+	if g.once {
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	g.once = true
+	defer func() {
+		select {
+		case <-g.first:
+		default:
+			close(g.first)
+		}
+	}()
+	return g.HashEmbedder.Embed(ctx, model, texts)
+}
+
+// While a large file is embedded, Info says which file and how far (`hearth rag ls`), the
+// embedding ticks carry the file's own count, and a second sync says it waits for the first
+// and gives up when its client goes, instead of hanging silently for hours.
+func TestSyncInProgressIsVisible(t *testing.T) {
+	docs := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(docs, "big.txt"), []byte(strings.Repeat("The household ledger of many years. ", 300)), 0o644))
+	emb := &gatedEmbedder{HashEmbedder: &ragtest.HashEmbedder{Dims: 32}, first: make(chan struct{}), gate: make(chan struct{})}
+	s, err := Open(t.Context(), Config{Dir: t.TempDir(), EmbedModel: "m", MaxFileSize: 1 << 20,
+		Chunk: ChunkOptions{Size: 400, Overlap: 60}, Embed: EmbedOptions{Batch: 4, Concurrency: 1},
+		Collections: []CollectionConfig{{Name: "docs", Paths: []string{docs}}}}, emb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	var ticks []Progress
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Sync(t.Context(), "docs", func(p Progress) {
+			if p.FileChunks > 0 {
+				ticks = append(ticks, p)
+			}
+		})
+		done <- err
+	}()
+	<-emb.first
+	c, _ := s.Collection("docs")
+	hearthtest.Eventually(t, "the first batch in Info", 5*time.Second, func() bool {
+		cur := c.Info().Syncing
+		return cur != nil && cur.FileEmbedded == 4
+	})
+	if cur := c.Info().Syncing; cur.File != "big.txt" || cur.Index != 1 || cur.Total != 1 || cur.FileChunks < 20 {
+		t.Errorf("Info().Syncing = %+v, want big.txt, file 1 of 1, 4 of its 20+ chunks", cur)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	waiting := make(chan string, 1)
+	second := make(chan error, 1)
+	go func() {
+		_, err := s.Sync(ctx, "docs", func(p Progress) { waiting <- p.Waiting })
+		second <- err
+	}()
+	if w := <-waiting; !strings.HasPrefix(w, "another sync of this collection is running") {
+		t.Errorf("waiting = %q", w)
+	}
+	cancel()
+	if err := <-second; !errors.Is(err, context.Canceled) {
+		t.Errorf("second sync after its client went: %v, want context.Canceled", err)
+	}
+
+	close(emb.gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if c.Info().Syncing != nil {
+		t.Errorf("Info().Syncing = %+v after the sync ended, want nil", c.Info().Syncing)
+	}
+	if len(ticks) == 0 || ticks[len(ticks)-1].FileEmbedded != ticks[len(ticks)-1].FileChunks {
+		t.Errorf("embedding ticks %+v, want the last to count every chunk of the file", ticks)
+	}
+}
+
+// A change to how one format is read re-extracts only that format's documents: a CSV indexed
+// by extractor version 1 is read again, a text file is not embedded again.
+func TestFormatVersionReindexesOnlyItsFiles(t *testing.T) {
+	docs := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(docs, "a.txt"), []byte("The boiler was serviced in March."), 0o644))
+	must(t, os.WriteFile(filepath.Join(docs, "b.csv"), []byte("Datum;Posten;Betrag\n01.01.2026;Strom;84,20\n"), 0o644))
+	s := openStore(t, t.TempDir(), &ragtest.HashEmbedder{Dims: 32}, "m", CollectionConfig{Name: "docs", Paths: []string{docs}})
+	if _, err := s.Sync(t.Context(), "docs", nil); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := s.Collection("docs")
+	c.mu.Lock()
+	for _, d := range c.man.Docs {
+		d.ExtractorVersion = 1 // as an agent before CSV's version 2 left them
+	}
+	c.mu.Unlock()
+	rep, err := s.Sync(t.Context(), "docs", nil)
+	if err != nil || rep.Indexed != 1 || rep.Unchanged != 1 || len(rep.Items) != 1 || rep.Items[0].Source != "b.csv" {
+		t.Fatalf("sync after the CSV reader changed: %+v, %v; want b.csv indexed again, a.txt unchanged", rep, err)
 	}
 }

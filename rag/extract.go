@@ -13,6 +13,19 @@ import (
 // the same file; documents extracted by an older version are extracted again at the next sync.
 const ExtractorVersion = 1
 
+// formatVersions raise ExtractorVersion for one type whose reading changed, so that only its
+// files are embedded again (a whole collection can be hours of embedding): CSV 2, which reads
+// ';'- and tab-separated tables by their columns.
+var formatVersions = map[string]int{".csv": 2}
+
+// extractorVersion is the version a document named source is extracted by.
+func extractorVersion(source string) int {
+	if v, ok := formatVersions[strings.ToLower(filepath.Ext(source))]; ok {
+		return v
+	}
+	return ExtractorVersion
+}
+
 // ErrUnreadable marks a file that is skipped: wrong format, damaged, encrypted, too big, empty.
 // The wrapped message says why, for the ingest report.
 var ErrUnreadable = errors.New("unreadable")
@@ -76,6 +89,10 @@ func (x *Extractor) Extract(name string, data []byte) (Extracted, error) {
 	}
 	ext := strings.ToLower(filepath.Ext(name))
 	title := strings.TrimSuffix(filepath.Base(name), filepath.Ext(name))
+	switch ext {
+	case ".txt", ".md", ".markdown", ".html", ".htm", ".csv":
+		data = decodeBOM(data)
+	}
 	var doc Extracted
 	var err error
 	switch ext {
@@ -87,6 +104,9 @@ func (x *Extractor) Extract(name string, data []byte) (Extracted, error) {
 			doc = extractMarkdown(data)
 		}
 	case ".html", ".htm":
+		if data, err = decodeHTML(data); err != nil {
+			break
+		}
 		if err = needText(data); err == nil {
 			doc, err = extractHTML(data)
 		}
@@ -125,19 +145,22 @@ func (x *Extractor) Extract(name string, data []byte) (Extracted, error) {
 func needText(data []byte) error {
 	head := data[:min(len(data), 8192)]
 	if bytes.IndexByte(head, 0) >= 0 {
-		return unreadable("the file holds binary data, not text (%s)", sniff(data))
+		return unreadable("the file holds binary data, not text (%s)", looksLike(data))
 	}
 	// A cut at the end of head may split a rune.
 	for i := 0; i < 4 && len(head) > 0 && !utf8.Valid(head); i++ {
 		head = head[:len(head)-1]
 	}
 	if !utf8.Valid(head) {
-		return unreadable("the file is not UTF-8 text (%s)", sniff(data))
+		if kind := sniff(data); kind != "" {
+			return unreadable("the file is not text (%s)", kind)
+		}
+		return unreadable("the file is not UTF-8 text: it is probably in an older encoding (Windows-1252, Latin-1, Windows-1251, GBK, Shift-JIS); save it as UTF-8 to index it")
 	}
 	return nil
 }
 
-// sniff names what binary data looks like, for the skip reason.
+// sniff names what binary data looks like, for the skip reason ("" when it does not know).
 func sniff(data []byte) string {
 	switch {
 	case bytes.HasPrefix(data, []byte("\xff\xd8\xff")):
@@ -149,8 +172,16 @@ func sniff(data []byte) string {
 	case bytes.HasPrefix(data, []byte("%PDF")):
 		return "it looks like a PDF"
 	default:
-		return "unknown binary data"
+		return ""
 	}
+}
+
+// looksLike is sniff's answer, or "unknown binary data".
+func looksLike(data []byte) string {
+	if kind := sniff(data); kind != "" {
+		return kind
+	}
+	return "unknown binary data"
 }
 
 func normalizeText(s string) string {

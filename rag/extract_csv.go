@@ -14,6 +14,7 @@ import (
 // says what its numbers are.
 func extractCSV(data []byte, rowsPerBlock int) (Extracted, error) {
 	r := csv.NewReader(bytes.NewReader(data))
+	r.Comma = csvDelimiter(data)
 	r.FieldsPerRecord = -1
 	r.LazyQuotes = true
 	r.ReuseRecord = false
@@ -69,4 +70,27 @@ func extractCSV(data []byte, rowsPerBlock int) (Extracted, error) {
 	}
 	flush()
 	return doc, nil
+}
+
+// csvDelimiter picks the separator the header line uses most: ',' by default, ';' as Excel
+// writes CSV where the decimal mark is a comma (Germany, France, Russia...), or a tab.
+func csvDelimiter(data []byte) rune {
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	best, most := ',', 0
+	quoted := false
+	counts := map[rune]int{}
+	for _, r := range string(line) {
+		switch {
+		case r == '"':
+			quoted = !quoted
+		case !quoted && (r == ',' || r == ';' || r == '\t'):
+			counts[r]++
+		}
+	}
+	for _, r := range []rune{',', ';', '\t'} {
+		if counts[r] > most {
+			best, most = r, counts[r]
+		}
+	}
+	return best
 }

@@ -22,7 +22,7 @@ const (
 func extractDOCX(data []byte) (Extracted, error) {
 	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
-		return Extracted{}, unreadable("the file is not a Word document (%s)", sniff(data))
+		return Extracted{}, unreadable("the file is not a Word document (%s)", looksLike(data))
 	}
 	var body *zip.File
 	for _, f := range zr.File {

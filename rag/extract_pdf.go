@@ -16,7 +16,7 @@ const maxPDFPages = 5000
 // extractor has it and it starts, else with the pure-Go parser.
 func (x *Extractor) extractPDF(data []byte) (Extracted, error) {
 	if !bytes.HasPrefix(data, []byte("%PDF-")) {
-		return Extracted{}, unreadable("the file is not a PDF (%s)", sniff(data))
+		return Extracted{}, unreadable("the file is not a PDF (%s)", looksLike(data))
 	}
 	if x.PDF != nil {
 		if err := x.PDF.start(); err == nil {

@@ -41,6 +41,13 @@ func TestExtractReadable(t *testing.T) {
 		{name: "page.html", title: "Recycling rules", contains: "collection box at the supermarket", heading: "Batteries", notInText: "tracking"},
 		{name: "bills.csv", sections: 1, contains: "item: water | amount: 31.00"},
 		{name: "heating-zh.txt", sections: 1, contains: "锅炉的压力"},
+		// Windows Notepad's "Unicode": UTF-16 with a byte order mark.
+		{name: "notepad-utf16.txt", sections: 1, contains: "Guest wifi password: sunflower-42.\nThe printer"},
+		// Excel where the decimal mark is a comma: a BOM, ';' between columns.
+		{name: "ausgaben-excel.csv", sections: 1, contains: "Datum: 01.02.2026 | Posten: Wasser; Abwasser | Betrag: 31,00"},
+		// Saved pages in the charset their <meta> declares.
+		{name: "dacha-cp1251.html", title: "Дача", contains: "Ключ от дачи лежит у соседки Марины"},
+		{name: "notice-gbk.htm", title: "物业通知", contains: "小区停车费每月三百元"},
 		{name: "lease.docx", data: docx, title: "Lease agreement", sections: 2, contains: "three months", heading: "Lease agreement > Deposit"},
 	}
 	x := &Extractor{}
@@ -115,6 +122,7 @@ func TestExtractUnreadable(t *testing.T) {
 		{"fake.docx", []byte("just text, not a zip"), "the file is not a Word document (unknown binary data)"},
 		{"photo.txt", readTestdata(t, "photo.pdf"), "the file holds binary data, not text (it looks like a JPEG image)"},
 		{"empty.md", []byte("  \n\n"), "the file is empty"},
+		{"rezept-latin1.txt", readTestdata(t, "rezept-latin1.txt"), "the file is not UTF-8 text: it is probably in an older encoding (Windows-1252, Latin-1, Windows-1251, GBK, Shift-JIS); save it as UTF-8 to index it"},
 		{"header-only.csv", []byte("a,b,c\n"), "no text found in the file"},
 		{"movie.mkv", []byte("xxxx"), ".mkv files are not read"},
 	}

@@ -20,7 +20,8 @@ func NewMemory(name string, emb Embedder, model string) (*Collection, error) {
 		return nil, err
 	}
 	return &Collection{log: logging.OrDiscard(nil), emb: emb, model: model, x: &Extractor{}, kw: kw, vec: vec,
-		meta: collectionMeta{Name: name, EmbedModel: model}, man: manifest{Docs: map[string]*DocEntry{}}, chunks: map[string]Chunk{}}, nil
+		meta: collectionMeta{Name: name, EmbedModel: model}, man: manifest{Docs: map[string]*DocEntry{}}, chunks: map[string]Chunk{},
+		syncing: make(chan struct{}, 1)}, nil
 }
 
 // Load indexes prepared chunks (their IDs set) with their vectors, in batches: what an ingest

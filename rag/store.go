@@ -76,11 +76,16 @@ type Store struct {
 
 	mu   sync.RWMutex
 	cols map[string]*Collection
+
+	// created hears of a collection made by Create, so that Run watches its folders at once
+	// rather than at the next rescan.
+	created chan struct{}
 }
 
 // Open opens every collection under cfg.Dir and creates the configured ones.
 func Open(ctx context.Context, cfg Config, emb Embedder, logger *slog.Logger) (*Store, error) {
-	s := &Store{cfg: cfg, log: logging.OrDiscard(logger), emb: emb, x: &Extractor{}, cols: map[string]*Collection{}}
+	s := &Store{cfg: cfg, log: logging.OrDiscard(logger), emb: emb, x: &Extractor{}, cols: map[string]*Collection{},
+		created: make(chan struct{}, 1)}
 	if cfg.PDFium {
 		s.x.PDF = &pdfEngine{CacheDir: filepath.Join(cfg.Dir, ".pdfium-cache"), Log: s.log}
 	}
@@ -129,7 +134,7 @@ func (s *Store) open(ctx context.Context, cc CollectionConfig, rebind bool) (*Co
 	if meta.Chunk == (ChunkOptions{}) {
 		meta.Chunk = s.cfg.Chunk
 	}
-	c, err := openCollection(ctx, filepath.Join(s.cfg.Dir, cc.Name), meta, s.emb, s.cfg.Embed, s.x, s.log)
+	c, err := openCollection(ctx, filepath.Join(s.cfg.Dir, cc.Name), meta, rebind, s.emb, s.cfg.Embed, s.x, s.log)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +196,14 @@ func (s *Store) Create(ctx context.Context, cc CollectionConfig) (*Collection, e
 	if exists {
 		return nil, fmt.Errorf("%w: %q already exists", ErrExists, cc.Name)
 	}
-	return s.open(ctx, cc, true)
+	c, err := s.open(ctx, cc, true)
+	if err == nil && len(cc.Paths) > 0 {
+		select {
+		case s.created <- struct{}{}:
+		default: // Run has not taken the last one yet; it binds every collection when it does
+		}
+	}
+	return c, err
 }
 
 // Remove deletes a collection and everything hearth stored for it (never the folder's files).
@@ -300,8 +312,9 @@ func (s *Store) Run(ctx context.Context, interval time.Duration) error {
 				continue
 			}
 			fw.lost(err)
+		case <-s.created:
+			bound()
 		case <-fw.settled():
-			bound() // collections made since (by API or CLI) are watched too
 			for _, n := range fw.take() {
 				syncOne(n)
 			}

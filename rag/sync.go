@@ -14,7 +14,7 @@ import (
 // Progress is one step of an ingest, for progress bars and per-file lines.
 type Progress struct {
 	Collection string `json:"collection"`
-	// File is the document's source; "" for the embedding ticks of the current file.
+	// File is the document's source (on embedding ticks too, which have no Outcome).
 	File string `json:"file,omitempty"`
 	// Index and Total count files (Total is known once the folders are walked).
 	Index int `json:"index"`
@@ -25,6 +25,12 @@ type Progress struct {
 	Chunks  int     `json:"chunks,omitempty"`
 	// Embedded counts chunks embedded so far in this run.
 	Embedded int `json:"embedded"`
+	// FileEmbedded of FileChunks of the current file are embedded (embedding ticks): a large
+	// file is hours of embedding on a small machine.
+	FileEmbedded int `json:"file_embedded,omitempty"`
+	FileChunks   int `json:"file_chunks,omitempty"`
+	// Waiting says that this sync waits for another of the same collection to end.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // Report is what a sync did.
@@ -60,10 +66,13 @@ func (r *Report) add(p PutResult) {
 	r.Items = append(r.Items, p)
 }
 
-type found struct{ source, path string }
+// found is a file of a collection's folders; skip, when set, is why it is not read.
+type found struct{ source, path, skip string }
 
 // walk lists the collection's files: supported ones, or any the include patterns name (those
-// that cannot be read are reported as skipped); hidden files and folders are left out.
+// that cannot be read are reported as skipped); hidden files and folders are left out. A link
+// to a file is read as that file; a link to a folder is not followed (it may loop) but
+// reported, as is a pipe or device under a document's name (reading it could block forever).
 func walk(ctx context.Context, meta collectionMeta) ([]found, error) {
 	var out []found
 	for _, root := range meta.Paths {
@@ -84,7 +93,7 @@ func walk(ctx context.Context, meta collectionMeta) ([]found, error) {
 				}
 				return nil
 			}
-			if d.IsDir() || !d.Type().IsRegular() {
+			if d.IsDir() {
 				return nil
 			}
 			rel, _ := filepath.Rel(root, p)
@@ -92,10 +101,12 @@ func walk(ctx context.Context, meta collectionMeta) ([]found, error) {
 			if len(meta.Paths) > 1 {
 				src = filepath.Base(root) + "/" + src
 			}
-			if !selected(meta, src) {
-				return nil
+			skip, folder := notAFile(p, d)
+			// A link to a folder has no document's name, but leaving it out would lose its
+			// files without a word.
+			if folder && !excluded(meta, src) || !folder && selected(meta, src) {
+				out = append(out, found{source: src, path: p, skip: skip})
 			}
-			out = append(out, found{source: src, path: p})
 			return nil
 		})
 		if err != nil {
@@ -105,11 +116,40 @@ func walk(ctx context.Context, meta collectionMeta) ([]found, error) {
 	return out, nil
 }
 
-func selected(meta collectionMeta, src string) bool {
+// notAFile says why the entry at p is not read as a document ("" for a file or a link to one),
+// and whether it is a link to a folder.
+func notAFile(p string, d fs.DirEntry) (string, bool) {
+	switch {
+	case d.Type().IsRegular():
+		return "", false
+	case d.Type()&fs.ModeSymlink != 0:
+		st, err := os.Stat(p)
+		switch {
+		case err != nil:
+			target, _ := os.Readlink(p)
+			return fmt.Sprintf("the link points to %s, which cannot be read: %v", target, err), false
+		case st.IsDir():
+			return "a link to a folder is not followed (it may loop): add the folder to the collection's paths to index it", true
+		case !st.Mode().IsRegular():
+			return "the link points to a pipe, socket or device, not a file", false
+		}
+		return "", false
+	}
+	return "not a file but a pipe, socket or device", false
+}
+
+func excluded(meta collectionMeta, src string) bool {
 	for _, ex := range meta.Exclude {
 		if Glob(ex, src) {
-			return false
+			return true
 		}
+	}
+	return false
+}
+
+func selected(meta collectionMeta, src string) bool {
+	if excluded(meta, src) {
+		return false
 	}
 	if len(meta.Include) == 0 {
 		return Supported(src)
@@ -138,8 +178,15 @@ func (s *Store) Sync(ctx context.Context, name string, progress func(Progress)) 
 	if progress == nil {
 		progress = func(Progress) {}
 	}
-	c.syncing.Lock()
-	defer c.syncing.Unlock()
+	if err := c.waitSync(ctx, name, progress); err != nil {
+		return Report{}, err
+	}
+	defer c.endSync()
+	report := progress
+	progress = func(p Progress) {
+		c.setCurrent(p)
+		report(p)
+	}
 	c.mu.RLock()
 	meta := c.meta
 	c.mu.RUnlock()
@@ -162,8 +209,10 @@ func (s *Store) Sync(ctx context.Context, name string, progress func(Progress)) 
 		}
 		seen[f.source] = true
 		p := Progress{Collection: name, File: f.source, Index: i + 1, Total: len(files)}
+		c.setCurrent(Progress{Collection: name, File: f.source, Index: i + 1, Total: len(files), Embedded: embedded})
 		res, err := s.putFile(ctx, c, f, func(done, total int) {
-			progress(Progress{Collection: name, Index: i + 1, Total: len(files), Embedded: embedded + done})
+			progress(Progress{Collection: name, File: f.source, Index: i + 1, Total: len(files), Embedded: embedded + done,
+				FileEmbedded: done, FileChunks: total})
 		})
 		if err != nil {
 			if ctx.Err() != nil {
@@ -205,7 +254,44 @@ func (s *Store) Sync(ctx context.Context, name string, progress func(Progress)) 
 	return rep, nil
 }
 
+const waitingForSync = "another sync of this collection is running (the folder watch, a rescan or another client): " +
+	"this one starts when it ends; `hearth rag ls` shows how far it is"
+
+// waitSync takes the collection's sync slot, saying so through progress when another sync
+// holds it; ctx gives up the wait.
+func (c *Collection) waitSync(ctx context.Context, name string, progress func(Progress)) error {
+	select {
+	case c.syncing <- struct{}{}:
+		return nil
+	default:
+	}
+	progress(Progress{Collection: name, Waiting: waitingForSync})
+	select {
+	case c.syncing <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// setCurrent keeps p as the running sync's step, for Info.
+func (c *Collection) setCurrent(p Progress) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.current = &p
+}
+
+func (c *Collection) endSync() {
+	c.mu.Lock()
+	c.current = nil
+	c.mu.Unlock()
+	<-c.syncing
+}
+
 func (s *Store) putFile(ctx context.Context, c *Collection, f found, onEmbed func(done, total int)) (PutResult, error) {
+	if f.skip != "" {
+		return PutResult{Source: f.source, Outcome: Skipped, Reason: f.skip}, nil
+	}
 	st, err := os.Stat(f.path)
 	if err != nil {
 		return PutResult{Source: f.source, Outcome: Skipped, Reason: "cannot read the file: " + err.Error()}, nil

@@ -83,3 +83,30 @@ func TestWatchSyncsAFolderAfterAChange(t *testing.T) {
 	write("sub/e.txt", "Another note.")
 	want("hidden files left out", "b.md", "sub/d.txt", "sub/e.txt")
 }
+
+// A collection made while the agent runs (`hearth rag create`) is watched at once, not from
+// the next rescan: without rescans (interval 0) a change to its folder must still be synced.
+func TestWatchCoversCollectionsCreatedLater(t *testing.T) {
+	settle := watchSettle
+	watchSettle = time.Millisecond // shorter than the checks' 10 ms, which write again
+	t.Cleanup(func() { watchSettle = settle })
+	docs := t.TempDir()
+	s, err := Open(t.Context(), Config{Dir: t.TempDir(), EmbedModel: "m", MaxFileSize: 1 << 20,
+		Chunk: ChunkOptions{Size: 400, Overlap: 60}, Embed: EmbedOptions{Batch: 4, Concurrency: 1}, Watch: true},
+		&ragtest.HashEmbedder{Dims: 32}, (&hearthtest.Logs{}).Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	hearthtest.Run(t, "rag store", func(ctx context.Context) error { return s.Run(ctx, 0) })
+	c, err := s.Create(t.Context(), CollectionConfig{Name: "docs", Paths: []string{docs}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Written again on every check: the watch may not be bound yet when the first write lands.
+	note := filepath.Join(docs, "note.txt")
+	hearthtest.Eventually(t, "a file added after create indexed by the watch", 10*time.Second, func() bool {
+		must(t, os.WriteFile(note, []byte("The chimney sweep comes in November."), 0o644))
+		return c.Info().Documents == 1
+	})
+}

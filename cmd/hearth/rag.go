@@ -66,7 +66,22 @@ func renderCollections(w io.Writer, cols []rag.Info) {
 		if ci.NeedsReindex != "" {
 			fmt.Fprintf(w, "%s: %s\n", ci.Name, ci.NeedsReindex)
 		}
+		if p := ci.Syncing; p != nil {
+			fmt.Fprintf(w, "%s: syncing, file %d of %d%s\n", ci.Name, p.Index, p.Total, fileStep(*p))
+		}
 	}
+}
+
+// fileStep is ": NAME, embedded D of N chunks" for a step of a sync, as far as it is known.
+func fileStep(p rag.Progress) string {
+	s := ""
+	if p.File != "" {
+		s = ": " + p.File
+	}
+	if p.FileChunks > 0 {
+		s += fmt.Sprintf(", embedded %d of %d chunks", p.FileEmbedded, p.FileChunks)
+	}
+	return s
 }
 
 func ragCreate(c *ragClient) *cobra.Command {

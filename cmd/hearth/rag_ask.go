@@ -60,6 +60,17 @@ func ragAdd(c *ragClient) *cobra.Command {
 
 // upload streams one file as multipart; a skipped file (422) is a result, not an error.
 func (c *ragClient) upload(cmd *cobra.Command, collection, file string) (rag.PutResult, error) {
+	// Opening a pipe blocks until something writes to it, past Ctrl-C; a folder would fail
+	// mid-upload as if the agent were unreachable.
+	st, err := os.Stat(file)
+	switch {
+	case err != nil:
+		return rag.PutResult{}, err
+	case st.IsDir():
+		return rag.PutResult{}, errors.New("is a folder: `hearth rag create NAME --path DIR` indexes a folder and keeps it in sync, or give its files")
+	case !st.Mode().IsRegular():
+		return rag.PutResult{}, errors.New("is not a file but a pipe, socket or device")
+	}
 	f, err := os.Open(file)
 	if err != nil {
 		return rag.PutResult{}, err

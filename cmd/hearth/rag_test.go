@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -83,6 +85,17 @@ func TestRagCommands(t *testing.T) {
 			}
 		}
 	}
+	// A folder or a pipe given to add fails at once with what to do; the pipe is not opened
+	// (that blocks until something writes to it, past Ctrl-C).
+	pipe := filepath.Join(t.TempDir(), "pipe.txt")
+	if err := syscall.Mkfifo(pipe, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run("rag", "add", "nope", docs, pipe, "--agent", agent)
+	if err == nil || !strings.Contains(out, "failed "+docs+": is a folder: `hearth rag create NAME --path DIR` indexes a folder") ||
+		!strings.Contains(out, "failed "+pipe+": is not a file but a pipe, socket or device") {
+		t.Errorf("rag add of a folder and a pipe: %v\n%s", err, out)
+	}
 	if _, err := run("rag", "query", "nope", "x", "--agent", agent); err == nil || !strings.Contains(err.Error(), `no such collection: "nope"`) {
 		t.Errorf("unknown collection: %v", err)
 	}
@@ -96,5 +109,38 @@ func TestProgressBarOnATerminal(t *testing.T) {
 	v.finish()
 	if !strings.Contains(b.String(), "\r\033[K[############............] 2/4 files  6 chunks") || !strings.HasSuffix(b.String(), "\n") {
 		t.Errorf("bar = %q", b.String())
+	}
+}
+
+// A large file shows its own progress (a line per tenth without a terminal, its count in the
+// bar on one), a sync waiting for another says so, and `rag ls` says how far a sync running
+// in the agent is.
+func TestProgressOfALargeFile(t *testing.T) {
+	var b strings.Builder
+	v := newProgressView(&b, false)
+	v.update(rag.Progress{Waiting: "another sync of this collection is running"})
+	for done := 0; done <= 1000; done += 50 {
+		v.update(rag.Progress{File: "Haushaltsbuch groß.txt", Index: 1, Total: 2, FileEmbedded: done, FileChunks: 1000, Embedded: done})
+	}
+	v.update(rag.Progress{File: "Haushaltsbuch groß.txt", Index: 1, Total: 2, Outcome: rag.Indexed, Chunks: 1000, Embedded: 1000})
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 11 || lines[0] != "another sync of this collection is running" ||
+		lines[1] != "[1/2] embedding Haushaltsbuch groß.txt: 100 of 1000 chunks" || lines[10] != "[1/2] indexed Haushaltsbuch groß.txt (1000 chunks)" {
+		t.Errorf("lines without a terminal:\n%s", b.String())
+	}
+
+	b.Reset()
+	v = newProgressView(&b, true)
+	v.update(rag.Progress{File: "家庭/网络说明-路由器-管理密码-无线网络名称-访客网络-每周一自动更换密码.pdf", Index: 1, Total: 2})
+	v.update(rag.Progress{Index: 1, Total: 2, FileEmbedded: 40, FileChunks: 1000, Embedded: 40})
+	v.finish() // draws what the 100 ms throttle held back
+	if !strings.Contains(b.String(), "(40/1000)") || !utf8.ValidString(b.String()) {
+		t.Errorf("bar = %q", b.String())
+	}
+
+	b.Reset()
+	renderCollections(&b, []rag.Info{{Name: "docs", Paths: []string{"/docs"}, Syncing: &rag.Progress{File: "big.txt", Index: 2, Total: 30, FileEmbedded: 1200, FileChunks: 61000}}})
+	if !strings.Contains(b.String(), "docs: syncing, file 2 of 30: big.txt, embedded 1200 of 61000 chunks\n") {
+		t.Errorf("rag ls:\n%s", b.String())
 	}
 }

@@ -18,6 +18,18 @@ type progressView struct {
 	last     rag.Progress
 	drawn    bool
 	lastDraw time.Time
+	tenth    int // of the current file's chunks embedded, for the line per tenth
+}
+
+// line writes a message on a line of its own, below the bar on a terminal.
+func (v *progressView) line(msg string) {
+	if v.tty && v.drawn {
+		fmt.Fprint(v.w, "\r\033[K")
+	}
+	fmt.Fprintln(v.w, msg)
+	if v.tty && v.drawn {
+		v.draw()
+	}
 }
 
 func newProgressView(w io.Writer, tty bool) *progressView {
@@ -36,6 +48,22 @@ func (v *progressView) update(p rag.Progress) {
 	}
 	if p.File != "" {
 		v.last.File = p.File
+	}
+	if p.Waiting != "" {
+		v.line(p.Waiting)
+		return
+	}
+	v.last.FileEmbedded, v.last.FileChunks = p.FileEmbedded, p.FileChunks
+	if !v.tty && p.FileChunks > 0 {
+		// A large file is minutes to hours of embedding: a line at each tenth of it.
+		if tenth := 10 * p.FileEmbedded / p.FileChunks; tenth > v.tenth && tenth < 10 {
+			v.tenth = tenth
+			fmt.Fprintf(v.w, "[%d/%d] embedding %s: %d of %d chunks\n", v.last.Index, v.last.Total, v.last.File, p.FileEmbedded, p.FileChunks)
+		}
+		return
+	}
+	if p.Outcome != "" {
+		v.tenth = 0
 	}
 	if !v.tty {
 		if p.Outcome != "" {
@@ -74,8 +102,11 @@ func (v *progressView) draw() {
 		eta = left.Round(time.Second).String()
 	}
 	file := v.last.File
-	if len(file) > 30 {
-		file = "…" + file[len(file)-29:]
+	if r := []rune(file); len(r) > 30 {
+		file = "…" + string(r[len(r)-29:])
+	}
+	if v.last.FileChunks > 0 {
+		file += fmt.Sprintf(" (%d/%d)", v.last.FileEmbedded, v.last.FileChunks)
 	}
 	fmt.Fprintf(v.w, "\r\033[K[%s%s] %d/%d files  %d chunks  %.1f emb/s  ETA %s  %s",
 		strings.Repeat("#", done), strings.Repeat(".", width-done), v.last.Index, v.last.Total, v.last.Embedded, rate, eta, file)
