@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/doctor"
 	"github.com/hearthlab/hearth/relay/chain"
 )
 
@@ -129,7 +130,7 @@ func localAdminClient(cfg config.Relay, key string) (*adminClient, error) {
 		}
 		roots.AppendCertsFromPEM(pem) // the chain: its CA, or the leaf itself, then verifies it
 	}
-	addr := loopbackAddr(cfg.Listen.HTTPS)
+	addr := doctor.Loopback(cfg.Listen.HTTPS)
 	dialer := &net.Dialer{Timeout: 10 * time.Second}
 	tr := &http.Transport{
 		Proxy:           nil,
@@ -140,18 +141,6 @@ func localAdminClient(cfg config.Relay, key string) (*adminClient, error) {
 	}
 	return &adminClient{base: "https://" + domain, key: key, http: &http.Client{Transport: tr},
 		where: " (on " + addr + ", listen.https of the relay's config; pass --relay URL for another)"}, nil
-}
-
-// loopbackAddr is where this machine reaches a listener bound to addr (":443" → 127.0.0.1:443).
-func loopbackAddr(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }
 
 func (c *adminClient) do(ctx context.Context, method, path string, out any) error {

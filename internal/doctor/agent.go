@@ -130,7 +130,7 @@ func (e Env) fetchView(ctx context.Context, cfg config.Agent) (clusterView, erro
 	client, _ := e.client("")
 	ctx, cancel := context.WithTimeout(ctx, e.Timeout)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+loopback(cfg.Node.Listen)+"/hearth/v1/cluster", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+Loopback(cfg.Node.Listen)+"/hearth/v1/cluster", nil)
 	if len(cfg.Node.APIKeys) > 0 {
 		req.Header.Set("Authorization", "Bearer "+cfg.Node.APIKeys[0])
 	}

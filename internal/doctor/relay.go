@@ -177,7 +177,7 @@ func (e Env) relayTunnelCheck(ctx context.Context, cfg config.Relay) Check {
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.Timeout)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+loopback(cfg.Listen.HTTPS)+"/admin/v1/agents", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+Loopback(cfg.Listen.HTTPS)+"/admin/v1/agents", nil)
 	req.Host = domain
 	req.Header.Set("Authorization", "Bearer "+cfg.AdminKey)
 	resp, err := client.Do(req)
@@ -211,8 +211,8 @@ func (e Env) relayTunnelCheck(ctx context.Context, cfg config.Relay) Check {
 	return c
 }
 
-// loopback is where this machine reaches a listener bound to addr.
-func loopback(addr string) string {
+// Loopback is where this machine reaches a listener bound to addr (":443" → 127.0.0.1:443).
+func Loopback(addr string) string {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return addr
