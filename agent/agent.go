@@ -212,6 +212,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	cancel()
 	a.log.Info("stopping: answers in flight may finish", "grace", shutdownGrace.String())
+	if a.tunnel != nil {
+		a.tunnel.Withdraw()
+	}
 	shutdownCtx, stop := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer stop()
 	if serr := a.srv.Shutdown(shutdownCtx); serr != nil && !errors.Is(serr, context.DeadlineExceeded) {

@@ -73,7 +73,10 @@ type Tunnel struct {
 
 	mu      sync.Mutex
 	state   TunnelState
-	refused string // why the relay refused a proxy of the current session, "" when it did not
+	refused string          // why the relay refused a proxy of the current session, "" when it did not
+	ctl     *client.Control // the current session's control, nil between sessions
+	// withdrawn: the agent is stopping; the proxies are off the relay (see Withdraw)
+	withdrawn bool
 }
 
 // NewTunnel builds the tunnel for cfg; apiAddr is the agent API's host:port that the home
@@ -230,16 +233,40 @@ func (t *Tunnel) serve(ctx context.Context, s *client.SessionContext, tag string
 	}
 	t.mu.Lock()
 	t.refused = ""
+	t.ctl = ctl
+	proxies := t.proxies
+	if t.withdrawn {
+		proxies = nil
+	}
 	t.mu.Unlock()
-	ctl.Run(t.proxies, nil)
+	ctl.Run(proxies, nil)
 	select {
 	case <-ctl.Done():
 	case <-ctx.Done():
 		_ = ctl.GracefulClose(0)
 		<-ctl.Done()
 	}
+	t.mu.Lock()
+	t.ctl = nil
+	t.mu.Unlock()
 	if ctx.Err() == nil {
 		t.setConnected(false)
+	}
+}
+
+// Withdraw takes the home channel and the sites off the relay while the session stays up:
+// the agent is stopping, so the relay must send it nothing new (it answers home_offline or
+// goes to a vendor at once, where a request that still went home met a closed API and came
+// back "home: EOF"), while the streams in flight, whose connections the session carries,
+// finish. Run's end closes the session.
+func (t *Tunnel) Withdraw() {
+	t.mu.Lock()
+	t.withdrawn = true
+	ctl := t.ctl
+	t.mu.Unlock()
+	if ctl != nil {
+		_ = ctl.UpdateAllConfigurer(nil, nil)
+		t.log.Info("tunnel: home channel withdrawn from the relay while answers in flight finish", "channel", t.cfg.Name)
 	}
 }
 

@@ -328,8 +328,11 @@ func TestRelayAgentStopLetsAStreamFinish(t *testing.T) {
 		}
 		return err != nil
 	})
-	if !w.homeOnline(t) {
-		t.Error("the relay lost home while the agent still had a stream of it in flight")
+	// The relay sends nothing new home (the home channel is withdrawn: home_offline at once,
+	// or a vendor), while the stream in flight goes on over the session.
+	hearthtest.Eventually(t, "the relay to see home withdrawn", 10*time.Second, func() bool { return !w.homeOnline(t) })
+	if resp, body := w.do(t, http.MethodPost, "/v1/chat/completions", `{"model":"tiny","messages":[{"role":"user","content":"hi"}]}`, "Bearer "+w.token); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "home_offline") {
+		t.Errorf("a new request while home drains: %d %s, want 503 home_offline", resp.StatusCode, body)
 	}
 	close(release)
 	rest, err := io.ReadAll(br)
