@@ -101,6 +101,27 @@ for deb in "$here"/../dist/hearth_*.deb; do
 	dpkg-deb -e "$deb" "$tmp/control"
 	grep -q "useradd --system" "$tmp/control/postinst" || { show "$tmp/control/postinst"; fail "$name does not create the hearth user"; }
 	echo "$name: binary, units and the hearth user: ok"
+	# HEARTH_CHECK_INSTALL=1 (CI, as root): install the package for real, as a person would,
+	# then remove it. It changes this machine (the hearth user, /usr/bin/hearth), so not by default.
+	if [ "${HEARTH_CHECK_INSTALL:-}" = 1 ] && [ "$(id -u)" != 0 ]; then
+		fail "HEARTH_CHECK_INSTALL=1 installs $name for real: run check.sh as root"
+	fi
+	if [ "${HEARTH_CHECK_INSTALL:-}" = 1 ]; then
+		step="dpkg -i $name"
+		dpkg -i "$deb" >"$tmp/out" 2>&1 || { show "$tmp/out"; fail "$name does not install (dpkg -i, above)"; }
+		step="the installed $name"
+		getent passwd hearth >/dev/null || fail "$name installed but made no hearth user"
+		[ -d /etc/hearth ] || fail "$name installed but made no /etc/hearth"
+		/usr/bin/hearth version >"$tmp/out" 2>&1 || { show "$tmp/out"; fail "the installed /usr/bin/hearth does not run"; }
+		[ -z "$head" ] || grep -q "$head" "$tmp/out" || { show "$tmp/out"; fail "the installed hearth does not name the commit $head"; }
+		for role in agent relay; do
+			systemd-analyze verify "/usr/lib/systemd/system/hearth-$role.service" >"$tmp/out" 2>&1 || { show "$tmp/out"; fail "the installed hearth-$role.service does not verify"; }
+		done
+		step="dpkg -r hearth"
+		dpkg -r hearth >"$tmp/out" 2>&1 || { show "$tmp/out"; fail "$name does not remove (dpkg -r, above)"; }
+		[ ! -e /usr/bin/hearth ] || fail "dpkg -r hearth left /usr/bin/hearth"
+		echo "$name: installs (user, /etc/hearth, units that verify, hearth version) and removes: ok"
+	fi
 done
 
 # The .rpms (no rpm tools needed: the test reads their headers) and that the Linux binaries
