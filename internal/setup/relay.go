@@ -1,10 +1,13 @@
 package setup
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/hearthlab/hearth/internal/config"
 )
@@ -78,22 +81,50 @@ func WriteRelay(o Relay, env Env) (Written, error) {
 	if o.Cert != "" {
 		paste += " --relay-ca CA.pem"
 	}
-	next := []string{
-		"wrote " + cfgPath + " and " + envPath + " (secrets, mode 0600)",
+	next := []string{"wrote " + cfgPath + " and " + envPath + " (secrets, mode 0600)"}
+	if note := certNote(o.Cert, o.Key, o.Domain, time.Now()); note != "" {
+		next = append(next, "", note)
+	}
+	next = append(next,
 		"",
-		"Before starting: the DNS name " + o.Domain + " must point at this machine, and ports 80, 443 and " + TunnelPort + " must be open.",
-		"Start the relay:   systemctl enable --now hearth-relay   (or: hearth relay --config " + cfgPath + ")",
-		"Check it:          " + withConfig("hearth doctor --role relay", cfgPath, config.DefaultRelayPath),
-		"A token for the phone:  " + withConfig("hearth token create --name phone", cfgPath, config.DefaultRelayPath),
+		"Before starting: the DNS name "+o.Domain+" must point at this machine, and ports 80, 443 and "+TunnelPort+" must be open.",
+		"Start the relay:   systemctl enable --now hearth-relay   (or: hearth relay --config "+cfgPath+")",
+		"Check it:          "+withConfig("hearth doctor --role relay", cfgPath, config.DefaultRelayPath),
+		"A token for the phone:  "+withConfig("hearth token create --name phone", cfgPath, config.DefaultRelayPath),
 		"",
 		"On the home machine, run this one line:",
 		"",
-		"  " + paste,
-	}
+		"  "+paste,
+	)
 	if o.Cert != "" {
 		next = append(next, "", "(with the file of the CA that signed "+o.Cert+" as CA.pem; leave --relay-ca out for a publicly trusted certificate)")
 	}
 	return Written{Config: cfgPath, EnvFile: envPath, Next: next}, nil
+}
+
+// certNote is what init says about a brought certificate that the relay would refuse: files
+// that do not load as a certificate and its key (not there yet, swapped, the chain without
+// its key), a certificate for another name, or one past its end. The config is written all
+// the same (the files may come later); "" when the pair is good or none is brought.
+func certNote(cert, key, domain string, now time.Time) string {
+	if cert == "" {
+		return ""
+	}
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return fmt.Sprintf("Note: --cert %s and --key %s do not load as a certificate and its key (%v): the relay starts only once they do.", cert, key, err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return fmt.Sprintf("Note: --cert %s: %v: the relay starts only once it is a certificate.", cert, err)
+	}
+	if err := leaf.VerifyHostname(domain); err != nil {
+		return fmt.Sprintf("Note: --cert %s is not for %s (%v): phones will refuse it; bring one for %s.", cert, domain, err, domain)
+	}
+	if now.After(leaf.NotAfter) {
+		return fmt.Sprintf("Note: --cert %s ended on %s: phones will refuse it; put a renewed one in its place.", cert, leaf.NotAfter.UTC().Format("2006-01-02"))
+	}
+	return ""
 }
 
 func checkRelayOptions(o Relay) error {
