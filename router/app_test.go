@@ -27,6 +27,7 @@ func TestAppMount(t *testing.T) {
 		{"ollama CLI GET /, trusted", true, http.MethodGet, "/", "", "", 200, "Ollama is running"},
 		{"ollama CLI HEAD /, trusted", true, http.MethodHead, "/", "", "", 200, ""},
 		{"browser at /, untrusted", false, http.MethodGet, "/", "text/html", "", 200, "app /"},
+		{"ollama CLI HEAD /, untrusted without key", false, http.MethodHead, "/", "", "", 200, ""},
 		{"GET / untrusted without key", false, http.MethodGet, "/", "*/*", "", 401, "node.trusted_networks"},
 		{"shell file, untrusted", false, http.MethodGet, "/app/app.js", "", "", 200, "app /app/app.js"},
 		{"API, untrusted without key", false, http.MethodGet, "/v1/models", "", "", 401, "node.trusted_networks"},

@@ -82,13 +82,16 @@ func (s *Server) routes() http.Handler {
 	})
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	r.Get("/readyz", s.readyz)
+	// The ollama CLI sends HEAD / before each command and, on a 401 without a body, prints only
+	// "something went wrong": answered without a key, the command's own request then gets the
+	// 401 that says what to fix. It tells nothing /healthz does not.
+	r.Head("/", running)
 	for path, h := range s.cfg.Mounts {
 		r.Method(http.MethodGet, path, h)
 	}
 	r.Group(func(r chi.Router) {
 		r.Use(s.auth)
 		r.Get("/", running)
-		r.Head("/", running)
 		if s.cfg.Metrics != nil {
 			r.Method(http.MethodGet, "/metrics", s.cfg.Metrics)
 		}

@@ -82,9 +82,17 @@ func Body(d Dialect, e *Error) []byte {
 			Error detail `json:"error"`
 		}{detail{Message: e.Message, Type: e.openAIType(), Code: e.Code}}
 	} else {
+		// The ollama CLI reads a 401 into its sign-in error, which keeps only "status" and
+		// "signin_url" and otherwise prints "something went wrong, please see the ollama server
+		// logs"; "status" carries the message there so that the person sees what to fix.
+		var status string
+		if e.Status == http.StatusUnauthorized {
+			status = e.Message
+		}
 		v = struct {
-			Error string `json:"error"`
-		}{e.Message}
+			Error  string `json:"error"`
+			Status string `json:"status,omitempty"`
+		}{e.Message, status}
 	}
 	b, _ := json.Marshal(v) // plain strings: cannot fail
 	return append(b, '\n')

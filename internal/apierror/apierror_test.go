@@ -16,6 +16,8 @@ func TestWrite(t *testing.T) {
 			Error{Status: 401, Message: "no token"}},
 		{"/app/v1/generations/x/events", `{"error":{"message":"token revoked","type":"authentication_error","param":null,"code":"token_revoked"}}` + "\n", "",
 			Error{Status: 401, Code: "token_revoked", Message: "token revoked"}},
+		{"/api/tags", `{"error":"no key","status":"no key"}` + "\n", "",
+			Error{Status: 401, Code: "missing_api_key", Message: "no key"}},
 		{"/api/chat", `{"error":"slow down"}` + "\n", "",
 			Error{Status: 429, Code: "rate_limited", Message: "slow down"}},
 	} {
