@@ -133,14 +133,15 @@ func New(cfg config.Agent, logger *slog.Logger, version string, opts ...Option) 
 	loop := &appLoop{}
 	a.app = webapp.New(webapp.Options{Role: "agent", API: loop}, logger.With("component", "webapp"))
 	api := router.NewServer(router.ServerConfig{
-		App:     a.app,
-		MaxBody: int64(cfg.Node.MaxBody),
-		APIKeys: keys,
-		Trusted: trusted,
-		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		Local:   local,
-		Mounts:  mounts,
-		Tunnel:  tunnelView,
+		App:         a.app,
+		MaxBody:     int64(cfg.Node.MaxBody),
+		APIKeys:     keys,
+		CORSOrigins: cfg.Node.CORSOrigins,
+		Trusted:     trusted,
+		Metrics:     promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Local:       local,
+		Mounts:      mounts,
+		Tunnel:      tunnelView,
 
 		Virtual:   a.rag.virtual,
 		APIMounts: map[string]http.Handler{"/rag/v1": a.rag.api},

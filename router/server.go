@@ -22,6 +22,8 @@ type ServerConfig struct {
 	MaxBody int64
 	// APIKeys are accepted as Bearer tokens from any address.
 	APIKeys []string
+	// CORSOrigins are the browser origins allowed besides Ollama's defaults (corsOrigins).
+	CORSOrigins []string
 	// Trusted networks need no key.
 	Trusted []netip.Prefix
 	// Metrics serves /metrics (nil: 404).
@@ -72,6 +74,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
+	r.Use(s.cors())
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, DialectOf(r.URL.Path), &APIError{Status: http.StatusNotFound, Code: "not_found",
 			Message: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})

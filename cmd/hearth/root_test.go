@@ -28,7 +28,7 @@ func TestConfigCheck(t *testing.T) {
 	}{
 		{"../../internal/config/testdata/minimal.good.yaml", "../../internal/config/testdata/minimal.good.yaml: ok (agent config)\n", ""},
 		{"../../internal/config/testdata/unknown-key.bad.yaml", "",
-			`../../internal/config/testdata/unknown-key.bad.yaml:3: unknown key "lisen" in node (known keys: api_keys, data_dir, listen, max_body, name, trusted_networks)`},
+			`../../internal/config/testdata/unknown-key.bad.yaml:3: unknown key "lisen" in node (known keys: api_keys, cors_origins, data_dir, listen, max_body, name, trusted_networks)`},
 	}
 	for _, tt := range tests {
 		out, err := run("config", "check", tt.file)

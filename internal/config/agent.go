@@ -110,6 +110,12 @@ type Node struct {
 	// TrustedNetworks are CIDRs whose clients need no key (the `ollama` CLI cannot send one).
 	// Default loopback only: ["127.0.0.0/8", "::1/128"].
 	TrustedNetworks []string `yaml:"trusted_networks"`
+	// CORSOrigins are browser origins, beyond Ollama's defaults (http(s)://localhost,
+	// 127.0.0.1 and 0.0.0.0 on any port; app://, file://, tauri://, vscode-webview://,
+	// vscode-file://), whose pages may call the API, as OLLAMA_ORIGINS adds to Ollama's:
+	// e.g. "chrome-extension://*" for a browser extension, "http://nas.lan:3000" for a chat
+	// page served from the NAS. One * each. A page still needs a key or a trusted network.
+	CORSOrigins []string `yaml:"cors_origins"`
 	// MaxBody is the largest JSON request body accepted (images travel base64 inside it).
 	// Uploads to /api/blobs are streamed and not bound by it. Default "64MiB".
 	MaxBody ByteSize `yaml:"max_body"`
@@ -243,6 +249,11 @@ func (c *Agent) Validate() error {
 	}
 	if _, err := c.Node.TrustedPrefixes(); err != nil {
 		add("%v", err)
+	}
+	for i, o := range c.Node.CORSOrigins {
+		if o == "*" || !strings.Contains(o, "://") || strings.Count(o, "*") > 1 || strings.HasSuffix(o, "/") {
+			add("node.cors_origins[%d] %q: give an origin such as \"http://nas.lan:3000\" or \"chrome-extension://*\" (scheme://host[:port], at most one *, no path; \"*\" alone would let any web page read the answers)", i, o)
+		}
 	}
 	if c.Node.MaxBody < 1024 {
 		add("node.max_body %s is too small: requests carry whole conversations; use at least \"1MiB\"", c.Node.MaxBody)

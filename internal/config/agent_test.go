@@ -108,7 +108,7 @@ func TestAgentBadFiles(t *testing.T) {
 		file string
 		want string
 	}{
-		{"unknown-key", `testdata/unknown-key.bad.yaml:3: unknown key "lisen" in node (known keys: api_keys, data_dir, listen, max_body, name, trusted_networks)`},
+		{"unknown-key", `testdata/unknown-key.bad.yaml:3: unknown key "lisen" in node (known keys: api_keys, cors_origins, data_dir, listen, max_body, name, trusted_networks)`},
 		{"unknown-section", `testdata/unknown-section.bad.yaml:3: unknown key "olama" (known keys: cluster, idle, node, ollama, rag, router, storage, tunnel, wake)`},
 		{"cluster-nosecret", "testdata/cluster-nosecret.bad.yaml: cluster.secret is empty: gossip must be encrypted; set it to the output of `openssl rand -base64 32` on every node, or set cluster.insecure: true"},
 		{"cluster-secret", "testdata/cluster-secret.bad.yaml: cluster.secret decodes to 5 bytes: it must be 16, 24 or 32 (`openssl rand -base64 32`)"},
@@ -125,6 +125,7 @@ func TestAgentBadFiles(t *testing.T) {
 		{"listen", `testdata/listen.bad.yaml: node.listen "11500": not host:port (for example "0.0.0.0:11500")`},
 		{"url", `testdata/url.bad.yaml: ollama.url "127.0.0.1:11434": the scheme is missing (for example "http://127.0.0.1:11434")`},
 		{"cidr", `testdata/cidr.bad.yaml: node.trusted_networks[0] "192.168.1.0/33" is not a CIDR such as "192.168.1.0/24"`},
+		{"cors", `testdata/cors.bad.yaml: node.cors_origins[0] "*": give an origin such as "http://nas.lan:3000" or "chrome-extension://*" (scheme://host[:port], at most one *, no path; "*" alone would let any web page read the answers)`},
 		{"short-key", "testdata/short-key.bad.yaml: node.api_keys[0] is 6 characters long: use at least 16 (e.g. from `openssl rand -hex 16`)"},
 		{"list", `testdata/list.bad.yaml:2: "10.0.0.0/8" is not a list`},
 		{"max-loaded", "testdata/max-loaded.bad.yaml: ollama.max_loaded -1: give how many models Ollama keeps loaded at once (OLLAMA_MAX_LOADED_MODELS), between 1 and 255, or 0 to learn it"},
