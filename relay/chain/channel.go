@@ -159,6 +159,18 @@ func (c *channel) pickKey(now time.Time) *channelKey {
 	return nil
 }
 
+// restingFor is how long until the first of the channel's rate-limited keys may be called
+// again; 0 when none rests on a vendor's Retry-After (disabled or open instead).
+func (c *channel) restingFor(now time.Time) time.Duration {
+	var soonest time.Duration
+	for _, k := range c.keys {
+		if d := k.brk.restingFor(now); d > 0 && k.disabled.Load() == nil && (soonest == 0 || d < soonest) {
+			soonest = d
+		}
+	}
+	return soonest
+}
+
 // record keeps what the admin views show.
 func (c *channel) record(err error, firstByte time.Duration) {
 	c.mu.Lock()
