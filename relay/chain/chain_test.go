@@ -460,3 +460,18 @@ func TestParseRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// TestChainTestNeedsNoProbeModel: `hearth channel test` on a channel without probe_model
+// calls the first model it serves (before, it failed "no probe_model configured" without
+// calling anything), and reports the vendor's failure when there is one.
+func TestChainTestNeedsNoProbeModel(t *testing.T) {
+	a := newVendor(t)
+	w := startChain(t, []config.Channel{vendorChannel("a", a, 0, "m")}, nil)
+	if _, err := w.chain.Test(t.Context(), "a"); err != nil || a.calls.Load() != 1 {
+		t.Fatalf("test of a: %v after %d calls", err, a.calls.Load())
+	}
+	a.mode.Store("500")
+	if _, err := w.chain.Test(t.Context(), "a"); err == nil || !strings.Contains(err.Error(), "500") {
+		t.Fatalf("test of a failing vendor: %v", err)
+	}
+}
