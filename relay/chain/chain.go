@@ -323,6 +323,9 @@ func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, 
 			rec.Status = 499
 			return count.Usage{}
 		}
+		if d := l.ch.everyKeyResting(time.Now()); d > 0 && (rest == 0 || d < rest) {
+			rest = d
+		}
 		c.log.Info("channel could not serve; moving on", "channel", l.ch.cfg.Name, "model", l.model, "err", err)
 		tried = append(tried, l.ch.cfg.Name)
 		why = append(why, l.ch.cfg.Name+": "+err.Error())

@@ -171,6 +171,17 @@ func (c *channel) restingFor(now time.Time) time.Duration {
 	return soonest
 }
 
+// everyKeyResting is restingFor when no usable key is left that does not rest (0 otherwise):
+// the wait to tell a client after the last key's 429.
+func (c *channel) everyKeyResting(now time.Time) time.Duration {
+	for _, k := range c.keys {
+		if k.disabled.Load() == nil && k.brk.restingFor(now) == 0 {
+			return 0
+		}
+	}
+	return c.restingFor(now)
+}
+
 // record keeps what the admin views show.
 func (c *channel) record(err error, firstByte time.Duration) {
 	c.mu.Lock()
