@@ -1,4 +1,4 @@
-// Package auth is the relay's gate: tokens on every route (Bearer, x-api-key, or the ollama
+// Package auth is the relay's gate: tokens on every route (a Bearer token, or the ollama
 // CLI's key signature), the models a token may use, per-token and per-address rate limits,
 // the lockout of addresses that guess, the admin key, and the browser sign-in of exposed
 // sites (a login page and a host-only cookie). It uses relay/tokens, nothing else of the relay.

@@ -181,6 +181,10 @@ func relayOpenAI(w http.ResponseWriter, resp *http.Response, body io.Reader, req
 		if err == nil && len(b) > maxWholeAnswer {
 			err = fmt.Errorf("the answer is larger than %d MiB", maxWholeAnswer>>20)
 		}
+		if err == nil && resp.StatusCode == http.StatusOK && !json.Valid(b) {
+			// A vendor that ends its body early without a Content-Length: no client could read it.
+			err = errors.New("what it sent is not JSON")
+		}
 		if err != nil {
 			// Nothing went out yet: a broken answer is an error, not a short 200.
 			u, text := openAIUsage(b)

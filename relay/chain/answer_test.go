@@ -187,3 +187,20 @@ func TestChainWholeAnswerBrokenOff(t *testing.T) {
 		t.Errorf("not an OpenAI error body: %s (%v)", body, err)
 	}
 }
+
+// A whole answer that ends cleanly but is not JSON (a vendor that stops writing early and
+// sends no Content-Length) is a 502 too, not a 200 that no client can parse.
+func TestChainWholeAnswerNotJSON(t *testing.T) {
+	short := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"id":"c1","object":"chat.completion","choices":[{"message":`)
+	}))
+	t.Cleanup(short.Close)
+	ch := config.Channel{Name: "short", Type: "openai", BaseURL: short.URL, Keys: []string{"sk-short"}, Models: []string{"m"}}
+	w := startChain(t, []config.Channel{ch}, nil)
+	resp, body := w.post(t, "/v1/chat/completions", chatBody)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, `"code":"upstream_broken"`) || !strings.Contains(body, "not JSON") {
+		t.Fatalf("%d: %s", resp.StatusCode, body)
+	}
+}

@@ -14,7 +14,8 @@ type breaker struct {
 	open        bool
 	until       time.Time
 	cooldown    time.Duration
-	probing     bool // the half-open call is out
+	probing     bool      // the half-open call is out
+	restUntil   time.Time // a vendor's Retry-After: no calls before then, whatever the state
 	failsToOpen int
 	minCooldown time.Duration
 	maxCooldown time.Duration
@@ -28,6 +29,9 @@ func newBreaker() *breaker {
 func (b *breaker) allow(now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if now.Before(b.restUntil) {
+		return false
+	}
 	if !b.open {
 		return true
 	}
@@ -65,6 +69,23 @@ func (b *breaker) failure(now time.Time) (opened bool) {
 	return false
 }
 
+// rest refuses calls until until, as a vendor's 429 Retry-After asks: calling sooner only
+// earns more 429s (and may get the key banned).
+func (b *breaker) rest(until time.Time) {
+	b.mu.Lock()
+	if until.After(b.restUntil) {
+		b.restUntil = until
+	}
+	b.mu.Unlock()
+}
+
+// restingFor is how long the vendor's Retry-After still rests it (0: not resting).
+func (b *breaker) restingFor(now time.Time) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return max(b.restUntil.Sub(now), 0)
+}
+
 // release gives back a half-open probe that ended neither way (the client left).
 func (b *breaker) release() {
 	b.mu.Lock()
@@ -72,11 +93,13 @@ func (b *breaker) release() {
 	b.mu.Unlock()
 }
 
-// state is "closed", "open" or "half-open", for the admin views.
+// state is "closed", "open", "half-open" or "rate-limited", for the admin views.
 func (b *breaker) state(now time.Time) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
+	case now.Before(b.restUntil):
+		return "rate-limited"
 	case !b.open:
 		return "closed"
 	case now.Before(b.until):

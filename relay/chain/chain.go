@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -275,6 +276,7 @@ func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, 
 	}
 	var tried, why []string
 	homeOffline := false
+	var rest time.Duration // the soonest a rate-limited vendor key may be called again
 	for _, l := range links {
 		if l.ch.home() == nil && req.vendorErr != nil {
 			if errors.Is(req.vendorErr, ollama.ErrLoadOnly) {
@@ -297,6 +299,13 @@ func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, 
 		if l.ch.home() == nil {
 			if k = l.ch.pickKey(now); k == nil {
 				l.ch.brk.release()
+				if d := l.ch.restingFor(now); d > 0 {
+					why = append(why, fmt.Sprintf("%s: rate-limited by the vendor for another %s (its Retry-After)", l.ch.cfg.Name, d.Round(time.Second)))
+					if rest == 0 || d < rest {
+						rest = d
+					}
+					continue
+				}
 				why = append(why, l.ch.cfg.Name+": every key disabled or cooling down")
 				continue
 			}
@@ -313,6 +322,9 @@ func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, 
 		if r.Context().Err() != nil {
 			rec.Status = 499
 			return count.Usage{}
+		}
+		if d := l.ch.everyKeyResting(time.Now()); d > 0 && (rest == 0 || d < rest) {
+			rest = d
 		}
 		c.log.Info("channel could not serve; moving on", "channel", l.ch.cfg.Name, "model", l.model, "err", err)
 		tried = append(tried, l.ch.cfg.Name)
@@ -331,15 +343,20 @@ func (c *Chain) serve(w http.ResponseWriter, r *http.Request, req *chatRequest, 
 		msg += ": " + strings.Join(why, "; ")
 	}
 	rec.Status = status
-	apierror.Write(w, req.dialect, &apierror.Error{Status: status, Code: code, RetryAfter: retryAfter(status), Message: msg})
+	apierror.Write(w, req.dialect, &apierror.Error{Status: status, Code: code, RetryAfter: retryAfter(status, rest), Message: msg})
 	return count.Usage{}
 }
 
-func retryAfter(status int) int {
-	if status == http.StatusServiceUnavailable {
-		return 10
+// retryAfter is the client's wait after a 503: until a rate-limited vendor key may be called
+// again when one rests (asking sooner would fail the same way), else 10s.
+func retryAfter(status int, rest time.Duration) int {
+	if status != http.StatusServiceUnavailable {
+		return 0
 	}
-	return 0
+	if rest > 0 {
+		return max(int((rest+time.Second-1)/time.Second), 1)
+	}
+	return 10
 }
 
 // errMoveOn wraps a channel failure that another channel may not share.
@@ -451,19 +468,59 @@ func moveOnStatus(ch *channel, resp *http.Response) error {
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return &errMoveOn{fmt.Errorf("answered %s: %s", resp.Status, strings.TrimSpace(string(b)))}
+		err := fmt.Errorf("answered %s: %s", resp.Status, strings.TrimSpace(string(b)))
+		if d := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); resp.StatusCode == http.StatusTooManyRequests && d > 0 {
+			return &errRateLimited{error: err, wait: d}
+		}
+		return &errMoveOn{err}
 	case resp.StatusCode == http.StatusUnauthorized && ch.home() == nil:
 		return &errMoveOn{errKeyRefused}
 	}
 	return nil
 }
 
-// fail counts a channel failure; a 401 disables the key until the next reload.
+// errRateLimited is a vendor's 429 with a Retry-After: the key rests that long.
+type errRateLimited struct {
+	error
+	wait time.Duration
+}
+
+func (e *errRateLimited) Unwrap() error { return e.error }
+
+// maxRetryAfter bounds how long one 429 may rest a key: a vendor's odd value (a day) should
+// not take a key out of use until the next reload.
+const maxRetryAfter = 15 * time.Minute
+
+// parseRetryAfter reads a Retry-After of seconds or an HTTP date; 0 when absent or unreadable.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+		d = time.Duration(secs) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
+}
+
+// fail counts a channel failure; a 401 disables the key until the next reload, a 429 with
+// Retry-After rests it (or the channel, for home) that long.
 func (c *Chain) fail(l link, k *channelKey, err error) {
 	now := time.Now()
 	l.ch.record(err, 0)
 	if l.ch.brk.failure(now) {
 		c.log.Warn("channel breaker opened after repeated failures", "channel", l.ch.cfg.Name, "err", err)
+	}
+	var rl *errRateLimited
+	if errors.As(err, &rl) {
+		if k != nil {
+			k.brk.rest(now.Add(rl.wait))
+		} else {
+			l.ch.brk.rest(now.Add(rl.wait))
+		}
+		c.log.Info("channel rate-limited by its vendor; resting as Retry-After asks", "channel", l.ch.cfg.Name, "key", keyID(k), "for", rl.wait.String())
 	}
 	if k != nil {
 		k.brk.failure(now)
@@ -472,6 +529,13 @@ func (c *Chain) fail(l link, k *channelKey, err error) {
 			c.log.Error("channel key disabled until reload", "channel", l.ch.cfg.Name, "key", k.id, "err", err)
 		}
 	}
+}
+
+func keyID(k *channelKey) string {
+	if k == nil {
+		return ""
+	}
+	return k.id
 }
 
 // idleReader cancels the attempt when the upstream stalls longer than idle between chunks.

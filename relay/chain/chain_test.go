@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -416,5 +417,63 @@ func TestChainOllamaRequestsAVendorCannotTake(t *testing.T) {
 	}
 	if n := v.calls.Load(); n != 0 {
 		t.Errorf("the vendor was called %d times", n)
+	}
+}
+
+// TestChainHonoursRetryAfter: a vendor's 429 with Retry-After rests the key that long: the
+// next requests go straight to the next channel without calling it, the views say so, and a
+// client nothing else can serve is told to come back when the key may be called again (not
+// the usual 10s, which would only earn another 429).
+func TestChainHonoursRetryAfter(t *testing.T) {
+	a, b := newVendor(t), newVendor(t)
+	a.mode.Store("429") // Retry-After: 30
+	w := startChain(t, []config.Channel{vendorChannel("a", a, 0, "m"), vendorChannel("b", b, 10, "m")}, nil)
+	for i := 0; i < 2; i++ {
+		if resp, body := w.post(t, "/v1/chat/completions", chatBody); resp.StatusCode != 200 || resp.Header.Get("X-Hearth-Channel") != "b" {
+			t.Fatalf("request %d: %d via %q: %s", i, resp.StatusCode, resp.Header.Get("X-Hearth-Channel"), body)
+		}
+	}
+	if n := a.calls.Load(); n != 1 {
+		t.Fatalf("a was called %d times; after its 429 with Retry-After: 30 it should rest", n)
+	}
+	if st := w.chain.Channels()[0].Keys[0].State; st != "rate-limited" {
+		t.Errorf("a#1 is %q, want rate-limited", st)
+	}
+
+	// The request that meets the 429 and the next one both learn the vendor's wait.
+	only := startChain(t, []config.Channel{vendorChannel("a", a, 0, "m")}, nil)
+	for i, want := range []string{"429 Too Many Requests", "rate-limited by the vendor"} {
+		resp, body := only.post(t, "/v1/chat/completions", chatBody)
+		secs, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+		if resp.StatusCode != 503 || secs < 20 || secs > 30 || !strings.Contains(body, want) {
+			t.Fatalf("request %d: %d Retry-After %q: %s", i, resp.StatusCode, resp.Header.Get("Retry-After"), body)
+		}
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	for v, want := range map[string]time.Duration{
+		"30": 30 * time.Second, "": 0, "soon": 0, "-5": 0, "86400": maxRetryAfter,
+		now.Add(time.Minute).Format(http.TimeFormat): time.Minute,
+	} {
+		if got := parseRetryAfter(v, now); got != want {
+			t.Errorf("parseRetryAfter(%q) = %s, want %s", v, got, want)
+		}
+	}
+}
+
+// TestChainTestNeedsNoProbeModel: `hearth channel test` on a channel without probe_model
+// calls the first model it serves (before, it failed "no probe_model configured" without
+// calling anything), and reports the vendor's failure when there is one.
+func TestChainTestNeedsNoProbeModel(t *testing.T) {
+	a := newVendor(t)
+	w := startChain(t, []config.Channel{vendorChannel("a", a, 0, "m")}, nil)
+	if _, err := w.chain.Test(t.Context(), "a"); err != nil || a.calls.Load() != 1 {
+		t.Fatalf("test of a: %v after %d calls", err, a.calls.Load())
+	}
+	a.mode.Store("500")
+	if _, err := w.chain.Test(t.Context(), "a"); err == nil || !strings.Contains(err.Error(), "500") {
+		t.Fatalf("test of a failing vendor: %v", err)
 	}
 }

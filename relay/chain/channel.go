@@ -159,6 +159,29 @@ func (c *channel) pickKey(now time.Time) *channelKey {
 	return nil
 }
 
+// restingFor is how long until the first of the channel's rate-limited keys may be called
+// again; 0 when none rests on a vendor's Retry-After (disabled or open instead).
+func (c *channel) restingFor(now time.Time) time.Duration {
+	var soonest time.Duration
+	for _, k := range c.keys {
+		if d := k.brk.restingFor(now); d > 0 && k.disabled.Load() == nil && (soonest == 0 || d < soonest) {
+			soonest = d
+		}
+	}
+	return soonest
+}
+
+// everyKeyResting is restingFor when no usable key is left that does not rest (0 otherwise):
+// the wait to tell a client after the last key's 429.
+func (c *channel) everyKeyResting(now time.Time) time.Duration {
+	for _, k := range c.keys {
+		if k.disabled.Load() == nil && k.brk.restingFor(now) == 0 {
+			return 0
+		}
+	}
+	return c.restingFor(now)
+}
+
 // record keeps what the admin views show.
 func (c *channel) record(err error, firstByte time.Duration) {
 	c.mu.Lock()
@@ -195,19 +218,39 @@ type clientError struct{ error }
 
 func (e *clientError) Unwrap() error { return e.error }
 
-// probe makes one cheap real call with the channel's probe model.
-func (c *channel) probe(ctx context.Context) error {
-	if c.cfg.ProbeModel == "" {
-		return errors.New("no probe_model configured for this channel")
+// testModel is the model `hearth channel test` asks for: probe_model, or else the first the
+// channel serves (a test is one call of one token; it should not need a probe configured).
+func (c *channel) testModel() string {
+	if c.cfg.ProbeModel != "" {
+		return c.cfg.ProbeModel
+	}
+	if len(c.cfg.Models) > 0 {
+		return c.cfg.Models[0]
+	}
+	targets := make([]string, 0, len(c.cfg.Map))
+	for _, m := range c.cfg.Map {
+		targets = append(targets, m)
+	}
+	slices.Sort(targets)
+	if len(targets) > 0 {
+		return targets[0]
+	}
+	return ""
+}
+
+// probe makes one cheap real call for model.
+func (c *channel) probe(ctx context.Context, model string) error {
+	if model == "" {
+		return errors.New("it has no probe_model, models or map to test with: set probe_model in the relay config")
 	}
 	k := c.pickKey(time.Now())
 	if k == nil {
 		return errors.New("every key of this channel is disabled or cooling down")
 	}
-	body := []byte(`{"model":` + strconv.Quote(c.cfg.ProbeModel) + `,"max_tokens":1,"messages":[{"role":"user","content":"ping"}]}`)
+	body := []byte(`{"model":` + strconv.Quote(model) + `,"max_tokens":1,"messages":[{"role":"user","content":"ping"}]}`)
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeouts.FirstByte)
 	defer cancel()
-	resp, err := c.kind.send(ctx, &upstreamCall{path: "/v1/chat/completions", body: body, model: c.cfg.ProbeModel}, k)
+	resp, err := c.kind.send(ctx, &upstreamCall{path: "/v1/chat/completions", body: body, model: model}, k)
 	if err != nil {
 		k.brk.failure(time.Now())
 		return err

@@ -91,7 +91,7 @@ func (c *Chain) Run(ctx context.Context) {
 				}
 				next[ch] = now.Add(ch.cfg.ProbeInterval)
 			} else if h == nil && ch.cfg.ProbeModel != "" && due {
-				if err := ch.probe(ctx); err != nil {
+				if err := ch.probe(ctx, ch.cfg.ProbeModel); err != nil {
 					ch.record(err, 0)
 					c.log.Info("channel probe failed", "channel", ch.cfg.Name, "err", err)
 				} else {
@@ -118,7 +118,7 @@ func (c *Chain) Test(ctx context.Context, name string) (time.Duration, error) {
 				err := h.refresh(ctx)
 				return time.Since(start), err
 			}
-			err := ch.probe(ctx)
+			err := ch.probe(ctx, ch.testModel())
 			return time.Since(start), err
 		}
 	}
