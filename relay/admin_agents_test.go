@@ -2,17 +2,11 @@ package relay_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -27,24 +21,6 @@ import (
 	"github.com/hearthlab/hearth/relay"
 )
 
-// writeRelayCert writes a self-signed certificate for relay.test (its own root) and its key.
-func writeRelayCert(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: relayDomain}, DNSNames: []string{relayDomain},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	certFile, keyFile = filepath.Join(dir, "relay.crt"), filepath.Join(dir, "relay.key")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	return certFile, keyFile
-}
-
 type agentsAnswer struct {
 	Home struct {
 		Name   string     `json:"name"`
@@ -57,7 +33,7 @@ type agentsAnswer struct {
 // through the tunnel and since when, and drops the time once it has gone.
 func TestAdminAgentsSaysSinceWhen(t *testing.T) {
 	dir := t.TempDir()
-	certFile, keyFile := writeRelayCert(t, dir)
+	certFile, keyFile := hearthtest.WriteCert(t, dir, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), relayDomain)
 	cfg := config.DefaultRelay()
 	cfg.Domains = []string{relayDomain}
 	cfg.TLS = config.TLSFiles{Cert: certFile, Key: keyFile}

@@ -3,17 +3,10 @@ package doctor
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -26,32 +19,9 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	"github.com/hearthlab/hearth/internal/config"
+	"github.com/hearthlab/hearth/internal/hearthtest"
 	"github.com/hearthlab/hearth/internal/ollamasim"
 )
-
-// writeCert writes a self-signed certificate (its own CA) valid from notBefore to notAfter.
-func writeCert(t *testing.T, dir string, notBefore, notAfter time.Time, names ...string) (certFile, keyFile string, pair tls.Certificate) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "test CA " + names[0]},
-		DNSNames: names, NotBefore: notBefore, NotAfter: notAfter, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
-	certFile, keyFile = filepath.Join(dir, names[0]+".crt"), filepath.Join(dir, names[0]+".key")
-	os.WriteFile(certFile, certPEM, 0o600)
-	os.WriteFile(keyFile, keyPEM, 0o600)
-	pair, err = tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile, pair
-}
 
 func want(t *testing.T, c Check, ok bool, say string) {
 	t.Helper()
@@ -160,15 +130,15 @@ func TestCertCheck(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Now()
 	env := Env{}.complete()
-	good, _, _ := writeCert(t, dir, now.Add(-time.Hour), now.Add(60*24*time.Hour), "ai.example.com")
+	good, _ := hearthtest.WriteCert(t, dir, now.Add(-time.Hour), now.Add(60*24*time.Hour), "ai.example.com")
 	byo := func(f string) config.Relay { return config.Relay{TLS: config.TLSFiles{Cert: f, Key: "k"}} }
 	want(t, certCheck(byo(good), "ai.example.com", env), true, "the certificate for ai.example.com from test CA ai.example.com is valid until")
 	want(t, certCheck(byo(good), "other.example.com", env), false, "does not cover other.example.com (it names ai.example.com)")
-	old, _, _ := writeCert(t, t.TempDir(), now.Add(-90*24*time.Hour), now.Add(-time.Hour), "ai.example.com")
+	old, _ := hearthtest.WriteCert(t, t.TempDir(), now.Add(-90*24*time.Hour), now.Add(-time.Hour), "ai.example.com")
 	want(t, certCheck(byo(old), "ai.example.com", env), false, "the certificate for ai.example.com expired on")
 	// A brought certificate is the user's to renew: no "renewal is overdue; see the relay's log".
 	want(t, certCheck(byo(old), "ai.example.com", env), false, "put a renewed certificate in "+old+" (tls.cert)")
-	soon, _, _ := writeCert(t, t.TempDir(), now.Add(-80*24*time.Hour), now.Add(3*24*time.Hour), "ai.example.com")
+	soon, _ := hearthtest.WriteCert(t, t.TempDir(), now.Add(-80*24*time.Hour), now.Add(3*24*time.Hour), "ai.example.com")
 	want(t, certCheck(byo(soon), "ai.example.com", env), false, "expires in 2 days")
 	want(t, certCheck(byo(soon), "ai.example.com", env), false, "put a renewed certificate in "+soon+" (tls.cert)")
 
@@ -187,7 +157,11 @@ func TestCertCheck(t *testing.T) {
 // tlsServer serves h over HTTPS with a certificate for name, trusted through the returned file.
 func tlsServer(t *testing.T, name string, h http.Handler) (addr, caFile string) {
 	t.Helper()
-	caFile, _, pair := writeCert(t, t.TempDir(), time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), name)
+	caFile, keyFile := hearthtest.WriteCert(t, t.TempDir(), time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), name)
+	pair, err := tls.LoadX509KeyPair(caFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewUnstartedServer(h)
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
 	srv.StartTLS()
