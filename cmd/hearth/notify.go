@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/hearthlab/hearth/internal/doctor"
 	"github.com/hearthlab/hearth/internal/sdnotify"
 )
 
@@ -38,7 +39,7 @@ func systemdNotifier() *sdnotify.Notifier { return sdnotify.New(os.Getenv, os.Ge
 // healthzAlive asks the agent's own API for /healthz, each time on a new connection: a wedged
 // server stops the watchdog's pings, and systemd restarts it.
 func healthzAlive(addr net.Addr) func(context.Context) error {
-	return getsOK(healthClient("", nil, 0), "http://"+loopbackOf(addr)+"/healthz")
+	return getsOK(healthClient("", nil, 0), "http://"+doctor.Loopback(addr.String())+"/healthz")
 }
 
 // relayAlive asks the relay's own HTTPS for /healthz on its listener, as hearth health
@@ -50,7 +51,7 @@ func healthzAlive(addr net.Addr) func(context.Context) error {
 // certificate the relay can only answer the handshake with an alert; that alert is its TLS
 // answering, so it counts as alive, or systemd would restart issuance itself.
 func relayAlive(addr net.Addr, domain string) func(context.Context) error {
-	client := healthClient(loopbackOf(addr), &tls.Config{ServerName: domain, InsecureSkipVerify: true}, 0) //nolint:gosec // a probe of itself, not of its certificate
+	client := healthClient(doctor.Loopback(addr.String()), &tls.Config{ServerName: domain, InsecureSkipVerify: true}, 0) //nolint:gosec // a probe of itself, not of its certificate
 	get := getsOK(client, "https://"+domain+"/healthz")
 	return func(ctx context.Context) error {
 		err := get(ctx)
@@ -78,13 +79,4 @@ func getsOK(client *http.Client, url string) func(context.Context) error {
 		}
 		return nil
 	}
-}
-
-// loopbackOf is where this process reaches its own listener: one on every interface is
-// dialed on 127.0.0.1.
-func loopbackOf(addr net.Addr) string {
-	if tcp, ok := addr.(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
-		return fmt.Sprintf("127.0.0.1:%d", tcp.Port)
-	}
-	return addr.String()
 }
